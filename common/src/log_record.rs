@@ -1,0 +1,44 @@
+//! The record of one run, as stored in MongoDB and returned by `/job/log`.
+//! Field names follow the original system; times are epoch milliseconds.
+
+use serde::{Deserialize, Serialize};
+
+/// MongoDB collection holding run records.
+pub const LOG_COLLECTION: &str = "job_logs";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogRecord {
+    /// Unique per run: `{job}@{tick_ms}#{claim_revision}`. Also the document
+    /// `_id`, so a retried insert of the same record is a no-op.
+    pub run_id: String,
+    pub job_name: String,
+    pub command: String,
+    /// Why the run failed (spawn error, non-zero exit, killed); empty on success.
+    pub err: String,
+    /// Combined stdout and stderr, at most the configured cap (the tail is kept).
+    pub output: String,
+    /// The scheduled tick this run is for.
+    pub plan_time: i64,
+    /// When the worker won the claim for the tick.
+    pub schedule_time: i64,
+    pub start_time: i64,
+    pub end_time: i64,
+    /// Exit code, or `None` when the process was ended by a signal or never started.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the process, if any.
+    pub signal: Option<i32>,
+    pub worker: String,
+    /// True when output exceeded the cap and only its tail was kept.
+    pub truncated: bool,
+    /// True when the run was ended by a kill request.
+    pub killed: bool,
+    /// `succeeded`, `failed` or `killed`.
+    pub status: String,
+}
+
+impl LogRecord {
+    pub fn run_id(job: &str, tick_ms: i64, claim_revision: i64) -> String {
+        format!("{job}@{tick_ms}#{claim_revision}")
+    }
+}

@@ -1,0 +1,325 @@
+//! Cron schedules: parsing the forms operators write, and `next_fire`.
+//!
+//! Accepted forms (all parsed by the `cron` crate after normalisation):
+//! - 7 fields, as the original system: `sec min hour dom month dow year`
+//! - 6 fields: `sec min hour dom month dow`
+//! - 5 fields, classic crontab: `min hour dom month dow` (fires at second 0)
+//! - macros: `@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`,
+//!   `@midnight`, `@hourly`
+//!
+//! Day-of-week numbers follow crontab and the original system: 0-6 is
+//! Sunday-Saturday and 7 is Sunday too. The `cron` crate numbers days 1-7 from
+//! Sunday, so numeric days are rewritten to names before parsing.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+
+use crate::limits::MAX_CRON_EXPR_LEN;
+
+/// A cron expression that is known to parse. Holds the text the operator
+/// wrote (to show it back unchanged) and the parsed schedule.
+#[derive(Clone)]
+pub struct CronSchedule {
+    expr: String,
+    schedule: cron::Schedule,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CronError(String);
+
+const MACROS: &[(&str, &str)] = &[
+    ("@yearly", "0 0 0 1 1 *"),
+    ("@annually", "0 0 0 1 1 *"),
+    ("@monthly", "0 0 0 1 * *"),
+    ("@weekly", "0 0 0 * * SUN"),
+    ("@daily", "0 0 0 * * *"),
+    ("@midnight", "0 0 0 * * *"),
+    ("@hourly", "0 0 * * * *"),
+];
+
+const DAY_NAMES: [&str; 8] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"];
+
+impl CronSchedule {
+    pub fn parse(expr: &str) -> Result<Self, CronError> {
+        let trimmed = expr.trim();
+        if trimmed.is_empty() {
+            return Err(CronError("is empty".into()));
+        }
+        if trimmed.len() > MAX_CRON_EXPR_LEN {
+            return Err(CronError(format!(
+                "is longer than {MAX_CRON_EXPR_LEN} characters"
+            )));
+        }
+        let normalized = normalize(trimmed)?;
+        let schedule = cron::Schedule::from_str(&normalized)
+            .map_err(|e| CronError(format!("{trimmed:?} is not a valid cron expression: {e}")))?;
+        // A schedule that can never fire (e.g. only in a past year) is almost
+        // certainly a mistake; reject it rather than store a job that never runs.
+        if schedule.after(&Utc::now()).next().is_none() {
+            return Err(CronError(format!("{trimmed:?} never fires in the future")));
+        }
+        Ok(CronSchedule {
+            expr: trimmed.to_string(),
+            schedule,
+        })
+    }
+
+    /// The expression as the operator wrote it (trimmed).
+    pub fn as_str(&self) -> &str {
+        &self.expr
+    }
+
+    /// The first fire time strictly after `after`, or `None` if the schedule
+    /// has no more fire times.
+    pub fn next_fire(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedule.after(&after).next()
+    }
+
+    /// The next `n` fire times strictly after `after`.
+    pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        self.schedule.after(&after).take(n).collect()
+    }
+
+    /// Whether `t` is itself one of the schedule's fire times.
+    pub fn fires_at(&self, t: DateTime<Utc>) -> bool {
+        let just_before = t - chrono::Duration::milliseconds(1);
+        self.next_fire(just_before) == Some(t)
+    }
+}
+
+/// What a worker does when its timer wakes at `now` for a job whose next
+/// unattempted tick is `next`: the ticks to attempt now (oldest first) and the
+/// next tick to wait for. Ticks older than `now - max_lateness` are skipped,
+/// not attempted: a worker that stalled or was cut off does not run stale
+/// ticks (another worker ran them, or nobody could).
+pub fn due_ticks(
+    schedule: &CronSchedule,
+    mut next: DateTime<Utc>,
+    now: DateTime<Utc>,
+    max_lateness: chrono::Duration,
+) -> (Vec<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let oldest_allowed = now - max_lateness;
+    if next < oldest_allowed {
+        // Jump instead of walking every missed tick of a long outage.
+        match schedule.next_fire(oldest_allowed - chrono::Duration::milliseconds(1)) {
+            Some(t) => next = t,
+            None => return (Vec::new(), None),
+        }
+    }
+    let mut due = Vec::new();
+    let mut upcoming = Some(next);
+    while let Some(t) = upcoming.filter(|t| *t <= now) {
+        due.push(t);
+        upcoming = schedule.next_fire(t);
+    }
+    (due, upcoming)
+}
+
+impl fmt::Debug for CronSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CronSchedule").field(&self.expr).finish()
+    }
+}
+
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.expr == other.expr
+    }
+}
+
+/// Turns any accepted form into the 6- or 7-field form the `cron` crate reads.
+fn normalize(expr: &str) -> Result<String, CronError> {
+    if expr.starts_with('@') {
+        let lower = expr.to_ascii_lowercase();
+        return MACROS
+            .iter()
+            .find(|(name, _)| *name == lower)
+            .map(|(_, fields)| fields.to_string())
+            .ok_or_else(|| {
+                let names: Vec<&str> = MACROS.iter().map(|(n, _)| *n).collect();
+                CronError(format!(
+                    "unknown macro {expr:?}; expected one of {}",
+                    names.join(", ")
+                ))
+            });
+    }
+    let mut fields: Vec<String> = expr.split_whitespace().map(str::to_string).collect();
+    match fields.len() {
+        5 => fields.insert(0, "0".to_string()),
+        6 | 7 => {}
+        n => {
+            return Err(CronError(format!(
+                "has {n} fields; expected 5 (min hour dom month dow), \
+                 6 (sec min hour dom month dow) or 7 (sec min hour dom month dow year)"
+            )))
+        }
+    }
+    fields[5] = day_of_week_to_names(&fields[5])?;
+    Ok(fields.join(" "))
+}
+
+/// Rewrites the numbers of a day-of-week field (0-7, Sunday = 0 or 7) as day
+/// names, leaving `*`, `?`, names and step values alone.
+fn day_of_week_to_names(field: &str) -> Result<String, CronError> {
+    let mut out = String::with_capacity(field.len() + 8);
+    let mut chars = field.chars().peekable();
+    let mut after_slash = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            let mut num = String::from(c);
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                num.push(*d);
+                chars.next();
+            }
+            if after_slash {
+                out.push_str(&num);
+                continue;
+            }
+            let day: usize = num.parse().unwrap_or(usize::MAX);
+            let name = DAY_NAMES.get(day).ok_or_else(|| {
+                CronError(format!(
+                    "day of week {num} is out of range; use 0-7 (0 and 7 are Sunday) or SUN-SAT"
+                ))
+            })?;
+            out.push_str(name);
+        } else {
+            after_slash = c == '/';
+            if c == ',' || c == '-' {
+                after_slash = false;
+            }
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn seven_six_and_five_fields_agree() {
+        let after = at("2030-01-01T00:00:00Z");
+        let seven = CronSchedule::parse("0 */5 * * * * *").unwrap();
+        let six = CronSchedule::parse("0 */5 * * * *").unwrap();
+        let five = CronSchedule::parse("*/5 * * * *").unwrap();
+        let want = at("2030-01-01T00:05:00Z");
+        assert_eq!(seven.next_fire(after), Some(want));
+        assert_eq!(six.next_fire(after), Some(want));
+        assert_eq!(five.next_fire(after), Some(want));
+    }
+
+    #[test]
+    fn every_second_fires_each_second() {
+        let s = CronSchedule::parse("* * * * * * *").unwrap();
+        let t0 = Utc.timestamp_millis_opt(1_900_000_000_500).unwrap();
+        let fires = s.upcoming(t0, 3);
+        let secs: Vec<i64> = fires.iter().map(|t| t.timestamp_millis()).collect();
+        assert_eq!(
+            secs,
+            vec![1_900_000_001_000, 1_900_000_002_000, 1_900_000_003_000]
+        );
+    }
+
+    #[test]
+    fn macros_parse() {
+        let after = at("2030-01-01T00:30:00Z");
+        let hourly = CronSchedule::parse("@hourly").unwrap();
+        assert_eq!(hourly.next_fire(after), Some(at("2030-01-01T01:00:00Z")));
+        let daily = CronSchedule::parse("@DAILY").unwrap();
+        assert_eq!(daily.next_fire(after), Some(at("2030-01-02T00:00:00Z")));
+        assert!(CronSchedule::parse("@fortnightly").is_err());
+    }
+
+    #[test]
+    fn day_of_week_zero_and_seven_are_sunday() {
+        // 2030-01-01 is a Tuesday; the next Sunday is 2030-01-06.
+        let after = at("2030-01-01T00:00:00Z");
+        for expr in ["0 0 * * 0", "0 0 * * 7", "0 0 * * SUN"] {
+            let s = CronSchedule::parse(expr).unwrap();
+            assert_eq!(
+                s.next_fire(after),
+                Some(at("2030-01-06T00:00:00Z")),
+                "{expr}"
+            );
+        }
+        let weekdays = CronSchedule::parse("0 0 * * 1-5").unwrap();
+        assert_eq!(weekdays.next_fire(after), Some(at("2030-01-02T00:00:00Z")));
+        let stepped = CronSchedule::parse("0 0 0 * * 1-5/2").unwrap();
+        assert!(stepped.next_fire(after).is_some());
+    }
+
+    #[test]
+    fn rejections_say_why() {
+        let cases = [
+            ("", "empty"),
+            ("* * *", "3 fields"),
+            ("* * * * * * * *", "8 fields"),
+            ("61 * * * * *", "not a valid cron expression"),
+            ("0 0 * * 9", "out of range"),
+            ("0 0 0 1 1 * 2001", "never fires"),
+        ];
+        for (expr, want) in cases {
+            let err = CronSchedule::parse(expr).unwrap_err().to_string();
+            assert!(err.contains(want), "{expr:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn due_ticks_in_order_and_skips_stale_ones() {
+        let s = CronSchedule::parse("* * * * * *").unwrap();
+        let lateness = chrono::Duration::seconds(10);
+        // On time: exactly the one tick.
+        let (due, next) = due_ticks(
+            &s,
+            at("2030-01-01T00:00:05Z"),
+            at("2030-01-01T00:00:05.002Z"),
+            lateness,
+        );
+        assert_eq!(due, vec![at("2030-01-01T00:00:05Z")]);
+        assert_eq!(next, Some(at("2030-01-01T00:00:06Z")));
+        // Woke 3 s late: the three missed ticks, oldest first.
+        let (due, next) = due_ticks(
+            &s,
+            at("2030-01-01T00:00:05Z"),
+            at("2030-01-01T00:00:07.5Z"),
+            lateness,
+        );
+        assert_eq!(due.len(), 3);
+        assert_eq!(due[0], at("2030-01-01T00:00:05Z"));
+        assert_eq!(next, Some(at("2030-01-01T00:00:08Z")));
+        // Woke an hour late: only ticks inside the lateness window.
+        let (due, _) = due_ticks(
+            &s,
+            at("2030-01-01T00:00:05Z"),
+            at("2030-01-01T01:00:05Z"),
+            lateness,
+        );
+        assert_eq!(due.len(), 11);
+        assert_eq!(due[0], at("2030-01-01T00:59:55Z"));
+        // Early wake-up: nothing due.
+        let (due, next) = due_ticks(
+            &s,
+            at("2030-01-01T00:00:05Z"),
+            at("2030-01-01T00:00:04.9Z"),
+            lateness,
+        );
+        assert!(due.is_empty());
+        assert_eq!(next, Some(at("2030-01-01T00:00:05Z")));
+    }
+
+    #[test]
+    fn fires_at_matches_only_fire_times() {
+        let s = CronSchedule::parse("*/10 * * * * *").unwrap();
+        assert!(s.fires_at(at("2030-01-01T00:00:10Z")));
+        assert!(!s.fires_at(at("2030-01-01T00:00:11Z")));
+    }
+}

@@ -1,0 +1,155 @@
+//! The legacy HTTP API of the original system, kept exactly: form-encoded
+//! requests, HTTP 200 with a JSON envelope `{errno, msg, data}` whose `errno`
+//! is -1 on any error.
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use gdts_common::limits::{DEFAULT_LOG_PAGE, MAX_LOG_PAGE};
+use gdts_common::response::Envelope;
+use gdts_common::{Job, JobError, JobName};
+use serde::Serialize;
+
+use crate::store::{Store, StoreError};
+
+pub fn router(store: Store) -> Router {
+    Router::new()
+        .route("/job/save", post(save_job))
+        .route("/job/delete", post(delete_job))
+        .route("/job/kill", post(kill_job))
+        .route("/job/list", get(list_jobs))
+        .route("/job/log", get(job_log))
+        .route("/worker/list", get(list_workers))
+        .route("/healthz", get(healthz))
+        .with_state(store)
+}
+
+/// Why a legacy request failed. The caller's mistakes carry a message that
+/// says what is wrong; our own failures are logged and reported opaquely.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("storage unavailable, try again")]
+    Store(#[from] StoreError),
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Store(cause) = &self {
+            tracing::error!(error = %cause, "request failed in a backing store");
+        }
+        // Legacy clients read `errno`, not the status code.
+        (StatusCode::OK, Json(Envelope::error(self.to_string()))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<Envelope<T>>, ApiError>;
+
+fn ok<T: Serialize>(data: T) -> ApiResult<T> {
+    Ok(Json(Envelope::ok(data)))
+}
+
+type Fields = HashMap<String, String>;
+
+fn form_fields(form: Result<Form<Fields>, FormRejection>) -> Result<Fields, ApiError> {
+    form.map(|Form(f)| f).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "request body must be form-encoded (application/x-www-form-urlencoded): {}",
+            e.body_text()
+        ))
+    })
+}
+
+fn required<'a>(fields: &'a Fields, name: &str) -> Result<&'a str, ApiError> {
+    fields
+        .get(name)
+        .map(String::as_str)
+        .ok_or_else(|| ApiError::BadRequest(format!("{name}: form field is missing")))
+}
+
+fn job_name(fields: &Fields) -> Result<JobName, ApiError> {
+    Ok(JobName::parse(required(fields, "name")?)?)
+}
+
+async fn save_job(
+    State(store): State<Store>,
+    form: Result<Form<Fields>, FormRejection>,
+) -> ApiResult<Option<gdts_common::JobSpec>> {
+    let fields = form_fields(form)?;
+    let job = Job::from_json(required(&fields, "job")?)?;
+    let previous = store.save_job(&job).await?;
+    tracing::info!(job = %job.name, cron = job.schedule.as_str(), "job saved");
+    ok(previous)
+}
+
+async fn delete_job(
+    State(store): State<Store>,
+    form: Result<Form<Fields>, FormRejection>,
+) -> ApiResult<Option<gdts_common::JobSpec>> {
+    let name = job_name(&form_fields(form)?)?;
+    let deleted = store.delete_job(&name).await?;
+    tracing::info!(job = %name, existed = deleted.is_some(), "job deleted");
+    ok(deleted)
+}
+
+async fn kill_job(
+    State(store): State<Store>,
+    form: Result<Form<Fields>, FormRejection>,
+) -> ApiResult<Option<()>> {
+    let name = job_name(&form_fields(form)?)?;
+    store.request_kill(&name).await?;
+    tracing::info!(job = %name, "kill requested");
+    ok(None)
+}
+
+async fn list_jobs(State(store): State<Store>) -> ApiResult<Vec<gdts_common::JobSpec>> {
+    ok(store.list_jobs().await?)
+}
+
+fn query_number(fields: &Fields, name: &str, default: i64, min: i64) -> Result<i64, ApiError> {
+    match fields.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if n >= min => Ok(n),
+            _ => Err(ApiError::BadRequest(format!(
+                "{name}: {v:?} is not a whole number >= {min}"
+            ))),
+        },
+    }
+}
+
+async fn job_log(
+    State(store): State<Store>,
+    query: Result<Query<Fields>, QueryRejection>,
+) -> ApiResult<Vec<gdts_common::log_record::LogRecord>> {
+    let Query(fields) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let name = job_name(&fields)?;
+    let skip = query_number(&fields, "skip", 0, 0)?;
+    let limit = query_number(&fields, "limit", DEFAULT_LOG_PAGE, 1)?.min(MAX_LOG_PAGE);
+    ok(store.job_logs(&name, skip as u64, limit).await?)
+}
+
+async fn list_workers(State(store): State<Store>) -> ApiResult<Vec<String>> {
+    ok(store.list_workers().await?)
+}
+
+/// Liveness and readiness: 200 when etcd answers, 503 otherwise.
+async fn healthz(State(store): State<Store>) -> Response {
+    if store.etcd_reachable().await {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "etcd unreachable").into_response()
+    }
+}

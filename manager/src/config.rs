@@ -1,0 +1,31 @@
+//! Manager configuration, from environment variables (see README).
+
+use gdts_common::config::{LogFormat, Lookup, StoreConfig};
+
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub store: StoreConfig,
+    /// `GDTS_BIND`: address to listen on. Default `0.0.0.0`.
+    pub bind: String,
+    /// `PORT` (Cloud Run sets it): HTTP port. Default 8070.
+    pub port: u16,
+    pub log_format: LogFormat,
+}
+
+impl ManagerConfig {
+    pub fn from_lookup(get: Lookup) -> Result<Self, String> {
+        let port = match get("PORT") {
+            None => 8070,
+            Some(p) => p
+                .trim()
+                .parse()
+                .map_err(|_| format!("PORT: {p:?} is not a port number"))?,
+        };
+        Ok(ManagerConfig {
+            store: StoreConfig::from_lookup(get)?,
+            bind: get("GDTS_BIND").unwrap_or_else(|| "0.0.0.0".into()),
+            port,
+            log_format: LogFormat::from_lookup(get)?,
+        })
+    }
+}

@@ -1,0 +1,116 @@
+//! Worker configuration, from environment variables (see README).
+
+use std::time::Duration;
+
+use gdts_common::config::{duration_ms, number, LogFormat, Lookup, StoreConfig};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub store: StoreConfig,
+    /// `GDTS_WORKER_ID`: this worker's id in `/worker/list`. Default
+    /// `{hostname}-{pid}`; characters outside `[A-Za-z0-9._-]` become `-`.
+    pub worker_id: String,
+    /// `GDTS_WORKER_LEASE_TTL_SECS`: TTL of the registration lease; a dead
+    /// worker leaves `/worker/list` within it. Default 10.
+    pub lease_ttl: Duration,
+    /// `GDTS_OUTPUT_LIMIT_BYTES`: output kept per run (the tail). Default 65536.
+    pub output_limit: usize,
+    /// `GDTS_KILL_GRACE_MS`: after SIGTERM, how long a killed run's process
+    /// group gets before SIGKILL. Default 2000.
+    pub kill_grace: Duration,
+    /// `GDTS_SHUTDOWN_GRACE_MS`: on SIGTERM, how long running jobs may go on
+    /// before they are killed. Default 30000.
+    pub shutdown_grace: Duration,
+    /// `GDTS_LOG_BATCH_SIZE`: most run records per MongoDB insert. Default 500.
+    pub log_batch_size: usize,
+    /// `GDTS_LOG_BATCH_WAIT_MS`: longest a record waits for a batch to fill. Default 200.
+    pub log_batch_wait: Duration,
+    /// `GDTS_LOG_BUFFER`: run records held while MongoDB is slow or down;
+    /// when full, finished runs wait to hand over their record. Default 10000.
+    pub log_buffer: usize,
+    /// `GDTS_LOG_FLUSH_TIMEOUT_MS`: on shutdown, how long to keep retrying
+    /// MongoDB for records not yet written. Default 60000.
+    pub log_flush_timeout: Duration,
+    pub log_format: LogFormat,
+}
+
+impl WorkerConfig {
+    pub fn from_lookup(get: Lookup) -> Result<Self, String> {
+        let worker_id = match get("GDTS_WORKER_ID") {
+            Some(id) if !id.trim().is_empty() => sanitize_id(id.trim()),
+            Some(_) => return Err("GDTS_WORKER_ID: must not be empty".into()),
+            None => default_worker_id(),
+        };
+        let lease_secs = number(get, "GDTS_WORKER_LEASE_TTL_SECS", 10)?;
+        if !(2..=300).contains(&lease_secs) {
+            return Err(format!(
+                "GDTS_WORKER_LEASE_TTL_SECS: {lease_secs} is outside 2..=300"
+            ));
+        }
+        let positive = |var: &str, default: u64| -> Result<usize, String> {
+            match number(get, var, default)? {
+                0 => Err(format!("{var}: must be at least 1")),
+                n => Ok(n as usize),
+            }
+        };
+        Ok(WorkerConfig {
+            store: StoreConfig::from_lookup(get)?,
+            worker_id,
+            lease_ttl: Duration::from_secs(lease_secs),
+            output_limit: positive("GDTS_OUTPUT_LIMIT_BYTES", 64 * 1024)?,
+            kill_grace: duration_ms(get, "GDTS_KILL_GRACE_MS", Duration::from_secs(2))?,
+            shutdown_grace: duration_ms(get, "GDTS_SHUTDOWN_GRACE_MS", Duration::from_secs(30))?,
+            log_batch_size: positive("GDTS_LOG_BATCH_SIZE", 500)?,
+            log_batch_wait: duration_ms(get, "GDTS_LOG_BATCH_WAIT_MS", Duration::from_millis(200))?,
+            log_buffer: positive("GDTS_LOG_BUFFER", 10_000)?,
+            log_flush_timeout: duration_ms(
+                get,
+                "GDTS_LOG_FLUSH_TIMEOUT_MS",
+                Duration::from_secs(60),
+            )?,
+            log_format: LogFormat::from_lookup(get)?,
+        })
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "worker".into());
+    sanitize_id(&format!("{host}-{}", std::process::id()))
+}
+
+/// Worker ids are etcd key segments: keep them to `[A-Za-z0-9._-]`.
+fn sanitize_id(raw: &str) -> String {
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_key_safe() {
+        assert_eq!(sanitize_id("host/a b"), "host-a-b");
+        let get = |k: &str| (k == "GDTS_WORKER_ID").then(|| "w 1".to_string());
+        assert_eq!(WorkerConfig::from_lookup(&get).unwrap().worker_id, "w-1");
+        let get = |k: &str| (k == "GDTS_WORKER_LEASE_TTL_SECS").then(|| "1".to_string());
+        assert!(WorkerConfig::from_lookup(&get).is_err());
+    }
+}

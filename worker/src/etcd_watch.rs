@@ -1,0 +1,130 @@
+//! Follows an etcd prefix: a full read, then a watch from the revision after
+//! it. Any watch error, disconnect, cancellation or compaction starts over
+//! with a fresh full read, so a consumer's view can never stay stale.
+
+use std::time::Duration;
+
+use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// One key as a consumer sees it (a copy of etcd's `KeyValue`, so consumers
+/// can be tested without etcd).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+}
+
+impl From<&KeyValue> for Entry {
+    fn from(kv: &KeyValue) -> Self {
+        Entry {
+            key: kv.key().to_vec(),
+            value: kv.value().to_vec(),
+            mod_revision: kv.mod_revision(),
+        }
+    }
+}
+
+/// What a consumer of a prefix sees.
+#[derive(Debug)]
+pub enum PrefixEvent {
+    /// Everything under the prefix now: replaces all earlier state.
+    Reset(Vec<Entry>),
+    Put(Entry),
+    /// A deleted key; `mod_revision` is the revision of the deletion.
+    Delete(Entry),
+}
+
+/// Runs until `shutdown` fires or the receiver is dropped.
+pub async fn follow_prefix(
+    client: Client,
+    prefix: String,
+    events: mpsc::Sender<PrefixEvent>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = follow_once(client.clone(), &prefix, &events) => r,
+        };
+        if events.is_closed() {
+            return;
+        }
+        match result {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(prefix = %prefix, error = %e, "watch broke; resyncing");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn follow_once(
+    mut client: Client,
+    prefix: &str,
+    events: &mpsc::Sender<PrefixEvent>,
+) -> anyhow::Result<()> {
+    let snapshot = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await?;
+    let revision = snapshot
+        .header()
+        .map(|h| h.revision())
+        .ok_or_else(|| anyhow::anyhow!("range response without header"))?;
+    let mut stream = client
+        .watch(
+            prefix,
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1)
+                    .with_progress_notify(),
+            ),
+        )
+        .await?;
+    if events
+        .send(PrefixEvent::Reset(
+            snapshot.kvs().iter().map(Entry::from).collect(),
+        ))
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    // Progress notifications arrive every few minutes on an idle watch; a
+    // silent stream for longer than this is treated as dead.
+    const SILENCE_LIMIT: Duration = Duration::from_secs(15 * 60);
+    loop {
+        let message = tokio::time::timeout(SILENCE_LIMIT, stream.message())
+            .await
+            .map_err(|_| anyhow::anyhow!("watch silent for {SILENCE_LIMIT:?}"))??;
+        let Some(resp) = message else {
+            anyhow::bail!("watch stream ended");
+        };
+        if resp.canceled() || resp.compact_revision() > 0 {
+            anyhow::bail!(
+                "watch canceled (compact revision {}): {}",
+                resp.compact_revision(),
+                resp.cancel_reason()
+            );
+        }
+        for event in resp.events() {
+            let Some(kv) = event.kv() else { continue };
+            let ev = match event.event_type() {
+                EventType::Put => PrefixEvent::Put(kv.into()),
+                EventType::Delete => PrefixEvent::Delete(kv.into()),
+            };
+            if events.send(ev).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}

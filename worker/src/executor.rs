@@ -1,0 +1,271 @@
+//! Runs one command. The only module that spawns processes.
+//!
+//! Each run is `sh -c COMMAND` in a process group of its own, so a kill
+//! reaches everything the command started. The run ends when the shell exits;
+//! anything it left behind in its group is then killed, so a run never leaks
+//! processes onto the worker.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::output::TailBuffer;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub output: String,
+    pub truncated: bool,
+    /// Empty on success.
+    pub err: String,
+    pub killed: bool,
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        self.err.is_empty()
+    }
+}
+
+pub struct RunLimits {
+    pub output_limit: usize,
+    pub kill_grace: Duration,
+}
+
+/// Why a run is being killed; it ends up in the log's `err`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    Requested,
+    Shutdown,
+}
+
+/// After the shell exits, how long to keep reading output that processes it
+/// left behind may still be writing before they are killed.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(300);
+
+/// Runs `command` and returns how it ended. `kill` asks for SIGTERM to the
+/// whole group, then SIGKILL after `limits.kill_grace`; `kill_reason` is read
+/// when that happens.
+pub async fn run_shell(
+    command: &str,
+    limits: &RunLimits,
+    kill: &CancellationToken,
+    kill_reason: impl Fn() -> KillReason,
+) -> Outcome {
+    let start_ms = now_ms();
+    let mut out = TailBuffer::new(limits.output_limit);
+    if kill.is_cancelled() {
+        return finished(start_ms, out, None, Some(kill_reason()), String::new());
+    }
+    let spawned = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            return finished(
+                start_ms,
+                out,
+                None,
+                None,
+                format!("could not start sh: {e}"),
+            )
+        }
+    };
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let (mut buf_out, mut buf_err) = (vec![0u8; 8192], vec![0u8; 8192]);
+    let (mut out_open, mut err_open) = (true, true);
+    let mut status = None;
+    let mut killed: Option<KillReason> = None;
+    let far = Instant::now() + Duration::from_secs(86400 * 365);
+    let mut sigkill_at = far;
+    let mut drain_until = far;
+    let mut wait_error = None;
+
+    loop {
+        if status.is_some() && !out_open && !err_open {
+            break;
+        }
+        tokio::select! {
+            n = stdout.read(&mut buf_out), if out_open => match n {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => out.push(&buf_out[..n]),
+            },
+            n = stderr.read(&mut buf_err), if err_open => match n {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => out.push(&buf_err[..n]),
+            },
+            st = child.wait(), if status.is_none() => {
+                match st {
+                    Ok(st) => status = Some(st),
+                    Err(e) => {
+                        wait_error = Some(e.to_string());
+                        break;
+                    }
+                }
+                drain_until = Instant::now() + DRAIN_AFTER_EXIT;
+            },
+            _ = kill.cancelled(), if killed.is_none() => {
+                killed = Some(kill_reason());
+                signal_group(pgid, Signal::SIGTERM);
+                sigkill_at = Instant::now() + limits.kill_grace;
+            },
+            _ = tokio::time::sleep_until(sigkill_at), if status.is_none() => {
+                signal_group(pgid, Signal::SIGKILL);
+                sigkill_at = far;
+            },
+            _ = tokio::time::sleep_until(drain_until) => break,
+        }
+    }
+    // Whatever the shell left running in its group goes with it.
+    signal_group(pgid, Signal::SIGKILL);
+    if status.is_none() {
+        // wait() failed: make sure the child is reaped before returning.
+        let _ = child.kill().await;
+    }
+    let (exit_code, signal) = match status {
+        Some(st) => (st.code(), st.signal()),
+        None => (None, None),
+    };
+    let err = match (wait_error, exit_code, signal) {
+        (Some(e), _, _) => format!("waiting for the process failed: {e}"),
+        (None, Some(0), _) => String::new(),
+        (None, Some(code), _) => format!("exit status {code}"),
+        (None, None, Some(sig)) => format!("terminated by signal {sig}"),
+        (None, None, None) => "ended without an exit status".into(),
+    };
+    let mut outcome = finished(start_ms, out, exit_code, killed, err);
+    outcome.signal = signal;
+    outcome
+}
+
+fn finished(
+    start_ms: i64,
+    out: TailBuffer,
+    exit_code: Option<i32>,
+    killed: Option<KillReason>,
+    err: String,
+) -> Outcome {
+    let (output, truncated) = out.into_string();
+    let err = match killed {
+        Some(KillReason::Requested) => format!("killed on request ({})", nonempty(&err)),
+        Some(KillReason::Shutdown) => format!("killed: worker shutting down ({})", nonempty(&err)),
+        None => err,
+    };
+    Outcome {
+        start_ms,
+        end_ms: now_ms(),
+        exit_code,
+        signal: None,
+        output,
+        truncated,
+        err,
+        killed: killed.is_some(),
+    }
+}
+
+fn nonempty(s: &str) -> &str {
+    if s.is_empty() {
+        "before it started"
+    } else {
+        s
+    }
+}
+
+fn signal_group(pgid: Option<Pid>, signal: Signal) {
+    if let Some(pgid) = pgid {
+        // ESRCH (group already gone) is the normal case after exit.
+        let _ = killpg(pgid, signal);
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(cap: usize) -> RunLimits {
+        RunLimits {
+            output_limit: cap,
+            kill_grace: Duration::from_millis(500),
+        }
+    }
+
+    async fn run(cmd: &str, cap: usize) -> Outcome {
+        run_shell(cmd, &limits(cap), &CancellationToken::new(), || {
+            KillReason::Requested
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn captures_output_and_exit_code() {
+        let o = run("echo out; echo err >&2; exit 3", 1024).await;
+        assert_eq!(o.exit_code, Some(3));
+        assert!(
+            o.output.contains("out\n") && o.output.contains("err\n"),
+            "{o:?}"
+        );
+        assert_eq!(o.err, "exit status 3");
+        assert!(!o.truncated);
+        let o = run("true", 1024).await;
+        assert!(o.succeeded(), "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn keeps_the_tail_of_long_output() {
+        let o = run("seq 1 100000", 64).await;
+        assert!(o.truncated);
+        assert!(o.output.ends_with("99999\n100000\n"), "{:?}", o.output);
+        assert!(o.output.len() <= 64);
+    }
+
+    #[tokio::test]
+    async fn kill_ends_the_whole_group() {
+        let kill = CancellationToken::new();
+        let k = kill.clone();
+        let started = std::time::Instant::now();
+        let handle = tokio::spawn(async move {
+            run_shell("sleep 60 & sleep 60; wait", &limits(1024), &k, || {
+                KillReason::Requested
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        kill.cancel();
+        let o = handle.await.unwrap();
+        assert!(o.killed);
+        assert!(o.err.starts_with("killed on request"), "{}", o.err);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn background_leftovers_do_not_hold_the_run() {
+        let started = std::time::Instant::now();
+        let o = run("sleep 30 & echo done", 1024).await;
+        assert!(o.succeeded(), "{o:?}");
+        assert!(o.output.contains("done"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

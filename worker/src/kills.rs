@@ -1,0 +1,34 @@
+//! Applies kill requests from `kill/{job}` to the runs on this worker.
+
+use std::sync::Arc;
+
+use gdts_common::keys::Keys;
+use tokio::sync::mpsc;
+
+use crate::etcd_watch::{Entry, PrefixEvent};
+use crate::runs::Runs;
+
+pub async fn apply_kill_requests(
+    keys: Keys,
+    runs: Arc<Runs>,
+    mut events: mpsc::Receiver<PrefixEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            // After a resync, requests still alive apply to runs claimed
+            // before them: exactly the runs they were meant for.
+            PrefixEvent::Reset(entries) => entries.iter().for_each(|e| apply(&keys, &runs, e)),
+            PrefixEvent::Put(entry) => apply(&keys, &runs, &entry),
+            PrefixEvent::Delete(_) => {}
+        }
+    }
+}
+
+fn apply(keys: &Keys, runs: &Runs, entry: &Entry) {
+    if let Some(job) = keys.parse_kill_key(&entry.key) {
+        let killed = runs.kill_job(&job, entry.mod_revision);
+        if killed > 0 {
+            tracing::info!(job = %job, runs = killed, "kill request applied");
+        }
+    }
+}

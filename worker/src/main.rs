@@ -1,0 +1,174 @@
+//! `gdts-worker`: follows the jobs in etcd, claims each tick it is due for,
+//! runs the ticks it wins and writes their records to MongoDB.
+
+mod claim;
+mod config;
+mod etcd_watch;
+mod executor;
+mod kills;
+mod log_sink;
+mod output;
+mod registration;
+mod run;
+mod runs;
+mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use config::WorkerConfig;
+use gdts_common::config::LogFormat;
+use gdts_common::keys::Keys;
+use gdts_common::values::WorkerInfo;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = WorkerConfig::from_lookup(&|k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)
+        .context("invalid configuration")?;
+    init_tracing(config.log_format);
+    tracing::info!(worker = %config.worker_id, "worker starting");
+
+    let etcd = etcd_client::Client::connect(
+        &config.store.etcd_endpoints,
+        Some(
+            etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(3))
+                .with_timeout(Duration::from_secs(10))
+                .with_keep_alive(Duration::from_secs(3), Duration::from_secs(3))
+                .with_keep_alive_while_idle(true),
+        ),
+    )
+    .await
+    .context("connecting to etcd")?;
+    let mut mongo_options = mongodb::options::ClientOptions::parse(&config.store.mongo_uri)
+        .await
+        .context("GDTS_MONGO_URI is not a valid MongoDB connection string")?;
+    mongo_options.server_selection_timeout = Some(Duration::from_secs(3));
+    mongo_options.app_name = Some("gdts-worker".into());
+    let mongo = mongodb::Client::with_options(mongo_options).context("creating MongoDB client")?;
+
+    let keys = Keys::new(&config.store.etcd_prefix);
+    let stop_scheduling = CancellationToken::new();
+    let stop_all = CancellationToken::new();
+    let background = TaskTracker::new();
+    let run_tasks = TaskTracker::new();
+    let runs = Arc::new(runs::Runs::default());
+
+    let (log_tx, log_rx) = mpsc::channel(config.log_buffer);
+    let log_writer = tokio::spawn(log_sink::run_log_writer(
+        mongo.database(&config.store.mongo_db),
+        log_rx,
+        log_sink::SinkConfig {
+            batch_size: config.log_batch_size,
+            batch_wait: config.log_batch_wait,
+            flush_timeout: config.log_flush_timeout,
+        },
+    ));
+
+    background.spawn(
+        registration::Registration {
+            client: etcd.clone(),
+            keys: keys.clone(),
+            info: WorkerInfo {
+                id: config.worker_id.clone(),
+                hostname: config::hostname(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                start_time: executor::now_ms(),
+                running: 0,
+            },
+            ttl: config.lease_ttl,
+            runs: runs.clone(),
+        }
+        .run(stop_all.clone()),
+    );
+
+    let (kill_tx, kill_rx) = mpsc::channel(64);
+    background.spawn(etcd_watch::follow_prefix(
+        etcd.clone(),
+        keys.kill_prefix(),
+        kill_tx,
+        stop_all.clone(),
+    ));
+    background.spawn(kills::apply_kill_requests(
+        keys.clone(),
+        runs.clone(),
+        kill_rx,
+    ));
+
+    let (job_tx, job_rx) = mpsc::channel(256);
+    background.spawn(etcd_watch::follow_prefix(
+        etcd.clone(),
+        keys.jobs_prefix(),
+        job_tx,
+        stop_scheduling.clone(),
+    ));
+    let ctx = Arc::new(run::RunContext {
+        worker_id: config.worker_id.clone(),
+        claimer: claim::Claimer::new(etcd.clone(), keys.clone(), config.worker_id.clone()),
+        runs: runs.clone(),
+        limits: executor::RunLimits {
+            output_limit: config.output_limit,
+            kill_grace: config.kill_grace,
+        },
+        log_records: log_tx,
+    });
+    let scheduler = tokio::spawn(scheduler::run_scheduler(
+        scheduler::JobTable::new(keys.clone()),
+        job_rx,
+        ctx,
+        run_tasks.clone(),
+        stop_scheduling.clone(),
+    ));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new ticks; waiting for running jobs");
+    stop_scheduling.cancel();
+    scheduler.await.context("scheduler task panicked")?;
+    run_tasks.close();
+    if tokio::time::timeout(config.shutdown_grace, run_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = runs.count(),
+            "shutdown grace over; killing running jobs"
+        );
+        runs.kill_all(executor::KillReason::Shutdown);
+        run_tasks.wait().await;
+    }
+    // Every run task (and with it every log sender) is gone: the writer
+    // drains what is buffered and stops.
+    let unwritten = log_writer.await.context("log writer panicked")?;
+    stop_all.cancel();
+    background.close();
+    background.wait().await;
+    if unwritten > 0 {
+        anyhow::bail!("{unwritten} run records could not be written to MongoDB");
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,113 @@
+//! Keeps this worker registered under `workers/{id}` with a lease it keeps
+//! alive. A worker that dies stops renewing and its registration disappears
+//! within the lease TTL. A lease that is lost (expired while cut off from
+//! etcd) is replaced by a new one and the registration written again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, PutOptions};
+use gdts_common::keys::Keys;
+use gdts_common::values::WorkerInfo;
+use tokio_util::sync::CancellationToken;
+
+use crate::runs::Runs;
+
+pub struct Registration {
+    pub client: Client,
+    pub keys: Keys,
+    pub info: WorkerInfo,
+    pub ttl: Duration,
+    pub runs: Arc<Runs>,
+}
+
+impl Registration {
+    /// Runs until `shutdown`, then revokes the lease so the worker leaves
+    /// `/worker/list` at once.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut lease: Option<i64> = None;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.keep_registered(&mut lease) => r,
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "worker registration interrupted; retrying");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        if let Some(id) = lease {
+            let revoke = self.client.lease_revoke(id);
+            match tokio::time::timeout(Duration::from_secs(3), revoke).await {
+                Ok(Ok(_)) => tracing::info!("registration lease revoked"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "revoking the registration lease failed"),
+                Err(_) => tracing::warn!("revoking the registration lease timed out"),
+            }
+        }
+    }
+
+    async fn keep_registered(&mut self, lease: &mut Option<i64>) -> anyhow::Result<()> {
+        let id = match *lease {
+            Some(id) => id,
+            None => {
+                let granted = self
+                    .client
+                    .lease_grant(self.ttl.as_secs() as i64, None)
+                    .await?;
+                *lease = Some(granted.id());
+                granted.id()
+            }
+        };
+        let (mut keeper, mut responses) = self.client.lease_keep_alive(id).await?;
+        let renew_every = self.ttl / 3;
+        let mut renew = tokio::time::interval(renew_every);
+        let mut check_running = tokio::time::interval(Duration::from_secs(1));
+        let mut written_running: Option<u32> = None;
+        loop {
+            tokio::select! {
+                _ = renew.tick() => {
+                    keeper.keep_alive().await?;
+                    let resp = tokio::time::timeout(renew_every, responses.message())
+                        .await
+                        .map_err(|_| anyhow::anyhow!("keep-alive not answered in {renew_every:?}"))??
+                        .ok_or_else(|| anyhow::anyhow!("keep-alive stream ended"))?;
+                    if resp.ttl() <= 0 {
+                        *lease = None;
+                        anyhow::bail!("registration lease {id:x} expired");
+                    }
+                    if written_running.is_none() {
+                        self.write(id).await?;
+                        written_running = Some(self.info.running);
+                        tracing::info!(worker = %self.info.id, lease = format!("{id:x}"), "registered");
+                    }
+                }
+                _ = check_running.tick() => {
+                    let running = self.runs.count() as u32;
+                    if written_running.is_some_and(|w| w != running) {
+                        self.info.running = running;
+                        self.write(id).await?;
+                        written_running = Some(running);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, lease: i64) -> Result<(), etcd_client::Error> {
+        self.info.running = self.runs.count() as u32;
+        let value = serde_json::to_vec(&self.info).expect("worker info serializes");
+        self.client
+            .put(
+                self.keys.worker(&self.info.id),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,249 @@
+//! The worker's view of the jobs and the timer that fires their ticks.
+//!
+//! `JobTable` is a plain state machine (apply an event, take the due ticks at
+//! `now`) so it is tested without etcd; `run_scheduler` is the loop around it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use gdts_common::keys::Keys;
+use gdts_common::schedule::due_ticks;
+use gdts_common::timing::MAX_TICK_LATENESS;
+use gdts_common::{Job, JobName, JobSpec};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::etcd_watch::{Entry, PrefixEvent};
+use crate::run::{run_tick, RunContext};
+
+/// A tick to attempt: the job as this worker knows it, the etcd
+/// `mod_revision` of that definition, and the tick.
+#[derive(Debug, Clone)]
+pub struct DueTick {
+    pub job: Job,
+    pub job_revision: i64,
+    pub tick: DateTime<Utc>,
+}
+
+struct Scheduled {
+    job: Job,
+    revision: i64,
+    next: Option<DateTime<Utc>>,
+}
+
+pub struct JobTable {
+    keys: Keys,
+    jobs: HashMap<JobName, Scheduled>,
+}
+
+impl JobTable {
+    pub fn new(keys: Keys) -> Self {
+        JobTable {
+            keys,
+            jobs: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn apply(&mut self, event: PrefixEvent, now: DateTime<Utc>) {
+        match event {
+            PrefixEvent::Reset(kvs) => {
+                let mut fresh = HashMap::new();
+                for kv in &kvs {
+                    if let Some((job, revision)) = self.decode(kv) {
+                        let next = match self.jobs.remove(&job.name) {
+                            // Unchanged definition: keep its place in time so a
+                            // resync neither skips nor repeats a tick.
+                            Some(s) if s.revision == revision => s.next,
+                            _ => job.schedule.next_fire(now),
+                        };
+                        fresh.insert(
+                            job.name.clone(),
+                            Scheduled {
+                                job,
+                                revision,
+                                next,
+                            },
+                        );
+                    }
+                }
+                self.jobs = fresh;
+            }
+            PrefixEvent::Put(kv) => match self.decode(&kv) {
+                Some((job, revision)) => {
+                    let next = job.schedule.next_fire(now);
+                    self.jobs.insert(
+                        job.name.clone(),
+                        Scheduled {
+                            job,
+                            revision,
+                            next,
+                        },
+                    );
+                }
+                None => {
+                    if let Some(name) = self.keys.parse_job_key(&kv.key) {
+                        self.jobs.remove(&name);
+                    }
+                }
+            },
+            PrefixEvent::Delete(kv) => {
+                if let Some(name) = self.keys.parse_job_key(&kv.key) {
+                    self.jobs.remove(&name);
+                }
+            }
+        }
+    }
+
+    fn decode(&self, kv: &Entry) -> Option<(Job, i64)> {
+        let name = self.keys.parse_job_key(&kv.key)?;
+        let parsed = serde_json::from_slice::<JobSpec>(&kv.value)
+            .map_err(|e| e.to_string())
+            .and_then(|spec| Job::from_spec(&spec).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(job) if job.name == name => Some((job, kv.mod_revision)),
+            Ok(job) => {
+                tracing::warn!(key = %name, named = %job.name, "job stored under another name; ignoring it");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(job = %name, error = %e, "invalid job in etcd; ignoring it");
+                None
+            }
+        }
+    }
+
+    /// The earliest instant any job is due.
+    pub fn next_wake(&self) -> Option<DateTime<Utc>> {
+        self.jobs.values().filter_map(|s| s.next).min()
+    }
+
+    /// The ticks due at `now`, oldest first per job; advances each job.
+    pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<DueTick> {
+        let lateness = chrono::Duration::from_std(MAX_TICK_LATENESS).expect("small duration");
+        let mut due = Vec::new();
+        for s in self.jobs.values_mut() {
+            let Some(next) = s.next.filter(|n| *n <= now) else {
+                continue;
+            };
+            let (ticks, following) = due_ticks(&s.job.schedule, next, now, lateness);
+            s.next = following;
+            due.extend(ticks.into_iter().map(|tick| DueTick {
+                job: s.job.clone(),
+                job_revision: s.revision,
+                tick,
+            }));
+        }
+        due
+    }
+}
+
+/// Longest the timer sleeps before looking at the wall clock again, so a
+/// clock step does not leave it sleeping past a tick.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+
+/// Fires ticks until `shutdown`. Each due tick becomes a task on `runs`
+/// that claims it and, if won, runs it.
+pub async fn run_scheduler(
+    mut table: JobTable,
+    mut events: mpsc::Receiver<PrefixEvent>,
+    ctx: Arc<RunContext>,
+    runs: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let sleep_for = table
+            .next_wake()
+            .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            event = events.recv() => match event {
+                Some(event) => {
+                    table.apply(event, Utc::now());
+                    tracing::debug!(jobs = table.len(), "job table updated");
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep(sleep_for) => {
+                for due in table.take_due(Utc::now()) {
+                    runs.spawn(run_tick(ctx.clone(), due));
+                }
+            }
+        }
+    }
+    tracing::info!("scheduler stopped: no new ticks will be claimed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(keys: &Keys, name: &str, cron: &str, rev: i64) -> Entry {
+        let spec = JobSpec {
+            name: name.into(),
+            command: "true".into(),
+            cron_expr: cron.into(),
+        };
+        Entry {
+            key: keys.job(&JobName::parse(name).unwrap()).into_bytes(),
+            value: serde_json::to_vec(&spec).unwrap(),
+            mod_revision: rev,
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn resync_keeps_unchanged_jobs_in_place_and_drops_deleted_ones() {
+        let keys = Keys::new("/t/");
+        let mut table = JobTable::new(keys.clone());
+        let t0 = at("2030-01-01T00:00:00.500Z");
+        table.apply(
+            PrefixEvent::Reset(vec![
+                kv(&keys, "a", "* * * * * *", 5),
+                kv(&keys, "b", "* * * * * *", 6),
+            ]),
+            t0,
+        );
+        let due = table.take_due(at("2030-01-01T00:00:01.001Z"));
+        assert_eq!(due.len(), 2);
+        // A resync where `a` is unchanged and `b` is gone.
+        table.apply(
+            PrefixEvent::Reset(vec![kv(&keys, "a", "* * * * * *", 5)]),
+            at("2030-01-01T00:00:01.900Z"),
+        );
+        let due = table.take_due(at("2030-01-01T00:00:02.001Z"));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].job.name.as_str(), "a");
+        assert_eq!(due[0].tick, at("2030-01-01T00:00:02Z"));
+        assert_eq!(due[0].job_revision, 5);
+    }
+
+    #[test]
+    fn put_replaces_and_delete_removes() {
+        let keys = Keys::new("/t/");
+        let mut table = JobTable::new(keys.clone());
+        let t0 = at("2030-01-01T00:00:00.500Z");
+        table.apply(PrefixEvent::Put(kv(&keys, "a", "* * * * * *", 5)), t0);
+        table.apply(PrefixEvent::Put(kv(&keys, "a", "0 0 * * * *", 9)), t0);
+        assert_eq!(table.next_wake(), Some(at("2030-01-01T01:00:00Z")));
+        table.apply(PrefixEvent::Delete(kv(&keys, "a", "0 0 * * * *", 10)), t0);
+        assert_eq!(table.next_wake(), None);
+        // Garbage under a job key is ignored, not fatal.
+        let mut bad = kv(&keys, "c", "* * * * * *", 11);
+        bad.value = b"{not json".to_vec();
+        table.apply(PrefixEvent::Put(bad), t0);
+        assert_eq!(table.len(), 0);
+    }
+}

@@ -1,1 +1,668 @@
+//! Test harness: starts real etcd, a real MongoDB wire-protocol server
+//! (SecantusDB), managers and workers as child processes on loopback ports
+//! picked per test, and stops exactly the pids it started.
+//!
+//! Binaries come from the cargo target dir next to the test executable
+//! (`make test` builds them first); `GDTS_BIN_DIR` overrides. The Mongo
+//! server is `GDTS_SECANTUSD` or `.venv/bin/secantusd-py` in the workspace.
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::TryStreamExt;
+use gdts_common::response::Envelope;
+use mongodb::bson::{doc, Document};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+pub use gdts_common;
+
+/// Polls `check` every 50 ms until it returns true; fails after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("GDTS_BIN_DIR") {
+        return dir.into();
+    }
+    // target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` (make test does) first",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port")
+}
+
+/// A child process this harness started. Dropping it kills it by pid.
+pub struct Proc {
+    name: String,
+    child: Option<Child>,
+    /// Signal to use on drop before SIGKILL, and how long to wait for it.
+    polite_stop: Option<Duration>,
+}
+
+impl Proc {
+    fn spawn(
+        name: &str,
+        mut cmd: Command,
+        log: &Path,
+        polite_stop: Option<Duration>,
+    ) -> anyhow::Result<Proc> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child: Some(child),
+            polite_stop,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(-1)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGKILL, no chance to clean up (a crashed machine).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit; SIGKILL after.
+    /// Returns whether it exited by itself with status 0.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} did not stop within {timeout:?}; killing it", self.name);
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        match self.polite_stop {
+            Some(t) => {
+                self.terminate(t);
+            }
+            None => self.kill9(),
+        }
+    }
+}
+
+/// A single-member etcd on loopback.
+pub struct Etcd {
+    pub endpoint: String,
+    client_port: u16,
+    peer_port: u16,
+    data_dir: PathBuf,
+    log_dir: PathBuf,
+    proc: Option<Proc>,
+    starts: u32,
+}
+
+impl Etcd {
+    pub async fn start(dir: &Path) -> anyhow::Result<Etcd> {
+        let mut etcd = Etcd {
+            endpoint: String::new(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: dir.join("etcd-data"),
+            log_dir: dir.to_path_buf(),
+            proc: None,
+            starts: 0,
+        };
+        etcd.endpoint = format!("http://127.0.0.1:{}", etcd.client_port);
+        etcd.launch().await?;
+        Ok(etcd)
+    }
+
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd =
+            Command::new(std::env::var("GDTS_ETCD_BIN").unwrap_or_else(|_| "etcd".into()));
+        cmd.args(["--name", "n1", "--data-dir"])
+            .arg(&self.data_dir)
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("n1={peer}")]);
+        self.starts += 1;
+        let log = self.log_dir.join(format!("etcd-{}.log", self.starts));
+        self.proc = Some(Proc::spawn("etcd", cmd, &log, None).context(
+            "starting etcd (install it with `make deps` or apt-get install etcd-server)",
+        )?);
+        let endpoint = self.endpoint.clone();
+        wait_until("etcd to answer", Duration::from_secs(20), || {
+            let endpoint = endpoint.clone();
+            async move {
+                match etcd_client::Client::connect([endpoint], None).await {
+                    Ok(mut c) => c.status().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Stops etcd (SIGTERM) and starts it again on the same ports and data.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.launch().await
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate(Duration::from_secs(10));
+        }
+    }
+
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint.clone()], None)
+            .await
+            .expect("connecting to the test etcd")
+    }
+}
+
+/// A MongoDB wire-protocol server (SecantusDB) on loopback.
+pub struct Mongo {
+    pub uri: String,
+    port: u16,
+    storage: PathBuf,
+    log_dir: PathBuf,
+    proc: Option<Proc>,
+    starts: u32,
+}
+
+fn secantusd() -> PathBuf {
+    std::env::var("GDTS_SECANTUSD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join(".venv/bin/secantusd-py"))
+}
+
+impl Mongo {
+    pub async fn start(dir: &Path) -> anyhow::Result<Mongo> {
+        let port = free_port();
+        let storage = dir.join("mongo-data");
+        std::fs::create_dir_all(&storage)?;
+        let mut m = Mongo {
+            uri: format!("mongodb://127.0.0.1:{port}/"),
+            port,
+            storage,
+            log_dir: dir.to_path_buf(),
+            proc: None,
+            starts: 0,
+        };
+        m.launch().await?;
+        Ok(m)
+    }
+
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        let bin = secantusd();
+        if !bin.exists() {
+            bail!(
+                "{} is missing: run `make deps` to install the MongoDB wire-protocol server",
+                bin.display()
+            );
+        }
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &self.port.to_string(),
+            "--storage-path",
+        ])
+        .arg(&self.storage)
+        .args(["--standalone", "--log-level", "WARNING"]);
+        self.starts += 1;
+        let log = self.log_dir.join(format!("mongo-{}.log", self.starts));
+        self.proc = Some(Proc::spawn("secantusd", cmd, &log, None)?);
+        let client = self.client().await;
+        wait_until(
+            "the Mongo server to answer",
+            Duration::from_secs(30),
+            || {
+                let db = client.database("admin");
+                async move { db.run_command(doc! { "ping": 1 }).await.is_ok() }
+            },
+        )
+        .await
+    }
+
+    /// Stops the server (SIGTERM; it flushes its storage) until `start_again`.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate(Duration::from_secs(20));
+        }
+    }
+
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.launch().await
+    }
+
+    pub async fn client(&self) -> mongodb::Client {
+        let mut opts = mongodb::options::ClientOptions::parse(&self.uri)
+            .await
+            .expect("valid test URI");
+        opts.server_selection_timeout = Some(Duration::from_secs(2));
+        mongodb::Client::with_options(opts).expect("mongo client")
+    }
+}
+
+/// One test's world: its directory, etcd, Mongo server, key prefix and
+/// database, plus the managers and workers it started.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub etcd: Etcd,
+    pub mongo: Mongo,
+    pub prefix: String,
+    pub db: String,
+    pub workers: HashMap<String, Proc>,
+    pub manager_url: String,
+    manager: Option<Proc>,
+}
+
+/// Options for a worker process.
+#[derive(Default, Clone)]
+pub struct WorkerOptions {
+    /// Clock offset under libfaketime, e.g. "+1.5s".
+    pub clock_offset: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// Starts etcd, a Mongo server and one manager.
+    pub async fn start(test: &str) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("gdts-{test}-"))
+            .tempdir()?;
+        let etcd = Etcd::start(dir.path()).await?;
+        let mongo = Mongo::start(dir.path()).await?;
+        let mut cluster = Cluster {
+            etcd,
+            mongo,
+            prefix: format!("/gdts-test-{test}/"),
+            db: format!("gdts_{test}"),
+            workers: HashMap::new(),
+            manager_url: String::new(),
+            manager: None,
+            dir,
+        };
+        cluster.start_manager().await?;
+        Ok(cluster)
+    }
+
+    fn store_env(&self, cmd: &mut Command) {
+        cmd.env("GDTS_ETCD_ENDPOINTS", &self.etcd.endpoint)
+            .env("GDTS_ETCD_PREFIX", &self.prefix)
+            .env("GDTS_MONGO_URI", &self.mongo.uri)
+            .env("GDTS_MONGO_DB", &self.db)
+            .env(
+                "RUST_LOG",
+                std::env::var("GDTS_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+    }
+
+    async fn start_manager(&mut self) -> anyhow::Result<()> {
+        let port = free_port();
+        let mut cmd = Command::new(binary("gdts-manager"));
+        self.store_env(&mut cmd);
+        cmd.env("PORT", port.to_string())
+            .env("GDTS_BIND", "127.0.0.1");
+        let log = self.dir.path().join("manager.log");
+        self.manager = Some(Proc::spawn(
+            "manager",
+            cmd,
+            &log,
+            Some(Duration::from_secs(5)),
+        )?);
+        self.manager_url = format!("http://127.0.0.1:{port}");
+        let url = format!("{}/healthz", self.manager_url);
+        let http = reqwest::Client::new();
+        wait_until("the manager to be healthy", Duration::from_secs(20), || {
+            let req = http.get(&url).send();
+            async move { req.await.map(|r| r.status().is_success()).unwrap_or(false) }
+        })
+        .await
+    }
+
+    pub fn start_worker(&mut self, id: &str, options: WorkerOptions) -> anyhow::Result<()> {
+        let mut cmd = Command::new(binary("gdts-worker"));
+        self.store_env(&mut cmd);
+        cmd.env("GDTS_WORKER_ID", id)
+            .env("GDTS_LOG_BATCH_WAIT_MS", "100")
+            .env("GDTS_SHUTDOWN_GRACE_MS", "3000")
+            .env("GDTS_KILL_GRACE_MS", "500");
+        if let Some(offset) = &options.clock_offset {
+            cmd.env("LD_PRELOAD", libfaketime()?)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_NO_CACHE", "1");
+        }
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let log = self.dir.path().join(format!("worker-{id}.log"));
+        let proc = Proc::spawn(
+            &format!("worker {id}"),
+            cmd,
+            &log,
+            Some(Duration::from_secs(15)),
+        )?;
+        self.workers.insert(id.to_string(), proc);
+        Ok(())
+    }
+
+    pub fn worker(&mut self, id: &str) -> &mut Proc {
+        self.workers.get_mut(id).expect("known worker")
+    }
+
+    /// Waits until `/worker/list` shows exactly `ids`.
+    pub async fn wait_for_workers(&self, ids: &[&str], timeout: Duration) -> anyhow::Result<()> {
+        let mut want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        wait_until(&format!("workers {want:?}"), timeout, || async {
+            let mut got = self.worker_list().await.unwrap_or_default();
+            got.sort();
+            got == want
+        })
+        .await
+    }
+
+    pub async fn worker_list(&self) -> anyhow::Result<Vec<String>> {
+        let v = self.get("/worker/list", &[]).await?;
+        Ok(serde_json::from_value(v.data)?)
+    }
+
+    pub async fn post_form(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> anyhow::Result<Envelope<Value>> {
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", self.manager_url))
+            .form(form)
+            .send()
+            .await?;
+        if resp.status() != reqwest::StatusCode::OK {
+            bail!("{path}: HTTP {}", resp.status());
+        }
+        Ok(resp.json().await?)
+    }
+
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Envelope<Value>> {
+        let resp = reqwest::Client::new()
+            .get(format!("{}{path}", self.manager_url))
+            .query(query)
+            .send()
+            .await?;
+        if resp.status() != reqwest::StatusCode::OK {
+            bail!("{path}: HTTP {}", resp.status());
+        }
+        Ok(resp.json().await?)
+    }
+
+    /// Saves a job through `/job/save`, failing the test on `errno` != 0.
+    pub async fn save_job(&self, name: &str, command: &str, cron: &str) -> anyhow::Result<()> {
+        let job = serde_json::json!({ "name": name, "command": command, "cronExpr": cron });
+        let resp = self
+            .post_form("/job/save", &[("job", &job.to_string())])
+            .await?;
+        if resp.errno != 0 {
+            bail!("saving {name}: {}", resp.msg);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_job(&self, name: &str) -> anyhow::Result<()> {
+        let resp = self.post_form("/job/delete", &[("name", name)]).await?;
+        if resp.errno != 0 {
+            bail!("deleting {name}: {}", resp.msg);
+        }
+        Ok(())
+    }
+
+    /// Every run record in the test database (straight from Mongo).
+    pub async fn run_records(&self) -> anyhow::Result<Vec<Document>> {
+        let client = self.mongo.client().await;
+        let cursor = client
+            .database(&self.db)
+            .collection::<Document>(gdts_common::log_record::LOG_COLLECTION)
+            .find(doc! {})
+            .await?;
+        Ok(cursor.try_collect().await?)
+    }
+
+    /// The current etcd revision.
+    pub async fn etcd_revision(&self) -> anyhow::Result<i64> {
+        let mut c = self.etcd.client().await;
+        let resp = c.get("x", None).await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Workers first (they flush to Mongo), then the manager; etcd and Mongo
+        // are killed with their own Drop.
+        self.workers.clear();
+        self.manager.take();
+        if std::thread::panicking() {
+            let kept = self.dir.path().to_path_buf();
+            eprintln!("test failed; logs are in {}", kept.display());
+            // Keep the directory for inspection.
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            let _ = dir.keep();
+        }
+    }
+}
+
+fn libfaketime() -> anyhow::Result<String> {
+    for dir in [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ] {
+        let p = format!("{dir}/faketime/libfaketimeMT.so.1");
+        if Path::new(&p).exists() {
+            return Ok(p);
+        }
+    }
+    bail!("libfaketime not found: install the `faketime` package (make deps does)")
+}
+
+/// A record's `(jobName, planTime, runId)`.
+pub fn record_key(d: &Document) -> (String, i64, String) {
+    (
+        d.get_str("jobName").unwrap_or_default().to_string(),
+        d.get_i64("planTime")
+            .or_else(|_| d.get_i32("planTime").map(i64::from))
+            .unwrap_or_default(),
+        d.get_str("runId").unwrap_or_default().to_string(),
+    )
+}
+
+/// The claim revision encoded in a run id (`job@tick#revision`).
+pub fn claim_revision(run_id: &str) -> i64 {
+    run_id
+        .rsplit_once('#')
+        .and_then(|(_, r)| r.parse().ok())
+        .unwrap_or_default()
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// How the run records of every-second jobs compare with their ticks.
+#[derive(Debug, Default)]
+pub struct TickReport {
+    /// (job, tick) pairs in the window.
+    pub expected: usize,
+    /// Ticks in the window with no record.
+    pub missing: Vec<(String, i64)>,
+    /// Ticks (anywhere) with more than one record, and how many.
+    pub duplicated: Vec<(String, i64, usize)>,
+}
+
+impl TickReport {
+    /// For jobs firing every second: every whole second in `[from_ms, to_ms]`
+    /// is a tick that must have exactly one record.
+    pub fn every_second(
+        records: &[Document],
+        jobs: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> TickReport {
+        let mut counts: HashMap<(String, i64), usize> = HashMap::new();
+        for d in records {
+            let (job, tick, _) = record_key(d);
+            *counts.entry((job, tick)).or_default() += 1;
+        }
+        let first = (from_ms + 999) / 1000 * 1000;
+        let mut report = TickReport::default();
+        for job in jobs {
+            let mut t = first;
+            while t <= to_ms {
+                report.expected += 1;
+                if !counts.contains_key(&(job.clone(), t)) {
+                    report.missing.push((job.clone(), t));
+                }
+                t += 1000;
+            }
+        }
+        report.duplicated = counts
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|((j, t), n)| (j, t, n))
+            .collect();
+        report
+    }
+
+    pub fn is_exactly_once(&self) -> bool {
+        self.missing.is_empty() && self.duplicated.is_empty()
+    }
+}
+
+/// The run-once scenario shared by the run-once and clock-skew tests: `jobs`
+/// jobs firing every second on the given workers for `seconds`, then every
+/// worker stopped cleanly (so every record is flushed) and the records
+/// compared with the ticks.
+pub async fn every_second_scenario(
+    cluster: &mut Cluster,
+    jobs: usize,
+    seconds: u64,
+    command: &str,
+) -> anyhow::Result<TickReport> {
+    let names: Vec<String> = (0..jobs).map(|i| format!("job-{i:03}")).collect();
+    for name in &names {
+        cluster.save_job(name, command, "* * * * * * *").await?;
+    }
+    let from = now_ms() + 2000;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let to = now_ms() - 2000;
+    for name in &names {
+        cluster.delete_job(name).await?;
+    }
+    let ids: Vec<String> = cluster.workers.keys().cloned().collect();
+    for id in ids {
+        let clean = cluster.worker(&id).terminate(Duration::from_secs(30));
+        if !clean {
+            bail!("worker {id} did not shut down cleanly");
+        }
+    }
+    let records = cluster.run_records().await?;
+    let report = TickReport::every_second(&records, &names, from, to);
+    let mut by_worker: std::collections::BTreeMap<String, usize> = Default::default();
+    for d in &records {
+        *by_worker
+            .entry(d.get_str("worker").unwrap_or("?").to_string())
+            .or_default() += 1;
+    }
+    println!(
+        "{} records {by_worker:?}; window {} ticks; missing {}; duplicated {}",
+        records.len(),
+        report.expected,
+        report.missing.len(),
+        report.duplicated.len()
+    );
+    Ok(report)
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building, `make dev` and `make test` need on a Debian machine
+# with Rust, skipping whatever is already there. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECANTUSDB_VERSION=0.7.0b3
+
+apt_packages=()
+command -v etcd >/dev/null 2>&1 || apt_packages+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || apt_packages+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || apt_packages+=(protobuf-compiler)
+compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || apt_packages+=(faketime)
+command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
+
+if ((${#apt_packages[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "deps: installing ${apt_packages[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+fi
+
+# The MongoDB wire-protocol server used by `make dev` and the tests.
+if ! .venv/bin/python -c "import secantus" >/dev/null 2>&1; then
+  echo "deps: installing secantusdb ${SECANTUSDB_VERSION} into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check --pre "secantusdb==${SECANTUSDB_VERSION}"
+fi
+test -x .venv/bin/secantusd-py

@@ -1,0 +1,45 @@
+//! Run-once with skewed clocks: one worker under libfaketime at +1.5 s,
+//! another at -1.5 s, a third on the real clock.
+
+use std::time::Duration;
+
+use gdts_tests::{every_second_scenario, now_ms, Cluster, WorkerOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tick_runs_exactly_once_with_skewed_clocks() -> anyhow::Result<()> {
+    let mut c = Cluster::start("clock_skew").await?;
+    let skewed = |offset: &str| WorkerOptions {
+        clock_offset: Some(offset.to_string()),
+        ..Default::default()
+    };
+    let started = now_ms();
+    c.start_worker("ahead", skewed("+1.5s"))?;
+    c.start_worker("behind", skewed("-1.5s"))?;
+    c.start_worker("true", WorkerOptions::default())?;
+    c.wait_for_workers(&["ahead", "behind", "true"], Duration::from_secs(20))
+        .await?;
+
+    // The skew is real: each worker registered its own clock's start time.
+    let mut etcd = c.etcd.client().await;
+    for (id, lo, hi) in [("ahead", 1000, 2500), ("behind", -2000, -500)] {
+        let key = format!("{}workers/{id}", c.prefix);
+        let resp = etcd.get(key, None).await?;
+        let info: serde_json::Value = serde_json::from_slice(resp.kvs()[0].value())?;
+        let skew = info["startTime"].as_i64().unwrap() - started;
+        assert!((lo..=hi).contains(&skew), "{id}: clock offset {skew} ms");
+    }
+
+    let report = every_second_scenario(&mut c, 50, 24, "echo tick").await?;
+    assert!(
+        report.expected >= 50 * 18,
+        "window too small: {}",
+        report.expected
+    );
+    assert!(
+        report.is_exactly_once(),
+        "missing {:?}; duplicated {:?}",
+        report.missing,
+        report.duplicated
+    );
+    Ok(())
+}

@@ -12,6 +12,7 @@ command -v etcdctl >/dev/null 2>&1 || apt_packages+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || apt_packages+=(protobuf-compiler)
 compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || apt_packages+=(faketime)
 command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
+command -v cc >/dev/null 2>&1 || apt_packages+=(build-essential)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
 
 if ((${#apt_packages[@]})); then

@@ -26,6 +26,7 @@ pub fn router(store: Store) -> Router {
         .route("/job/log", get(job_log))
         .route("/worker/list", get(list_workers))
         .route("/healthz", get(healthz))
+        .route("/", get(index))
         .with_state(store)
 }
 
@@ -152,4 +153,16 @@ async fn healthz(State(store): State<Store>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "etcd unreachable").into_response()
     }
+}
+
+/// A plain index of the API for someone who opens the manager in a browser.
+async fn index() -> &'static str {
+    "GDTS manager\n\n\
+     POST /job/save    form: job={\"name\",\"command\",\"cronExpr\"}\n\
+     POST /job/delete  form: name\n\
+     POST /job/kill    form: name\n\
+     GET  /job/list\n\
+     GET  /job/log?name=&skip=&limit=\n\
+     GET  /worker/list\n\
+     GET  /healthz\n"
 }

@@ -666,3 +666,33 @@ pub async fn every_second_scenario(
     );
     Ok(report)
 }
+
+/// Pids of live (not zombie) processes in process group `pgid`, from /proc.
+pub fn live_group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // pid (comm) state ppid pgrp ...; comm may contain spaces, so split after ')'.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() != Some(&"Z")
+                && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+        })
+        .collect()
+}
+
+/// The records of one job, from Mongo.
+pub fn records_of<'a>(records: &'a [Document], job: &str) -> Vec<&'a Document> {
+    records
+        .iter()
+        .filter(|d| d.get_str("jobName") == Ok(job))
+        .collect()
+}

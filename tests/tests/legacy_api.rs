@@ -130,7 +130,8 @@ async fn legacy_endpoints_round_trip() -> anyhow::Result<()> {
 async fn bad_inputs_get_errno_minus_one_and_say_why() -> anyhow::Result<()> {
     let c = Cluster::start("legacy_bad").await?;
     let save = |job: &str| vec![("job".to_string(), job.to_string())];
-    let cases: Vec<(&str, Vec<(String, String)>, &str)> = vec![
+    type Form = Vec<(String, String)>;
+    let cases: Vec<(&str, Form, &str)> = vec![
         (
             "/job/save",
             save(r#"{"name":"a","command":"x","cronExpr":"61 * * * * *"}"#),

@@ -21,6 +21,7 @@ stop_all() {
     kill "${pids[i]}" 2>/dev/null || true
     wait "${pids[i]}" 2>/dev/null || true
   done
+  exit 0
 }
 trap stop_all INT TERM EXIT
 
@@ -65,3 +66,4 @@ Press Ctrl-C to stop everything.
 MSG
 wait -n "${pids[@]}" || true
 echo "dev: a process exited; see $dev/logs" >&2
+exit 1

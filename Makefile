@@ -2,7 +2,7 @@
 # Both install what is missing first (scripts/deps.sh).
 CARGO ?= cargo
 
-.PHONY: dev test deps build lint unit
+.PHONY: dev test deps build lint images docker-up
 
 deps:
 	scripts/deps.sh
@@ -14,11 +14,22 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+docker-up: deps
+	scripts/docker-up.sh
+
+# The manager, worker, example-job and test etcd images, tagged :local.
+images: docker-up
+	scripts/images.sh
+
 # Every test: unit tests and the integration tests in tests/, which start
-# their own etcd, Mongo-protocol server, managers and workers. Test binaries
-# run one after another, so the load scenarios do not compete for the CPU.
-test: build lint
+# their own etcd, Mongo-protocol server, managers, workers and containers.
+# Test binaries run one after another, so the load scenarios do not compete
+# for the CPU. The images are built from the debug binaries.
+test: build lint docker-up
+	GDTS_IMAGE_PROFILE=dev scripts/images.sh
 	$(CARGO) test --workspace
 
+# Docker is optional for dev: without it container jobs fail with a message.
 dev: build
+	-scripts/docker-up.sh
 	scripts/dev.sh

@@ -14,6 +14,10 @@ compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || apt_packages+=
 command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
 command -v cc >/dev/null 2>&1 || apt_packages+=(build-essential)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
+# Container jobs and images: the Docker daemon, and debootstrap for a base
+# image where no registry can be reached.
+command -v dockerd >/dev/null 2>&1 || apt_packages+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || apt_packages+=(debootstrap)
 
 if ((${#apt_packages[@]})); then
   sudo=""

@@ -1,9 +1,11 @@
 //! The job model: `JobSpec` is the JSON form (in etcd and on the HTTP API),
 //! `Job` is a spec that passed validation.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::limits::{MAX_COMMAND_LEN, MAX_JOB_NAME_LEN};
 use crate::schedule::CronSchedule;
@@ -62,95 +64,416 @@ pub struct JobError {
 }
 
 /// The JSON form of a job, as stored in etcd and exchanged over HTTP.
-/// Field names follow the original system (`cronExpr`).
+/// Field names follow the original system (`cronExpr`); the container fields
+/// are left out of the JSON when unset, so a shell job looks exactly as in
+/// the original.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobSpec {
     pub name: String,
+    #[serde(default)]
     pub command: String,
     pub cron_expr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<String>,
 }
 
-/// The shape operators send: every field optional so a missing one gets a
-/// message naming it instead of a serde error.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct JobInput {
-    name: Option<String>,
-    command: Option<String>,
-    cron_expr: Option<String>,
+impl JobSpec {
+    /// A shell job with no container fields.
+    pub fn shell(name: &str, command: &str, cron_expr: &str) -> Self {
+        JobSpec {
+            name: name.into(),
+            command: command.into(),
+            cron_expr: cron_expr.into(),
+            image: None,
+            env: BTreeMap::new(),
+            cpus: None,
+            memory_mb: None,
+            network: None,
+            pull: None,
+        }
+    }
+}
+
+/// When a worker pulls a container job's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Never,
+    IfNotPresent,
+    Always,
+}
+
+impl PullPolicy {
+    pub const NAMES: [&'static str; 3] = ["never", "if-not-present", "always"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Never => "never",
+            PullPolicy::IfNotPresent => "if-not-present",
+            PullPolicy::Always => "always",
+        }
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "never" => Some(PullPolicy::Never),
+            "if-not-present" => Some(PullPolicy::IfNotPresent),
+            "always" => Some(PullPolicy::Always),
+            _ => None,
+        }
+    }
+}
+
+/// How a container job runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    pub image: String,
+    /// CPU limit in CPUs (Docker `--cpus`).
+    pub cpus: Option<f64>,
+    pub memory_mb: Option<u64>,
+    /// `none` (default), `bridge`, `host` or a named network.
+    pub network: String,
+    pub pull: PullPolicy,
 }
 
 /// A validated job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub name: JobName,
+    /// For a shell job, run with `sh -c`; for a container job, run with
+    /// `sh -c` inside the container, or empty to run the image's entrypoint.
     pub command: String,
     pub schedule: CronSchedule,
+    /// Extra environment variables for the run.
+    pub env: BTreeMap<String, String>,
+    /// Set for a container job.
+    pub container: Option<ContainerSpec>,
+}
+
+/// Bounds of the container limits accepted at save time.
+pub const MIN_CPUS: f64 = 0.01;
+pub const MAX_CPUS: f64 = 256.0;
+/// Docker refuses less than 6 MiB.
+pub const MIN_MEMORY_MB: u64 = 6;
+pub const MAX_MEMORY_MB: u64 = 1024 * 1024;
+pub const MAX_ENV_VARS: usize = 200;
+pub const MAX_ENV_BYTES: usize = 64 * 1024;
+pub const MAX_IMAGE_LEN: usize = 255;
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> JobError {
+    JobError {
+        field,
+        reason: reason.into(),
+    }
 }
 
 impl Job {
     /// Validates a spec. Every error names the field it is about.
     pub fn from_spec(spec: &JobSpec) -> Result<Job, JobError> {
         let name = JobName::parse(&spec.name)?;
-        let command = spec.command.trim();
-        if command.is_empty() {
-            return Err(JobError {
-                field: "command",
-                reason: "is empty".into(),
-            });
-        }
         if spec.command.len() > MAX_COMMAND_LEN {
-            return Err(JobError {
-                field: "command",
-                reason: format!(
+            return Err(invalid(
+                "command",
+                format!(
                     "is {} bytes long; at most {MAX_COMMAND_LEN} allowed",
                     spec.command.len()
                 ),
-            });
+            ));
         }
         if spec.command.contains('\0') {
-            return Err(JobError {
-                field: "command",
-                reason: "contains a NUL byte".into(),
-            });
+            return Err(invalid("command", "contains a NUL byte"));
         }
-        let schedule = CronSchedule::parse(&spec.cron_expr).map_err(|e| JobError {
-            field: "cronExpr",
-            reason: e.to_string(),
-        })?;
+        if spec.image.is_none() && spec.command.trim().is_empty() {
+            return Err(invalid("command", "is empty"));
+        }
+        let schedule =
+            CronSchedule::parse(&spec.cron_expr).map_err(|e| invalid("cronExpr", e.to_string()))?;
+        validate_env(&spec.env)?;
+        let container = match &spec.image {
+            Some(image) => Some(container_spec(image, spec)?),
+            None => {
+                for (field, set) in [
+                    ("cpus", spec.cpus.is_some()),
+                    ("memoryMb", spec.memory_mb.is_some()),
+                    ("network", spec.network.is_some()),
+                    ("pull", spec.pull.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(field, "only applies to container jobs (set image)"));
+                    }
+                }
+                None
+            }
+        };
         Ok(Job {
             name,
             command: spec.command.clone(),
             schedule,
+            env: spec.env.clone(),
+            container,
         })
     }
 
-    /// Parses and validates the `job` JSON an operator sent.
+    /// Parses and validates the `job` JSON an operator sent. Unknown fields
+    /// are ignored; a field of the wrong type is named in the error.
     pub fn from_json(raw: &str) -> Result<Job, JobError> {
-        let input: JobInput = serde_json::from_str(raw).map_err(|e| JobError {
-            field: "job",
-            reason: format!("is not a valid job JSON object: {e}"),
-        })?;
-        let missing = |field: &'static str| JobError {
-            field,
-            reason: "is missing".into(),
+        let value: Value = serde_json::from_str(raw)
+            .map_err(|e| invalid("job", format!("is not a valid job JSON object: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(invalid(
+                "job",
+                "is not a valid job JSON object: expected {...}",
+            ));
+        };
+        let text = |field: &'static str| -> Result<Option<String>, JobError> {
+            match map.get(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(invalid(field, format!("must be a string, not {other}"))),
+            }
+        };
+        let required = |field: &'static str| -> Result<String, JobError> {
+            text(field)?.ok_or_else(|| invalid(field, "is missing"))
+        };
+        let name = required("name")?;
+        let image = text("image")?;
+        let command = match image {
+            Some(_) => text("command")?.unwrap_or_default(),
+            None => required("command")?,
+        };
+        let cron_expr = required("cronExpr")?;
+        let env = match map.get("env") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(Value::Object(vars)) => vars
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k.clone(), s.clone())),
+                    other => Err(invalid(
+                        "env",
+                        format!("value of {k:?} must be a string, not {other}"),
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(invalid(
+                    "env",
+                    format!("must be an object of strings, not {other}"),
+                ))
+            }
+        };
+        let cpus = match map.get("cpus") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(other) => return Err(invalid("cpus", format!("must be a number, not {other}"))),
+        };
+        let memory_mb = match map.get("memoryMb") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(|| {
+                invalid(
+                    "memoryMb",
+                    format!("must be a whole number of MiB, not {n}"),
+                )
+            })?),
+            Some(other) => {
+                return Err(invalid(
+                    "memoryMb",
+                    format!("must be a number, not {other}"),
+                ))
+            }
         };
         let spec = JobSpec {
-            name: input.name.ok_or_else(|| missing("name"))?,
-            command: input.command.ok_or_else(|| missing("command"))?,
-            cron_expr: input.cron_expr.ok_or_else(|| missing("cronExpr"))?,
+            name,
+            command,
+            cron_expr,
+            image,
+            env,
+            cpus,
+            memory_mb,
+            network: text("network")?,
+            pull: text("pull")?,
         };
         Job::from_spec(&spec)
     }
 
     pub fn to_spec(&self) -> JobSpec {
+        let c = self.container.as_ref();
         JobSpec {
             name: self.name.to_string(),
             command: self.command.clone(),
             cron_expr: self.schedule.as_str().to_string(),
+            image: c.map(|c| c.image.clone()),
+            env: self.env.clone(),
+            cpus: c.and_then(|c| c.cpus),
+            memory_mb: c.and_then(|c| c.memory_mb),
+            network: c.map(|c| c.network.clone()),
+            pull: c.map(|c| c.pull.as_str().to_string()),
         }
     }
+}
+
+fn container_spec(image: &str, spec: &JobSpec) -> Result<ContainerSpec, JobError> {
+    validate_image(image)?;
+    if let Some(cpus) = spec.cpus {
+        if !(MIN_CPUS..=MAX_CPUS).contains(&cpus) {
+            return Err(invalid(
+                "cpus",
+                format!("{cpus} is outside {MIN_CPUS}..={MAX_CPUS}"),
+            ));
+        }
+    }
+    if let Some(mb) = spec.memory_mb {
+        if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&mb) {
+            return Err(invalid(
+                "memoryMb",
+                format!("{mb} is outside {MIN_MEMORY_MB}..={MAX_MEMORY_MB}"),
+            ));
+        }
+    }
+    let network = spec.network.clone().unwrap_or_else(|| "none".into());
+    let network_ok = !network.is_empty()
+        && network.len() <= 128
+        && network.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && network
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !network_ok {
+        return Err(invalid(
+            "network",
+            format!("{network:?} is not none, bridge, host or a network name ([A-Za-z0-9][A-Za-z0-9_.-]*)"),
+        ));
+    }
+    let pull = match spec.pull.as_deref() {
+        None => PullPolicy::IfNotPresent,
+        Some(raw) => PullPolicy::parse(raw).ok_or_else(|| {
+            invalid(
+                "pull",
+                format!("{raw:?} is not one of {}", PullPolicy::NAMES.join(", ")),
+            )
+        })?,
+    };
+    Ok(ContainerSpec {
+        image: image.to_string(),
+        cpus: spec.cpus,
+        memory_mb: spec.memory_mb,
+        network,
+        pull,
+    })
+}
+
+/// Checks the shape Docker accepts for an image reference:
+/// `[host[:port]/]path[:tag][@algo:hex]`, the path lowercase.
+fn validate_image(image: &str) -> Result<(), JobError> {
+    let bad = |why: String| invalid("image", format!("{image:?} {why}"));
+    if image.is_empty() {
+        return Err(invalid("image", "is empty"));
+    }
+    if image.len() > MAX_IMAGE_LEN {
+        return Err(bad(format!("is longer than {MAX_IMAGE_LEN} characters")));
+    }
+    let (rest, digest) = match image.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        let ok = d.split_once(':').is_some_and(|(algo, hex)| {
+            !algo.is_empty()
+                && algo
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && hex.len() >= 32
+                && hex.chars().all(|c| c.is_ascii_hexdigit())
+        });
+        if !ok {
+            return Err(bad("has an invalid digest (expected @algorithm:hex)".into()));
+        }
+    }
+    // A tag is what follows the last ':' when no '/' comes after it.
+    let (path, tag) = match rest.rsplit_once(':') {
+        Some((p, t)) if !t.contains('/') => (p, Some(t)),
+        _ => (rest, None),
+    };
+    if let Some(t) = tag {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && t.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            return Err(bad(format!("has an invalid tag {t:?}")));
+        }
+    }
+    let mut parts: Vec<&str> = path.split('/').collect();
+    // The first part may be a registry host (with a port or a dot); it may
+    // hold uppercase letters and ':'.
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        let host = parts.remove(0);
+        if !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        {
+            return Err(bad(format!("has an invalid registry host {host:?}")));
+        }
+    }
+    for part in parts {
+        let ok = !part.is_empty()
+            && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && part.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            });
+        if !ok {
+            return Err(bad(format!(
+                "has an invalid name component {part:?} (lowercase letters, digits, '.', '_', '-')"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn validate_env(env: &BTreeMap<String, String>) -> Result<(), JobError> {
+    if env.len() > MAX_ENV_VARS {
+        return Err(invalid(
+            "env",
+            format!(
+                "has {} variables; at most {MAX_ENV_VARS} allowed",
+                env.len()
+            ),
+        ));
+    }
+    let mut bytes = 0;
+    for (k, v) in env {
+        let ok = !k.is_empty()
+            && k.len() <= 256
+            && k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(invalid(
+                "env",
+                format!("{k:?} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"),
+            ));
+        }
+        if v.contains('\0') {
+            return Err(invalid("env", format!("value of {k} contains a NUL byte")));
+        }
+        bytes += k.len() + v.len();
+    }
+    if bytes > MAX_ENV_BYTES {
+        return Err(invalid(
+            "env",
+            format!("is {bytes} bytes; at most {MAX_ENV_BYTES} allowed"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -203,7 +526,8 @@ mod tests {
                 r#"{"name":"j/k","command":"x","cronExpr":"* * * * *"}"#,
                 "name:",
             ),
-            (r#"{"name": 1}"#, "job: is not a valid job JSON"),
+            (r#"{"name": 1}"#, "name: must be a string"),
+            ("[1]", "job: is not a valid job JSON"),
             ("not json", "job: is not a valid job JSON"),
         ];
         for (raw, want) in cases {
@@ -216,5 +540,71 @@ mod tests {
     fn extra_fields_are_accepted() {
         let raw = r#"{"name":"j","command":"x","cronExpr":"* * * * *","future":true}"#;
         assert!(Job::from_json(raw).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod container_tests {
+    use super::*;
+
+    fn job(extra: &str) -> Result<Job, JobError> {
+        Job::from_json(&format!(r#"{{"name":"c","cronExpr":"* * * * *"{extra}}}"#))
+    }
+
+    #[test]
+    fn container_jobs_parse_with_defaults() {
+        let j = job(r#","image":"busybox:1.36""#).unwrap();
+        let c = j.container.clone().unwrap();
+        assert_eq!(
+            (c.network.as_str(), c.pull),
+            ("none", PullPolicy::IfNotPresent)
+        );
+        assert_eq!(j.command, "", "an image may run its own entrypoint");
+        let j = job(r#","image":"registry.example:5000/team/app@sha256:0123456789abcdef0123456789abcdef","command":"echo hi","env":{"A_1":"x"},"cpus":0.5,"memoryMb":64,"network":"bridge","pull":"never""#).unwrap();
+        let back = Job::from_spec(&j.to_spec()).unwrap();
+        assert_eq!(back, j);
+        let json = serde_json::to_value(JobSpec::shell("s", "true", "* * * * *")).unwrap();
+        assert_eq!(
+            json.as_object().unwrap().len(),
+            3,
+            "shell jobs keep the original shape: {json}"
+        );
+    }
+
+    #[test]
+    fn container_rejections_name_the_field() {
+        let cases = [
+            (r#","image":"Busybox""#, "image:"),
+            (r#","image":"busybox:bad tag""#, "image:"),
+            (r#","image":"busybox@sha256:xyz""#, "image:"),
+            (r#","image":"""#, "image: is empty"),
+            (r#","image":5"#, "image: must be a string"),
+            (r#","image":"busybox","cpus":0"#, "cpus:"),
+            (r#","image":"busybox","cpus":"1""#, "cpus: must be a number"),
+            (r#","image":"busybox","memoryMb":4"#, "memoryMb:"),
+            (r#","image":"busybox","memoryMb":1.5"#, "memoryMb:"),
+            (r#","image":"busybox","network":"container:x""#, "network:"),
+            (r#","image":"busybox","pull":"sometimes""#, "pull:"),
+            (r#","image":"busybox","env":{"1X":"y"}"#, "env:"),
+            (r#","image":"busybox","env":{"X":1}"#, "env:"),
+            (r#","image":"busybox","env":[]"#, "env:"),
+            (
+                r#","command":"true","cpus":1"#,
+                "cpus: only applies to container jobs",
+            ),
+            (r#","command":"true","pull":"never""#, "pull: only applies"),
+            (r#""#, "command: is missing"),
+        ];
+        for (extra, want) in cases {
+            let err = job(extra).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn shell_jobs_may_have_env() {
+        let j = job(r#","command":"echo $X","env":{"X":"1"}"#).unwrap();
+        assert_eq!(j.env.get("X").map(String::as_str), Some("1"));
+        assert!(j.container.is_none());
     }
 }

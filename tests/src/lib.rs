@@ -244,6 +244,7 @@ impl Etcd {
 /// A MongoDB wire-protocol server (SecantusDB) on loopback.
 pub struct Mongo {
     pub uri: String,
+    host: String,
     port: u16,
     storage: PathBuf,
     log_dir: PathBuf,
@@ -259,11 +260,18 @@ fn secantusd() -> PathBuf {
 
 impl Mongo {
     pub async fn start(dir: &Path) -> anyhow::Result<Mongo> {
+        Mongo::start_on(dir, "127.0.0.1").await
+    }
+
+    /// Starts the server listening on `host` (e.g. a test network's gateway,
+    /// so containers on that network reach it).
+    pub async fn start_on(dir: &Path, host: &str) -> anyhow::Result<Mongo> {
         let port = free_port();
         let storage = dir.join("mongo-data");
         std::fs::create_dir_all(&storage)?;
         let mut m = Mongo {
-            uri: format!("mongodb://127.0.0.1:{port}/"),
+            uri: format!("mongodb://{host}:{port}/"),
+            host: host.to_string(),
             port,
             storage,
             log_dir: dir.to_path_buf(),
@@ -285,7 +293,7 @@ impl Mongo {
         let mut cmd = Command::new(bin);
         cmd.args([
             "--host",
-            "127.0.0.1",
+            &self.host,
             "--port",
             &self.port.to_string(),
             "--storage-path",
@@ -622,6 +630,11 @@ impl TickReport {
     }
 }
 
+/// A shell job firing every second.
+pub fn every_second_shell_job(name: &str) -> Value {
+    serde_json::json!({"name": name, "command": "echo tick", "cronExpr": "* * * * * * *"})
+}
+
 /// The run-once scenario shared by the run-once and clock-skew tests: `jobs`
 /// jobs firing every second on the given workers for `seconds`, then every
 /// worker stopped cleanly (so every record is flushed) and the records
@@ -630,11 +643,11 @@ pub async fn every_second_scenario(
     cluster: &mut Cluster,
     jobs: usize,
     seconds: u64,
-    command: &str,
+    job: impl Fn(&str) -> Value,
 ) -> anyhow::Result<TickReport> {
     let names: Vec<String> = (0..jobs).map(|i| format!("job-{i:03}")).collect();
     for name in &names {
-        cluster.save_job(name, command, "* * * * * * *").await?;
+        save_job_json(cluster, &job(name)).await?;
     }
     let from = now_ms() + 2000;
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -695,4 +708,49 @@ pub fn records_of<'a>(records: &'a [Document], job: &str) -> Vec<&'a Document> {
         .iter()
         .filter(|d| d.get_str("jobName") == Ok(job))
         .collect()
+}
+
+/// The image container-job tests run (built by `make images` /
+/// `scripts/images.sh`).
+pub const JOB_IMAGE: &str = "gdts-example-job:local";
+
+/// A Docker client for tests, after checking the daemon answers. In CI
+/// (`CI=true`) a missing daemon fails the test; locally
+/// `GDTS_TEST_SKIP_DOCKER=1` lets Docker tests pass without running.
+pub async fn docker_or_skip() -> anyhow::Result<Option<bollard::Docker>> {
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let opted_out = std::env::var("GDTS_TEST_SKIP_DOCKER").is_ok_and(|v| v == "1");
+    let docker = bollard::Docker::connect_with_defaults()?;
+    match docker.ping().await {
+        Ok(_) => Ok(Some(docker.negotiate_version().await?)),
+        Err(e) if opted_out && !in_ci => {
+            eprintln!("skipping: Docker unavailable ({e}) and GDTS_TEST_SKIP_DOCKER=1");
+            Ok(None)
+        }
+        Err(e) => bail!("Docker is not reachable ({e}); run `make docker-up` (make test does)"),
+    }
+}
+
+/// Containers of this test's etcd prefix (running or not).
+pub async fn containers_of(
+    docker: &bollard::Docker,
+    prefix: &str,
+) -> anyhow::Result<Vec<bollard::models::ContainerSummary>> {
+    let filters = HashMap::from([("label".to_string(), vec![format!("gdts.prefix={prefix}")])]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    Ok(docker.list_containers(Some(options)).await?)
+}
+
+/// Saves any job JSON through `/job/save`, failing on `errno` != 0.
+pub async fn save_job_json(cluster: &Cluster, job: &Value) -> anyhow::Result<()> {
+    let resp = cluster
+        .post_form("/job/save", &[("job", &job.to_string())])
+        .await?;
+    if resp.errno != 0 {
+        bail!("saving {job}: {}", resp.msg);
+    }
+    Ok(())
 }

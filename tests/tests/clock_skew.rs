@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use gdts_tests::{every_second_scenario, now_ms, Cluster, WorkerOptions};
+use gdts_tests::{every_second_scenario, every_second_shell_job, now_ms, Cluster, WorkerOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tick_runs_exactly_once_with_skewed_clocks() -> anyhow::Result<()> {
@@ -29,7 +29,7 @@ async fn every_tick_runs_exactly_once_with_skewed_clocks() -> anyhow::Result<()>
         assert!((lo..=hi).contains(&skew), "{id}: clock offset {skew} ms");
     }
 
-    let report = every_second_scenario(&mut c, 50, 24, "echo tick").await?;
+    let report = every_second_scenario(&mut c, 50, 24, every_second_shell_job).await?;
     assert!(
         report.expected >= 50 * 18,
         "window too small: {}",

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use gdts_tests::{every_second_scenario, Cluster, WorkerOptions};
+use gdts_tests::{every_second_scenario, every_second_shell_job, Cluster, WorkerOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tick_runs_exactly_once_across_three_workers() -> anyhow::Result<()> {
@@ -13,7 +13,7 @@ async fn every_tick_runs_exactly_once_across_three_workers() -> anyhow::Result<(
     }
     c.wait_for_workers(&["w1", "w2", "w3"], Duration::from_secs(20))
         .await?;
-    let report = every_second_scenario(&mut c, 50, 24, "echo tick").await?;
+    let report = every_second_scenario(&mut c, 50, 24, every_second_shell_job).await?;
     assert!(
         report.expected >= 50 * 18,
         "window too small: {}",

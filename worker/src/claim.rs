@@ -93,11 +93,9 @@ impl Claimer {
         let resp = match self.client.kv_client().txn(txn).await {
             Ok(resp) => resp,
             Err(e) => {
-                // A lease that expired or vanished (etcd restored) fails the
-                // put; start a new one for the next attempt.
-                if e.to_string().contains("lease not found") {
-                    self.drop_lease().await;
-                }
+                // The lease may be why (expired while etcd was unreachable, or
+                // lost with etcd's data): the next attempt starts a new one.
+                self.drop_lease().await;
                 return Err(e);
             }
         };

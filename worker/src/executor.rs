@@ -5,6 +5,7 @@
 //! anything it left behind in its group is then killed, so a run never leaks
 //! processes onto the worker.
 
+use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::Duration;
@@ -59,6 +60,7 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(300);
 /// when that happens.
 pub async fn run_shell(
     command: &str,
+    env: &BTreeMap<String, String>,
     limits: &RunLimits,
     kill: &CancellationToken,
     kill_reason: impl Fn() -> KillReason,
@@ -71,6 +73,7 @@ pub async fn run_shell(
     let spawned = Command::new("sh")
         .arg("-c")
         .arg(command)
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -157,7 +160,7 @@ pub async fn run_shell(
     outcome
 }
 
-fn finished(
+pub fn finished(
     start_ms: i64,
     out: TailBuffer,
     exit_code: Option<i32>,
@@ -213,9 +216,13 @@ mod tests {
     }
 
     async fn run(cmd: &str, cap: usize) -> Outcome {
-        run_shell(cmd, &limits(cap), &CancellationToken::new(), || {
-            KillReason::Requested
-        })
+        run_shell(
+            cmd,
+            &BTreeMap::new(),
+            &limits(cap),
+            &CancellationToken::new(),
+            || KillReason::Requested,
+        )
         .await
     }
 
@@ -234,6 +241,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn passes_the_job_environment() {
+        let env = BTreeMap::from([("GDTS_TEST_VAR".to_string(), "v 1".to_string())]);
+        let o = run_shell(
+            "echo \"$GDTS_TEST_VAR\"",
+            &env,
+            &limits(64),
+            &CancellationToken::new(),
+            || KillReason::Requested,
+        )
+        .await;
+        assert_eq!(o.output, "v 1\n");
+    }
+
+    #[tokio::test]
     async fn keeps_the_tail_of_long_output() {
         let o = run("seq 1 100000", 64).await;
         assert!(o.truncated);
@@ -247,9 +268,13 @@ mod tests {
         let k = kill.clone();
         let started = std::time::Instant::now();
         let handle = tokio::spawn(async move {
-            run_shell("sleep 60 & sleep 60; wait", &limits(1024), &k, || {
-                KillReason::Requested
-            })
+            run_shell(
+                "sleep 60 & sleep 60; wait",
+                &BTreeMap::new(),
+                &limits(1024),
+                &k,
+                || KillReason::Requested,
+            )
             .await
         });
         tokio::time::sleep(Duration::from_millis(200)).await;

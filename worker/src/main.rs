@@ -3,6 +3,7 @@
 
 mod claim;
 mod config;
+mod container;
 mod etcd_watch;
 mod executor;
 mod kills;
@@ -53,6 +54,13 @@ async fn main() -> anyhow::Result<()> {
     let mongo = mongodb::Client::with_options(mongo_options).context("creating MongoDB client")?;
 
     let keys = Keys::new(&config.store.etcd_prefix);
+    let docker = container::DockerConn::connect();
+    match docker.get().await {
+        Ok(d) => remove_leftover_containers(&d, &etcd, &keys, &config).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "Docker unavailable; container jobs fail until it is back")
+        }
+    }
     let stop_scheduling = CancellationToken::new();
     let stop_all = CancellationToken::new();
     let background = TaskTracker::new();
@@ -109,6 +117,8 @@ async fn main() -> anyhow::Result<()> {
     ));
     let ctx = Arc::new(run::RunContext {
         worker_id: config.worker_id.clone(),
+        prefix: keys.prefix().to_string(),
+        docker,
         claimer: claim::Claimer::new(etcd.clone(), keys.clone(), config.worker_id.clone()),
         runs: runs.clone(),
         limits: executor::RunLimits {
@@ -152,6 +162,47 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Containers left by an earlier life of this worker, or by workers no
+/// longer registered, are removed before any new run starts.
+async fn remove_leftover_containers(
+    docker: &bollard::Docker,
+    etcd: &etcd_client::Client,
+    keys: &Keys,
+    config: &WorkerConfig,
+) {
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_keys_only();
+    let workers_prefix = keys.workers_prefix();
+    let live: Option<std::collections::HashSet<String>> = match etcd
+        .clone()
+        .get(workers_prefix.as_str(), Some(options))
+        .await
+    {
+        Ok(resp) => Some(
+            resp.kvs()
+                .iter()
+                .filter_map(|kv| {
+                    std::str::from_utf8(kv.key())
+                        .ok()?
+                        .strip_prefix(workers_prefix.as_str())
+                        .map(str::to_string)
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            // Without the list, only this worker's own leftovers are safe to remove.
+            tracing::warn!(error = %e, "could not list live workers; removing only own leftovers");
+            None
+        }
+    };
+    let removed =
+        container::remove_leftovers(docker, keys.prefix(), &config.worker_id, live.as_ref()).await;
+    if removed > 0 {
+        tracing::info!(removed, "removed leftover containers");
+    }
 }
 
 fn init_tracing(format: LogFormat) {

@@ -34,6 +34,12 @@ impl Registration {
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "worker registration interrupted; retrying");
+                if let Some(id) = lease {
+                    if !self.lease_alive(id).await {
+                        // Expired while we were cut off: start over with a new one.
+                        lease = None;
+                    }
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -48,6 +54,16 @@ impl Registration {
                 Ok(Err(e)) => tracing::warn!(error = %e, "revoking the registration lease failed"),
                 Err(_) => tracing::warn!("revoking the registration lease timed out"),
             }
+        }
+    }
+
+    /// Whether etcd still has lease `id`. When etcd cannot be asked, assume
+    /// it does: the next attempt finds out.
+    async fn lease_alive(&mut self, id: i64) -> bool {
+        let ask = self.client.lease_time_to_live(id, None);
+        match tokio::time::timeout(Duration::from_secs(2), ask).await {
+            Ok(Ok(resp)) => resp.ttl() > 0,
+            _ => true,
         }
     }
 

@@ -8,13 +8,21 @@ use gdts_common::timing::{CLAIM_TIMEOUT, MAX_TICK_LATENESS};
 use tokio::sync::mpsc;
 
 use crate::claim::{Claim, Claimer};
+use crate::container;
 use crate::executor::{self, now_ms, RunLimits};
 use crate::runs::Runs;
 use crate::scheduler::DueTick;
 
+/// How long a worker that cannot reach Docker waits before claiming a
+/// container job's tick.
+const DEFER_WITHOUT_DOCKER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What every run task shares.
 pub struct RunContext {
     pub worker_id: String,
+    /// The etcd prefix, recorded on containers so leftovers can be found.
+    pub prefix: String,
+    pub docker: container::DockerConn,
     pub claimer: Claimer,
     pub runs: Arc<Runs>,
     pub limits: RunLimits,
@@ -26,6 +34,16 @@ pub struct RunContext {
 pub async fn run_tick(ctx: Arc<RunContext>, due: DueTick) {
     let job = &due.job;
     let tick_ms = due.tick.timestamp_millis();
+    if job.container.is_some() {
+        if let Err(e) = ctx.docker.available().await {
+            // Let workers that can run containers win this tick; if none
+            // claims it, this worker does and records why it failed.
+            tracing::debug!(job = %job.name, error = %e, "no Docker here; deferring the claim");
+            tokio::time::sleep(DEFER_WITHOUT_DOCKER).await;
+        }
+    }
+    // Measured after any deferral: the lateness bound covers everything
+    // between this check and the claim request.
     let now = Utc::now();
     // The safety argument bounds how late a claim may be attempted: a tick
     // this old is skipped, never claimed (see ARCHITECTURE.md).
@@ -50,12 +68,43 @@ pub async fn run_tick(ctx: Arc<RunContext>, due: DueTick) {
     };
     let schedule_time = now_ms();
     tracing::debug!(job = %job.name, tick = tick_ms, "claimed");
+    let run_id = LogRecord::run_id(job.name.as_str(), tick_ms, claim_revision);
     let outcome = {
         let guard = ctx.runs.start(job.name.clone(), claim_revision);
-        executor::run_shell(&job.command, &ctx.limits, &guard.kill, || {
-            guard.kill_reason()
-        })
-        .await
+        let kill_reason = || guard.kill_reason();
+        match &job.container {
+            None => {
+                executor::run_shell(
+                    &job.command,
+                    &job.env,
+                    &ctx.limits,
+                    &guard.kill,
+                    kill_reason,
+                )
+                .await
+            }
+            Some(spec) => {
+                let run = container::ContainerRun {
+                    prefix: &ctx.prefix,
+                    worker: &ctx.worker_id,
+                    job: job.name.as_str(),
+                    tick_ms,
+                    run_id: &run_id,
+                    claim_revision,
+                };
+                container::run_container(
+                    &ctx.docker,
+                    spec,
+                    &job.command,
+                    &job.env,
+                    &run,
+                    &ctx.limits,
+                    &guard.kill,
+                    kill_reason,
+                )
+                .await
+            }
+        }
     };
     if !outcome.succeeded() {
         tracing::info!(job = %job.name, tick = tick_ms, err = %outcome.err, "run failed");
@@ -68,7 +117,7 @@ pub async fn run_tick(ctx: Arc<RunContext>, due: DueTick) {
         "failed"
     };
     let record = LogRecord {
-        run_id: LogRecord::run_id(job.name.as_str(), tick_ms, claim_revision),
+        run_id,
         job_name: job.name.to_string(),
         command: job.command.clone(),
         err: outcome.err,

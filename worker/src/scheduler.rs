@@ -188,11 +188,7 @@ mod tests {
     use super::*;
 
     fn kv(keys: &Keys, name: &str, cron: &str, rev: i64) -> Entry {
-        let spec = JobSpec {
-            name: name.into(),
-            command: "true".into(),
-            cron_expr: cron.into(),
-        };
+        let spec = JobSpec::shell(name, "true", cron);
         Entry {
             key: keys.job(&JobName::parse(name).unwrap()).into_bytes(),
             value: serde_json::to_vec(&spec).unwrap(),

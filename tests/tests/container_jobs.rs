@@ -1,0 +1,169 @@
+//! Container jobs on a real dockerd: output, exit code and timing in the log;
+//! failures (non-zero exit, missing image) recorded with messages; kill; limits.
+
+use std::time::{Duration, Instant};
+
+use chrono::Timelike;
+use gdts_tests::{
+    containers_of, docker_or_skip, records_of, save_job_json, wait_until, Cluster, WorkerOptions,
+    JOB_IMAGE,
+};
+use mongodb::bson::Document;
+use serde_json::json;
+
+/// A cron expression firing once a minute, `secs` seconds from now.
+fn once_soon(secs: i64) -> String {
+    let s = (chrono::Utc::now() + chrono::Duration::seconds(secs)).second();
+    format!("{s} * * * * * *")
+}
+
+async fn first_record(c: &Cluster, job: &str) -> anyhow::Result<Document> {
+    wait_until(
+        &format!("a record of {job}"),
+        Duration::from_secs(30),
+        || async {
+            c.run_records()
+                .await
+                .map(|r| !records_of(&r, job).is_empty())
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    let records = c.run_records().await?;
+    Ok(records_of(&records, job)[0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_runs_and_failures_are_logged() -> anyhow::Result<()> {
+    let Some(docker) = docker_or_skip().await? else {
+        return Ok(());
+    };
+    let mut c = Cluster::start("container_jobs").await?;
+    c.start_worker("w1", WorkerOptions::default())?;
+    c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
+
+    let cron = once_soon(3);
+    save_job_json(&c, &json!({"name": "ok", "image": JOB_IMAGE, "command": "echo out; echo err >&2; echo \"$GREETING\"", "env": {"GREETING": "hi"}, "cronExpr": cron, "pull": "never"})).await?;
+    save_job_json(&c, &json!({"name": "entrypoint", "image": JOB_IMAGE, "cronExpr": cron, "env": {"REPORT_TARGET": "tests"}})).await?;
+    save_job_json(&c, &json!({"name": "fails", "image": JOB_IMAGE, "command": "echo bye; exit 7", "cronExpr": cron})).await?;
+    save_job_json(&c, &json!({"name": "no-image", "image": "gdts-no-such-image:never", "command": "true", "cronExpr": cron, "pull": "never"})).await?;
+    save_job_json(&c, &json!({"name": "unpullable", "image": "gdts-no-such-image:never", "command": "true", "cronExpr": cron})).await?;
+
+    let ok = first_record(&c, "ok").await?;
+    assert_eq!(ok.get_str("status")?, "succeeded", "{ok}");
+    // stdout and stderr are separate streams: their relative order is not kept.
+    let mut lines: Vec<&str> = ok.get_str("output")?.lines().collect();
+    lines.sort();
+    assert_eq!(lines, vec!["err", "hi", "out"], "{ok}");
+    assert_eq!(
+        ok.get_i32("exitCode")
+            .map(i64::from)
+            .or_else(|_| ok.get_i64("exitCode"))?,
+        0
+    );
+    let (plan, start, end) = (
+        ok.get_i64("planTime")?,
+        ok.get_i64("startTime")?,
+        ok.get_i64("endTime")?,
+    );
+    assert!(plan <= start && start <= end && end - plan < 30_000, "{ok}");
+
+    let entry = first_record(&c, "entrypoint").await?;
+    assert_eq!(entry.get_str("status")?, "succeeded", "{entry}");
+    assert!(
+        entry.get_str("output")?.contains("REPORT_TARGET=tests"),
+        "{entry}"
+    );
+
+    let fails = first_record(&c, "fails").await?;
+    assert_eq!(fails.get_str("status")?, "failed");
+    assert_eq!(fails.get_str("err")?, "exit status 7");
+    assert_eq!(fails.get_str("output")?, "bye\n");
+
+    let missing = first_record(&c, "no-image").await?;
+    assert_eq!(missing.get_str("status")?, "failed");
+    assert!(
+        missing.get_str("err")?.contains("not present")
+            && missing.get_str("err")?.contains("never"),
+        "{missing}"
+    );
+    let unpullable = first_record(&c, "unpullable").await?;
+    assert_eq!(unpullable.get_str("status")?, "failed");
+    assert!(
+        unpullable
+            .get_str("err")?
+            .starts_with("pulling image gdts-no-such-image:never failed"),
+        "{unpullable}"
+    );
+
+    // Nothing is left behind.
+    wait_until(
+        "containers to be removed",
+        Duration::from_secs(10),
+        || async {
+            containers_of(&docker, &c.prefix)
+                .await
+                .map(|v| v.is_empty())
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_kill_and_limits() -> anyhow::Result<()> {
+    let Some(docker) = docker_or_skip().await? else {
+        return Ok(());
+    };
+    let mut c = Cluster::start("container_kill").await?;
+    c.start_worker("w1", WorkerOptions::default())?;
+    c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
+
+    save_job_json(&c, &json!({"name": "sleeper", "image": JOB_IMAGE, "command": "sleep 60", "cronExpr": once_soon(3), "cpus": 0.5, "memoryMb": 64})).await?;
+    wait_until("the container to run", Duration::from_secs(20), || async {
+        containers_of(&docker, &c.prefix)
+            .await
+            .map(|v| {
+                v.iter()
+                    .any(|c| c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING))
+            })
+            .unwrap_or(false)
+    })
+    .await?;
+    let id = containers_of(&docker, &c.prefix).await?[0]
+        .id
+        .clone()
+        .unwrap();
+    let inspect = docker.inspect_container(&id, None).await?;
+    let host = inspect.host_config.unwrap();
+    assert_eq!(host.nano_cpus, Some(500_000_000));
+    assert_eq!(host.memory, Some(64 * 1024 * 1024));
+    assert_eq!(host.network_mode.as_deref(), Some("none"));
+    let labels = inspect.config.unwrap().labels.unwrap();
+    assert_eq!(labels.get("gdts.job").map(String::as_str), Some("sleeper"));
+    assert_eq!(labels.get("gdts.worker").map(String::as_str), Some("w1"));
+    assert!(labels.contains_key("gdts.tick"));
+
+    let r = c.post_form("/job/kill", &[("name", "sleeper")]).await?;
+    assert_eq!(r.errno, 0);
+    let asked = Instant::now();
+    wait_until("the container to stop", Duration::from_secs(1), || async {
+        match docker.inspect_container(&id, None).await {
+            Ok(i) => i.state.and_then(|s| s.running) == Some(false),
+            Err(_) => true, // already removed
+        }
+    })
+    .await?;
+    println!(
+        "container stopped {:?} after the kill request",
+        asked.elapsed()
+    );
+    let rec = first_record(&c, "sleeper").await?;
+    assert_eq!(rec.get_str("status")?, "killed", "{rec}");
+    assert!(
+        rec.get_str("err")?.starts_with("killed on request"),
+        "{rec}"
+    );
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! Runs container jobs through the Docker API (bollard): pull as the job's
+//! policy says, create, start, stream logs, wait, remove. Besides
+//! `executor.rs`, the only module that starts anything.
+//!
+//! Every container carries labels naming the etcd prefix, worker, job, tick
+//! and run, so a worker that restarts after a crash can find and remove what
+//! its earlier life left behind.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use gdts_common::job::{ContainerSpec, PullPolicy};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{finished, now_ms, KillReason, Outcome, RunLimits};
+use crate::output::TailBuffer;
+
+pub const LABEL_PREFIX: &str = "gdts.prefix";
+pub const LABEL_WORKER: &str = "gdts.worker";
+pub const LABEL_JOB: &str = "gdts.job";
+pub const LABEL_TICK: &str = "gdts.tick";
+pub const LABEL_RUN: &str = "gdts.run";
+
+/// The Docker client of a worker. Connecting is lazy and the API version is
+/// negotiated on first use (the daemon may be older than the client, or not
+/// up yet): a worker without Docker still starts, and picks Docker up once it
+/// answers.
+pub struct DockerConn {
+    client: Option<Docker>,
+    negotiated: tokio::sync::Mutex<Option<Docker>>,
+}
+
+impl DockerConn {
+    /// Uses `DOCKER_HOST` when set, else the local socket.
+    pub fn connect() -> Self {
+        let client = match Docker::connect_with_defaults() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::warn!(error = %e, "no Docker client; container jobs will fail");
+                None
+            }
+        };
+        DockerConn {
+            client,
+            negotiated: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A client speaking the daemon's API version, or why there is none.
+    pub async fn get(&self) -> Result<Docker, String> {
+        let Some(client) = &self.client else {
+            return Err("this worker has no Docker client (check DOCKER_HOST)".into());
+        };
+        let mut negotiated = self.negotiated.lock().await;
+        if let Some(d) = negotiated.as_ref() {
+            return Ok(d.clone());
+        }
+        let attempt = client.clone().negotiate_version();
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(d)) => {
+                *negotiated = Some(d.clone());
+                Ok(d)
+            }
+            Ok(Err(e)) => Err(format!("Docker is not reachable from this worker: {e}")),
+            Err(_) => Err("Docker did not answer within 2 s on this worker".into()),
+        }
+    }
+
+    /// Whether Docker answers now (one cheap round trip once negotiated).
+    pub async fn available(&self) -> Result<(), String> {
+        let docker = self.get().await?;
+        match tokio::time::timeout(Duration::from_secs(2), docker.ping()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("Docker is not reachable from this worker: {e}")),
+            Err(_) => Err("Docker did not answer within 2 s on this worker".into()),
+        }
+    }
+}
+
+/// Identity of one container run, for its name and labels.
+pub struct ContainerRun<'a> {
+    pub prefix: &'a str,
+    pub worker: &'a str,
+    pub job: &'a str,
+    pub tick_ms: i64,
+    pub run_id: &'a str,
+    pub claim_revision: i64,
+}
+
+/// Runs one container job and returns how it ended; never leaves the
+/// container behind.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_container(
+    conn: &DockerConn,
+    spec: &ContainerSpec,
+    command: &str,
+    env: &std::collections::BTreeMap<String, String>,
+    run: &ContainerRun<'_>,
+    limits: &RunLimits,
+    kill: &CancellationToken,
+    kill_reason: impl Fn() -> KillReason,
+) -> Outcome {
+    let start_ms = now_ms();
+    let out = TailBuffer::new(limits.output_limit);
+    let docker = match conn.get().await {
+        Ok(d) => d,
+        Err(e) => return finished(start_ms, out, None, None, e),
+    };
+    let docker = &docker;
+    if let Err(e) = ensure_image(docker, &spec.image, spec.pull).await {
+        return finished(start_ms, out, None, None, e);
+    }
+    if kill.is_cancelled() {
+        return finished(start_ms, out, None, Some(kill_reason()), String::new());
+    }
+    let name = format!("gdts-{}-{}-{}", run.job, run.tick_ms, run.claim_revision);
+    let labels = HashMap::from([
+        (LABEL_PREFIX.to_string(), run.prefix.to_string()),
+        (LABEL_WORKER.to_string(), run.worker.to_string()),
+        (LABEL_JOB.to_string(), run.job.to_string()),
+        (LABEL_TICK.to_string(), run.tick_ms.to_string()),
+        (LABEL_RUN.to_string(), run.run_id.to_string()),
+    ]);
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        // `sh -c COMMAND` replaces the image's entrypoint; an empty command
+        // runs the image as it was built.
+        entrypoint: (!command.trim().is_empty())
+            .then(|| vec!["sh".to_string(), "-c".to_string(), command.to_string()]),
+        cmd: None,
+        env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        host_config: Some(HostConfig {
+            nano_cpus: spec.cpus.map(|c| (c * 1e9).round() as i64),
+            memory: spec.memory_mb.map(|mb| (mb * 1024 * 1024) as i64),
+            network_mode: Some(spec.network.clone()),
+            // A tiny init as PID 1 forwards SIGTERM to the command, so a kill
+            // is prompt even when the command does not handle signals.
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let options = CreateContainerOptionsBuilder::default().name(&name).build();
+    let id = match docker.create_container(Some(options), body).await {
+        Ok(created) => created.id,
+        Err(e) => {
+            return finished(
+                start_ms,
+                out,
+                None,
+                None,
+                format!(
+                    "creating the container from {} failed: {}",
+                    spec.image,
+                    docker_message(&e)
+                ),
+            )
+        }
+    };
+    let outcome = supervise(docker, &id, start_ms, out, limits, kill, kill_reason).await;
+    remove(docker, &id).await;
+    outcome
+}
+
+async fn supervise(
+    docker: &Docker,
+    id: &str,
+    start_ms: i64,
+    mut out: TailBuffer,
+    limits: &RunLimits,
+    kill: &CancellationToken,
+    kill_reason: impl Fn() -> KillReason,
+) -> Outcome {
+    if let Err(e) = docker.start_container(id, None).await {
+        let err = format!("starting the container failed: {}", docker_message(&e));
+        return finished(start_ms, out, None, None, err);
+    }
+    let logs_options = LogsOptionsBuilder::default()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = docker.logs(id, Some(logs_options));
+    let wait_options = WaitContainerOptionsBuilder::default()
+        .condition("not-running")
+        .build();
+    let mut wait = docker.wait_container(id, Some(wait_options));
+    let mut logs_open = true;
+    let mut exit: Option<Result<i64, String>> = None;
+    let mut killed: Option<KillReason> = None;
+    let far = Instant::now() + Duration::from_secs(86400 * 365);
+    let mut sigkill_at = far;
+    let mut drain_until = far;
+    loop {
+        if exit.is_some() && !logs_open {
+            break;
+        }
+        tokio::select! {
+            chunk = logs.next(), if logs_open => match chunk {
+                Some(Ok(output)) => out.push(&output.into_bytes()),
+                Some(Err(_)) | None => logs_open = false,
+            },
+            status = wait.next(), if exit.is_none() => {
+                exit = Some(match status {
+                    Some(Ok(resp)) => Ok(resp.status_code),
+                    Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+                    Some(Err(e)) => Err(format!("waiting for the container failed: {}", docker_message(&e))),
+                    None => Err("the container wait ended without a status".into()),
+                });
+                drain_until = Instant::now() + Duration::from_secs(2);
+            },
+            _ = kill.cancelled(), if killed.is_none() => {
+                killed = Some(kill_reason());
+                signal(docker, id, "SIGTERM").await;
+                sigkill_at = Instant::now() + limits.kill_grace;
+            },
+            _ = tokio::time::sleep_until(sigkill_at), if exit.is_none() => {
+                signal(docker, id, "SIGKILL").await;
+                sigkill_at = far;
+            },
+            _ = tokio::time::sleep_until(drain_until) => break,
+        }
+    }
+    let (exit_code, err) = match exit {
+        Some(Ok(0)) => (Some(0), String::new()),
+        Some(Ok(code)) => (Some(code as i32), format!("exit status {code}")),
+        Some(Err(e)) => (None, e),
+        None => (None, "the container ended without an exit status".into()),
+    };
+    let mut outcome = finished(start_ms, out, exit_code, killed, err);
+    // Docker reports death by signal N as exit code 128 + N.
+    if let Some(code) = exit_code.filter(|c| *c > 128 && *c < 128 + 65) {
+        if outcome.killed {
+            outcome.signal = Some(code - 128);
+        }
+    }
+    outcome
+}
+
+async fn signal(docker: &Docker, id: &str, signal: &str) {
+    let options = KillContainerOptionsBuilder::default()
+        .signal(signal)
+        .build();
+    if let Err(e) = docker.kill_container(id, Some(options)).await {
+        // "is not running" is expected when it ended on its own meanwhile.
+        tracing::debug!(container = id, signal, error = %e, "signalling the container failed");
+    }
+}
+
+async fn remove(docker: &Docker, id: &str) {
+    let options = RemoveContainerOptionsBuilder::default().force(true).build();
+    if let Err(e) = docker.remove_container(id, Some(options)).await {
+        tracing::warn!(container = id, error = %e, "removing a finished container failed");
+    }
+}
+
+async fn ensure_image(docker: &Docker, image: &str, pull: PullPolicy) -> Result<(), String> {
+    let present = docker.inspect_image(image).await.is_ok();
+    match (pull, present) {
+        (PullPolicy::Never, true) | (PullPolicy::IfNotPresent, true) => return Ok(()),
+        (PullPolicy::Never, false) => {
+            return Err(format!(
+                "image {image} is not present on this worker and the pull policy is never"
+            ))
+        }
+        _ => {}
+    }
+    let options = CreateImageOptionsBuilder::default()
+        .from_image(image)
+        .build();
+    let mut progress = docker.create_image(Some(options), None, None);
+    while let Some(step) = progress.next().await {
+        match step {
+            Ok(info) => {
+                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                    return Err(format!("pulling image {image} failed: {detail}"));
+                }
+            }
+            Err(e) => {
+                return Err(format!(
+                    "pulling image {image} failed: {}",
+                    docker_message(&e)
+                ))
+            }
+        }
+    }
+    if docker.inspect_image(image).await.is_err() {
+        return Err(format!("pulling image {image} did not make it available"));
+    }
+    Ok(())
+}
+
+/// The daemon's own message where there is one (it says what is wrong with
+/// the image or the limits), else the error's text.
+fn docker_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Removes containers of this etcd prefix whose worker is this one (an
+/// earlier life of it) or, when `live_workers` is known, no longer registered.
+pub async fn remove_leftovers(
+    docker: &Docker,
+    prefix: &str,
+    own_id: &str,
+    live_workers: Option<&HashSet<String>>,
+) -> usize {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{LABEL_PREFIX}={prefix}")],
+    )]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let containers = match docker.list_containers(Some(options)).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing leftover containers failed");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for c in containers {
+        let owner = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_WORKER))
+            .cloned()
+            .unwrap_or_default();
+        let orphaned = owner == own_id || live_workers.is_some_and(|live| !live.contains(&owner));
+        if !orphaned {
+            continue;
+        }
+        if let Some(id) = c.id {
+            remove(docker, &id).await;
+            tracing::info!(container = %id, worker = %owner, "removed a leftover container");
+            removed += 1;
+        }
+    }
+    removed
+}

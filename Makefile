@@ -2,7 +2,7 @@
 # Both install what is missing first (scripts/deps.sh).
 CARGO ?= cargo
 
-.PHONY: dev test deps build lint images docker-up
+.PHONY: dev test deps build lint images docker-up tf-check
 
 deps:
 	scripts/deps.sh
@@ -21,11 +21,15 @@ docker-up: deps
 images: docker-up
 	scripts/images.sh
 
+# Offline checks of terraform/: fmt, get, validate, checkov.
+tf-check:
+	scripts/tf-check.sh
+
 # Every test: unit tests and the integration tests in tests/, which start
 # their own etcd, Mongo-protocol server, managers, workers and containers.
 # Test binaries run one after another, so the load scenarios do not compete
 # for the CPU. The images are built from the debug binaries.
-test: build lint docker-up
+test: build lint tf-check docker-up
 	GDTS_IMAGE_PROFILE=dev scripts/images.sh
 	$(CARGO) test --workspace
 

@@ -9,8 +9,25 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn legacy_endpoints_round_trip() -> anyhow::Result<()> {
     let mut c = Cluster::start("legacy_api").await?;
-    c.start_worker("w1", WorkerOptions::default())?;
+    let health_port = gdts_tests::free_port();
+    c.start_worker(
+        "w1",
+        WorkerOptions {
+            env: vec![("GDTS_HEALTH_PORT".into(), health_port.to_string())],
+            ..Default::default()
+        },
+    )?;
     c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
+    // The worker's health endpoint (for autohealing) answers once registered.
+    for path in ["healthz", "readyz"] {
+        let url = format!("http://127.0.0.1:{health_port}/{path}");
+        wait_until(
+            &format!("worker /{path}"),
+            Duration::from_secs(10),
+            || async { reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) },
+        )
+        .await?;
+    }
 
     // save: new job returns null, a replacement returns the previous version.
     let job = json!({"name": "echo-job", "command": "echo hello", "cronExpr": "* * * * * * *"});

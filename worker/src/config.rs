@@ -32,6 +32,9 @@ pub struct WorkerConfig {
     /// MongoDB for records not yet written. Default 60000.
     pub log_flush_timeout: Duration,
     pub log_format: LogFormat,
+    /// `GDTS_HEALTH_PORT`: serve `/healthz` and `/readyz` on this port (all
+    /// interfaces). Unset: no health endpoint.
+    pub health_port: Option<u16>,
 }
 
 impl WorkerConfig {
@@ -69,6 +72,14 @@ impl WorkerConfig {
                 Duration::from_secs(60),
             )?,
             log_format: LogFormat::from_lookup(get)?,
+            health_port: match get("GDTS_HEALTH_PORT") {
+                None => None,
+                Some(p) => Some(
+                    p.trim()
+                        .parse()
+                        .map_err(|_| format!("GDTS_HEALTH_PORT: {p:?} is not a port number"))?,
+                ),
+            },
         })
     }
 }

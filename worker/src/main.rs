@@ -6,6 +6,7 @@ mod config;
 mod container;
 mod etcd_watch;
 mod executor;
+mod health;
 mod kills;
 mod log_sink;
 mod output;
@@ -66,6 +67,14 @@ async fn main() -> anyhow::Result<()> {
     let background = TaskTracker::new();
     let run_tasks = TaskTracker::new();
     let runs = Arc::new(runs::Runs::default());
+    let health = Arc::new(health::Health::default());
+    health.set_scheduler_running(true);
+    if let Some(port) = config.health_port {
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+            .await
+            .with_context(|| format!("binding the health port {port}"))?;
+        background.spawn(health::serve(listener, health.clone(), stop_all.clone()));
+    }
 
     let (log_tx, log_rx) = mpsc::channel(config.log_buffer);
     let log_writer = tokio::spawn(log_sink::run_log_writer(
@@ -91,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
             },
             ttl: config.lease_ttl,
             runs: runs.clone(),
+            health: health.clone(),
         }
         .run(stop_all.clone()),
     );
@@ -127,13 +137,20 @@ async fn main() -> anyhow::Result<()> {
         },
         log_records: log_tx,
     });
-    let scheduler = tokio::spawn(scheduler::run_scheduler(
-        scheduler::JobTable::new(keys.clone()),
-        job_rx,
-        ctx,
-        run_tasks.clone(),
-        stop_scheduling.clone(),
-    ));
+    let scheduler = {
+        let health = health.clone();
+        let run = scheduler::run_scheduler(
+            scheduler::JobTable::new(keys.clone()),
+            job_rx,
+            ctx,
+            run_tasks.clone(),
+            stop_scheduling.clone(),
+        );
+        tokio::spawn(async move {
+            run.await;
+            health.set_scheduler_running(false);
+        })
+    };
 
     shutdown_signal().await;
     tracing::info!("shutting down: no new ticks; waiting for running jobs");

@@ -11,6 +11,7 @@ use gdts_common::keys::Keys;
 use gdts_common::values::WorkerInfo;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Health;
 use crate::runs::Runs;
 
 pub struct Registration {
@@ -19,6 +20,7 @@ pub struct Registration {
     pub info: WorkerInfo,
     pub ttl: Duration,
     pub runs: Arc<Runs>,
+    pub health: Arc<Health>,
 }
 
 impl Registration {
@@ -33,6 +35,7 @@ impl Registration {
                 r = self.keep_registered(&mut lease) => r,
             };
             if let Err(e) = result {
+                self.health.set_registered(false);
                 tracing::warn!(error = %e, "worker registration interrupted; retrying");
                 if let Some(id) = lease {
                     if !self.lease_alive(id).await {
@@ -99,6 +102,7 @@ impl Registration {
                     if written_running.is_none() {
                         self.write(id).await?;
                         written_running = Some(self.info.running);
+                        self.health.set_registered(true);
                         tracing::info!(worker = %self.info.id, lease = format!("{id:x}"), "registered");
                     }
                 }

@@ -1,0 +1,112 @@
+# GDTS on Google Cloud: a VPC, etcd (3 VMs), MongoDB (3-VM replica set, or an
+# existing cluster such as Atlas), the manager on Cloud Run, workers in a
+# regional managed instance group, a bucket for large outputs and an Artifact
+# Registry repository for the images. See docs/deploy-gcp.md.
+
+locals {
+  worker_health_port = 8081
+}
+
+module "iam" {
+  source     = "./modules/iam"
+  project_id = var.project_id
+  name       = var.name
+}
+
+module "network" {
+  source             = "./modules/network"
+  project_id         = var.project_id
+  name               = var.name
+  region             = var.region
+  vm_cidr            = var.vm_cidr
+  run_egress_cidr    = var.run_egress_cidr
+  worker_health_port = local.worker_health_port
+}
+
+module "registry" {
+  source     = "./modules/registry"
+  project_id = var.project_id
+  name       = var.name
+  region     = var.region
+  readers    = [module.iam.worker_email]
+}
+
+module "storage" {
+  source         = "./modules/storage"
+  project_id     = var.project_id
+  name           = var.name
+  region         = var.region
+  retention_days = var.output_retention_days
+  writers        = [module.iam.worker_email]
+  readers        = [module.iam.manager_email]
+}
+
+module "etcd" {
+  source                  = "./modules/etcd"
+  project_id              = var.project_id
+  name                    = var.name
+  region                  = var.region
+  zones                   = var.zones
+  subnetwork              = module.network.vm_subnet_id
+  network_tag             = module.network.etcd_tag
+  service_account         = module.iam.etcd_email
+  machine_type            = var.etcd_machine_type
+  disk_gb                 = var.etcd_disk_gb
+  snapshot_retention_days = var.snapshot_retention_days
+  deletion_protection     = var.deletion_protection
+}
+
+module "mongodb" {
+  source                  = "./modules/mongodb"
+  project_id              = var.project_id
+  name                    = var.name
+  region                  = var.region
+  zones                   = var.zones
+  subnetwork              = module.network.vm_subnet_id
+  network_tag             = module.network.mongodb_tag
+  service_account         = module.iam.mongodb_email
+  machine_type            = var.mongodb_machine_type
+  disk_gb                 = var.mongodb_disk_gb
+  snapshot_retention_days = var.snapshot_retention_days
+  external_uri            = var.mongodb_uri
+  uri_readers             = [module.iam.manager_email, module.iam.worker_email]
+  deletion_protection     = var.deletion_protection
+}
+
+module "manager" {
+  source              = "./modules/manager"
+  project_id          = var.project_id
+  name                = var.name
+  region              = var.region
+  image               = var.manager_image
+  service_account     = module.iam.manager_email
+  network             = module.network.network_id
+  subnetwork          = module.network.run_subnet_id
+  etcd_endpoints      = module.etcd.client_endpoints
+  mongodb_uri_secret  = module.mongodb.uri_secret_id
+  gcs_bucket          = module.storage.bucket_name
+  min_instances       = var.manager_min_instances
+  max_instances       = var.manager_max_instances
+  invokers            = var.manager_invokers
+  deletion_protection = var.deletion_protection
+}
+
+module "workers" {
+  source             = "./modules/workers"
+  project_id         = var.project_id
+  name               = var.name
+  region             = var.region
+  zones              = var.zones
+  image              = var.worker_image
+  registry_host      = module.registry.host
+  service_account    = module.iam.worker_email
+  subnetwork         = module.network.vm_subnet_id
+  network_tag        = module.network.worker_tag
+  machine_type       = var.worker_machine_type
+  etcd_endpoints     = module.etcd.client_endpoints
+  mongodb_uri_secret = module.mongodb.uri_secret_id
+  gcs_bucket         = module.storage.bucket_name
+  health_port        = local.worker_health_port
+  size               = var.worker_count
+  autoscaling_max    = var.worker_autoscaling_max
+}

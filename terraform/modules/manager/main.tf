@@ -1,0 +1,149 @@
+# The manager on Cloud Run (v2): its own service account, Direct VPC egress to
+# reach etcd and MongoDB on private addresses, the MongoDB URI from Secret
+# Manager, a request timeout long enough for the event stream.
+
+variable "project_id" {
+  type = string
+}
+
+variable "name" {
+  type = string
+}
+
+variable "region" {
+  type = string
+}
+
+variable "image" {
+  type = string
+}
+
+variable "service_account" {
+  type = string
+}
+
+variable "network" {
+  type = string
+}
+
+variable "subnetwork" {
+  type = string
+}
+
+variable "etcd_endpoints" {
+  type = string
+}
+
+variable "mongodb_uri_secret" {
+  type = string
+}
+
+variable "gcs_bucket" {
+  type = string
+}
+
+variable "min_instances" {
+  type = number
+}
+
+variable "max_instances" {
+  type = number
+}
+
+variable "invokers" {
+  type = list(string)
+}
+
+variable "deletion_protection" {
+  type = bool
+}
+
+resource "google_cloud_run_v2_service" "manager" {
+  project             = var.project_id
+  name                = "${var.name}-manager"
+  location            = var.region
+  ingress             = "INGRESS_TRAFFIC_ALL"
+  deletion_protection = var.deletion_protection
+
+  template {
+    service_account = var.service_account
+    # Server-Sent Events streams stay open: allow the maximum.
+    timeout                          = "3600s"
+    max_instance_request_concurrency = 200
+
+    scaling {
+      min_instance_count = var.min_instances
+      max_instance_count = var.max_instances
+    }
+
+    vpc_access {
+      egress = "PRIVATE_RANGES_ONLY"
+      network_interfaces {
+        network    = var.network
+        subnetwork = var.subnetwork
+      }
+    }
+
+    containers {
+      image = var.image
+      ports {
+        container_port = 8070
+      }
+      resources {
+        limits = {
+          cpu    = "1"
+          memory = "512Mi"
+        }
+      }
+      env {
+        name  = "GDTS_ETCD_ENDPOINTS"
+        value = var.etcd_endpoints
+      }
+      env {
+        name  = "GDTS_GCS_BUCKET"
+        value = var.gcs_bucket
+      }
+      env {
+        name  = "GDTS_LOG_FORMAT"
+        value = "json"
+      }
+      env {
+        name = "GDTS_MONGO_URI"
+        value_source {
+          secret_key_ref {
+            secret  = var.mongodb_uri_secret
+            version = "latest"
+          }
+        }
+      }
+      startup_probe {
+        http_get {
+          path = "/healthz"
+        }
+        period_seconds    = 5
+        failure_threshold = 12
+      }
+      liveness_probe {
+        http_get {
+          path = "/healthz"
+        }
+        period_seconds    = 30
+        failure_threshold = 3
+      }
+    }
+  }
+}
+
+# No allUsers: only the listed principals may call the manager.
+resource "google_cloud_run_v2_service_iam_member" "invoker" {
+  for_each = toset(var.invokers)
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.manager.name
+  role     = "roles/run.invoker"
+  member   = each.value
+}
+
+output "url" {
+  value = google_cloud_run_v2_service.manager.uri
+}

@@ -1,0 +1,201 @@
+variable "project_id" {
+  description = "GCP project to deploy into."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a valid GCP project id (6-30 characters, lowercase letters, digits, hyphens)."
+  }
+}
+
+variable "region" {
+  description = "Region for the network, Cloud Run, the worker group and the registry."
+  type        = string
+  default     = "europe-west1"
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    error_message = "region must look like europe-west1."
+  }
+}
+
+variable "zones" {
+  description = "Three zones of the region: one etcd member and one MongoDB member in each."
+  type        = list(string)
+  default     = ["europe-west1-b", "europe-west1-c", "europe-west1-d"]
+  validation {
+    condition     = length(var.zones) == 3 && length(distinct(var.zones)) == 3
+    error_message = "zones must list exactly three different zones."
+  }
+}
+
+variable "name" {
+  description = "Prefix of every resource name."
+  type        = string
+  default     = "gdts"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,14}$", var.name))
+    error_message = "name must be 2-15 characters: lowercase letters, digits, hyphens, starting with a letter."
+  }
+}
+
+variable "manager_image" {
+  description = "Manager image, e.g. europe-west1-docker.pkg.dev/PROJECT/gdts/manager:1.0.0 (push it first)."
+  type        = string
+  validation {
+    condition     = length(var.manager_image) > 0 && !can(regex("\\s", var.manager_image))
+    error_message = "manager_image must be a non-empty image reference."
+  }
+}
+
+variable "worker_image" {
+  description = "Worker image, e.g. europe-west1-docker.pkg.dev/PROJECT/gdts/worker:1.0.0 (push it first)."
+  type        = string
+  validation {
+    condition     = length(var.worker_image) > 0 && !can(regex("\\s", var.worker_image))
+    error_message = "worker_image must be a non-empty image reference."
+  }
+}
+
+variable "vm_cidr" {
+  description = "Subnet for etcd, MongoDB and worker VMs."
+  type        = string
+  default     = "10.20.0.0/24"
+  validation {
+    condition     = can(cidrhost(var.vm_cidr, 0))
+    error_message = "vm_cidr must be a CIDR block."
+  }
+}
+
+variable "run_egress_cidr" {
+  description = "Subnet dedicated to Cloud Run Direct VPC egress (at least /26)."
+  type        = string
+  default     = "10.20.1.0/26"
+  validation {
+    condition     = can(cidrhost(var.run_egress_cidr, 0)) && tonumber(split("/", var.run_egress_cidr)[1]) <= 26
+    error_message = "run_egress_cidr must be a CIDR block of /26 or larger."
+  }
+}
+
+variable "manager_min_instances" {
+  description = "Cloud Run minimum instances (0 lets it scale to zero)."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.manager_min_instances >= 0 && var.manager_min_instances <= 100
+    error_message = "manager_min_instances must be 0-100."
+  }
+}
+
+variable "manager_max_instances" {
+  description = "Cloud Run maximum instances."
+  type        = number
+  default     = 5
+  validation {
+    condition     = var.manager_max_instances >= 1 && var.manager_max_instances <= 1000
+    error_message = "manager_max_instances must be 1-1000."
+  }
+}
+
+variable "manager_invokers" {
+  description = "Principals allowed to call the manager (e.g. group:ops@example.com). Empty keeps it private."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for m in var.manager_invokers : can(regex("^(user|group|serviceAccount|domain):", m))])
+    error_message = "manager_invokers entries must start with user:, group:, serviceAccount: or domain: (allUsers is not accepted)."
+  }
+}
+
+variable "worker_count" {
+  description = "Workers in the managed instance group when the autoscaler is off, and its minimum when on."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.worker_count >= 1 && var.worker_count <= 500
+    error_message = "worker_count must be 1-500."
+  }
+}
+
+variable "worker_autoscaling_max" {
+  description = "Maximum workers for the autoscaler (CPU based); 0 turns the autoscaler off."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.worker_autoscaling_max == 0 || var.worker_autoscaling_max >= var.worker_count
+    error_message = "worker_autoscaling_max must be 0 (off) or at least worker_count."
+  }
+}
+
+variable "worker_machine_type" {
+  description = "Machine type of worker VMs."
+  type        = string
+  default     = "e2-standard-2"
+}
+
+variable "etcd_machine_type" {
+  description = "Machine type of etcd VMs."
+  type        = string
+  default     = "e2-small"
+}
+
+variable "mongodb_machine_type" {
+  description = "Machine type of MongoDB VMs."
+  type        = string
+  default     = "e2-standard-2"
+}
+
+variable "etcd_disk_gb" {
+  description = "Persistent disk per etcd member, GB (SSD)."
+  type        = number
+  default     = 20
+  validation {
+    condition     = var.etcd_disk_gb >= 10
+    error_message = "etcd_disk_gb must be at least 10."
+  }
+}
+
+variable "mongodb_disk_gb" {
+  description = "Persistent disk per MongoDB member, GB (SSD)."
+  type        = number
+  default     = 50
+  validation {
+    condition     = var.mongodb_disk_gb >= 10
+    error_message = "mongodb_disk_gb must be at least 10."
+  }
+}
+
+variable "mongodb_uri" {
+  description = "Use an existing MongoDB (e.g. Atlas) instead of the self-managed replica set: its connection string. Empty deploys the replica set."
+  type        = string
+  default     = ""
+  sensitive   = true
+  validation {
+    condition     = var.mongodb_uri == "" || can(regex("^mongodb(\\+srv)?://", var.mongodb_uri))
+    error_message = "mongodb_uri must be empty or start with mongodb:// or mongodb+srv://."
+  }
+}
+
+variable "output_retention_days" {
+  description = "Days large run outputs are kept in the bucket before the lifecycle rule deletes them."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.output_retention_days >= 1
+    error_message = "output_retention_days must be at least 1."
+  }
+}
+
+variable "snapshot_retention_days" {
+  description = "Days daily etcd and MongoDB disk snapshots are kept."
+  type        = number
+  default     = 14
+  validation {
+    condition     = var.snapshot_retention_days >= 1
+    error_message = "snapshot_retention_days must be at least 1."
+  }
+}
+
+variable "deletion_protection" {
+  description = "Protect the Cloud Run service and the data VMs from deletion (turn off before terraform destroy)."
+  type        = bool
+  default     = true
+}

@@ -86,6 +86,22 @@ pub struct JobSpec {
     pub network: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<String>,
+    /// IANA time zone of the cron expression (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// `allow` (default), `forbid` or `replace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up_seconds: Option<u64>,
 }
 
 impl JobSpec {
@@ -101,9 +117,80 @@ impl JobSpec {
             memory_mb: None,
             network: None,
             pull: None,
+            timezone: None,
+            paused: false,
+            overlap: None,
+            timeout_seconds: None,
+            retries: None,
+            retry_backoff_seconds: None,
+            catch_up_seconds: None,
         }
     }
 }
+
+/// What happens to a tick while a run of the same job is still going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// Run it anyway (the original system's behaviour).
+    Allow,
+    /// Skip the tick, and log the skip.
+    Forbid,
+    /// Kill the running one and run the new tick.
+    Replace,
+}
+
+impl Overlap {
+    pub const NAMES: [&'static str; 3] = ["allow", "forbid", "replace"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Allow => "allow",
+            Overlap::Forbid => "forbid",
+            Overlap::Replace => "replace",
+        }
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "allow" => Some(Overlap::Allow),
+            "forbid" => Some(Overlap::Forbid),
+            "replace" => Some(Overlap::Replace),
+            _ => None,
+        }
+    }
+}
+
+/// How runs of a job are governed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPolicy {
+    pub overlap: Overlap,
+    /// A run longer than this is killed and logged as timed out.
+    pub timeout: Option<std::time::Duration>,
+    /// Further attempts after a failed or timed-out run.
+    pub retries: u32,
+    /// Wait before retry n is `retry_backoff * 2^(n-1)`, with ±20 % jitter.
+    pub retry_backoff: std::time::Duration,
+    /// After an outage, missed ticks this recent still run (once each).
+    pub catch_up: std::time::Duration,
+}
+
+impl Default for RunPolicy {
+    fn default() -> Self {
+        RunPolicy {
+            overlap: Overlap::Allow,
+            timeout: None,
+            retries: 0,
+            retry_backoff: std::time::Duration::from_secs(DEFAULT_RETRY_BACKOFF_SECS),
+            catch_up: std::time::Duration::ZERO,
+        }
+    }
+}
+
+pub const MAX_TIMEOUT_SECS: u64 = 7 * 86400;
+pub const MAX_RETRIES: u64 = 10;
+pub const DEFAULT_RETRY_BACKOFF_SECS: u64 = 10;
+pub const MAX_RETRY_BACKOFF_SECS: u64 = 3600;
+pub const MAX_CATCH_UP_SECS: u64 = 86400;
 
 /// When a worker pulls a container job's image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +245,9 @@ pub struct Job {
     pub env: BTreeMap<String, String>,
     /// Set for a container job.
     pub container: Option<ContainerSpec>,
+    /// A paused job keeps its definition but never fires.
+    pub paused: bool,
+    pub policy: RunPolicy,
 }
 
 /// Bounds of the container limits accepted at save time.
@@ -196,9 +286,19 @@ impl Job {
         if spec.image.is_none() && spec.command.trim().is_empty() {
             return Err(invalid("command", "is empty"));
         }
-        let schedule =
+        let mut schedule =
             CronSchedule::parse(&spec.cron_expr).map_err(|e| invalid("cronExpr", e.to_string()))?;
+        if let Some(zone) = &spec.timezone {
+            let tz: chrono_tz::Tz = zone.parse().map_err(|_| {
+                invalid(
+                    "timezone",
+                    format!("{zone:?} is not an IANA time zone name (like Europe/Berlin or UTC)"),
+                )
+            })?;
+            schedule = schedule.in_timezone(tz);
+        }
         validate_env(&spec.env)?;
+        let policy = run_policy(spec)?;
         let container = match &spec.image {
             Some(image) => Some(container_spec(image, spec)?),
             None => {
@@ -221,6 +321,8 @@ impl Job {
             schedule,
             env: spec.env.clone(),
             container,
+            paused: spec.paused,
+            policy,
         })
     }
 
@@ -291,6 +393,26 @@ impl Job {
                 ))
             }
         };
+        let whole = |field: &'static str| -> Result<Option<u64>, JobError> {
+            match map.get(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Number(n)) => n
+                    .as_u64()
+                    .map(Some)
+                    .ok_or_else(|| invalid(field, format!("must be a whole number >= 0, not {n}"))),
+                Some(other) => Err(invalid(field, format!("must be a number, not {other}"))),
+            }
+        };
+        let paused = match map.get("paused") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(invalid(
+                    "paused",
+                    format!("must be true or false, not {other}"),
+                ))
+            }
+        };
         let spec = JobSpec {
             name,
             command,
@@ -301,6 +423,13 @@ impl Job {
             memory_mb,
             network: text("network")?,
             pull: text("pull")?,
+            timezone: text("timezone")?,
+            paused,
+            overlap: text("overlap")?,
+            timeout_seconds: whole("timeoutSeconds")?,
+            retries: whole("retries")?,
+            retry_backoff_seconds: whole("retryBackoffSeconds")?,
+            catch_up_seconds: whole("catchUpSeconds")?,
         };
         Job::from_spec(&spec)
     }
@@ -317,8 +446,61 @@ impl Job {
             memory_mb: c.and_then(|c| c.memory_mb),
             network: c.map(|c| c.network.clone()),
             pull: c.map(|c| c.pull.as_str().to_string()),
+            timezone: (self.schedule.timezone() != chrono_tz::Tz::UTC)
+                .then(|| self.schedule.timezone().name().to_string()),
+            paused: self.paused,
+            overlap: (self.policy.overlap != Overlap::Allow)
+                .then(|| self.policy.overlap.as_str().to_string()),
+            timeout_seconds: self.policy.timeout.map(|t| t.as_secs()),
+            retries: (self.policy.retries > 0).then_some(u64::from(self.policy.retries)),
+            retry_backoff_seconds: (self.policy.retries > 0)
+                .then_some(self.policy.retry_backoff.as_secs()),
+            catch_up_seconds: (!self.policy.catch_up.is_zero())
+                .then_some(self.policy.catch_up.as_secs()),
         }
     }
+}
+
+fn run_policy(spec: &JobSpec) -> Result<RunPolicy, JobError> {
+    use std::time::Duration;
+    let in_range = |field: &'static str, v: Option<u64>, min: u64, max: u64| match v {
+        Some(n) if !(min..=max).contains(&n) => {
+            Err(invalid(field, format!("{n} is outside {min}..={max}")))
+        }
+        other => Ok(other),
+    };
+    let overlap = match spec.overlap.as_deref() {
+        None => Overlap::Allow,
+        Some(raw) => Overlap::parse(raw).ok_or_else(|| {
+            invalid(
+                "overlap",
+                format!("{raw:?} is not one of {}", Overlap::NAMES.join(", ")),
+            )
+        })?,
+    };
+    let timeout = in_range("timeoutSeconds", spec.timeout_seconds, 1, MAX_TIMEOUT_SECS)?;
+    let retries = in_range("retries", spec.retries, 0, MAX_RETRIES)?.unwrap_or(0);
+    let backoff = in_range(
+        "retryBackoffSeconds",
+        spec.retry_backoff_seconds,
+        1,
+        MAX_RETRY_BACKOFF_SECS,
+    )?
+    .unwrap_or(DEFAULT_RETRY_BACKOFF_SECS);
+    let catch_up = in_range(
+        "catchUpSeconds",
+        spec.catch_up_seconds,
+        0,
+        MAX_CATCH_UP_SECS,
+    )?
+    .unwrap_or(0);
+    Ok(RunPolicy {
+        overlap,
+        timeout: timeout.map(Duration::from_secs),
+        retries: retries as u32,
+        retry_backoff: Duration::from_secs(backoff),
+        catch_up: Duration::from_secs(catch_up),
+    })
 }
 
 fn container_spec(image: &str, spec: &JobSpec) -> Result<ContainerSpec, JobError> {
@@ -606,5 +788,48 @@ mod container_tests {
         let j = job(r#","command":"echo $X","env":{"X":"1"}"#).unwrap();
         assert_eq!(j.env.get("X").map(String::as_str), Some("1"));
         assert!(j.container.is_none());
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    fn job(extra: &str) -> Result<Job, JobError> {
+        Job::from_json(&format!(
+            r#"{{"name":"p","command":"true","cronExpr":"* * * * *"{extra}}}"#
+        ))
+    }
+
+    #[test]
+    fn policies_parse_and_round_trip() {
+        let j = job(r#","timezone":"Europe/Berlin","paused":true,"overlap":"forbid","timeoutSeconds":30,"retries":2,"retryBackoffSeconds":5,"catchUpSeconds":120"#).unwrap();
+        assert!(j.paused);
+        assert_eq!(j.policy.overlap, Overlap::Forbid);
+        assert_eq!(j.policy.timeout, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(j.policy.retries, 2);
+        assert_eq!(j.schedule.timezone().name(), "Europe/Berlin");
+        assert_eq!(Job::from_spec(&j.to_spec()).unwrap(), j);
+        let plain = job("").unwrap();
+        assert_eq!(plain.policy, RunPolicy::default());
+        assert!(!plain.paused);
+    }
+
+    #[test]
+    fn policy_rejections_name_the_field() {
+        for (extra, want) in [
+            (r#","timezone":"Mars/Olympus""#, "timezone:"),
+            (r#","paused":"yes""#, "paused:"),
+            (r#","overlap":"sometimes""#, "overlap:"),
+            (r#","timeoutSeconds":0"#, "timeoutSeconds:"),
+            (r#","timeoutSeconds":-5"#, "timeoutSeconds:"),
+            (r#","retries":11"#, "retries:"),
+            (r#","retryBackoffSeconds":0"#, "retryBackoffSeconds:"),
+            (r#","catchUpSeconds":100000"#, "catchUpSeconds:"),
+            (r#","catchUpSeconds":"1""#, "catchUpSeconds:"),
+        ] {
+            let err = job(extra).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{extra}: {err}");
+        }
     }
 }

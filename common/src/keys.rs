@@ -7,10 +7,16 @@
 //! | `{p}workers/{worker}`            | `WorkerInfo` JSON     | the worker's lease (kept alive) |
 //! | `{p}claims/{job}/{tick_ms:020}`  | `ClaimRecord` JSON    | a claim lease, never renewed |
 //! | `{p}kill/{job}`                  | `KillRequest` JSON    | a short lease, never renewed |
+//! | `{p}running/{job}/{run}`         | `RunningRecord` JSON  | the running worker's lease   |
+//! | `{p}last/{job}`                  | highest claimed scheduled tick, 20 digits | none |
+//! | `{p}run-now/{job}/{request}`     | `RunNowRequest` JSON  | a short lease, never renewed |
+//!
+//! `{run}` is a [`RunKey`]: the tick zero-padded to 20 digits (so key order is
+//! time order), then `.m{request}` for a manual run and `.a{n}` for retry
+//! attempt n > 1. Claims use the same suffix: `{p}claims/{job}/{run}`.
 //!
 //! Job names and worker ids are restricted to `[A-Za-z0-9._-]`, so a segment
 //! never contains `/` and a prefix range never matches a neighbour.
-//! Ticks are zero-padded to 20 digits so key order is time order.
 
 use crate::job::JobName;
 
@@ -62,17 +68,69 @@ impl Keys {
         format!("{}claims/{}/", self.prefix, name)
     }
 
+    /// The claim key of the first scheduled attempt of a tick.
     pub fn claim(&self, name: &JobName, tick_ms: i64) -> String {
-        format!("{}claims/{}/{:020}", self.prefix, name, tick_ms)
+        self.claim_run(name, &RunKey::scheduled(tick_ms))
     }
 
-    /// `(job, tick_ms)` of a claim key.
+    pub fn claim_run(&self, name: &JobName, run: &RunKey) -> String {
+        format!("{}claims/{}/{}", self.prefix, name, run)
+    }
+
+    /// `(job, tick_ms)` of a claim key (any attempt, scheduled or manual).
     pub fn parse_claim_key(&self, key: &[u8]) -> Option<(JobName, i64)> {
         let rest = std::str::from_utf8(key)
             .ok()?
             .strip_prefix(&self.claims_prefix())?;
-        let (name, tick) = rest.split_once('/')?;
+        let (name, run) = rest.split_once('/')?;
+        let tick = run.get(..20)?;
         Some((JobName::parse(name).ok()?, tick.parse().ok()?))
+    }
+
+    pub fn running_prefix(&self, name: &JobName) -> String {
+        format!("{}running/{}/", self.prefix, name)
+    }
+
+    pub fn running_all_prefix(&self) -> String {
+        format!("{}running/", self.prefix)
+    }
+
+    pub fn running(&self, name: &JobName, run: &RunKey) -> String {
+        format!("{}running/{}/{}", self.prefix, name, run)
+    }
+
+    /// The job of a `running/` key.
+    pub fn parse_running_key(&self, key: &[u8]) -> Option<JobName> {
+        let rest = std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(&self.running_all_prefix())?;
+        JobName::parse(rest.split_once('/')?.0).ok()
+    }
+
+    /// The watermark: the highest scheduled tick ever claimed for the job.
+    pub fn last_tick(&self, name: &JobName) -> String {
+        format!("{}last/{}", self.prefix, name)
+    }
+
+    pub fn run_now_prefix(&self) -> String {
+        format!("{}run-now/", self.prefix)
+    }
+
+    pub fn run_now(&self, name: &JobName, request: &str) -> String {
+        format!("{}run-now/{}/{}", self.prefix, name, request)
+    }
+
+    /// `(job, request)` of a `run-now/` key.
+    pub fn parse_run_now_key(&self, key: &[u8]) -> Option<(JobName, String)> {
+        let rest = std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(&self.run_now_prefix())?;
+        let (name, request) = rest.split_once('/')?;
+        let request_ok = !request.is_empty()
+            && request
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        request_ok.then(|| Some((JobName::parse(name).ok()?, request.to_string())))?
     }
 
     pub fn kill_prefix(&self) -> String {
@@ -91,6 +149,65 @@ impl Keys {
         let rest = std::str::from_utf8(key).ok()?.strip_prefix(under)?;
         JobName::parse(rest).ok()
     }
+}
+
+/// Which run of a job a claim or running key is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunKey {
+    /// The scheduled tick, or the request time of a manual run (epoch ms).
+    pub tick_ms: i64,
+    /// Set for a manual run: its request id.
+    pub manual: Option<String>,
+    /// 1 for the first attempt, n for retry n - 1.
+    pub attempt: u32,
+}
+
+impl RunKey {
+    pub fn scheduled(tick_ms: i64) -> Self {
+        RunKey {
+            tick_ms,
+            manual: None,
+            attempt: 1,
+        }
+    }
+
+    pub fn manual(tick_ms: i64, request: &str) -> Self {
+        RunKey {
+            tick_ms,
+            manual: Some(request.to_string()),
+            attempt: 1,
+        }
+    }
+
+    pub fn next_attempt(&self) -> Self {
+        RunKey {
+            attempt: self.attempt + 1,
+            ..self.clone()
+        }
+    }
+
+    /// A scheduled first attempt: the runs the watermark and catch-up track.
+    pub fn is_scheduled_tick(&self) -> bool {
+        self.manual.is_none() && self.attempt == 1
+    }
+}
+
+impl std::fmt::Display for RunKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:020}", self.tick_ms)?;
+        if let Some(request) = &self.manual {
+            write!(f, ".m{request}")?;
+        }
+        if self.attempt > 1 {
+            write!(f, ".a{}", self.attempt)?;
+        }
+        Ok(())
+    }
+}
+
+/// A tick as the watermark stores it: zero-padded, so byte order is time order.
+pub fn watermark_value(tick_ms: i64) -> String {
+    format!("{tick_ms:020}")
 }
 
 /// The end of the etcd range that covers every key starting with `prefix`
@@ -126,6 +243,34 @@ mod tests {
         );
         assert!(claim.starts_with(&k.job_claims_prefix(&name)));
         assert_eq!(k.parse_kill_key(k.kill(&name).as_bytes()), Some(name));
+    }
+
+    #[test]
+    fn run_keys_and_their_parsers() {
+        let k = Keys::new("/p/");
+        let n = JobName::parse("j").unwrap();
+        let manual = RunKey::manual(5, "abc-1");
+        let retry = manual.next_attempt();
+        assert_eq!(
+            k.claim_run(&n, &retry),
+            "/p/claims/j/00000000000000000005.mabc-1.a2"
+        );
+        assert_eq!(
+            k.parse_claim_key(k.claim_run(&n, &retry).as_bytes()),
+            Some((n.clone(), 5))
+        );
+        assert!(!retry.is_scheduled_tick() && RunKey::scheduled(5).is_scheduled_tick());
+        assert_eq!(
+            k.parse_running_key(k.running(&n, &manual).as_bytes()),
+            Some(n.clone())
+        );
+        assert!(k.running(&n, &manual).starts_with(&k.running_prefix(&n)));
+        assert_eq!(
+            k.parse_run_now_key(k.run_now(&n, "17-ab").as_bytes()),
+            Some((n.clone(), "17-ab".to_string()))
+        );
+        assert_eq!(k.parse_run_now_key(b"/p/run-now/j/x/y"), None);
+        assert!(watermark_value(999) < watermark_value(1000));
     }
 
     #[test]

@@ -31,10 +31,26 @@ pub struct LogRecord {
     pub worker: String,
     /// True when output exceeded the cap and only its tail was kept.
     pub truncated: bool,
-    /// True when the run was ended by a kill request.
+    /// True when the run was ended by a kill request (an operator's, or a
+    /// newer run replacing it).
     pub killed: bool,
-    /// `succeeded`, `failed` or `killed`.
+    /// `succeeded`, `failed`, `killed`, `timed-out` or `skipped`.
     pub status: String,
+    /// 1 for the first attempt; n for retry n - 1.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// `schedule`, `catch-up` (a tick missed during an outage) or `manual`
+    /// (`/job/run`).
+    #[serde(default = "scheduled")]
+    pub trigger: String,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+fn scheduled() -> String {
+    "schedule".into()
 }
 
 impl LogRecord {

@@ -14,16 +14,24 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, LocalResult, TimeZone, Utc};
+use chrono_tz::Tz;
 
 use crate::limits::MAX_CRON_EXPR_LEN;
 
-/// A cron expression that is known to parse. Holds the text the operator
-/// wrote (to show it back unchanged) and the parsed schedule.
+/// A cron expression that is known to parse, evaluated in a time zone
+/// (UTC unless set). Holds the text the operator wrote (to show it back
+/// unchanged) and the parsed schedule.
+///
+/// Fire times are wall-clock times of the zone. Across daylight-saving
+/// changes: a local time that does not exist (the skipped hour) does not
+/// fire, and a local time that happens twice (the repeated hour) fires once,
+/// at its first occurrence.
 #[derive(Clone)]
 pub struct CronSchedule {
     expr: String,
     schedule: cron::Schedule,
+    tz: Tz,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +72,18 @@ impl CronSchedule {
         Ok(CronSchedule {
             expr: trimmed.to_string(),
             schedule,
+            tz: Tz::UTC,
         })
+    }
+
+    /// The same schedule read in time zone `tz`.
+    pub fn in_timezone(mut self, tz: Tz) -> Self {
+        self.tz = tz;
+        self
+    }
+
+    pub fn timezone(&self) -> Tz {
+        self.tz
     }
 
     /// The expression as the operator wrote it (trimmed).
@@ -75,12 +94,42 @@ impl CronSchedule {
     /// The first fire time strictly after `after`, or `None` if the schedule
     /// has no more fire times.
     pub fn next_fire(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedule.after(&after).next()
+        if self.tz == Tz::UTC {
+            return self.schedule.after(&after).next();
+        }
+        // Walk the schedule over wall-clock times of the zone (represented as
+        // naive times in a UTC wrapper), and map each to its instant.
+        let local = Utc.from_utc_datetime(&after.with_timezone(&self.tz).naive_local());
+        // The repeated hour can put at most an hour of candidates behind
+        // `after`; skipped hours yield none. Bound the walk all the same.
+        for candidate in self.schedule.after(&local).take(100_000) {
+            let instant = match self.tz.from_local_datetime(&candidate.naive_utc()) {
+                LocalResult::Single(t) => t,
+                LocalResult::Ambiguous(first, _) => first,
+                LocalResult::None => continue,
+            };
+            let instant = instant.with_timezone(&Utc);
+            if instant > after {
+                return Some(instant);
+            }
+        }
+        None
     }
 
     /// The next `n` fire times strictly after `after`.
     pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-        self.schedule.after(&after).take(n).collect()
+        let mut out = Vec::with_capacity(n);
+        let mut t = after;
+        while out.len() < n {
+            match self.next_fire(t) {
+                Some(next) => {
+                    out.push(next);
+                    t = next;
+                }
+                None => break,
+            }
+        }
+        out
     }
 
     /// Whether `t` is itself one of the schedule's fire times.
@@ -126,7 +175,7 @@ impl fmt::Debug for CronSchedule {
 
 impl PartialEq for CronSchedule {
     fn eq(&self, other: &Self) -> bool {
-        self.expr == other.expr
+        self.expr == other.expr && self.tz == other.tz
     }
 }
 
@@ -314,6 +363,74 @@ mod tests {
         );
         assert!(due.is_empty());
         assert_eq!(next, Some(at("2030-01-01T00:00:05Z")));
+    }
+
+    fn tz(name: &str) -> Tz {
+        name.parse().unwrap()
+    }
+
+    #[test]
+    fn berlin_spring_forward_skips_the_missing_hour() {
+        // 2030-03-31: clocks go from 02:00 to 03:00 CET->CEST in Berlin.
+        let s = CronSchedule::parse("30 2 * * *")
+            .unwrap()
+            .in_timezone(tz("Europe/Berlin"));
+        let fires = s.upcoming(at("2030-03-29T12:00:00Z"), 3);
+        // 02:30 local on the 30th (CET, +1) = 01:30Z; none on the 31st; 02:30 CEST on 1 April = 00:30Z.
+        assert_eq!(fires[0], at("2030-03-30T01:30:00Z"));
+        assert_eq!(fires[1], at("2030-04-01T00:30:00Z"));
+        let hourly = CronSchedule::parse("0 * * * *")
+            .unwrap()
+            .in_timezone(tz("Europe/Berlin"));
+        let fires = hourly.upcoming(at("2030-03-31T00:30:00Z"), 2); // 01:30 CET
+                                                                    // 02:00 local does not exist; next is 03:00 CEST = 01:00Z.
+        assert_eq!(
+            fires,
+            vec![at("2030-03-31T01:00:00Z"), at("2030-03-31T02:00:00Z")]
+        );
+    }
+
+    #[test]
+    fn berlin_fall_back_fires_the_repeated_hour_once() {
+        // 2030-10-27: clocks go from 03:00 CEST back to 02:00 CET.
+        let s = CronSchedule::parse("30 2 * * *")
+            .unwrap()
+            .in_timezone(tz("Europe/Berlin"));
+        let fires = s.upcoming(at("2030-10-26T12:00:00Z"), 2);
+        // First 02:30 (CEST, +2) = 00:30Z; not again at 02:30 CET (01:30Z).
+        assert_eq!(
+            fires,
+            vec![at("2030-10-27T00:30:00Z"), at("2030-10-28T01:30:00Z")]
+        );
+        // Asked from inside the repeated hour's second pass: no second run.
+        let fires = s.upcoming(at("2030-10-27T01:10:00Z"), 1);
+        assert_eq!(fires, vec![at("2030-10-28T01:30:00Z")]);
+    }
+
+    #[test]
+    fn new_york_transitions() {
+        // 2030-03-10 spring forward at 02:00 EST; 2030-11-03 fall back at 02:00 EDT.
+        let ny = tz("America/New_York");
+        let s = CronSchedule::parse("0 30 2 * * *").unwrap().in_timezone(ny);
+        let spring = s.upcoming(at("2030-03-09T12:00:00Z"), 2);
+        assert_eq!(
+            spring,
+            vec![at("2030-03-11T06:30:00Z"), at("2030-03-12T06:30:00Z")]
+        );
+        // 10 March has no 02:30; 11 March 02:30 EDT = 06:30Z.
+        let fall = s.upcoming(at("2030-11-02T12:00:00Z"), 2);
+        // 3 November 01:30.. 02:30 exists once (EST, -5) = 07:30Z.
+        assert_eq!(
+            fall,
+            vec![at("2030-11-03T07:30:00Z"), at("2030-11-04T07:30:00Z")]
+        );
+        let at_1_30 = CronSchedule::parse("30 1 * * *").unwrap().in_timezone(ny);
+        // 01:30 happens twice on 3 November: fires once, at the first (EDT, -4) = 05:30Z.
+        let fall = at_1_30.upcoming(at("2030-11-02T12:00:00Z"), 2);
+        assert_eq!(
+            fall,
+            vec![at("2030-11-03T05:30:00Z"), at("2030-11-04T06:30:00Z")]
+        );
     }
 
     #[test]

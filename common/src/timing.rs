@@ -25,6 +25,10 @@ pub const CLAIM_TTL: Duration = Duration::from_secs(
 /// claim lives at least `CLAIM_TTL`.
 pub const CLAIM_LEASE_ROTATION: Duration = Duration::from_secs(10);
 
+/// A run-now request lives this long in etcd (workers act on it at once;
+/// the claim keys, which live longer, make sure it runs once).
+pub const RUN_NOW_REQUEST_TTL: Duration = Duration::from_secs(30);
+
 /// A kill request lives this long in etcd.
 pub const KILL_REQUEST_TTL: Duration = Duration::from_secs(10);
 

@@ -22,6 +22,9 @@ pub fn router(store: Store) -> Router {
         .route("/job/save", post(save_job))
         .route("/job/delete", post(delete_job))
         .route("/job/kill", post(kill_job))
+        .route("/job/run", post(run_job))
+        .route("/job/pause", post(pause_job))
+        .route("/job/resume", post(resume_job))
         .route("/job/list", get(list_jobs))
         .route("/job/log", get(job_log))
         .route("/worker/list", get(list_workers))
@@ -115,6 +118,48 @@ async fn kill_job(
     ok(None)
 }
 
+/// One immediate run, subject to the job's overlap policy; logged as manual.
+async fn run_job(
+    State(store): State<Store>,
+    form: Result<Form<Fields>, FormRejection>,
+) -> ApiResult<serde_json::Value> {
+    let name = job_name(&form_fields(form)?)?;
+    let Some((requested_at, request)) = store.request_run(&name).await? else {
+        return Err(ApiError::BadRequest(format!("name: no job named {name:?}")));
+    };
+    tracing::info!(job = %name, request = %request, "run requested");
+    ok(serde_json::json!({ "requestedAt": requested_at, "request": request }))
+}
+
+async fn pause_job(
+    State(store): State<Store>,
+    form: Result<Form<Fields>, FormRejection>,
+) -> ApiResult<gdts_common::JobSpec> {
+    set_paused(store, form, true).await
+}
+
+async fn resume_job(
+    State(store): State<Store>,
+    form: Result<Form<Fields>, FormRejection>,
+) -> ApiResult<gdts_common::JobSpec> {
+    set_paused(store, form, false).await
+}
+
+async fn set_paused(
+    store: Store,
+    form: Result<Form<Fields>, FormRejection>,
+    paused: bool,
+) -> ApiResult<gdts_common::JobSpec> {
+    let name = job_name(&form_fields(form)?)?;
+    match store.set_paused(&name, paused).await? {
+        Some(spec) => {
+            tracing::info!(job = %name, paused, "job paused state changed");
+            ok(spec)
+        }
+        None => Err(ApiError::BadRequest(format!("name: no job named {name:?}"))),
+    }
+}
+
 async fn list_jobs(State(store): State<Store>) -> ApiResult<Vec<gdts_common::JobSpec>> {
     ok(store.list_jobs().await?)
 }
@@ -161,6 +206,9 @@ async fn index() -> &'static str {
      POST /job/save    form: job={\"name\",\"command\",\"cronExpr\"}\n\
      POST /job/delete  form: name\n\
      POST /job/kill    form: name\n\
+     POST /job/run     form: name (one run now)\n\
+     POST /job/pause   form: name\n\
+     POST /job/resume  form: name\n\
      GET  /job/list\n\
      GET  /job/log?name=&skip=&limit=\n\
      GET  /worker/list\n\

@@ -10,6 +10,9 @@ pub struct ManagerConfig {
     /// `PORT` (Cloud Run sets it): HTTP port. Default 8070.
     pub port: u16,
     pub log_format: LogFormat,
+    /// `GDTS_LOG_RETENTION_DAYS`: run records older than this are deleted by
+    /// a MongoDB TTL index. Unset: kept forever.
+    pub log_retention_days: Option<u64>,
 }
 
 impl ManagerConfig {
@@ -26,6 +29,15 @@ impl ManagerConfig {
             bind: get("GDTS_BIND").unwrap_or_else(|| "0.0.0.0".into()),
             port,
             log_format: LogFormat::from_lookup(get)?,
+            log_retention_days: match get("GDTS_LOG_RETENTION_DAYS") {
+                None => None,
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(d) if (1..=36500).contains(&d) => Some(d),
+                    _ => return Err(format!(
+                        "GDTS_LOG_RETENTION_DAYS: {v:?} is not a whole number of days in 1..=36500"
+                    )),
+                },
+            },
         })
     }
 }

@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
         Keys::new(&config.store.etcd_prefix),
         &mongo.database(&config.store.mongo_db),
     );
-    if let Err(e) = store.ensure_log_indexes().await {
+    if let Err(e) = store.ensure_log_indexes(config.log_retention_days).await {
         // Queries still work without the index, only slower; a later start retries.
         tracing::warn!(error = %e, "could not create log indexes");
     }

@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use gdts_common::keys::Keys;
 use gdts_common::log_record::{LogRecord, LOG_COLLECTION};
-use gdts_common::timing::KILL_REQUEST_TTL;
-use gdts_common::values::KillRequest;
+use gdts_common::timing::{KILL_REQUEST_TTL, RUN_NOW_REQUEST_TTL};
+use gdts_common::values::{KillRequest, RunNowRequest};
 use gdts_common::{Job, JobName, JobSpec};
 use mongodb::bson::{doc, Document};
 use mongodb::options::IndexOptions;
@@ -22,6 +24,8 @@ pub enum StoreError {
     Etcd(#[from] etcd_client::Error),
     #[error("mongodb: {0}")]
     Mongo(#[from] mongodb::error::Error),
+    #[error("the job kept changing under a read-modify-write")]
+    Conflict,
 }
 
 #[derive(Clone)]
@@ -43,8 +47,10 @@ impl Store {
         }
     }
 
-    /// Creates the index that `/job/log` queries use. Idempotent.
-    pub async fn ensure_log_indexes(&self) -> Result<(), StoreError> {
+    /// Creates the index that `/job/log` queries use, and the retention TTL
+    /// index when a retention is configured (updating its expiry when the
+    /// setting changed, dropping it when retention was turned off). Idempotent.
+    pub async fn ensure_log_indexes(&self, retention_days: Option<u64>) -> Result<(), StoreError> {
         let by_job = IndexModel::builder()
             .keys(doc! { "jobName": 1, "planTime": -1 })
             .options(
@@ -54,6 +60,33 @@ impl Store {
             )
             .build();
         self.logs.create_index(by_job).await?;
+        const TTL_INDEX: &str = "endDate_ttl";
+        let Some(days) = retention_days else {
+            // Retention off: a TTL index left from earlier must not keep deleting.
+            let _ = self.logs.drop_index(TTL_INDEX).await;
+            return Ok(());
+        };
+        let expire = std::time::Duration::from_secs(days * 86400);
+        let ttl = IndexModel::builder()
+            .keys(doc! { "endDate": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name(TTL_INDEX.to_string())
+                    .expire_after(expire)
+                    .build(),
+            )
+            .build();
+        if self.logs.create_index(ttl).await.is_err() {
+            // Exists with another expiry: change it in place.
+            self.logs
+                .client()
+                .database(self.logs.namespace().db.as_str())
+                .run_command(doc! {
+                    "collMod": self.logs.name(),
+                    "index": { "name": TTL_INDEX, "expireAfterSeconds": expire.as_secs() as i64 },
+                })
+                .await?;
+        }
         Ok(())
     }
 
@@ -74,18 +107,89 @@ impl Store {
 
     /// Deletes a job; returns what was deleted.
     pub async fn delete_job(&self, name: &JobName) -> Result<Option<JobSpec>, StoreError> {
-        let resp = self
-            .etcd
-            .kv_client()
-            .delete(
+        // The job and its watermark go together, so nothing piles up per name.
+        let txn = Txn::new().and_then(vec![
+            TxnOp::delete(
                 self.keys.job(name),
                 Some(DeleteOptions::new().with_prev_key()),
+            ),
+            TxnOp::delete(self.keys.last_tick(name), None),
+        ]);
+        let resp = self.etcd.kv_client().txn(txn).await?;
+        Ok(resp.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Delete(d) => d.prev_kvs().first().and_then(|kv| decode_spec(kv.value())),
+            _ => None,
+        }))
+    }
+
+    /// Sets a job's `paused` flag without touching the rest of it. Returns
+    /// the job as stored after the change, or `None` if there is no such job.
+    /// Read-modify-write guarded by the job's `mod_revision`, retried on a
+    /// concurrent change.
+    pub async fn set_paused(
+        &self,
+        name: &JobName,
+        paused: bool,
+    ) -> Result<Option<JobSpec>, StoreError> {
+        let key = self.keys.job(name);
+        for _ in 0..5 {
+            let resp = self.etcd.kv_client().get(key.as_str(), None).await?;
+            let Some(kv) = resp.kvs().first() else {
+                return Ok(None);
+            };
+            let Some(mut spec) = decode_spec(kv.value()) else {
+                return Ok(None);
+            };
+            spec.paused = paused;
+            let value = serde_json::to_vec(&spec).expect("a job spec serializes");
+            let txn = Txn::new()
+                .when(vec![Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then(vec![TxnOp::put(key.as_str(), value, None)]);
+            if self.etcd.kv_client().txn(txn).await?.succeeded() {
+                return Ok(Some(spec));
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// Asks the fleet for one immediate run of `name`. Returns the request's
+    /// time (the run's `planTime`) and id, or `None` if there is no such job.
+    pub async fn request_run(&self, name: &JobName) -> Result<Option<(i64, String)>, StoreError> {
+        let exists = self
+            .etcd
+            .kv_client()
+            .get(
+                self.keys.job(name),
+                Some(GetOptions::new().with_count_only()),
+            )
+            .await?
+            .count()
+            > 0;
+        if !exists {
+            return Ok(None);
+        }
+        let lease = self
+            .etcd
+            .lease_client()
+            .grant(RUN_NOW_REQUEST_TTL.as_secs() as i64, None)
+            .await?;
+        let requested_at = chrono::Utc::now().timestamp_millis();
+        // The lease id is unique in the cluster: a unique request id for free.
+        let request = format!("{requested_at}-{:x}", lease.id());
+        let value = serde_json::to_vec(&RunNowRequest { requested_at }).expect("serializes");
+        self.etcd
+            .kv_client()
+            .put(
+                self.keys.run_now(name, &request),
+                value,
+                Some(PutOptions::new().with_lease(lease.id())),
             )
             .await?;
-        Ok(resp
-            .prev_kvs()
-            .first()
-            .and_then(|kv| decode_spec(kv.value())))
+        Ok(Some((requested_at, request)))
     }
 
     pub async fn list_jobs(&self) -> Result<Vec<JobSpec>, StoreError> {
@@ -120,6 +224,7 @@ impl Store {
             .await?;
         let value = serde_json::to_vec(&KillRequest {
             requested_at: chrono::Utc::now().timestamp_millis(),
+            reason: None,
         })
         .expect("a kill request serializes");
         self.etcd

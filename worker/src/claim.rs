@@ -1,14 +1,20 @@
-//! Winning a (job, tick) in etcd. One transaction creates the tick's claim
-//! key only if no claim for it exists and the job is still exactly the
-//! definition this worker scheduled (same `mod_revision`, so neither deleted
-//! nor changed). See "The run-once argument" in ARCHITECTURE.md.
+//! Winning a run in etcd. One transaction creates the run's claim key only if
+//! no claim for it exists and the job is still exactly the definition this
+//! worker scheduled (same `mod_revision`, so neither deleted nor changed). In
+//! the same transaction it raises the job's watermark (`last/{job}`), applies
+//! the overlap policy against the job's `running/` keys, and records the run
+//! as running under this worker's lease. See "The run-once argument" in
+//! ARCHITECTURE.md.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
-use gdts_common::keys::Keys;
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use gdts_common::job::Overlap;
+use gdts_common::keys::{watermark_value, Keys, RunKey};
 use gdts_common::timing::{CLAIM_LEASE_ROTATION, CLAIM_TTL};
-use gdts_common::values::ClaimRecord;
+use gdts_common::values::{ClaimRecord, KillRequest, RunningRecord};
 use gdts_common::JobName;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -16,30 +22,55 @@ use tokio::time::Instant;
 /// The outcome of one claim attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// This worker runs the tick. `revision` is the etcd revision of the
-    /// claim, unique per claim and used to order kill requests after it.
+    /// This worker runs it. `revision` is the etcd revision of the claim,
+    /// unique per claim and used to order kill requests after it.
     Won { revision: i64 },
-    /// Another worker has the tick, or the job changed or was deleted.
+    /// This worker won the tick, but a run of the job was in progress and the
+    /// overlap policy is `forbid`: it records the skip instead of running.
+    Skipped { revision: i64 },
+    /// Another worker has it, or the job changed or was deleted, or (for a
+    /// catch-up) the watermark shows it was already handled.
     Lost,
 }
 
-/// Hands out claim leases: a fresh one every `CLAIM_LEASE_ROTATION`, shared
-/// by every claim made meanwhile, never kept alive, with a TTL that lets each
-/// claim live at least `CLAIM_TTL`.
+/// What to claim.
+pub struct ClaimRequest<'a> {
+    pub job: &'a JobName,
+    pub job_revision: i64,
+    pub run: &'a RunKey,
+    pub overlap: Overlap,
+    /// A catch-up tick (older than the lateness bound): the claim also
+    /// requires the job's watermark to be below the tick, so a tick that was
+    /// handled (even long ago, its claim key expired) is never run again.
+    pub catch_up: bool,
+    pub now_ms: i64,
+}
+
+/// Claims for one worker. Claim keys share a lease opened every
+/// `CLAIM_LEASE_ROTATION`, never kept alive, whose TTL lets each claim live at
+/// least `CLAIM_TTL`. Running keys use the worker's registration lease, so they
+/// vanish with a dead worker.
 pub struct Claimer {
     client: Client,
     keys: Keys,
     worker_id: String,
     lease: Mutex<Option<(i64, Instant)>>,
+    registration_lease: Arc<AtomicI64>,
 }
 
 impl Claimer {
-    pub fn new(client: Client, keys: Keys, worker_id: String) -> Self {
+    pub fn new(
+        client: Client,
+        keys: Keys,
+        worker_id: String,
+        registration_lease: Arc<AtomicI64>,
+    ) -> Self {
         Claimer {
             client,
             keys,
             worker_id,
             lease: Mutex::new(None),
+            registration_lease,
         }
     }
 
@@ -61,48 +92,174 @@ impl Claimer {
         Ok(resp.id())
     }
 
-    /// Forget the current lease (e.g. after etcd said it does not exist).
     async fn drop_lease(&self) {
         *self.lease.lock().await = None;
     }
 
-    pub async fn try_claim(
-        &self,
-        job: &JobName,
-        job_revision: i64,
-        tick_ms: i64,
-        now_ms: i64,
-    ) -> Result<Claim, etcd_client::Error> {
-        let lease = self.current_lease().await?;
-        let claim_key = self.keys.claim(job, tick_ms);
-        let value = serde_json::to_vec(&ClaimRecord {
-            worker: self.worker_id.clone(),
-            claimed_at: now_ms,
-        })
-        .expect("a claim record serializes");
-        let txn = Txn::new()
-            .when(vec![
-                Compare::mod_revision(self.keys.job(job), CompareOp::Equal, job_revision),
-                Compare::create_revision(claim_key.as_str(), CompareOp::Equal, 0),
-            ])
-            .and_then(vec![TxnOp::put(
-                claim_key,
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
+    /// The job's watermark: the highest scheduled tick ever claimed.
+    pub async fn watermark(&self, job: &JobName) -> Result<Option<i64>, etcd_client::Error> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(self.keys.last_tick(job), None)
+            .await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .and_then(|kv| std::str::from_utf8(kv.value()).ok()?.parse().ok()))
+    }
+
+    pub async fn try_claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, ClaimError> {
+        let running_lease = match self.registration_lease.load(Ordering::Relaxed) {
+            0 => return Err(ClaimError::NotRegistered),
+            id => id,
+        };
+        let claim_lease = self.current_lease().await?;
+        let txn = self.claim_txn(req, claim_lease, running_lease);
         let resp = match self.client.kv_client().txn(txn).await {
             Ok(resp) => resp,
             Err(e) => {
                 // The lease may be why (expired while etcd was unreachable, or
                 // lost with etcd's data): the next attempt starts a new one.
                 self.drop_lease().await;
-                return Err(e);
+                return Err(e.into());
             }
         };
         if !resp.succeeded() {
             return Ok(Claim::Lost);
         }
         let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
-        Ok(Claim::Won { revision })
+        // The overlap transaction is the last operation of the success branch.
+        let ran = match resp.op_responses().last() {
+            Some(TxnOpResponse::Txn(inner)) => inner.succeeded(),
+            _ => true,
+        };
+        Ok(if ran {
+            Claim::Won { revision }
+        } else {
+            Claim::Skipped { revision }
+        })
     }
+
+    fn claim_txn(&self, req: &ClaimRequest<'_>, claim_lease: i64, running_lease: i64) -> Txn {
+        let claim_key = self.keys.claim_run(req.job, req.run);
+        let claim_value = |skipped: bool| {
+            serde_json::to_vec(&ClaimRecord {
+                worker: self.worker_id.clone(),
+                claimed_at: req.now_ms,
+                skipped,
+            })
+            .expect("a claim record serializes")
+        };
+        let claim_options = || Some(PutOptions::new().with_lease(claim_lease));
+        let mut when = vec![
+            Compare::mod_revision(self.keys.job(req.job), CompareOp::Equal, req.job_revision),
+            Compare::create_revision(claim_key.as_str(), CompareOp::Equal, 0),
+        ];
+        let last_key = self.keys.last_tick(req.job);
+        if req.catch_up {
+            // Fails too when there is no watermark: nothing is known to be
+            // missed, so nothing is caught up.
+            when.push(Compare::value(
+                last_key.as_str(),
+                CompareOp::Less,
+                watermark_value(req.run.tick_ms),
+            ));
+        }
+
+        let run_it = |mut ops: Vec<TxnOp>| {
+            ops.push(TxnOp::put(
+                claim_key.as_str(),
+                claim_value(false),
+                claim_options(),
+            ));
+            let running = serde_json::to_vec(&RunningRecord {
+                worker: self.worker_id.clone(),
+                started_at: req.now_ms,
+            })
+            .expect("a running record serializes");
+            ops.push(TxnOp::put(
+                self.keys.running(req.job, req.run),
+                running,
+                Some(PutOptions::new().with_lease(running_lease)),
+            ));
+            ops
+        };
+        let overlap = match req.overlap {
+            Overlap::Allow => Txn::new().and_then(run_it(Vec::new())),
+            Overlap::Forbid => Txn::new()
+                .when(vec![Compare::create_revision(
+                    self.keys.running_prefix(req.job),
+                    CompareOp::Equal,
+                    0,
+                )
+                .with_prefix()])
+                .and_then(run_it(Vec::new()))
+                .or_else(vec![TxnOp::put(
+                    claim_key.as_str(),
+                    claim_value(true),
+                    claim_options(),
+                )]),
+            Overlap::Replace => {
+                // Written in this transaction, the kill request's revision
+                // equals this claim's: it hits runs claimed before, not this one.
+                let kill = serde_json::to_vec(&KillRequest {
+                    requested_at: req.now_ms,
+                    reason: Some("replaced".into()),
+                })
+                .expect("a kill request serializes");
+                Txn::new().and_then(run_it(vec![TxnOp::put(
+                    self.keys.kill(req.job),
+                    kill,
+                    claim_options(),
+                )]))
+            }
+        };
+
+        let mut then = Vec::new();
+        if req.run.is_scheduled_tick() {
+            // Raise the watermark to this tick if it is higher.
+            let mark = watermark_value(req.run.tick_ms);
+            let raise = Txn::new()
+                .when(vec![Compare::create_revision(
+                    last_key.as_str(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then(vec![TxnOp::put(last_key.as_str(), mark.as_str(), None)])
+                .or_else(vec![TxnOp::txn(
+                    Txn::new()
+                        .when(vec![Compare::value(
+                            last_key.as_str(),
+                            CompareOp::Less,
+                            mark.as_str(),
+                        )])
+                        .and_then(vec![TxnOp::put(last_key.as_str(), mark.as_str(), None)]),
+                )]);
+            then.push(TxnOp::txn(raise));
+        }
+        then.push(TxnOp::txn(overlap));
+        Txn::new().when(when).and_then(then)
+    }
+
+    /// Marks a run as no longer running.
+    pub async fn finish(&self, job: &JobName, run: &RunKey) {
+        if let Err(e) = self
+            .client
+            .kv_client()
+            .delete(self.keys.running(job, run), None)
+            .await
+        {
+            // It expires with this worker's lease if it cannot be deleted now.
+            tracing::warn!(job = %job, run = %run, error = %e, "could not clear the running mark");
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("this worker is not registered in etcd (no lease)")]
+    NotRegistered,
+    #[error(transparent)]
+    Etcd(#[from] etcd_client::Error),
 }

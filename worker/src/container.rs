@@ -106,6 +106,7 @@ pub async fn run_container(
     env: &std::collections::BTreeMap<String, String>,
     run: &ContainerRun<'_>,
     limits: &RunLimits,
+    timeout: Option<Duration>,
     kill: &CancellationToken,
     kill_reason: impl Fn() -> KillReason,
 ) -> Outcome {
@@ -170,17 +171,29 @@ pub async fn run_container(
             )
         }
     };
-    let outcome = supervise(docker, &id, start_ms, out, limits, kill, kill_reason).await;
+    let outcome = supervise(
+        docker,
+        &id,
+        start_ms,
+        out,
+        limits,
+        timeout,
+        kill,
+        kill_reason,
+    )
+    .await;
     remove(docker, &id).await;
     outcome
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn supervise(
     docker: &Docker,
     id: &str,
     start_ms: i64,
     mut out: TailBuffer,
     limits: &RunLimits,
+    timeout: Option<Duration>,
     kill: &CancellationToken,
     kill_reason: impl Fn() -> KillReason,
 ) -> Outcome {
@@ -204,6 +217,7 @@ async fn supervise(
     let far = Instant::now() + Duration::from_secs(86400 * 365);
     let mut sigkill_at = far;
     let mut drain_until = far;
+    let timeout_at = timeout.map_or(far, |t| Instant::now() + t);
     loop {
         if exit.is_some() && !logs_open {
             break;
@@ -227,6 +241,11 @@ async fn supervise(
                 signal(docker, id, "SIGTERM").await;
                 sigkill_at = Instant::now() + limits.kill_grace;
             },
+            _ = tokio::time::sleep_until(timeout_at), if killed.is_none() && exit.is_none() => {
+                killed = timeout.map(KillReason::TimedOut);
+                signal(docker, id, "SIGTERM").await;
+                sigkill_at = Instant::now() + limits.kill_grace;
+            },
             _ = tokio::time::sleep_until(sigkill_at), if exit.is_none() => {
                 signal(docker, id, "SIGKILL").await;
                 sigkill_at = far;
@@ -243,7 +262,7 @@ async fn supervise(
     let mut outcome = finished(start_ms, out, exit_code, killed, err);
     // Docker reports death by signal N as exit code 128 + N.
     if let Some(code) = exit_code.filter(|c| *c > 128 && *c < 128 + 65) {
-        if outcome.killed {
+        if outcome.killed || outcome.timed_out {
             outcome.signal = Some(code - 128);
         }
     }

@@ -30,12 +30,28 @@ pub struct Outcome {
     pub truncated: bool,
     /// Empty on success.
     pub err: String,
+    /// Ended by a kill request (an operator's, a replacing run's, or shutdown).
     pub killed: bool,
+    /// Ended because it ran past the job's `timeoutSeconds`.
+    pub timed_out: bool,
 }
 
 impl Outcome {
     pub fn succeeded(&self) -> bool {
         self.err.is_empty()
+    }
+
+    /// The run record's `status`.
+    pub fn status(&self) -> &'static str {
+        if self.killed {
+            "killed"
+        } else if self.timed_out {
+            "timed-out"
+        } else if self.succeeded() {
+            "succeeded"
+        } else {
+            "failed"
+        }
     }
 }
 
@@ -47,8 +63,14 @@ pub struct RunLimits {
 /// Why a run is being killed; it ends up in the log's `err`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KillReason {
+    /// `/job/kill`.
     Requested,
+    /// A newer run of the job replaced it (overlap `replace`).
+    Replaced,
+    /// The worker is shutting down and the grace period is over.
     Shutdown,
+    /// It ran longer than the job's timeout.
+    TimedOut(Duration),
 }
 
 /// After the shell exits, how long to keep reading output that processes it
@@ -62,6 +84,7 @@ pub async fn run_shell(
     command: &str,
     env: &BTreeMap<String, String>,
     limits: &RunLimits,
+    timeout: Option<Duration>,
     kill: &CancellationToken,
     kill_reason: impl Fn() -> KillReason,
 ) -> Outcome {
@@ -102,6 +125,7 @@ pub async fn run_shell(
     let mut sigkill_at = far;
     let mut drain_until = far;
     let mut wait_error = None;
+    let timeout_at = timeout.map_or(far, |t| Instant::now() + t);
 
     loop {
         if status.is_some() && !out_open && !err_open {
@@ -128,6 +152,11 @@ pub async fn run_shell(
             },
             _ = kill.cancelled(), if killed.is_none() => {
                 killed = Some(kill_reason());
+                signal_group(pgid, Signal::SIGTERM);
+                sigkill_at = Instant::now() + limits.kill_grace;
+            },
+            _ = tokio::time::sleep_until(timeout_at), if killed.is_none() && status.is_none() => {
+                killed = timeout.map(KillReason::TimedOut);
                 signal_group(pgid, Signal::SIGTERM);
                 sigkill_at = Instant::now() + limits.kill_grace;
             },
@@ -170,7 +199,20 @@ pub fn finished(
     let (output, truncated) = out.into_string();
     let err = match killed {
         Some(KillReason::Requested) => format!("killed on request ({})", nonempty(&err)),
+        Some(KillReason::Replaced) => {
+            format!(
+                "killed: replaced by a newer run (overlap replace) ({})",
+                nonempty(&err)
+            )
+        }
         Some(KillReason::Shutdown) => format!("killed: worker shutting down ({})", nonempty(&err)),
+        Some(KillReason::TimedOut(t)) => {
+            format!(
+                "timed out after {}s (timeoutSeconds) ({})",
+                t.as_secs(),
+                nonempty(&err)
+            )
+        }
         None => err,
     };
     Outcome {
@@ -181,7 +223,8 @@ pub fn finished(
         output,
         truncated,
         err,
-        killed: killed.is_some(),
+        killed: killed.is_some_and(|k| !matches!(k, KillReason::TimedOut(_))),
+        timed_out: matches!(killed, Some(KillReason::TimedOut(_))),
     }
 }
 
@@ -220,6 +263,7 @@ mod tests {
             cmd,
             &BTreeMap::new(),
             &limits(cap),
+            None,
             &CancellationToken::new(),
             || KillReason::Requested,
         )
@@ -247,11 +291,30 @@ mod tests {
             "echo \"$GDTS_TEST_VAR\"",
             &env,
             &limits(64),
+            None,
             &CancellationToken::new(),
             || KillReason::Requested,
         )
         .await;
         assert_eq!(o.output, "v 1\n");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_and_says_so() {
+        let started = std::time::Instant::now();
+        let o = run_shell(
+            "sleep 30",
+            &BTreeMap::new(),
+            &limits(64),
+            Some(Duration::from_millis(300)),
+            &CancellationToken::new(),
+            || KillReason::Requested,
+        )
+        .await;
+        assert!(o.timed_out && !o.killed, "{o:?}");
+        assert_eq!(o.status(), "timed-out");
+        assert!(o.err.starts_with("timed out after 0s"), "{}", o.err);
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test]
@@ -272,6 +335,7 @@ mod tests {
                 "sleep 60 & sleep 60; wait",
                 &BTreeMap::new(),
                 &limits(1024),
+                None,
                 &k,
                 || KillReason::Requested,
             )

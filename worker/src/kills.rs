@@ -5,7 +5,10 @@ use std::sync::Arc;
 use gdts_common::keys::Keys;
 use tokio::sync::mpsc;
 
+use gdts_common::values::KillRequest;
+
 use crate::etcd_watch::{Entry, PrefixEvent};
+use crate::executor::KillReason;
 use crate::runs::Runs;
 
 pub async fn apply_kill_requests(
@@ -26,7 +29,12 @@ pub async fn apply_kill_requests(
 
 fn apply(keys: &Keys, runs: &Runs, entry: &Entry) {
     if let Some(job) = keys.parse_kill_key(&entry.key) {
-        let killed = runs.kill_job(&job, entry.mod_revision);
+        let request = serde_json::from_slice::<KillRequest>(&entry.value).ok();
+        let reason = match request.and_then(|r| r.reason).as_deref() {
+            Some("replaced") => KillReason::Replaced,
+            _ => KillReason::Requested,
+        };
+        let killed = runs.kill_job(&job, entry.mod_revision, reason);
         if killed > 0 {
             tracing::info!(job = %job, runs = killed, "kill request applied");
         }

@@ -82,6 +82,8 @@ fn drain_count(records: &mut mpsc::Receiver<LogRecord>) -> usize {
 fn to_document(record: &LogRecord) -> Document {
     let mut doc = bson::to_document(record).expect("a log record converts to BSON");
     doc.insert("_id", record.run_id.clone());
+    // A real date for the retention TTL index (TTL needs a BSON date).
+    doc.insert("endDate", bson::DateTime::from_millis(record.end_time));
     doc
 }
 

@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
     let run_tasks = TaskTracker::new();
     let runs = Arc::new(runs::Runs::default());
     let health = Arc::new(health::Health::default());
+    let lease_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
     health.set_scheduler_running(true);
     if let Some(port) = config.health_port {
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
@@ -101,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             ttl: config.lease_ttl,
             runs: runs.clone(),
             health: health.clone(),
+            lease_id: lease_id.clone(),
         }
         .run(stop_all.clone()),
     );
@@ -129,19 +131,33 @@ async fn main() -> anyhow::Result<()> {
         worker_id: config.worker_id.clone(),
         prefix: keys.prefix().to_string(),
         docker,
-        claimer: claim::Claimer::new(etcd.clone(), keys.clone(), config.worker_id.clone()),
+        claimer: claim::Claimer::new(
+            etcd.clone(),
+            keys.clone(),
+            config.worker_id.clone(),
+            lease_id.clone(),
+        ),
         runs: runs.clone(),
         limits: executor::RunLimits {
             output_limit: config.output_limit,
             kill_grace: config.kill_grace,
         },
         log_records: log_tx,
+        stop_scheduling: stop_scheduling.clone(),
     });
+    let (run_now_tx, run_now_rx) = mpsc::channel(64);
+    background.spawn(etcd_watch::follow_prefix(
+        etcd.clone(),
+        keys.run_now_prefix(),
+        run_now_tx,
+        stop_scheduling.clone(),
+    ));
     let scheduler = {
         let health = health.clone();
         let run = scheduler::run_scheduler(
             scheduler::JobTable::new(keys.clone()),
             job_rx,
+            run_now_rx,
             ctx,
             run_tasks.clone(),
             stop_scheduling.clone(),

@@ -3,6 +3,7 @@
 //! within the lease TTL. A lease that is lost (expired while cut off from
 //! etcd) is replaced by a new one and the registration written again.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ pub struct Registration {
     pub ttl: Duration,
     pub runs: Arc<Runs>,
     pub health: Arc<Health>,
+    /// The current lease id (0 while unregistered), for running marks.
+    pub lease_id: Arc<AtomicI64>,
 }
 
 impl Registration {
@@ -36,6 +39,7 @@ impl Registration {
             };
             if let Err(e) = result {
                 self.health.set_registered(false);
+                self.lease_id.store(0, Ordering::Relaxed);
                 tracing::warn!(error = %e, "worker registration interrupted; retrying");
                 if let Some(id) = lease {
                     if !self.lease_alive(id).await {
@@ -50,6 +54,7 @@ impl Registration {
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+        self.lease_id.store(0, Ordering::Relaxed);
         if let Some(id) = lease {
             let revoke = self.client.lease_revoke(id);
             match tokio::time::timeout(Duration::from_secs(3), revoke).await {
@@ -103,6 +108,7 @@ impl Registration {
                         self.write(id).await?;
                         written_running = Some(self.info.running);
                         self.health.set_registered(true);
+                        self.lease_id.store(id, Ordering::Relaxed);
                         tracing::info!(worker = %self.info.id, lease = format!("{id:x}"), "registered");
                     }
                 }

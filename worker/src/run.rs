@@ -1,21 +1,27 @@
-//! One tick from claim to log record.
+//! One run from claim to log record: scheduled ticks, catch-up ticks, manual
+//! runs, and the retries of a failed run.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use gdts_common::job::Job;
+use gdts_common::keys::RunKey;
 use gdts_common::log_record::LogRecord;
 use gdts_common::timing::{CLAIM_TIMEOUT, MAX_TICK_LATENESS};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::claim::{Claim, Claimer};
+use crate::claim::{Claim, ClaimRequest, Claimer};
 use crate::container;
-use crate::executor::{self, now_ms, RunLimits};
+use crate::executor::{self, now_ms, Outcome, RunLimits};
 use crate::runs::Runs;
 use crate::scheduler::DueTick;
 
 /// How long a worker that cannot reach Docker waits before claiming a
 /// container job's tick.
-const DEFER_WITHOUT_DOCKER: std::time::Duration = std::time::Duration::from_millis(500);
+const DEFER_WITHOUT_DOCKER: Duration = Duration::from_millis(500);
 
 /// What every run task shares.
 pub struct RunContext {
@@ -27,68 +33,263 @@ pub struct RunContext {
     pub runs: Arc<Runs>,
     pub limits: RunLimits,
     pub log_records: mpsc::Sender<LogRecord>,
+    /// Cancelled at shutdown: pending retries are abandoned.
+    pub stop_scheduling: CancellationToken,
 }
 
-/// Claims `due` and, if this worker won it, runs it and hands its record to
-/// the log writer (waiting while the writer's buffer is full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Schedule,
+    CatchUp,
+    Manual,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::CatchUp => "catch-up",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// A scheduled tick within the normal lateness bound.
 pub async fn run_tick(ctx: Arc<RunContext>, due: DueTick) {
-    let job = &due.job;
-    let tick_ms = due.tick.timestamp_millis();
+    let run = RunKey::scheduled(due.tick.timestamp_millis());
+    run_with_retries(
+        &ctx,
+        &due.job,
+        due.job_revision,
+        run,
+        Trigger::Schedule,
+        Some(due.tick),
+    )
+    .await;
+}
+
+/// A manual run requested through `/job/run`.
+pub async fn run_manual(
+    ctx: Arc<RunContext>,
+    job: Job,
+    job_revision: i64,
+    requested_at: i64,
+    request: String,
+) {
+    let run = RunKey::manual(requested_at, &request);
+    run_with_retries(&ctx, &job, job_revision, run, Trigger::Manual, None).await;
+}
+
+/// The catch-up ticks of one job, oldest first. Each is claimed only while
+/// the job's watermark is below it, so a tick that already ran (or that
+/// another worker caught up) never runs again; claims go in order so the
+/// watermark rises tick by tick. Won runs proceed as their own tasks.
+pub async fn catch_up_ticks(ctx: Arc<RunContext>, ticks: Vec<DueTick>, tasks: TaskTracker) {
+    let Some(first) = ticks.first() else { return };
+    let job = first.job.clone();
+    let watermark = match ctx.claimer.watermark(&job.name).await {
+        Ok(Some(mark)) => mark,
+        Ok(None) => {
+            tracing::info!(job = %job.name, "no watermark yet: nothing to catch up");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(job = %job.name, error = %e, "could not read the watermark; not catching up");
+            return;
+        }
+    };
+    let mut mark = watermark;
+    for due in ticks {
+        let tick_ms = due.tick.timestamp_millis();
+        if tick_ms <= mark {
+            continue;
+        }
+        let run = RunKey::scheduled(tick_ms);
+        let request = ClaimRequest {
+            job: &job.name,
+            job_revision: due.job_revision,
+            run: &run,
+            overlap: job.policy.overlap,
+            catch_up: true,
+            now_ms: now_ms(),
+        };
+        match claim(&ctx, &request).await {
+            Some(Claim::Won { revision }) => {
+                mark = tick_ms;
+                let ctx2 = ctx.clone();
+                let job2 = job.clone();
+                tasks.spawn(async move {
+                    execute_and_retry(
+                        &ctx2,
+                        &job2,
+                        due.job_revision,
+                        run,
+                        Trigger::CatchUp,
+                        revision,
+                    )
+                    .await
+                });
+            }
+            Some(Claim::Skipped { revision }) => {
+                mark = tick_ms;
+                log_skip(&ctx, &job, &run, Trigger::CatchUp, revision).await;
+            }
+            // Someone else caught it up (or the job changed): re-read the mark.
+            Some(Claim::Lost) => match ctx.claimer.watermark(&job.name).await {
+                Ok(Some(m)) => mark = m,
+                _ => return,
+            },
+            None => return,
+        }
+    }
+}
+
+/// Claims with the claim timeout; `None` on error or timeout (logged).
+async fn claim(ctx: &RunContext, request: &ClaimRequest<'_>) -> Option<Claim> {
+    match tokio::time::timeout(CLAIM_TIMEOUT, ctx.claimer.try_claim(request)).await {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => {
+            tracing::warn!(job = %request.job, run = %request.run, error = %e, "claim failed; not run here");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(job = %request.job, run = %request.run, "claim timed out; not run here");
+            None
+        }
+    }
+}
+
+async fn run_with_retries(
+    ctx: &RunContext,
+    job: &Job,
+    job_revision: i64,
+    run: RunKey,
+    trigger: Trigger,
+    scheduled_tick: Option<DateTime<Utc>>,
+) {
     if job.container.is_some() {
         if let Err(e) = ctx.docker.available().await {
-            // Let workers that can run containers win this tick; if none
-            // claims it, this worker does and records why it failed.
+            // Let workers that can run containers win; if none claims it,
+            // this worker does and records why it failed.
             tracing::debug!(job = %job.name, error = %e, "no Docker here; deferring the claim");
             tokio::time::sleep(DEFER_WITHOUT_DOCKER).await;
         }
     }
     // Measured after any deferral: the lateness bound covers everything
-    // between this check and the claim request.
+    // between this check and the claim request (see ARCHITECTURE.md).
     let now = Utc::now();
-    // The safety argument bounds how late a claim may be attempted: a tick
-    // this old is skipped, never claimed (see ARCHITECTURE.md).
-    if (now - due.tick).to_std().unwrap_or_default() > MAX_TICK_LATENESS {
-        tracing::warn!(job = %job.name, tick = tick_ms, "tick too old to claim; skipped");
-        return;
+    if let Some(tick) = scheduled_tick {
+        if (now - tick).to_std().unwrap_or_default() > MAX_TICK_LATENESS {
+            tracing::warn!(job = %job.name, tick = %tick, "tick too old to claim; skipped");
+            return;
+        }
     }
-    let attempt =
-        ctx.claimer
-            .try_claim(&job.name, due.job_revision, tick_ms, now.timestamp_millis());
-    let claim_revision = match tokio::time::timeout(CLAIM_TIMEOUT, attempt).await {
-        Ok(Ok(Claim::Won { revision })) => revision,
-        Ok(Ok(Claim::Lost)) => return,
-        Ok(Err(e)) => {
-            tracing::warn!(job = %job.name, tick = tick_ms, error = %e, "claim failed; tick not run here");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(job = %job.name, tick = tick_ms, "claim timed out; tick not run here");
-            return;
-        }
+    let request = ClaimRequest {
+        job: &job.name,
+        job_revision,
+        run: &run,
+        overlap: job.policy.overlap,
+        catch_up: false,
+        now_ms: now.timestamp_millis(),
     };
+    match claim(ctx, &request).await {
+        Some(Claim::Won { revision }) => {
+            execute_and_retry(ctx, job, job_revision, run, trigger, revision).await
+        }
+        Some(Claim::Skipped { revision }) => log_skip(ctx, job, &run, trigger, revision).await,
+        Some(Claim::Lost) | None => {}
+    }
+}
+
+/// Runs a won claim; a failed or timed-out attempt is retried (each retry
+/// claimed under its own key, so no attempt runs twice) with exponential
+/// backoff and jitter, up to the job's `retries`.
+async fn execute_and_retry(
+    ctx: &RunContext,
+    job: &Job,
+    job_revision: i64,
+    mut run: RunKey,
+    trigger: Trigger,
+    mut claim_revision: i64,
+) {
+    loop {
+        let outcome = execute(ctx, job, &run, trigger, claim_revision).await;
+        let retry = !outcome.succeeded() && !outcome.killed && run.attempt <= job.policy.retries;
+        if !retry {
+            return;
+        }
+        let wait = retry_backoff(job.policy.retry_backoff, run.attempt);
+        tracing::info!(job = %job.name, attempt = run.attempt, retry_in = ?wait, "run failed; will retry");
+        tokio::select! {
+            _ = ctx.stop_scheduling.cancelled() => {
+                tracing::warn!(job = %job.name, attempt = run.attempt + 1, "shutting down; retry abandoned");
+                return;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        run = run.next_attempt();
+        let request = ClaimRequest {
+            job: &job.name,
+            job_revision,
+            run: &run,
+            overlap: job.policy.overlap,
+            catch_up: false,
+            now_ms: now_ms(),
+        };
+        match claim(ctx, &request).await {
+            Some(Claim::Won { revision }) => claim_revision = revision,
+            Some(Claim::Skipped { revision }) => {
+                log_skip(ctx, job, &run, trigger, revision).await;
+                return;
+            }
+            // The job changed or was deleted meanwhile: no more attempts.
+            Some(Claim::Lost) | None => return,
+        }
+    }
+}
+
+/// `base * 2^(attempt-1)`, ±20 % jitter, capped at an hour.
+fn retry_backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << (attempt - 1).min(16));
+    let capped = exp.min(Duration::from_secs(3600));
+    // Jitter from the clock's nanoseconds: no RNG dependency needed for this.
+    let nanos = u64::from(Utc::now().timestamp_subsec_nanos());
+    let factor = 0.8 + 0.4 * (nanos % 1000) as f64 / 1000.0;
+    capped.mul_f64(factor)
+}
+
+async fn execute(
+    ctx: &RunContext,
+    job: &Job,
+    run: &RunKey,
+    trigger: Trigger,
+    claim_revision: i64,
+) -> Outcome {
     let schedule_time = now_ms();
-    tracing::debug!(job = %job.name, tick = tick_ms, "claimed");
-    let run_id = LogRecord::run_id(job.name.as_str(), tick_ms, claim_revision);
+    tracing::debug!(job = %job.name, run = %run, "claimed");
+    let run_id = LogRecord::run_id(job.name.as_str(), run.tick_ms, claim_revision);
     let outcome = {
         let guard = ctx.runs.start(job.name.clone(), claim_revision);
         let kill_reason = || guard.kill_reason();
+        let timeout = job.policy.timeout;
         match &job.container {
             None => {
                 executor::run_shell(
                     &job.command,
                     &job.env,
                     &ctx.limits,
+                    timeout,
                     &guard.kill,
                     kill_reason,
                 )
                 .await
             }
             Some(spec) => {
-                let run = container::ContainerRun {
+                let identity = container::ContainerRun {
                     prefix: &ctx.prefix,
                     worker: &ctx.worker_id,
                     job: job.name.as_str(),
-                    tick_ms,
+                    tick_ms: run.tick_ms,
                     run_id: &run_id,
                     claim_revision,
                 };
@@ -97,8 +298,9 @@ pub async fn run_tick(ctx: Arc<RunContext>, due: DueTick) {
                     spec,
                     &job.command,
                     &job.env,
-                    &run,
+                    &identity,
                     &ctx.limits,
+                    timeout,
                     &guard.kill,
                     kill_reason,
                 )
@@ -106,23 +308,17 @@ pub async fn run_tick(ctx: Arc<RunContext>, due: DueTick) {
             }
         }
     };
+    ctx.claimer.finish(&job.name, run).await;
     if !outcome.succeeded() {
-        tracing::info!(job = %job.name, tick = tick_ms, err = %outcome.err, "run failed");
+        tracing::info!(job = %job.name, run = %run, err = %outcome.err, "run failed");
     }
-    let status = if outcome.killed {
-        "killed"
-    } else if outcome.succeeded() {
-        "succeeded"
-    } else {
-        "failed"
-    };
     let record = LogRecord {
         run_id,
         job_name: job.name.to_string(),
         command: job.command.clone(),
-        err: outcome.err,
-        output: outcome.output,
-        plan_time: tick_ms,
+        err: outcome.err.clone(),
+        output: outcome.output.clone(),
+        plan_time: run.tick_ms,
         schedule_time,
         start_time: outcome.start_ms,
         end_time: outcome.end_ms,
@@ -131,9 +327,68 @@ pub async fn run_tick(ctx: Arc<RunContext>, due: DueTick) {
         worker: ctx.worker_id.clone(),
         truncated: outcome.truncated,
         killed: outcome.killed,
-        status: status.into(),
+        status: outcome.status().into(),
+        attempt: run.attempt,
+        trigger: trigger.as_str().into(),
     };
+    hand_over(ctx, record).await;
+    outcome
+}
+
+/// The record of a tick skipped because a run of the job was in progress.
+async fn log_skip(
+    ctx: &RunContext,
+    job: &Job,
+    run: &RunKey,
+    trigger: Trigger,
+    claim_revision: i64,
+) {
+    let now = now_ms();
+    tracing::info!(job = %job.name, run = %run, "skipped: previous run still in progress");
+    let record = LogRecord {
+        run_id: LogRecord::run_id(job.name.as_str(), run.tick_ms, claim_revision),
+        job_name: job.name.to_string(),
+        command: job.command.clone(),
+        err: "skipped: a run of this job was still in progress (overlap forbid)".into(),
+        output: String::new(),
+        plan_time: run.tick_ms,
+        schedule_time: now,
+        start_time: now,
+        end_time: now,
+        exit_code: None,
+        signal: None,
+        worker: ctx.worker_id.clone(),
+        truncated: false,
+        killed: false,
+        status: "skipped".into(),
+        attempt: run.attempt,
+        trigger: trigger.as_str().into(),
+    };
+    hand_over(ctx, record).await;
+}
+
+async fn hand_over(ctx: &RunContext, record: LogRecord) {
+    let job = record.job_name.clone();
     if ctx.log_records.send(record).await.is_err() {
-        tracing::error!(job = %job.name, tick = tick_ms, "log writer has stopped; run record lost");
+        tracing::error!(job = %job, "log writer has stopped; run record lost");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter() {
+        let base = Duration::from_secs(2);
+        for attempt in 1..=4 {
+            let want = 2.0 * f64::from(1u32 << (attempt - 1));
+            let got = retry_backoff(base, attempt).as_secs_f64();
+            assert!(
+                got >= want * 0.8 - 1e-9 && got <= want * 1.2 + 1e-9,
+                "attempt {attempt}: {got}"
+            );
+        }
+        assert!(retry_backoff(Duration::from_secs(3600), 10) <= Duration::from_secs(4320));
     }
 }

@@ -77,11 +77,12 @@ impl Runs {
     /// Kills the runs of `job` claimed before the kill request was written
     /// (`kill_revision`): comparing etcd revisions, never clocks, so a run
     /// that starts after the request is not hit by it. Returns how many.
-    pub fn kill_job(&self, job: &JobName, kill_revision: i64) -> usize {
+    pub fn kill_job(&self, job: &JobName, kill_revision: i64, reason: KillReason) -> usize {
         let entries = self.entries.lock().expect("runs lock");
         let mut n = 0;
         for e in entries.values() {
             if &e.job == job && e.claim_revision < kill_revision && !e.kill.is_cancelled() {
+                *e.reason.lock().expect("kill reason lock") = reason;
                 e.kill.cancel();
                 n += 1;
             }
@@ -110,7 +111,7 @@ mod tests {
         let old = runs.start(a.clone(), 10);
         let newer = runs.start(a.clone(), 30);
         let other = runs.start(b, 5);
-        assert_eq!(runs.kill_job(&a, 20), 1);
+        assert_eq!(runs.kill_job(&a, 20, KillReason::Requested), 1);
         assert!(old.kill.is_cancelled());
         assert!(!newer.kill.is_cancelled());
         assert!(!other.kill.is_cancelled());

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::etcd_watch::{Entry, PrefixEvent};
-use crate::run::{run_tick, RunContext};
+use crate::run::{catch_up_ticks, run_manual, run_tick, RunContext};
 
 /// A tick to attempt: the job as this worker knows it, the etcd
 /// `mod_revision` of that definition, and the tick.
@@ -26,12 +26,31 @@ pub struct DueTick {
     pub job: Job,
     pub job_revision: i64,
     pub tick: DateTime<Utc>,
+    /// Older than the normal lateness bound: a tick missed during an outage,
+    /// run only because the job's `catchUpSeconds` covers it.
+    pub catch_up: bool,
 }
 
 struct Scheduled {
     job: Job,
     revision: i64,
     next: Option<DateTime<Utc>>,
+    /// Set by a resync (or start) for jobs with `catchUpSeconds`: the next
+    /// wake-up may take ticks as old as the catch-up window.
+    catching_up: bool,
+}
+
+impl Scheduled {
+    fn new(job: Job, revision: i64, next: Option<DateTime<Utc>>, catching_up: bool) -> Self {
+        // A paused job keeps its definition but never fires.
+        let next = if job.paused { None } else { next };
+        Scheduled {
+            job,
+            revision,
+            next,
+            catching_up,
+        }
+    }
 }
 
 pub struct JobTable {
@@ -57,19 +76,21 @@ impl JobTable {
                 let mut fresh = HashMap::new();
                 for kv in &kvs {
                     if let Some((job, revision)) = self.decode(kv) {
+                        let catch_up = chrono::Duration::from_std(job.policy.catch_up)
+                            .expect("catch-up window is small");
                         let next = match self.jobs.remove(&job.name) {
                             // Unchanged definition: keep its place in time so a
                             // resync neither skips nor repeats a tick.
-                            Some(s) if s.revision == revision => s.next,
-                            _ => job.schedule.next_fire(now),
+                            Some(s) if s.revision == revision && s.next.is_some() => s.next,
+                            // New to this worker (it just started): a catch-up
+                            // window reaches back in time; the watermark in
+                            // etcd filters out what already ran.
+                            _ => job.schedule.next_fire(now - catch_up),
                         };
+                        let catching_up = !catch_up.is_zero();
                         fresh.insert(
                             job.name.clone(),
-                            Scheduled {
-                                job,
-                                revision,
-                                next,
-                            },
+                            Scheduled::new(job, revision, next, catching_up),
                         );
                     }
                 }
@@ -78,14 +99,8 @@ impl JobTable {
             PrefixEvent::Put(kv) => match self.decode(&kv) {
                 Some((job, revision)) => {
                     let next = job.schedule.next_fire(now);
-                    self.jobs.insert(
-                        job.name.clone(),
-                        Scheduled {
-                            job,
-                            revision,
-                            next,
-                        },
-                    );
+                    self.jobs
+                        .insert(job.name.clone(), Scheduled::new(job, revision, next, false));
                 }
                 None => {
                     if let Some(name) = self.keys.parse_job_key(&kv.key) {
@@ -124,6 +139,11 @@ impl JobTable {
         self.jobs.values().filter_map(|s| s.next).min()
     }
 
+    /// The job as this worker knows it, with its revision.
+    pub fn get(&self, name: &JobName) -> Option<(&Job, i64)> {
+        self.jobs.get(name).map(|s| (&s.job, s.revision))
+    }
+
     /// The ticks due at `now`, oldest first per job; advances each job.
     pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<DueTick> {
         let lateness = chrono::Duration::from_std(MAX_TICK_LATENESS).expect("small duration");
@@ -132,12 +152,19 @@ impl JobTable {
             let Some(next) = s.next.filter(|n| *n <= now) else {
                 continue;
             };
-            let (ticks, following) = due_ticks(&s.job.schedule, next, now, lateness);
+            let window = if s.catching_up {
+                lateness.max(chrono::Duration::from_std(s.job.policy.catch_up).expect("small"))
+            } else {
+                lateness
+            };
+            s.catching_up = false;
+            let (ticks, following) = due_ticks(&s.job.schedule, next, now, window);
             s.next = following;
             due.extend(ticks.into_iter().map(|tick| DueTick {
                 job: s.job.clone(),
                 job_revision: s.revision,
                 tick,
+                catch_up: now - tick > lateness,
             }));
         }
         due
@@ -149,10 +176,12 @@ impl JobTable {
 const MAX_SLEEP: Duration = Duration::from_millis(500);
 
 /// Fires ticks until `shutdown`. Each due tick becomes a task on `runs`
-/// that claims it and, if won, runs it.
+/// that claims it and, if won, runs it; the catch-up ticks of a job are
+/// claimed in order by one task. Run-now requests become manual runs.
 pub async fn run_scheduler(
     mut table: JobTable,
     mut events: mpsc::Receiver<PrefixEvent>,
+    mut run_now: mpsc::Receiver<PrefixEvent>,
     ctx: Arc<RunContext>,
     runs: TaskTracker,
     shutdown: CancellationToken,
@@ -173,14 +202,56 @@ pub async fn run_scheduler(
                 }
                 None => break,
             },
+            request = run_now.recv() => match request {
+                // After a resync, requests still alive are offered again; their
+                // claim keys make sure each runs once.
+                Some(PrefixEvent::Put(entry)) => start_manual_run(&table, &entry, &ctx, &runs),
+                Some(PrefixEvent::Reset(entries)) => {
+                    for entry in &entries {
+                        start_manual_run(&table, entry, &ctx, &runs);
+                    }
+                }
+                Some(PrefixEvent::Delete(_)) => {}
+                None => break,
+            },
             _ = tokio::time::sleep(sleep_for) => {
+                let mut catch_up: HashMap<JobName, Vec<DueTick>> = HashMap::new();
                 for due in table.take_due(Utc::now()) {
-                    runs.spawn(run_tick(ctx.clone(), due));
+                    if due.catch_up {
+                        catch_up.entry(due.job.name.clone()).or_default().push(due);
+                    } else {
+                        runs.spawn(run_tick(ctx.clone(), due));
+                    }
+                }
+                for (_, ticks) in catch_up {
+                    runs.spawn(catch_up_ticks(ctx.clone(), ticks, runs.clone()));
                 }
             }
         }
     }
     tracing::info!("scheduler stopped: no new ticks will be claimed");
+}
+
+fn start_manual_run(table: &JobTable, entry: &Entry, ctx: &Arc<RunContext>, runs: &TaskTracker) {
+    let Some((job, request)) = table.keys.parse_run_now_key(&entry.key) else {
+        return;
+    };
+    let Ok(req) = serde_json::from_slice::<gdts_common::values::RunNowRequest>(&entry.value) else {
+        tracing::warn!(job = %job, "undecodable run-now request; ignoring it");
+        return;
+    };
+    match table.get(&job) {
+        Some((job, revision)) => {
+            runs.spawn(run_manual(
+                ctx.clone(),
+                job.clone(),
+                revision,
+                req.requested_at,
+                request,
+            ));
+        }
+        None => tracing::debug!(job = %job, "run-now for a job this worker does not know"),
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +295,55 @@ mod tests {
         assert_eq!(due[0].job.name.as_str(), "a");
         assert_eq!(due[0].tick, at("2030-01-01T00:00:02Z"));
         assert_eq!(due[0].job_revision, 5);
+    }
+
+    fn job_kv(keys: &Keys, spec: &JobSpec, rev: i64) -> Entry {
+        Entry {
+            key: keys.job(&JobName::parse(&spec.name).unwrap()).into_bytes(),
+            value: serde_json::to_vec(spec).unwrap(),
+            mod_revision: rev,
+        }
+    }
+
+    #[test]
+    fn paused_jobs_never_fire() {
+        let keys = Keys::new("/t/");
+        let mut table = JobTable::new(keys.clone());
+        let mut spec = JobSpec::shell("p", "true", "* * * * * *");
+        spec.paused = true;
+        table.apply(
+            PrefixEvent::Put(job_kv(&keys, &spec, 3)),
+            at("2030-01-01T00:00:00Z"),
+        );
+        assert_eq!(table.next_wake(), None);
+        assert!(table.take_due(at("2030-01-01T00:01:00Z")).is_empty());
+        spec.paused = false;
+        table.apply(
+            PrefixEvent::Put(job_kv(&keys, &spec, 4)),
+            at("2030-01-01T00:01:00.5Z"),
+        );
+        assert_eq!(table.next_wake(), Some(at("2030-01-01T00:01:01Z")));
+    }
+
+    #[test]
+    fn a_start_with_catch_up_reaches_back_once() {
+        let keys = Keys::new("/t/");
+        let mut table = JobTable::new(keys.clone());
+        let mut spec = JobSpec::shell("c", "true", "*/10 * * * * *");
+        spec.catch_up_seconds = Some(60);
+        let now = at("2030-01-01T00:05:05Z");
+        table.apply(PrefixEvent::Reset(vec![job_kv(&keys, &spec, 3)]), now);
+        let due = table.take_due(now);
+        let ticks: Vec<_> = due.iter().map(|d| (d.tick, d.catch_up)).collect();
+        assert_eq!(ticks.len(), 6, "{ticks:?}"); // 04:10 .. 05:00
+        assert_eq!(ticks[0], (at("2030-01-01T00:04:10Z"), true));
+        assert_eq!(ticks[5], (at("2030-01-01T00:05:00Z"), false));
+        // Later wake-ups use the normal lateness again.
+        assert!(table.take_due(at("2030-01-01T00:05:06Z")).is_empty());
+        // Without catch-up, a start fires only future ticks.
+        spec.catch_up_seconds = None;
+        table.apply(PrefixEvent::Reset(vec![job_kv(&keys, &spec, 4)]), now);
+        assert!(table.take_due(now).is_empty());
     }
 
     #[test]

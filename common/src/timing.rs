@@ -25,6 +25,14 @@ pub const CLAIM_TTL: Duration = Duration::from_secs(
 /// claim lives at least `CLAIM_TTL`.
 pub const CLAIM_LEASE_ROTATION: Duration = Duration::from_secs(10);
 
+/// A catch-up tick younger than this is still protected by its claim key (an
+/// earlier claim of it cannot have expired yet), so it is claimed like any
+/// tick. Older ones also need the job's watermark below them. Safety needs
+/// CATCH_UP_KEY_SAFE_AGE + 2 * MAX_CLOCK_SKEW + CLAIM_TIMEOUT < CLAIM_TTL.
+pub const CATCH_UP_KEY_SAFE_AGE: Duration = Duration::from_secs(
+    CLAIM_TTL.as_secs() - 2 * MAX_CLOCK_SKEW.as_secs() - CLAIM_TIMEOUT.as_secs() - 5,
+);
+
 /// A run-now request lives this long in etcd (workers act on it at once;
 /// the claim keys, which live longer, make sure it runs once).
 pub const RUN_NOW_REQUEST_TTL: Duration = Duration::from_secs(30);
@@ -39,5 +47,7 @@ mod tests {
     #[test]
     fn claim_outlives_the_latest_possible_duplicate_attempt() {
         assert!(CLAIM_TTL > MAX_CLOCK_SKEW * 2 + MAX_TICK_LATENESS + CLAIM_TIMEOUT);
+        assert!(CATCH_UP_KEY_SAFE_AGE + MAX_CLOCK_SKEW * 2 + CLAIM_TIMEOUT < CLAIM_TTL);
+        assert!(CATCH_UP_KEY_SAFE_AGE > MAX_TICK_LATENESS);
     }
 }

@@ -33,9 +33,11 @@ impl ManagerConfig {
                 None => None,
                 Some(v) => match v.trim().parse::<u64>() {
                     Ok(d) if (1..=36500).contains(&d) => Some(d),
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "GDTS_LOG_RETENTION_DAYS: {v:?} is not a whole number of days in 1..=36500"
-                    )),
+                    ))
+                    }
                 },
             },
         })

@@ -754,3 +754,17 @@ pub async fn save_job_json(cluster: &Cluster, job: &Value) -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// A cron expression that fires once a minute, `secs` seconds from now (UTC).
+pub fn once_soon(secs: i64) -> String {
+    use chrono::Timelike;
+    let s = (chrono::Utc::now() + chrono::Duration::seconds(secs)).second();
+    format!("{s} * * * * * *")
+}
+
+/// Integer field of a record, whichever BSON integer width it was stored in.
+pub fn int_field(d: &Document, field: &str) -> i64 {
+    d.get_i64(field)
+        .or_else(|_| d.get_i32(field).map(i64::from))
+        .unwrap_or_default()
+}

@@ -6,8 +6,6 @@
 //! as running under this worker's lease. See "The run-once argument" in
 //! ARCHITECTURE.md.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
@@ -55,7 +53,7 @@ pub struct Claimer {
     keys: Keys,
     worker_id: String,
     lease: Mutex<Option<(i64, Instant)>>,
-    registration_lease: Arc<AtomicI64>,
+    registration_lease: tokio::sync::watch::Receiver<i64>,
 }
 
 impl Claimer {
@@ -63,7 +61,7 @@ impl Claimer {
         client: Client,
         keys: Keys,
         worker_id: String,
-        registration_lease: Arc<AtomicI64>,
+        registration_lease: tokio::sync::watch::Receiver<i64>,
     ) -> Self {
         Claimer {
             client,
@@ -110,7 +108,7 @@ impl Claimer {
     }
 
     pub async fn try_claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, ClaimError> {
-        let running_lease = match self.registration_lease.load(Ordering::Relaxed) {
+        let running_lease = match *self.registration_lease.borrow() {
             0 => return Err(ClaimError::NotRegistered),
             id => id,
         };

@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     let run_tasks = TaskTracker::new();
     let runs = Arc::new(runs::Runs::default());
     let health = Arc::new(health::Health::default());
-    let lease_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let (lease_id, lease_rx) = tokio::sync::watch::channel(0i64);
     health.set_scheduler_running(true);
     if let Some(port) = config.health_port {
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
             ttl: config.lease_ttl,
             runs: runs.clone(),
             health: health.clone(),
-            lease_id: lease_id.clone(),
+            lease_id,
         }
         .run(stop_all.clone()),
     );
@@ -135,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
             etcd.clone(),
             keys.clone(),
             config.worker_id.clone(),
-            lease_id.clone(),
+            lease_rx.clone(),
         ),
         runs: runs.clone(),
         limits: executor::RunLimits {
@@ -160,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
             run_now_rx,
             ctx,
             run_tasks.clone(),
+            lease_rx,
             stop_scheduling.clone(),
         );
         tokio::spawn(async move {

@@ -3,7 +3,6 @@
 //! within the lease TTL. A lease that is lost (expired while cut off from
 //! etcd) is replaced by a new one and the registration written again.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ pub struct Registration {
     pub runs: Arc<Runs>,
     pub health: Arc<Health>,
     /// The current lease id (0 while unregistered), for running marks.
-    pub lease_id: Arc<AtomicI64>,
+    pub lease_id: tokio::sync::watch::Sender<i64>,
 }
 
 impl Registration {
@@ -39,7 +38,7 @@ impl Registration {
             };
             if let Err(e) = result {
                 self.health.set_registered(false);
-                self.lease_id.store(0, Ordering::Relaxed);
+                self.lease_id.send_replace(0);
                 tracing::warn!(error = %e, "worker registration interrupted; retrying");
                 if let Some(id) = lease {
                     if !self.lease_alive(id).await {
@@ -54,7 +53,7 @@ impl Registration {
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
-        self.lease_id.store(0, Ordering::Relaxed);
+        self.lease_id.send_replace(0);
         if let Some(id) = lease {
             let revoke = self.client.lease_revoke(id);
             match tokio::time::timeout(Duration::from_secs(3), revoke).await {
@@ -108,7 +107,7 @@ impl Registration {
                         self.write(id).await?;
                         written_running = Some(self.info.running);
                         self.health.set_registered(true);
-                        self.lease_id.store(id, Ordering::Relaxed);
+                        self.lease_id.send_replace(id);
                         tracing::info!(worker = %self.info.id, lease = format!("{id:x}"), "registered");
                     }
                 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use gdts_common::job::Job;
 use gdts_common::keys::RunKey;
 use gdts_common::log_record::LogRecord;
-use gdts_common::timing::{CLAIM_TIMEOUT, MAX_TICK_LATENESS};
+use gdts_common::timing::{CATCH_UP_KEY_SAFE_AGE, CLAIM_TIMEOUT, MAX_TICK_LATENESS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -80,37 +80,40 @@ pub async fn run_manual(
     run_with_retries(&ctx, &job, job_revision, run, Trigger::Manual, None).await;
 }
 
-/// The catch-up ticks of one job, oldest first. Each is claimed only while
-/// the job's watermark is below it, so a tick that already ran (or that
-/// another worker caught up) never runs again; claims go in order so the
-/// watermark rises tick by tick. Won runs proceed as their own tasks.
+/// The ticks of one job due in the first wake-up after a start or resync,
+/// oldest first, claimed in order by this one task. Ticks older than
+/// `CATCH_UP_KEY_SAFE_AGE` are claimed only while the job's watermark is below
+/// them, so a tick that already ran (its claim key expired since) never runs
+/// again; younger ones are protected by their claim keys. Won runs proceed as
+/// their own tasks.
 pub async fn catch_up_ticks(ctx: Arc<RunContext>, ticks: Vec<DueTick>, tasks: TaskTracker) {
     let Some(first) = ticks.first() else { return };
     let job = first.job.clone();
-    let watermark = match ctx.claimer.watermark(&job.name).await {
-        Ok(Some(mark)) => mark,
-        Ok(None) => {
-            tracing::info!(job = %job.name, "no watermark yet: nothing to catch up");
-            return;
-        }
+    let mut mark = match ctx.claimer.watermark(&job.name).await {
+        Ok(mark) => mark.unwrap_or(i64::MIN),
         Err(e) => {
             tracing::warn!(job = %job.name, error = %e, "could not read the watermark; not catching up");
             return;
         }
     };
-    let mut mark = watermark;
     for due in ticks {
         let tick_ms = due.tick.timestamp_millis();
         if tick_ms <= mark {
             continue;
         }
+        let age = (Utc::now() - due.tick).to_std().unwrap_or_default();
+        let trigger = if age > CATCH_UP_LABEL_AGE {
+            Trigger::CatchUp
+        } else {
+            Trigger::Schedule
+        };
         let run = RunKey::scheduled(tick_ms);
         let request = ClaimRequest {
             job: &job.name,
             job_revision: due.job_revision,
             run: &run,
             overlap: job.policy.overlap,
-            catch_up: true,
+            catch_up: age > CATCH_UP_KEY_SAFE_AGE,
             now_ms: now_ms(),
         };
         match claim(&ctx, &request).await {
@@ -119,30 +122,22 @@ pub async fn catch_up_ticks(ctx: Arc<RunContext>, ticks: Vec<DueTick>, tasks: Ta
                 let ctx2 = ctx.clone();
                 let job2 = job.clone();
                 tasks.spawn(async move {
-                    execute_and_retry(
-                        &ctx2,
-                        &job2,
-                        due.job_revision,
-                        run,
-                        Trigger::CatchUp,
-                        revision,
-                    )
-                    .await
+                    execute_and_retry(&ctx2, &job2, due.job_revision, run, trigger, revision).await
                 });
             }
             Some(Claim::Skipped { revision }) => {
                 mark = tick_ms;
-                log_skip(&ctx, &job, &run, Trigger::CatchUp, revision).await;
+                log_skip(&ctx, &job, &run, trigger, revision).await;
             }
-            // Someone else caught it up (or the job changed): re-read the mark.
-            Some(Claim::Lost) => match ctx.claimer.watermark(&job.name).await {
-                Ok(Some(m)) => mark = m,
-                _ => return,
-            },
+            // Someone else has it (or the job changed): go on with the next.
+            Some(Claim::Lost) => {}
             None => return,
         }
     }
 }
+
+/// A tick this late when claimed is logged as caught up, not scheduled.
+const CATCH_UP_LABEL_AGE: Duration = Duration::from_secs(1);
 
 /// Claims with the claim timeout; `None` on error or timeout (logged).
 async fn claim(ctx: &RunContext, request: &ClaimRequest<'_>) -> Option<Claim> {

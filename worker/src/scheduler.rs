@@ -26,8 +26,8 @@ pub struct DueTick {
     pub job: Job,
     pub job_revision: i64,
     pub tick: DateTime<Utc>,
-    /// Older than the normal lateness bound: a tick missed during an outage,
-    /// run only because the job's `catchUpSeconds` covers it.
+    /// Due in the first wake-up after a start or resync of a job with
+    /// `catchUpSeconds`: possibly a tick missed during an outage.
     pub catch_up: bool,
 }
 
@@ -152,19 +152,21 @@ impl JobTable {
             let Some(next) = s.next.filter(|n| *n <= now) else {
                 continue;
             };
-            let window = if s.catching_up {
+            let catching_up = std::mem::take(&mut s.catching_up);
+            let window = if catching_up {
                 lateness.max(chrono::Duration::from_std(s.job.policy.catch_up).expect("small"))
             } else {
                 lateness
             };
-            s.catching_up = false;
             let (ticks, following) = due_ticks(&s.job.schedule, next, now, window);
             s.next = following;
             due.extend(ticks.into_iter().map(|tick| DueTick {
                 job: s.job.clone(),
                 job_revision: s.revision,
                 tick,
-                catch_up: now - tick > lateness,
+                // Right after a start or resync, the job's ticks are claimed
+                // in order by one task, so the watermark rises tick by tick.
+                catch_up: catching_up,
             }));
         }
         due
@@ -184,8 +186,15 @@ pub async fn run_scheduler(
     mut run_now: mpsc::Receiver<PrefixEvent>,
     ctx: Arc<RunContext>,
     runs: TaskTracker,
+    mut registered: tokio::sync::watch::Receiver<i64>,
     shutdown: CancellationToken,
 ) {
+    // Claims need this worker's lease (for its running marks): fire nothing
+    // before the first registration, so no tick is lost to the start-up race.
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = registered.wait_for(|lease| *lease != 0) => if r.is_err() { return },
+    }
     loop {
         let sleep_for = table
             .next_wake()
@@ -337,9 +346,14 @@ mod tests {
         let ticks: Vec<_> = due.iter().map(|d| (d.tick, d.catch_up)).collect();
         assert_eq!(ticks.len(), 6, "{ticks:?}"); // 04:10 .. 05:00
         assert_eq!(ticks[0], (at("2030-01-01T00:04:10Z"), true));
-        assert_eq!(ticks[5], (at("2030-01-01T00:05:00Z"), false));
-        // Later wake-ups use the normal lateness again.
-        assert!(table.take_due(at("2030-01-01T00:05:06Z")).is_empty());
+        assert_eq!(ticks[5], (at("2030-01-01T00:05:00Z"), true));
+        let due = table.take_due(at("2030-01-01T00:05:10.2Z"));
+        assert_eq!(due.len(), 1);
+        assert!(
+            !due[0].catch_up,
+            "after the first wake-up ticks are ordinary"
+        );
+
         // Without catch-up, a start fires only future ticks.
         spec.catch_up_seconds = None;
         table.apply(PrefixEvent::Reset(vec![job_kv(&keys, &spec, 4)]), now);

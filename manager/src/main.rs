@@ -3,6 +3,7 @@
 
 mod api;
 mod config;
+mod outputs;
 mod store;
 
 use std::time::Duration;
@@ -53,7 +54,15 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, "manager listening");
-    axum::serve(listener, api::router(store))
+    let outputs = match config.gcs.clone() {
+        Some(gcs) => Some(std::sync::Arc::new(
+            outputs::OutputBucket::connect(gcs)
+                .await
+                .context("setting up the outputs bucket client")?,
+        )),
+        None => None,
+    };
+    axum::serve(listener, api::router(api::AppState { store, outputs }))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;

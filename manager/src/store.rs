@@ -289,6 +289,20 @@ impl Store {
             .collect())
     }
 
+    /// One run record of a job, by run id.
+    pub async fn run_record(
+        &self,
+        name: &JobName,
+        run_id: &str,
+    ) -> Result<Option<LogRecord>, StoreError> {
+        let doc = self
+            .logs
+            .find_one(doc! { "_id": run_id, "jobName": name.as_str() })
+            .projection(doc! { "_id": 0 })
+            .await?;
+        Ok(doc.and_then(|d| mongodb::bson::from_document::<LogRecord>(d).ok()))
+    }
+
     /// Cheap liveness probe of etcd for `/healthz`.
     pub async fn etcd_reachable(&self) -> bool {
         let mut maintenance = self.etcd.maintenance_client();

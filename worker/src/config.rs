@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use gdts_common::config::{duration_ms, number, LogFormat, Lookup, StoreConfig};
+use gdts_common::config::{duration_ms, number, GcsConfig, LogFormat, Lookup, StoreConfig};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -13,8 +13,16 @@ pub struct WorkerConfig {
     /// `GDTS_WORKER_LEASE_TTL_SECS`: TTL of the registration lease; a dead
     /// worker leaves `/worker/list` within it. Default 10.
     pub lease_ttl: Duration,
-    /// `GDTS_OUTPUT_LIMIT_BYTES`: output kept per run (the tail). Default 65536.
+    /// `GDTS_OUTPUT_LIMIT_BYTES`: output kept inline per run. Without a
+    /// bucket, the tail is kept; with one, the whole output goes to the bucket
+    /// when larger, and the head and tail stay inline. Default 65536.
     pub output_limit: usize,
+    /// `GDTS_OUTPUT_MAX_BYTES`: most output uploaded per run. Default 268435456.
+    pub output_max: u64,
+    /// `GDTS_SPOOL_DIR`: where outputs are spooled before upload. Default the
+    /// system temp dir.
+    pub spool_dir: std::path::PathBuf,
+    pub gcs: Option<GcsConfig>,
     /// `GDTS_KILL_GRACE_MS`: after SIGTERM, how long a killed run's process
     /// group gets before SIGKILL. Default 2000.
     pub kill_grace: Duration,
@@ -61,6 +69,11 @@ impl WorkerConfig {
             worker_id,
             lease_ttl: Duration::from_secs(lease_secs),
             output_limit: positive("GDTS_OUTPUT_LIMIT_BYTES", 64 * 1024)?,
+            output_max: positive("GDTS_OUTPUT_MAX_BYTES", 256 * 1024 * 1024)? as u64,
+            spool_dir: get("GDTS_SPOOL_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir),
+            gcs: GcsConfig::from_lookup(get)?,
             kill_grace: duration_ms(get, "GDTS_KILL_GRACE_MS", Duration::from_secs(2))?,
             shutdown_grace: duration_ms(get, "GDTS_SHUTDOWN_GRACE_MS", Duration::from_secs(30))?,
             log_batch_size: positive("GDTS_LOG_BATCH_SIZE", 500)?,

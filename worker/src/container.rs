@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{finished, now_ms, KillReason, Outcome, RunLimits};
-use crate::output::TailBuffer;
+use crate::output::OutputCapture;
 
 pub const LABEL_PREFIX: &str = "gdts.prefix";
 pub const LABEL_WORKER: &str = "gdts.worker";
@@ -111,7 +111,7 @@ pub async fn run_container(
     kill_reason: impl Fn() -> KillReason,
 ) -> Outcome {
     let start_ms = now_ms();
-    let out = TailBuffer::new(limits.output_limit);
+    let out = OutputCapture::new(&limits.capture);
     let docker = match conn.get().await {
         Ok(d) => d,
         Err(e) => return finished(start_ms, out, None, None, e),
@@ -191,7 +191,7 @@ async fn supervise(
     docker: &Docker,
     id: &str,
     start_ms: i64,
-    mut out: TailBuffer,
+    mut out: OutputCapture,
     limits: &RunLimits,
     timeout: Option<Duration>,
     kill: &CancellationToken,

@@ -17,10 +17,10 @@ use tokio::process::Command;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::output::TailBuffer;
+use crate::output::{CaptureConfig, OutputCapture};
 
 /// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Outcome {
     pub start_ms: i64,
     pub end_ms: i64,
@@ -28,6 +28,10 @@ pub struct Outcome {
     pub signal: Option<i32>,
     pub output: String,
     pub truncated: bool,
+    /// Total bytes the run wrote to stdout and stderr.
+    pub output_bytes: u64,
+    /// The whole output, when it did not fit inline and a bucket is set.
+    pub spool: Option<tempfile::NamedTempFile>,
     /// Empty on success.
     pub err: String,
     /// Ended by a kill request (an operator's, a replacing run's, or shutdown).
@@ -56,7 +60,7 @@ impl Outcome {
 }
 
 pub struct RunLimits {
-    pub output_limit: usize,
+    pub capture: CaptureConfig,
     pub kill_grace: Duration,
 }
 
@@ -89,7 +93,7 @@ pub async fn run_shell(
     kill_reason: impl Fn() -> KillReason,
 ) -> Outcome {
     let start_ms = now_ms();
-    let mut out = TailBuffer::new(limits.output_limit);
+    let mut out = OutputCapture::new(&limits.capture);
     if kill.is_cancelled() {
         return finished(start_ms, out, None, Some(kill_reason()), String::new());
     }
@@ -191,12 +195,12 @@ pub async fn run_shell(
 
 pub fn finished(
     start_ms: i64,
-    out: TailBuffer,
+    out: OutputCapture,
     exit_code: Option<i32>,
     killed: Option<KillReason>,
     err: String,
 ) -> Outcome {
-    let (output, truncated) = out.into_string();
+    let captured = out.finish();
     let err = match killed {
         Some(KillReason::Requested) => format!("killed on request ({})", nonempty(&err)),
         Some(KillReason::Replaced) => {
@@ -220,8 +224,10 @@ pub fn finished(
         end_ms: now_ms(),
         exit_code,
         signal: None,
-        output,
-        truncated,
+        output: captured.inline,
+        truncated: captured.truncated,
+        output_bytes: captured.total_bytes,
+        spool: captured.spool,
         err,
         killed: killed.is_some_and(|k| !matches!(k, KillReason::TimedOut(_))),
         timed_out: matches!(killed, Some(KillReason::TimedOut(_))),
@@ -253,7 +259,7 @@ mod tests {
 
     fn limits(cap: usize) -> RunLimits {
         RunLimits {
-            output_limit: cap,
+            capture: CaptureConfig::Tail { limit: cap },
             kill_grace: Duration::from_millis(500),
         }
     }

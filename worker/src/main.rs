@@ -6,6 +6,7 @@ mod config;
 mod container;
 mod etcd_watch;
 mod executor;
+mod gcs;
 mod health;
 mod kills;
 mod log_sink;
@@ -55,6 +56,14 @@ async fn main() -> anyhow::Result<()> {
     let mongo = mongodb::Client::with_options(mongo_options).context("creating MongoDB client")?;
 
     let keys = Keys::new(&config.store.etcd_prefix);
+    let outputs = match config.gcs.clone() {
+        Some(gcs) => Some(
+            gcs::OutputStore::connect(gcs)
+                .await
+                .context("setting up the outputs bucket client")?,
+        ),
+        None => None,
+    };
     let docker = container::DockerConn::connect();
     match docker.get().await {
         Ok(d) => remove_leftover_containers(&d, &etcd, &keys, &config).await,
@@ -139,9 +148,19 @@ async fn main() -> anyhow::Result<()> {
         ),
         runs: runs.clone(),
         limits: executor::RunLimits {
-            output_limit: config.output_limit,
+            capture: match &config.gcs {
+                Some(_) => output::CaptureConfig::Spool {
+                    inline: config.output_limit,
+                    max: config.output_max,
+                    dir: config.spool_dir.clone(),
+                },
+                None => output::CaptureConfig::Tail {
+                    limit: config.output_limit,
+                },
+            },
             kill_grace: config.kill_grace,
         },
+        outputs,
         log_records: log_tx,
         stop_scheduling: stop_scheduling.clone(),
     });

@@ -32,6 +32,8 @@ pub struct RunContext {
     pub claimer: Claimer,
     pub runs: Arc<Runs>,
     pub limits: RunLimits,
+    /// Where outputs larger than the inline cap go, when a bucket is set.
+    pub outputs: Option<crate::gcs::OutputStore>,
     pub log_records: mpsc::Sender<LogRecord>,
     /// Cancelled at shutdown: pending retries are abandoned.
     pub stop_scheduling: CancellationToken,
@@ -304,6 +306,20 @@ async fn execute(
         }
     };
     ctx.claimer.finish(&job.name, run).await;
+    let output_uri = match (&ctx.outputs, &outcome.spool) {
+        (Some(store), Some(spool)) => {
+            let object = LogRecord::output_object(job.name.as_str(), run.tick_ms, claim_revision);
+            match store.upload(&object, spool.path()).await {
+                Ok(uri) => Some(uri),
+                Err(e) => {
+                    // The head and tail stay inline; the record says truncated.
+                    tracing::error!(job = %job.name, run = %run, error = %e, "uploading the output failed");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     if !outcome.succeeded() {
         tracing::info!(job = %job.name, run = %run, err = %outcome.err, "run failed");
     }
@@ -321,6 +337,8 @@ async fn execute(
         signal: outcome.signal,
         worker: ctx.worker_id.clone(),
         truncated: outcome.truncated,
+        output_bytes: outcome.output_bytes,
+        output_uri,
         killed: outcome.killed,
         status: outcome.status().into(),
         attempt: run.attempt,
@@ -354,6 +372,8 @@ async fn log_skip(
         signal: None,
         worker: ctx.worker_id.clone(),
         truncated: false,
+        output_bytes: 0,
+        output_uri: None,
         killed: false,
         status: "skipped".into(),
         attempt: run.attempt,

@@ -6,11 +6,8 @@ mod config;
 mod outputs;
 mod store;
 
-use std::time::Duration;
-
 use anyhow::Context;
 use config::ManagerConfig;
-use gdts_common::config::LogFormat;
 use gdts_common::keys::Keys;
 
 #[tokio::main]
@@ -18,26 +15,10 @@ async fn main() -> anyhow::Result<()> {
     let config = ManagerConfig::from_lookup(&|k| std::env::var(k).ok())
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
-    init_tracing(config.log_format);
+    gdts_runtime::init_tracing(config.log_format);
 
-    let etcd = etcd_client::Client::connect(
-        &config.store.etcd_endpoints,
-        Some(
-            etcd_client::ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(5))
-                .with_timeout(Duration::from_secs(10))
-                .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5)),
-        ),
-    )
-    .await
-    .context("connecting to etcd")?;
-
-    let mut mongo_options = mongodb::options::ClientOptions::parse(&config.store.mongo_uri)
-        .await
-        .context("GDTS_MONGO_URI is not a valid MongoDB connection string")?;
-    mongo_options.server_selection_timeout = Some(Duration::from_secs(5));
-    mongo_options.app_name = Some("gdts-manager".into());
-    let mongo = mongodb::Client::with_options(mongo_options).context("creating MongoDB client")?;
+    let etcd = gdts_runtime::connect_etcd(&config.store.etcd_endpoints).await?;
+    let mongo = gdts_runtime::mongo_client(&config.store.mongo_uri, "gdts-manager").await?;
 
     let store = store::Store::new(
         etcd,
@@ -63,29 +44,12 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     axum::serve(listener, api::router(api::AppState { store, outputs }))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async {
+            gdts_runtime::shutdown_signal().await;
+            tracing::info!("shutting down");
+        })
         .await
         .context("serving HTTP")?;
     tracing::info!("manager stopped");
     Ok(())
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down");
 }

@@ -6,7 +6,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use gcloud_storage::client::{Client, ClientConfig};
+use gcloud_storage::client::Client;
 use gcloud_storage::http::objects::download::Range;
 use gcloud_storage::http::objects::get::GetObjectRequest;
 use gdts_common::config::GcsConfig;
@@ -23,16 +23,8 @@ pub struct OutputBucket {
 
 impl OutputBucket {
     pub async fn connect(config: GcsConfig) -> anyhow::Result<Self> {
-        let client_config = match &config.endpoint {
-            Some(endpoint) => ClientConfig {
-                storage_endpoint: endpoint.clone(),
-                ..Default::default()
-            }
-            .anonymous(),
-            None => ClientConfig::default().with_auth().await?,
-        };
         Ok(OutputBucket {
-            client: Client::new(client_config),
+            client: gdts_runtime::gcs_client(&config).await?,
             config,
         })
     }

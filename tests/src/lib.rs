@@ -845,3 +845,33 @@ impl Cluster {
         self.start_manager().await
     }
 }
+
+impl Cluster {
+    /// A cluster with workers `ids` (default options), all registered.
+    pub async fn with_workers(test: &str, ids: &[&str]) -> anyhow::Result<Cluster> {
+        let mut c = Cluster::start(test).await?;
+        for id in ids {
+            c.start_worker(id, WorkerOptions::default())?;
+        }
+        c.wait_for_workers(ids, Duration::from_secs(20)).await?;
+        Ok(c)
+    }
+}
+
+impl TickReport {
+    /// Fails the test unless the window held at least `min_expected` ticks,
+    /// each with exactly one record.
+    pub fn assert_exactly_once(&self, min_expected: usize) {
+        assert!(
+            self.expected >= min_expected,
+            "window too small: {} ticks, want {min_expected}",
+            self.expected
+        );
+        assert!(
+            self.is_exactly_once(),
+            "missing {:?}; duplicated {:?}",
+            self.missing,
+            self.duplicated
+        );
+    }
+}

@@ -11,12 +11,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missed_ticks_run_once_each_only_with_catch_up() -> anyhow::Result<()> {
-    let mut c = Cluster::start("policy_catch_up").await?;
-    for id in ["w1", "w2"] {
-        c.start_worker(id, WorkerOptions::default())?;
-    }
-    c.wait_for_workers(&["w1", "w2"], Duration::from_secs(20))
-        .await?;
+    let mut c = Cluster::with_workers("policy_catch_up", &["w1", "w2"]).await?;
     save_job_json(&c, &json!({"name": "catch", "command": "echo tick", "cronExpr": "* * * * * * *", "catchUpSeconds": 60})).await?;
     save_job_json(
         &c,

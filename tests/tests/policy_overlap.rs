@@ -4,19 +4,11 @@
 
 use std::time::Duration;
 
-use gdts_tests::{
-    int_field, now_ms, records_of, save_job_json, Cluster, TickReport, WorkerOptions,
-};
+use gdts_tests::{int_field, now_ms, records_of, save_job_json, Cluster, TickReport};
 use serde_json::json;
 
 async fn three_workers(name: &str) -> anyhow::Result<Cluster> {
-    let mut c = Cluster::start(name).await?;
-    for id in ["w1", "w2", "w3"] {
-        c.start_worker(id, WorkerOptions::default())?;
-    }
-    c.wait_for_workers(&["w1", "w2", "w3"], Duration::from_secs(20))
-        .await?;
-    Ok(c)
+    Cluster::with_workers(name, &["w1", "w2", "w3"]).await
 }
 
 async fn stop_workers(c: &mut Cluster) {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use gcloud_storage::client::{Client, ClientConfig};
+use gcloud_storage::client::Client;
 use gcloud_storage::http::objects::upload::{Media, UploadObjectRequest, UploadType};
 use gdts_common::config::GcsConfig;
 
@@ -12,19 +12,9 @@ pub struct OutputStore {
 }
 
 impl OutputStore {
-    /// With `GDTS_GCS_ENDPOINT` set (an emulator), requests are anonymous;
-    /// otherwise Application Default Credentials are used.
     pub async fn connect(config: GcsConfig) -> anyhow::Result<Self> {
-        let client_config = match &config.endpoint {
-            Some(endpoint) => ClientConfig {
-                storage_endpoint: endpoint.clone(),
-                ..Default::default()
-            }
-            .anonymous(),
-            None => ClientConfig::default().with_auth().await?,
-        };
         Ok(OutputStore {
-            client: Client::new(client_config),
+            client: gdts_runtime::gcs_client(&config).await?,
             config,
         })
     }

@@ -17,11 +17,9 @@ mod runs;
 mod scheduler;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use config::WorkerConfig;
-use gdts_common::config::LogFormat;
 use gdts_common::keys::Keys;
 use gdts_common::values::WorkerInfo;
 use tokio::sync::mpsc;
@@ -33,27 +31,11 @@ async fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::from_lookup(&|k| std::env::var(k).ok())
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
-    init_tracing(config.log_format);
+    gdts_runtime::init_tracing(config.log_format);
     tracing::info!(worker = %config.worker_id, "worker starting");
 
-    let etcd = etcd_client::Client::connect(
-        &config.store.etcd_endpoints,
-        Some(
-            etcd_client::ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(3))
-                .with_timeout(Duration::from_secs(10))
-                .with_keep_alive(Duration::from_secs(3), Duration::from_secs(3))
-                .with_keep_alive_while_idle(true),
-        ),
-    )
-    .await
-    .context("connecting to etcd")?;
-    let mut mongo_options = mongodb::options::ClientOptions::parse(&config.store.mongo_uri)
-        .await
-        .context("GDTS_MONGO_URI is not a valid MongoDB connection string")?;
-    mongo_options.server_selection_timeout = Some(Duration::from_secs(3));
-    mongo_options.app_name = Some("gdts-worker".into());
-    let mongo = mongodb::Client::with_options(mongo_options).context("creating MongoDB client")?;
+    let etcd = gdts_runtime::connect_etcd(&config.store.etcd_endpoints).await?;
+    let mongo = gdts_runtime::mongo_client(&config.store.mongo_uri, "gdts-worker").await?;
 
     let keys = Keys::new(&config.store.etcd_prefix);
     let outputs = match config.gcs.clone() {
@@ -188,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
-    shutdown_signal().await;
+    gdts_runtime::shutdown_signal().await;
     tracing::info!("shutting down: no new ticks; waiting for running jobs");
     stop_scheduling.cancel();
     scheduler.await.context("scheduler task panicked")?;
@@ -255,24 +237,5 @@ async fn remove_leftover_containers(
         container::remove_leftovers(docker, keys.prefix(), &config.worker_id, live.as_ref()).await;
     if removed > 0 {
         tracing::info!(removed, "removed leftover containers");
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -77,3 +77,52 @@ async fn missed_ticks_run_once_each_only_with_catch_up() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Ticks older than the claim keys can vouch for are caught up only above
+/// the job's watermark: with the watermark 40 s back, two workers starting
+/// together run each tick after it once, and none at or before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_ticks_are_caught_up_only_above_the_watermark() -> anyhow::Result<()> {
+    let mut c = Cluster::start("policy_catch_up_watermark").await?;
+    save_job_json(&c, &json!({"name": "deep", "command": "echo tick", "cronExpr": "* * * * * * *", "catchUpSeconds": 60})).await?;
+    // As if the fleet had run every tick up to 40 s ago, then gone down.
+    let mark = (now_ms() - 40_000) / 1000 * 1000;
+    let mut etcd = c.etcd.client().await;
+    etcd.put(
+        format!("{}last/deep", c.prefix),
+        format!("{mark:020}"),
+        None,
+    )
+    .await?;
+
+    let started = now_ms();
+    for id in ["w1", "w2"] {
+        c.start_worker(id, WorkerOptions::default())?;
+    }
+    c.wait_for_workers(&["w1", "w2"], Duration::from_secs(20))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.delete_job("deep").await?;
+    for id in ["w1", "w2"] {
+        assert!(
+            c.worker(id).terminate(Duration::from_secs(30)),
+            "{id} stopped uncleanly"
+        );
+    }
+    let records = c.run_records().await?;
+    let ticks: Vec<i64> = records_of(&records, "deep")
+        .iter()
+        .map(|d| int_field(d, "planTime"))
+        .collect();
+    assert!(
+        ticks.iter().all(|t| *t > mark),
+        "a tick at or before the watermark ran"
+    );
+    let report = TickReport::every_second(&records, &["deep".to_string()], mark + 1000, started);
+    println!(
+        "watermark catch-up: {} ticks after the mark, missing {:?}",
+        report.expected, report.missing
+    );
+    report.assert_exactly_once(38);
+    Ok(())
+}

@@ -88,53 +88,75 @@ pub async fn run_manual(
 /// them, so a tick that already ran (its claim key expired since) never runs
 /// again; younger ones are protected by their claim keys. Won runs proceed as
 /// their own tasks.
-pub async fn catch_up_ticks(ctx: Arc<RunContext>, ticks: Vec<DueTick>, tasks: TaskTracker) {
-    let Some(first) = ticks.first() else { return };
+pub async fn catch_up_ticks(
+    ctx: Arc<RunContext>,
+    mut queue: mpsc::UnboundedReceiver<DueTick>,
+    tasks: TaskTracker,
+) {
+    let Some(first) = queue.recv().await else {
+        return;
+    };
     let job = first.job.clone();
     let mut mark = match ctx.claimer.watermark(&job.name).await {
         Ok(mark) => mark.unwrap_or(i64::MIN),
         Err(e) => {
-            tracing::warn!(job = %job.name, error = %e, "could not read the watermark; not catching up");
-            return;
+            // Unknown watermark: old ticks fail their compare in etcd anyway.
+            tracing::warn!(job = %job.name, error = %e, "could not read the watermark");
+            i64::MIN
         }
     };
-    for due in ticks {
+    // Ticks that come due meanwhile join this queue, so the job's claims stay
+    // in tick order until it is drained; then the scheduler claims as usual.
+    let mut next = Some(first);
+    while let Some(due) = next {
         let tick_ms = due.tick.timestamp_millis();
-        if tick_ms <= mark {
-            continue;
-        }
-        let age = (Utc::now() - due.tick).to_std().unwrap_or_default();
-        let trigger = if age > CATCH_UP_LABEL_AGE {
-            Trigger::CatchUp
-        } else {
-            Trigger::Schedule
-        };
-        let run = RunKey::scheduled(tick_ms);
-        let request = ClaimRequest {
-            job: &job.name,
-            job_revision: due.job_revision,
-            run: &run,
-            overlap: job.policy.overlap,
-            catch_up: age > CATCH_UP_KEY_SAFE_AGE,
-            now_ms: now_ms(),
-        };
-        match claim(&ctx, &request).await {
-            Some(Claim::Won { revision }) => {
-                mark = tick_ms;
-                let ctx2 = ctx.clone();
-                let job2 = job.clone();
-                tasks.spawn(async move {
-                    execute_and_retry(&ctx2, &job2, due.job_revision, run, trigger, revision).await
-                });
+        if tick_ms > mark {
+            if let Some(won) = catch_up_one(&ctx, &job, due, &tasks).await {
+                mark = won;
             }
-            Some(Claim::Skipped { revision }) => {
-                mark = tick_ms;
-                log_skip(&ctx, &job, &run, trigger, revision).await;
-            }
-            // Someone else has it (or the job changed): go on with the next.
-            Some(Claim::Lost) => {}
-            None => return,
         }
+        next = queue.try_recv().ok();
+    }
+}
+
+/// Claims one tick of a catch-up; returns it when this worker won it.
+async fn catch_up_one(
+    ctx: &Arc<RunContext>,
+    job: &Job,
+    due: DueTick,
+    tasks: &TaskTracker,
+) -> Option<i64> {
+    let tick_ms = due.tick.timestamp_millis();
+    let age = (Utc::now() - due.tick).to_std().unwrap_or_default();
+    let trigger = if age > CATCH_UP_LABEL_AGE {
+        Trigger::CatchUp
+    } else {
+        Trigger::Schedule
+    };
+    let run = RunKey::scheduled(tick_ms);
+    let request = ClaimRequest {
+        job: &job.name,
+        job_revision: due.job_revision,
+        run: &run,
+        overlap: job.policy.overlap,
+        catch_up: age > CATCH_UP_KEY_SAFE_AGE,
+        now_ms: now_ms(),
+    };
+    match claim(ctx, &request).await? {
+        Claim::Won { revision } => {
+            let ctx = ctx.clone();
+            let job = job.clone();
+            tasks.spawn(async move {
+                execute_and_retry(&ctx, &job, due.job_revision, run, trigger, revision).await
+            });
+            Some(tick_ms)
+        }
+        Claim::Skipped { revision } => {
+            log_skip(ctx, job, &run, trigger, revision).await;
+            Some(tick_ms)
+        }
+        // Someone else has it (or the job changed): go on with the next.
+        Claim::Lost => None,
     }
 }
 

@@ -189,6 +189,8 @@ pub async fn run_scheduler(
     mut registered: tokio::sync::watch::Receiver<i64>,
     shutdown: CancellationToken,
 ) {
+    // Jobs whose catch-up is in progress: their ticks queue behind it.
+    let mut catching_up: HashMap<JobName, mpsc::UnboundedSender<DueTick>> = HashMap::new();
     // Claims need this worker's lease (for its running marks): fire nothing
     // before the first registration, so no tick is lost to the start-up race.
     tokio::select! {
@@ -224,21 +226,43 @@ pub async fn run_scheduler(
                 None => break,
             },
             _ = tokio::time::sleep(sleep_for) => {
-                let mut catch_up: HashMap<JobName, Vec<DueTick>> = HashMap::new();
                 for due in table.take_due(Utc::now()) {
-                    if due.catch_up {
-                        catch_up.entry(due.job.name.clone()).or_default().push(due);
-                    } else {
-                        runs.spawn(run_tick(ctx.clone(), due));
-                    }
-                }
-                for (_, ticks) in catch_up {
-                    runs.spawn(catch_up_ticks(ctx.clone(), ticks, runs.clone()));
+                    dispatch(due, &mut catching_up, &ctx, &runs);
                 }
             }
         }
     }
     tracing::info!("scheduler stopped: no new ticks will be claimed");
+}
+
+/// Starts a due tick: into its job's catch-up queue while one is draining
+/// (so the job's claims stay in tick order), else as a task of its own.
+fn dispatch(
+    due: DueTick,
+    catching_up: &mut HashMap<JobName, mpsc::UnboundedSender<DueTick>>,
+    ctx: &Arc<RunContext>,
+    runs: &TaskTracker,
+) {
+    let name = due.job.name.clone();
+    let due = match catching_up.get(&name) {
+        Some(queue) => match queue.send(due) {
+            Ok(()) => return,
+            // That catch-up has drained and ended.
+            Err(mpsc::error::SendError(due)) => {
+                catching_up.remove(&name);
+                due
+            }
+        },
+        None => due,
+    };
+    if due.catch_up {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        queue.send(due).expect("the receiver is alive");
+        catching_up.insert(name, queue);
+        runs.spawn(catch_up_ticks(ctx.clone(), receiver, runs.clone()));
+    } else {
+        runs.spawn(run_tick(ctx.clone(), due));
+    }
 }
 
 fn start_manual_run(table: &JobTable, entry: &Entry, ctx: &Arc<RunContext>, runs: &TaskTracker) {

@@ -13,6 +13,9 @@ pub struct WorkerInfo {
     pub start_time: i64,
     /// Runs in progress on this worker when the record was last written.
     pub running: u32,
+    /// When the worker last renewed its registration (its clock, epoch ms).
+    #[serde(default)]
+    pub last_seen: i64,
 }
 
 /// Who won a (job, tick).

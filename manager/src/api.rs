@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/", get(index))
         .route("/job/output", get(crate::outputs::job_output))
+        .nest("/api/v1", crate::api_v1::router())
         .with_state(state)
 }
 

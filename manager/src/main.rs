@@ -2,6 +2,7 @@
 //! can run; all state is in etcd and MongoDB.
 
 mod api;
+mod api_v1;
 mod config;
 mod outputs;
 mod store;

@@ -10,7 +10,7 @@ use etcd_client::{
 use gdts_common::keys::Keys;
 use gdts_common::log_record::{LogRecord, LOG_COLLECTION};
 use gdts_common::timing::{KILL_REQUEST_TTL, RUN_NOW_REQUEST_TTL};
-use gdts_common::values::{KillRequest, RunNowRequest};
+use gdts_common::values::{KillRequest, RunNowRequest, WorkerInfo};
 use gdts_common::{Job, JobName, JobSpec};
 use mongodb::bson::{doc, Document};
 use mongodb::options::IndexOptions;
@@ -287,6 +287,58 @@ impl Store {
                 }
             })
             .collect())
+    }
+
+    /// How many runs a job has on record.
+    pub async fn count_job_logs(&self, name: &JobName) -> Result<u64, StoreError> {
+        Ok(self
+            .logs
+            .count_documents(doc! { "jobName": name.as_str() })
+            .await?)
+    }
+
+    /// One job, or `None`.
+    pub async fn get_job(&self, name: &JobName) -> Result<Option<JobSpec>, StoreError> {
+        let resp = self.etcd.kv_client().get(self.keys.job(name), None).await?;
+        Ok(resp.kvs().first().and_then(|kv| decode_spec(kv.value())))
+    }
+
+    /// Live workers with their registrations.
+    pub async fn worker_infos(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        let resp = self
+            .etcd
+            .kv_client()
+            .get(
+                self.keys.workers_prefix(),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .collect())
+    }
+
+    /// How many runs of each job are in progress in the fleet now.
+    pub async fn running_counts(
+        &self,
+    ) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        let resp = self
+            .etcd
+            .kv_client()
+            .get(
+                self.keys.running_all_prefix(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?;
+        let mut counts = std::collections::HashMap::new();
+        for kv in resp.kvs() {
+            if let Some(job) = self.keys.parse_running_key(kv.key()) {
+                *counts.entry(job.to_string()).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
     }
 
     /// One run record of a job, by run id.

@@ -3,19 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Timelike;
 use gdts_tests::{
-    containers_of, docker_or_skip, records_of, save_job_json, wait_until, Cluster, WorkerOptions,
-    JOB_IMAGE,
+    containers_of, docker_or_skip, once_soon, records_of, save_job_json, wait_until, Cluster,
+    WorkerOptions, JOB_IMAGE,
 };
 use mongodb::bson::Document;
 use serde_json::json;
-
-/// A cron expression firing once a minute, `secs` seconds from now.
-fn once_soon(secs: i64) -> String {
-    let s = (chrono::Utc::now() + chrono::Duration::seconds(secs)).second();
-    format!("{s} * * * * * *")
-}
 
 async fn first_record(c: &Cluster, job: &str) -> anyhow::Result<Document> {
     wait_until(
@@ -165,5 +158,41 @@ async fn container_kill_and_limits() -> anyhow::Result<()> {
         rec.get_str("err")?.starts_with("killed on request"),
         "{rec}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_removes_the_containers_it_left_behind() -> anyhow::Result<()> {
+    let Some(docker) = docker_or_skip().await? else {
+        return Ok(());
+    };
+    let mut c = Cluster::start("container_leftovers").await?;
+    c.start_worker("w1", WorkerOptions::default())?;
+    c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
+    save_job_json(&c, &json!({"name": "orphan", "image": JOB_IMAGE, "command": "sleep 120", "cronExpr": once_soon(3)})).await?;
+    wait_until("the container to run", Duration::from_secs(20), || async {
+        containers_of(&docker, &c.prefix)
+            .await
+            .map(|v| v.len() == 1)
+            .unwrap_or(false)
+    })
+    .await?;
+    // A crash: the worker dies, its container lives on.
+    c.worker("w1").kill9();
+    c.delete_job("orphan").await?;
+    assert_eq!(containers_of(&docker, &c.prefix).await?.len(), 1);
+    // Its next life (same id) cleans up before running anything.
+    c.start_worker("w1", WorkerOptions::default())?;
+    wait_until(
+        "the leftover container to be removed",
+        Duration::from_secs(20),
+        || async {
+            containers_of(&docker, &c.prefix)
+                .await
+                .map(|v| v.is_empty())
+                .unwrap_or(false)
+        },
+    )
+    .await?;
     Ok(())
 }

@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Timelike;
-use gdts_tests::{live_group_members, records_of, wait_until, Cluster, WorkerOptions};
+use gdts_tests::{live_group_members, once_soon, records_of, wait_until, Cluster, WorkerOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_ends_the_process_group_within_a_second() -> anyhow::Result<()> {
@@ -15,11 +14,9 @@ async fn kill_ends_the_process_group_within_a_second() -> anyhow::Result<()> {
         .await?;
 
     // Fire once, three seconds from now (once a minute at that second).
-    let second = (chrono::Utc::now() + chrono::Duration::seconds(3)).second();
     let pid_file = c.dir.path().join("pid");
     let command = format!("echo $$ > {}; sleep 60", pid_file.display());
-    c.save_job("sleeper", &command, &format!("{second} * * * * * *"))
-        .await?;
+    c.save_job("sleeper", &command, &once_soon(3)).await?;
 
     wait_until("the job to start", Duration::from_secs(15), || async {
         std::fs::read_to_string(&pid_file).is_ok_and(|s| s.trim().parse::<i32>().is_ok())

@@ -89,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
                 version: env!("CARGO_PKG_VERSION").into(),
                 start_time: executor::now_ms(),
                 running: 0,
+                last_seen: 0,
             },
             ttl: config.lease_ttl,
             runs: runs.clone(),

@@ -103,9 +103,11 @@ impl Registration {
                         *lease = None;
                         anyhow::bail!("registration lease {id:x} expired");
                     }
-                    if written_running.is_none() {
-                        self.write(id).await?;
-                        written_running = Some(self.info.running);
+                    // Each renewal rewrites the record: `lastSeen` for operators.
+                    self.write(id).await?;
+                    let first = written_running.is_none();
+                    written_running = Some(self.info.running);
+                    if first {
                         self.health.set_registered(true);
                         self.lease_id.send_replace(id);
                         tracing::info!(worker = %self.info.id, lease = format!("{id:x}"), "registered");
@@ -125,6 +127,7 @@ impl Registration {
 
     async fn write(&mut self, lease: i64) -> Result<(), etcd_client::Error> {
         self.info.running = self.runs.count() as u32;
+        self.info.last_seen = chrono::Utc::now().timestamp_millis();
         let value = serde_json::to_vec(&self.info).expect("worker info serializes");
         self.client
             .put(

@@ -1,0 +1,420 @@
+//! The JSON API under `/api/v1`, beside the legacy endpoints: resource paths,
+//! JSON bodies, and status codes that mean something (400 malformed request,
+//! 404 no such thing, 409 conflicting change, 422 invalid job naming the
+//! field; 5xx only for our own faults, logged with their cause and reported
+//! opaquely).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gdts_common::job::JobError;
+use gdts_common::log_record::LogRecord;
+use gdts_common::values::WorkerInfo;
+use gdts_common::{CronSchedule, Job, JobName, JobSpec};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::api::AppState;
+use crate::store::StoreError;
+
+/// Routes relative to `/api/v1` (see `api::router`).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/jobs", get(list_jobs))
+        .route("/jobs/{name}", get(get_job).put(put_job).delete(delete_job))
+        .route("/jobs/{name}/kill", post(kill_job))
+        .route("/jobs/{name}/run", post(run_job))
+        .route("/jobs/{name}/pause", post(pause_job))
+        .route("/jobs/{name}/resume", post(resume_job))
+        .route("/jobs/{name}/runs", get(list_runs))
+        .route("/jobs/{name}/runs/{run_id}", get(get_run))
+        .route("/workers", get(list_workers))
+        .route("/cron/preview", get(preview))
+        .fallback(not_found)
+}
+
+/// Largest page of jobs or runs.
+pub const MAX_PAGE_SIZE: u64 = 500;
+const DEFAULT_PAGE_SIZE: u64 = 50;
+
+#[derive(Debug)]
+pub enum V1Error {
+    BadRequest {
+        field: Option<String>,
+        message: String,
+    },
+    NotFound(String),
+    Conflict(String),
+    Invalid(JobError),
+    Internal(StoreError),
+}
+
+impl From<StoreError> for V1Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => {
+                V1Error::Conflict("the job changed meanwhile; try again".into())
+            }
+            other => V1Error::Internal(other),
+        }
+    }
+}
+
+impl IntoResponse for V1Error {
+    fn into_response(self) -> Response {
+        let (status, field, message) = match self {
+            V1Error::BadRequest { field, message } => (StatusCode::BAD_REQUEST, field, message),
+            V1Error::NotFound(m) => (StatusCode::NOT_FOUND, None, m),
+            V1Error::Conflict(m) => (StatusCode::CONFLICT, None, m),
+            V1Error::Invalid(e) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(e.field.to_string()),
+                e.reason,
+            ),
+            V1Error::Internal(cause) => {
+                tracing::error!(error = %cause, "api request failed in a backing store");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    None,
+                    "storage unavailable, try again".to_string(),
+                )
+            }
+        };
+        let body =
+            json!({ "error": { "status": status.as_u16(), "field": field, "message": message } });
+        (status, Json(body)).into_response()
+    }
+}
+
+type V1Result<T> = Result<T, V1Error>;
+
+async fn not_found() -> V1Error {
+    V1Error::NotFound("no such API endpoint".into())
+}
+
+fn name_of(raw: &str) -> V1Result<JobName> {
+    JobName::parse(raw).map_err(|e| V1Error::BadRequest {
+        field: Some("name".into()),
+        message: e.reason,
+    })
+}
+
+fn query(
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> V1Result<HashMap<String, String>> {
+    q.map(|Query(m)| m).map_err(|e| V1Error::BadRequest {
+        field: None,
+        message: e.body_text(),
+    })
+}
+
+/// `page` (1-based) and `pageSize` (1..=500) from the query string.
+fn paging(q: &HashMap<String, String>) -> V1Result<(u64, u64)> {
+    let number = |field: &str, default: u64, max: u64| -> V1Result<u64> {
+        match q.get(field).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(V1Error::BadRequest {
+                    field: Some(field.into()),
+                    message: format!("{v:?} is not a whole number in 1..={max}"),
+                }),
+            },
+        }
+    };
+    Ok((
+        number("page", 1, u64::MAX / MAX_PAGE_SIZE)?,
+        number("pageSize", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?,
+    ))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+    pub page: u64,
+    pub page_size: u64,
+}
+
+/// A job with what the fleet knows about it now.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    #[serde(flatten)]
+    pub spec: JobSpec,
+    /// Runs in progress in the fleet.
+    pub running: u32,
+    /// The next fire times (UTC, epoch ms), none while paused.
+    pub next_fire_times: Vec<i64>,
+}
+
+fn view(spec: JobSpec, running: u32) -> JobView {
+    let next_fire_times = match Job::from_spec(&spec) {
+        Ok(job) if !job.paused => job
+            .schedule
+            .upcoming(chrono::Utc::now(), 3)
+            .iter()
+            .map(|t| t.timestamp_millis())
+            .collect(),
+        _ => Vec::new(),
+    };
+    JobView {
+        spec,
+        running,
+        next_fire_times,
+    }
+}
+
+async fn list_jobs(
+    State(state): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> V1Result<Json<Page<JobView>>> {
+    let q = query(q)?;
+    let (page, page_size) = paging(&q)?;
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    let mut jobs: Vec<JobSpec> = state
+        .store
+        .list_jobs()
+        .await?
+        .into_iter()
+        .filter(|j| j.name.starts_with(&prefix))
+        .collect();
+    jobs.sort_by(|a, b| a.name.cmp(&b.name));
+    let running = state.store.running_counts().await?;
+    let total = jobs.len() as u64;
+    let items = jobs
+        .into_iter()
+        .skip(((page - 1) * page_size) as usize)
+        .take(page_size as usize)
+        .map(|spec| {
+            let n = running.get(&spec.name).copied().unwrap_or(0);
+            view(spec, n)
+        })
+        .collect();
+    Ok(Json(Page {
+        items,
+        total,
+        page,
+        page_size,
+    }))
+}
+
+async fn get_job(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> V1Result<Json<JobView>> {
+    let name = name_of(&name)?;
+    let spec = state
+        .store
+        .get_job(&name)
+        .await?
+        .ok_or_else(|| V1Error::NotFound(format!("no job named {name}")))?;
+    let running = state.store.running_counts().await?;
+    let n = running.get(name.as_str()).copied().unwrap_or(0);
+    Ok(Json(view(spec, n)))
+}
+
+/// Creates (201) or replaces (200) a job. The path names the job; a `name`
+/// in the body must agree.
+async fn put_job(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> V1Result<Response> {
+    let name = name_of(&name)?;
+    let mut object = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(V1Error::BadRequest {
+                field: None,
+                message: "the body must be a JSON object".into(),
+            })
+        }
+        Err(e) => {
+            return Err(V1Error::BadRequest {
+                field: None,
+                message: format!("the body is not valid JSON: {e}"),
+            })
+        }
+    };
+    match object.get("name") {
+        None => {
+            object.insert("name".into(), Value::String(name.to_string()));
+        }
+        Some(Value::String(n)) if n == name.as_str() => {}
+        Some(other) => {
+            return Err(V1Error::BadRequest {
+                field: Some("name".into()),
+                message: format!("{other} differs from the job name in the path ({name})"),
+            })
+        }
+    }
+    let job = Job::from_json(&Value::Object(object).to_string()).map_err(V1Error::Invalid)?;
+    let previous = state.store.save_job(&job).await?;
+    tracing::info!(job = %job.name, created = previous.is_none(), "job saved (api)");
+    let status = if previous.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(view(job.to_spec(), 0))).into_response())
+}
+
+async fn delete_job(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> V1Result<StatusCode> {
+    let name = name_of(&name)?;
+    match state.store.delete_job(&name).await? {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(V1Error::NotFound(format!("no job named {name}"))),
+    }
+}
+
+async fn existing(state: &AppState, name: &str) -> V1Result<JobName> {
+    let name = name_of(name)?;
+    match state.store.get_job(&name).await? {
+        Some(_) => Ok(name),
+        None => Err(V1Error::NotFound(format!("no job named {name}"))),
+    }
+}
+
+async fn kill_job(State(state): State<AppState>, Path(name): Path<String>) -> V1Result<StatusCode> {
+    let name = existing(&state, &name).await?;
+    state.store.request_kill(&name).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn run_job(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> V1Result<(StatusCode, Json<Value>)> {
+    let name = name_of(&name)?;
+    let (requested_at, request) = state
+        .store
+        .request_run(&name)
+        .await?
+        .ok_or_else(|| V1Error::NotFound(format!("no job named {name}")))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "requestedAt": requested_at, "request": request })),
+    ))
+}
+
+async fn set_paused(state: AppState, name: String, paused: bool) -> V1Result<Json<JobView>> {
+    let name = name_of(&name)?;
+    let spec = state
+        .store
+        .set_paused(&name, paused)
+        .await?
+        .ok_or_else(|| V1Error::NotFound(format!("no job named {name}")))?;
+    Ok(Json(view(spec, 0)))
+}
+
+async fn pause_job(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> V1Result<Json<JobView>> {
+    set_paused(state, name, true).await
+}
+
+async fn resume_job(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> V1Result<Json<JobView>> {
+    set_paused(state, name, false).await
+}
+
+/// A job's runs, newest first, without their output (see the run itself).
+async fn list_runs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> V1Result<Json<Page<LogRecord>>> {
+    let name = name_of(&name)?;
+    let (page, page_size) = paging(&query(q)?)?;
+    let total = state.store.count_job_logs(&name).await?;
+    let mut items = state
+        .store
+        .job_logs(&name, (page - 1) * page_size, page_size as i64)
+        .await?;
+    for r in &mut items {
+        r.output.clear();
+    }
+    Ok(Json(Page {
+        items,
+        total,
+        page,
+        page_size,
+    }))
+}
+
+/// One run with its inline output (the whole output is `GET /job/output`).
+async fn get_run(
+    State(state): State<AppState>,
+    Path((name, run_id)): Path<(String, String)>,
+) -> V1Result<Json<LogRecord>> {
+    let name = name_of(&name)?;
+    state
+        .store
+        .run_record(&name, &run_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| V1Error::NotFound(format!("no run {run_id:?} of job {name}")))
+}
+
+async fn list_workers(State(state): State<AppState>) -> V1Result<Json<Vec<WorkerInfo>>> {
+    let mut workers = state.store.worker_infos().await?;
+    workers.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Json(workers))
+}
+
+/// The next `count` (1..=50, default 5) fire times of a cron expression in a
+/// time zone, for the job form to show while the operator types.
+async fn preview(
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> V1Result<Json<Value>> {
+    let q = query(q)?;
+    let expr = q.get("expr").ok_or_else(|| V1Error::BadRequest {
+        field: Some("expr".into()),
+        message: "query parameter is missing".into(),
+    })?;
+    let count = match q.get("count") {
+        None => 5,
+        Some(c) => c
+            .parse::<usize>()
+            .ok()
+            .filter(|c| (1..=50).contains(c))
+            .ok_or_else(|| V1Error::BadRequest {
+                field: Some("count".into()),
+                message: format!("{c:?} is not a whole number in 1..=50"),
+            })?,
+    };
+    let mut schedule = CronSchedule::parse(expr).map_err(|e| {
+        V1Error::Invalid(JobError {
+            field: "cronExpr",
+            reason: e.to_string(),
+        })
+    })?;
+    if let Some(zone) = q.get("timezone").filter(|z| !z.is_empty()) {
+        let tz: chrono_tz::Tz = zone.parse().map_err(|_| {
+            V1Error::Invalid(JobError {
+                field: "timezone",
+                reason: format!("{zone:?} is not an IANA time zone name"),
+            })
+        })?;
+        schedule = schedule.in_timezone(tz);
+    }
+    let times = schedule.upcoming(chrono::Utc::now(), count);
+    Ok(Json(json!({
+        "fireTimes": times.iter().map(|t| t.timestamp_millis()).collect::<Vec<_>>(),
+        "fireTimesUtc": times.iter().map(|t| t.to_rfc3339()).collect::<Vec<_>>(),
+    })))
+}

@@ -1,0 +1,299 @@
+//! The JSON API under /api/v1: every endpoint, error cases, paging edges.
+
+use std::time::Duration;
+
+use gdts_tests::{once_soon, wait_until, Cluster};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base));
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        };
+        Ok((status, value))
+    }
+    async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+    async fn put(&self, path: &str, body: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+    async fn post(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(reqwest::Method::POST, path, None).await
+    }
+    async fn delete(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+fn assert_error(resp: &(StatusCode, Value), status: StatusCode, field: Option<&str>) {
+    assert_eq!(resp.0, status, "{}", resp.1);
+    assert_eq!(resp.1["error"]["status"], status.as_u16(), "{}", resp.1);
+    if let Some(f) = field {
+        assert_eq!(resp.1["error"]["field"], f, "{}", resp.1);
+    }
+    assert!(
+        !resp.1["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{}",
+        resp.1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_runs_workers_and_preview() -> anyhow::Result<()> {
+    let c = Cluster::with_workers("api_v1", &["w1"]).await?;
+    let api = Api {
+        base: c.manager_url.clone(),
+        http: reqwest::Client::new(),
+    };
+
+    // Create (201), replace (200), read back.
+    let job = json!({"command": "echo v1", "cronExpr": once_soon(3), "timezone": "Europe/Berlin"});
+    let r = api.put("/jobs/alpha", &job.to_string()).await?;
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    assert_eq!(r.1["name"], "alpha");
+    let r = api.put("/jobs/alpha", &job.to_string()).await?;
+    assert_eq!(r.0, StatusCode::OK);
+    let r = api.get("/jobs/alpha").await?;
+    assert_eq!(r.0, StatusCode::OK);
+    assert_eq!(
+        (r.1["command"].clone(), r.1["timezone"].clone()),
+        (json!("echo v1"), json!("Europe/Berlin"))
+    );
+    assert_eq!(r.1["nextFireTimes"].as_array().unwrap().len(), 3);
+    assert_eq!(r.1["running"], 0);
+
+    // Errors: 404, 400 (bad name, bad JSON, name mismatch), 422 naming the field.
+    assert_error(&api.get("/jobs/nope").await?, StatusCode::NOT_FOUND, None);
+    assert_error(
+        &api.get("/jobs/a%20b").await?,
+        StatusCode::BAD_REQUEST,
+        Some("name"),
+    );
+    assert_error(
+        &api.put("/jobs/alpha", "{not json").await?,
+        StatusCode::BAD_REQUEST,
+        None,
+    );
+    assert_error(
+        &api.put("/jobs/alpha", "[1]").await?,
+        StatusCode::BAD_REQUEST,
+        None,
+    );
+    assert_error(
+        &api.put(
+            "/jobs/alpha",
+            r#"{"name":"beta","command":"x","cronExpr":"* * * * *"}"#,
+        )
+        .await?,
+        StatusCode::BAD_REQUEST,
+        Some("name"),
+    );
+    assert_error(
+        &api.put(
+            "/jobs/alpha",
+            r#"{"command":"x","cronExpr":"61 * * * * *"}"#,
+        )
+        .await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("cronExpr"),
+    );
+    assert_error(
+        &api.put(
+            "/jobs/alpha",
+            r#"{"command":"x","cronExpr":"* * * * *","overlap":"maybe"}"#,
+        )
+        .await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("overlap"),
+    );
+    assert_error(
+        &api.put("/jobs/alpha", r#"{"cronExpr":"* * * * *"}"#)
+            .await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("command"),
+    );
+    assert_error(
+        &api.get("/no/such/thing").await?,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+
+    // Listing: paged, filtered by prefix, sorted by name.
+    for n in ["beta-1", "beta-2", "beta-3", "gamma"] {
+        let body = json!({"command": "true", "cronExpr": "@yearly"}).to_string();
+        assert_eq!(
+            api.put(&format!("/jobs/{n}"), &body).await?.0,
+            StatusCode::CREATED
+        );
+    }
+    let r = api.get("/jobs?prefix=beta&page=2&pageSize=2").await?;
+    assert_eq!(r.0, StatusCode::OK);
+    assert_eq!(
+        (
+            r.1["total"].clone(),
+            r.1["page"].clone(),
+            r.1["pageSize"].clone()
+        ),
+        (json!(3), json!(2), json!(2))
+    );
+    let names: Vec<&str> = r.1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["beta-3"]);
+    let r = api.get("/jobs?page=9").await?;
+    assert_eq!(
+        (r.0, r.1["items"].clone(), r.1["total"].clone()),
+        (StatusCode::OK, json!([]), json!(5))
+    );
+    assert_error(
+        &api.get("/jobs?pageSize=0").await?,
+        StatusCode::BAD_REQUEST,
+        Some("pageSize"),
+    );
+    assert_error(
+        &api.get("/jobs?pageSize=501").await?,
+        StatusCode::BAD_REQUEST,
+        Some("pageSize"),
+    );
+    assert_error(
+        &api.get("/jobs?page=x").await?,
+        StatusCode::BAD_REQUEST,
+        Some("page"),
+    );
+
+    // Pause / resume / run / kill.
+    let r = api.post("/jobs/gamma/pause").await?;
+    assert_eq!(
+        (r.0, r.1["paused"].clone(), r.1["nextFireTimes"].clone()),
+        (StatusCode::OK, json!(true), json!([]))
+    );
+    let r = api.post("/jobs/gamma/resume").await?;
+    assert_eq!((r.0, r.1.get("paused").cloned()), (StatusCode::OK, None));
+    let r = api.post("/jobs/gamma/run").await?;
+    assert_eq!(r.0, StatusCode::ACCEPTED);
+    assert!(r.1["request"].is_string());
+    assert_eq!(api.post("/jobs/gamma/kill").await?.0, StatusCode::ACCEPTED);
+    for action in ["pause", "resume", "run", "kill"] {
+        assert_error(
+            &api.post(&format!("/jobs/nope/{action}")).await?,
+            StatusCode::NOT_FOUND,
+            None,
+        );
+    }
+
+    // Runs of alpha: paged, newest first, and one with its output.
+    wait_until("alpha to run", Duration::from_secs(20), || async {
+        api.get("/jobs/alpha/runs")
+            .await
+            .map(|r| r.1["total"] == 1)
+            .unwrap_or(false)
+    })
+    .await?;
+    let r = api.get("/jobs/alpha/runs?page=1&pageSize=10").await?;
+    let run = r.1["items"][0].clone();
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["output"], "", "lists leave the output out");
+    let run_id = run["runId"].as_str().unwrap().to_string();
+    let path = format!("/jobs/alpha/runs/{}", urlencode(&run_id));
+    let r = api.get(&path).await?;
+    assert_eq!(
+        (r.0, r.1["output"].clone()),
+        (StatusCode::OK, json!("v1\n"))
+    );
+    assert_error(
+        &api.get("/jobs/alpha/runs/nope").await?,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    let r = api.get("/jobs/alpha/runs?page=2&pageSize=1").await?;
+    assert_eq!(
+        (r.1["items"].clone(), r.1["total"].clone()),
+        (json!([]), json!(1))
+    );
+
+    // Workers with their details.
+    let r = api.get("/workers").await?;
+    let w = &r.1.as_array().unwrap()[0];
+    assert_eq!(w["id"], "w1");
+    for field in ["hostname", "version", "startTime", "running", "lastSeen"] {
+        assert!(w.get(field).is_some(), "worker lacks {field}: {w}");
+    }
+    assert!(w["lastSeen"].as_i64().unwrap() >= w["startTime"].as_i64().unwrap());
+
+    // Preview of fire times while typing.
+    let r = api
+        .get("/cron/preview?expr=0%200%209%20*%20*%20MON-FRI&timezone=America/New_York&count=3")
+        .await?;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    assert_eq!(r.1["fireTimes"].as_array().unwrap().len(), 3);
+    assert_error(
+        &api.get("/cron/preview?expr=nonsense").await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("cronExpr"),
+    );
+    assert_error(
+        &api.get("/cron/preview?expr=@daily&timezone=Nowhere")
+            .await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("timezone"),
+    );
+    assert_error(
+        &api.get("/cron/preview?expr=@daily&count=0").await?,
+        StatusCode::BAD_REQUEST,
+        Some("count"),
+    );
+    assert_error(
+        &api.get("/cron/preview").await?,
+        StatusCode::BAD_REQUEST,
+        Some("expr"),
+    );
+
+    // Delete: 204, then 404.
+    assert_eq!(api.delete("/jobs/alpha").await?.0, StatusCode::NO_CONTENT);
+    assert_error(
+        &api.delete("/jobs/alpha").await?,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    Ok(())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{name}/runs/{run_id}", get(get_run))
         .route("/workers", get(list_workers))
         .route("/cron/preview", get(preview))
+        .route("/events", get(crate::events::events))
         .fallback(not_found)
 }
 

@@ -4,6 +4,7 @@
 mod api;
 mod api_v1;
 mod config;
+mod events;
 mod outputs;
 mod store;
 

@@ -289,6 +289,34 @@ impl Store {
             .collect())
     }
 
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn etcd(&self) -> Client {
+        self.etcd.clone()
+    }
+
+    /// The status of run `run` (a `RunKey` string) of `job`, if its record
+    /// has been written.
+    pub async fn status_of_run(
+        &self,
+        job: &JobName,
+        tick_ms: i64,
+        run: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let attempt: i64 = run
+            .rsplit_once(".a")
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or(1);
+        let doc = self
+            .logs
+            .find_one(doc! { "jobName": job.as_str(), "planTime": tick_ms, "attempt": attempt })
+            .sort(doc! { "endTime": -1 })
+            .await?;
+        Ok(doc.and_then(|d| d.get_str("status").ok().map(str::to_string)))
+    }
+
     /// How many runs a job has on record.
     pub async fn count_job_logs(&self, name: &JobName) -> Result<u64, StoreError> {
         Ok(self

@@ -749,6 +749,21 @@ pub async fn containers_of(
     Ok(docker.list_containers(Some(options)).await?)
 }
 
+/// Waits until no container of this test's prefix is left.
+pub async fn wait_for_no_containers(
+    docker: &bollard::Docker,
+    prefix: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    wait_until("containers to be removed", timeout, || async {
+        containers_of(docker, prefix)
+            .await
+            .map(|v| v.is_empty())
+            .unwrap_or(false)
+    })
+    .await
+}
+
 /// Saves any job JSON through `/job/save`, failing on `errno` != 0.
 pub async fn save_job_json(cluster: &Cluster, job: &Value) -> anyhow::Result<()> {
     let resp = cluster

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use gdts_tests::{
-    containers_of, docker_or_skip, once_soon, records_of, save_job_json, wait_until, Cluster,
-    WorkerOptions, JOB_IMAGE,
+    containers_of, docker_or_skip, once_soon, records_of, save_job_json, wait_for_no_containers,
+    wait_until, Cluster, WorkerOptions, JOB_IMAGE,
 };
 use mongodb::bson::Document;
 use serde_json::json;
@@ -90,17 +90,7 @@ async fn container_runs_and_failures_are_logged() -> anyhow::Result<()> {
     );
 
     // Nothing is left behind.
-    wait_until(
-        "containers to be removed",
-        Duration::from_secs(10),
-        || async {
-            containers_of(&docker, &c.prefix)
-                .await
-                .map(|v| v.is_empty())
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    wait_for_no_containers(&docker, &c.prefix, Duration::from_secs(10)).await?;
     Ok(())
 }
 
@@ -183,16 +173,6 @@ async fn a_restarted_worker_removes_the_containers_it_left_behind() -> anyhow::R
     assert_eq!(containers_of(&docker, &c.prefix).await?.len(), 1);
     // Its next life (same id) cleans up before running anything.
     c.start_worker("w1", WorkerOptions::default())?;
-    wait_until(
-        "the leftover container to be removed",
-        Duration::from_secs(20),
-        || async {
-            containers_of(&docker, &c.prefix)
-                .await
-                .map(|v| v.is_empty())
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    wait_for_no_containers(&docker, &c.prefix, Duration::from_secs(20)).await?;
     Ok(())
 }

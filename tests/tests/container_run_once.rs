@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use gdts_tests::{
-    containers_of, docker_or_skip, every_second_scenario, wait_until, Cluster, JOB_IMAGE,
+    docker_or_skip, every_second_scenario, wait_for_no_containers, Cluster, JOB_IMAGE,
 };
 use serde_json::json;
 
@@ -18,16 +18,6 @@ async fn container_ticks_run_exactly_once_across_three_workers() -> anyhow::Resu
     })
     .await?;
     report.assert_exactly_once(3 * 10);
-    wait_until(
-        "containers to be removed",
-        Duration::from_secs(10),
-        || async {
-            containers_of(&docker, &c.prefix)
-                .await
-                .map(|v| v.is_empty())
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    wait_for_no_containers(&docker, &c.prefix, Duration::from_secs(10)).await?;
     Ok(())
 }

@@ -44,6 +44,20 @@ pub struct ClaimRequest<'a> {
     pub now_ms: i64,
 }
 
+impl<'a> ClaimRequest<'a> {
+    /// A claim under the job's overlap policy, without the catch-up compare.
+    pub fn new(job: &'a gdts_common::Job, job_revision: i64, run: &'a RunKey, now_ms: i64) -> Self {
+        ClaimRequest {
+            job: &job.name,
+            job_revision,
+            run,
+            overlap: job.policy.overlap,
+            catch_up: false,
+            now_ms,
+        }
+    }
+}
+
 /// Claims for one worker. Claim keys share a lease opened every
 /// `CLAIM_LEASE_ROTATION`, never kept alive, whose TTL lets each claim live at
 /// least `CLAIM_TTL`. Running keys use the worker's registration lease, so they

@@ -135,12 +135,8 @@ async fn catch_up_one(
     };
     let run = RunKey::scheduled(tick_ms);
     let request = ClaimRequest {
-        job: &job.name,
-        job_revision: due.job_revision,
-        run: &run,
-        overlap: job.policy.overlap,
         catch_up: age > CATCH_UP_KEY_SAFE_AGE,
-        now_ms: now_ms(),
+        ..ClaimRequest::new(job, due.job_revision, &run, now_ms())
     };
     match claim(ctx, &request).await? {
         Claim::Won { revision } => {
@@ -203,14 +199,7 @@ async fn run_with_retries(
             return;
         }
     }
-    let request = ClaimRequest {
-        job: &job.name,
-        job_revision,
-        run: &run,
-        overlap: job.policy.overlap,
-        catch_up: false,
-        now_ms: now.timestamp_millis(),
-    };
+    let request = ClaimRequest::new(job, job_revision, &run, now.timestamp_millis());
     match claim(ctx, &request).await {
         Some(Claim::Won { revision }) => {
             execute_and_retry(ctx, job, job_revision, run, trigger, revision).await
@@ -247,14 +236,7 @@ async fn execute_and_retry(
             _ = tokio::time::sleep(wait) => {}
         }
         run = run.next_attempt();
-        let request = ClaimRequest {
-            job: &job.name,
-            job_revision,
-            run: &run,
-            overlap: job.policy.overlap,
-            catch_up: false,
-            now_ms: now_ms(),
-        };
+        let request = ClaimRequest::new(job, job_revision, &run, now_ms());
         match claim(ctx, &request).await {
             Some(Claim::Won { revision }) => claim_revision = revision,
             Some(Claim::Skipped { revision }) => {

@@ -67,7 +67,7 @@ pub struct JobError {
 /// Field names follow the original system (`cronExpr`); the container fields
 /// are left out of the JSON when unset, so a shell job looks exactly as in
 /// the original.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobSpec {
     pub name: String,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// MongoDB collection holding run records.
 pub const LOG_COLLECTION: &str = "job_logs";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogRecord {
     /// Unique per run: `{job}@{tick_ms}#{claim_revision}`. Also the document

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A live worker's registration, under its kept-alive lease.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerInfo {
     pub id: String,

@@ -11,7 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use gdts_common::job::JobError;
 use gdts_common::log_record::LogRecord;
@@ -19,25 +19,63 @@ use gdts_common::values::WorkerInfo;
 use gdts_common::{CronSchedule, Job, JobName, JobSpec};
 use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::AppState;
 use crate::store::StoreError;
 
-/// Routes relative to `/api/v1` (see `api::router`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "GDTS API", description = "Jobs, runs and workers of a GDTS cluster."),
+    servers((url = "/api/v1")),
+    components(schemas(ApiError, ApiErrorBody))
+)]
+struct ApiDoc;
+
+/// Routes relative to `/api/v1` (see `api::router`), and the OpenAPI
+/// document generated from the same handler annotations, so the two cannot
+/// drift apart. The document is served at `/api/v1/openapi.json`.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/jobs", get(list_jobs))
-        .route("/jobs/{name}", get(get_job).put(put_job).delete(delete_job))
-        .route("/jobs/{name}/kill", post(kill_job))
-        .route("/jobs/{name}/run", post(run_job))
-        .route("/jobs/{name}/pause", post(pause_job))
-        .route("/jobs/{name}/resume", post(resume_job))
-        .route("/jobs/{name}/runs", get(list_runs))
-        .route("/jobs/{name}/runs/{run_id}", get(get_run))
-        .route("/workers", get(list_workers))
-        .route("/cron/preview", get(preview))
-        .route("/events", get(crate::events::events))
+    let (router, doc) = OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job, put_job, delete_job))
+        .routes(routes!(kill_job))
+        .routes(routes!(run_job))
+        .routes(routes!(pause_job))
+        .routes(routes!(resume_job))
+        .routes(routes!(list_runs))
+        .routes(routes!(get_run))
+        .routes(routes!(list_workers))
+        .routes(routes!(preview))
+        .routes(routes!(crate::events::events))
+        .split_for_parts();
+    let doc = std::sync::Arc::new(doc);
+    router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
         .fallback(not_found)
+}
+
+/// The error body of every failed `/api/v1` request.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the JSON built in `IntoResponse for V1Error`
+struct ApiError {
+    error: ApiErrorBody,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ApiErrorBody {
+    status: u16,
+    /// The request field at fault, when there is one.
+    field: Option<String>,
+    message: String,
 }
 
 /// Largest page of jobs or runs.
@@ -135,7 +173,7 @@ fn paging(q: &HashMap<String, String>) -> V1Result<(u64, u64)> {
     ))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -145,7 +183,7 @@ pub struct Page<T> {
 }
 
 /// A job with what the fleet knows about it now.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     #[serde(flatten)]
@@ -173,6 +211,11 @@ fn view(spec: JobSpec, running: u32) -> JobView {
     }
 }
 
+#[utoipa::path(get, path = "/jobs", tag = "jobs",
+    params(("prefix" = Option<String>, Query, description = "only names starting with this"),
+           ("page" = Option<u64>, Query, description = "1-based page"),
+           ("pageSize" = Option<u64>, Query, description = "1..=500, default 50")),
+    responses((status = 200, body = Page<JobView>), (status = 400, body = ApiError)))]
 async fn list_jobs(
     State(state): State<AppState>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -207,6 +250,8 @@ async fn list_jobs(
     }))
 }
 
+#[utoipa::path(get, path = "/jobs/{name}", tag = "jobs", params(("name" = String, Path)),
+    responses((status = 200, body = JobView), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 async fn get_job(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -224,6 +269,10 @@ async fn get_job(
 
 /// Creates (201) or replaces (200) a job. The path names the job; a `name`
 /// in the body must agree.
+#[utoipa::path(put, path = "/jobs/{name}", tag = "jobs", params(("name" = String, Path)),
+    request_body(content = JobSpec, description = "the job; `name` may be left out"),
+    responses((status = 200, body = JobView, description = "replaced"), (status = 201, body = JobView, description = "created"),
+              (status = 400, body = ApiError), (status = 422, body = ApiError, description = "invalid job; `field` names the field")))]
 async fn put_job(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -268,6 +317,8 @@ async fn put_job(
     Ok((status, Json(view(job.to_spec(), 0))).into_response())
 }
 
+#[utoipa::path(delete, path = "/jobs/{name}", tag = "jobs", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = ApiError)))]
 async fn delete_job(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -287,12 +338,16 @@ async fn existing(state: &AppState, name: &str) -> V1Result<JobName> {
     }
 }
 
+#[utoipa::path(post, path = "/jobs/{name}/kill", tag = "jobs", params(("name" = String, Path)),
+    responses((status = 202, description = "every run in progress is being killed"), (status = 404, body = ApiError)))]
 async fn kill_job(State(state): State<AppState>, Path(name): Path<String>) -> V1Result<StatusCode> {
     let name = existing(&state, &name).await?;
     state.store.request_kill(&name).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
+#[utoipa::path(post, path = "/jobs/{name}/run", tag = "jobs", params(("name" = String, Path)),
+    responses((status = 202, description = "`{requestedAt, request}`: one run now, subject to overlap"), (status = 404, body = ApiError)))]
 async fn run_job(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -319,6 +374,8 @@ async fn set_paused(state: AppState, name: String, paused: bool) -> V1Result<Jso
     Ok(Json(view(spec, 0)))
 }
 
+#[utoipa::path(post, path = "/jobs/{name}/pause", tag = "jobs", params(("name" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 async fn pause_job(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -326,6 +383,8 @@ async fn pause_job(
     set_paused(state, name, true).await
 }
 
+#[utoipa::path(post, path = "/jobs/{name}/resume", tag = "jobs", params(("name" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 async fn resume_job(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -334,6 +393,9 @@ async fn resume_job(
 }
 
 /// A job's runs, newest first, without their output (see the run itself).
+#[utoipa::path(get, path = "/jobs/{name}/runs", tag = "runs",
+    params(("name" = String, Path), ("page" = Option<u64>, Query), ("pageSize" = Option<u64>, Query)),
+    responses((status = 200, body = Page<LogRecord>, description = "newest first, without output"), (status = 400, body = ApiError)))]
 async fn list_runs(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -358,6 +420,9 @@ async fn list_runs(
 }
 
 /// One run with its inline output (the whole output is `GET /job/output`).
+#[utoipa::path(get, path = "/jobs/{name}/runs/{run_id}", tag = "runs",
+    params(("name" = String, Path), ("run_id" = String, Path)),
+    responses((status = 200, body = LogRecord), (status = 404, body = ApiError)))]
 async fn get_run(
     State(state): State<AppState>,
     Path((name, run_id)): Path<(String, String)>,
@@ -371,6 +436,7 @@ async fn get_run(
         .ok_or_else(|| V1Error::NotFound(format!("no run {run_id:?} of job {name}")))
 }
 
+#[utoipa::path(get, path = "/workers", tag = "workers", responses((status = 200, body = Vec<WorkerInfo>)))]
 async fn list_workers(State(state): State<AppState>) -> V1Result<Json<Vec<WorkerInfo>>> {
     let mut workers = state.store.worker_infos().await?;
     workers.sort_by(|a, b| a.id.cmp(&b.id));
@@ -379,6 +445,9 @@ async fn list_workers(State(state): State<AppState>) -> V1Result<Json<Vec<Worker
 
 /// The next `count` (1..=50, default 5) fire times of a cron expression in a
 /// time zone, for the job form to show while the operator types.
+#[utoipa::path(get, path = "/cron/preview", tag = "jobs",
+    params(("expr" = String, Query), ("timezone" = Option<String>, Query), ("count" = Option<usize>, Query, description = "1..=50, default 5")),
+    responses((status = 200, description = "`{fireTimes, fireTimesUtc}`"), (status = 400, body = ApiError), (status = 422, body = ApiError)))]
 async fn preview(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> V1Result<Json<Value>> {

@@ -28,6 +28,10 @@ use serde_json::json;
 
 use crate::api::AppState;
 
+#[utoipa::path(get, path = "/events", tag = "events",
+    params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
+    responses((status = 200, content_type = "text/event-stream",
+        description = "job.saved, job.deleted, run.started, run.finished, worker.joined, worker.updated, worker.left, reset")))]
 pub async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,

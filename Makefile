@@ -31,7 +31,7 @@ tf-check:
 # for the CPU. The images are built from the debug binaries.
 test: build lint tf-check docker-up
 	GDTS_IMAGE_PROFILE=dev scripts/images.sh
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 # Docker is optional for dev: without it container jobs fail with a message.
 dev: build

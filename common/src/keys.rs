@@ -8,7 +8,7 @@
 //! | `{p}claims/{job}/{tick_ms:020}`  | `ClaimRecord` JSON    | a claim lease, never renewed |
 //! | `{p}kill/{job}`                  | `KillRequest` JSON    | a short lease, never renewed |
 //! | `{p}running/{job}/{run}`         | `RunningRecord` JSON  | the running worker's lease   |
-//! | `{p}last/{job}`                  | highest claimed scheduled tick, 20 digits | none |
+//! | `{p}high-water/{job}`            | highest claimed scheduled tick, 20 digits | none |
 //! | `{p}run-now/{job}/{request}`     | `RunNowRequest` JSON  | a short lease, never renewed |
 //!
 //! `{run}` is a [`RunKey`]: the tick zero-padded to 20 digits (so key order is
@@ -109,7 +109,7 @@ impl Keys {
 
     /// The watermark: the highest scheduled tick ever claimed for the job.
     pub fn last_tick(&self, name: &JobName) -> String {
-        format!("{}last/{}", self.prefix, name)
+        format!("{}high-water/{}", self.prefix, name)
     }
 
     pub fn run_now_prefix(&self) -> String {
@@ -143,6 +143,14 @@ impl Keys {
 
     pub fn parse_kill_key(&self, key: &[u8]) -> Option<JobName> {
         self.parse_name_under(key, &self.kill_prefix())
+    }
+
+    /// The key range `[start, end)` the manager's event stream watches: from
+    /// `jobs/` to the end of `workers/`. It holds `jobs/`, `kill/`, `run-now/`,
+    /// `running/` and `workers/`, and leaves out the busy `claims/` and
+    /// `high-water/` keys, which sort before `jobs/`.
+    pub fn event_range(&self) -> (String, Vec<u8>) {
+        (self.jobs_prefix(), prefix_range_end(&self.workers_prefix()))
     }
 
     fn parse_name_under(&self, key: &[u8], under: &str) -> Option<JobName> {
@@ -278,6 +286,26 @@ mod tests {
         let k = Keys::new("/p/");
         let n = JobName::parse("j").unwrap();
         assert!(k.claim(&n, 999) < k.claim(&n, 1000));
+    }
+
+    #[test]
+    fn the_event_range_holds_exactly_what_the_event_stream_reports() {
+        let k = Keys::new("/p/");
+        let n = JobName::parse("j").unwrap();
+        let (start, end) = k.event_range();
+        let inside = |key: &str| key >= start.as_str() && key.as_bytes() < end.as_slice();
+        for key in [
+            k.job(&n),
+            k.kill(&n),
+            k.run_now(&n, "1-a"),
+            k.running(&n, &RunKey::scheduled(1)),
+            k.worker("w"),
+        ] {
+            assert!(inside(&key), "{key} should be watched");
+        }
+        for key in [k.claim(&n, 1), k.last_tick(&n)] {
+            assert!(!inside(&key), "{key} should not be watched");
+        }
     }
 
     #[test]

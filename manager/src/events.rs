@@ -43,23 +43,23 @@ pub async fn events(
     let keys = state.store.keys().clone();
     let etcd = state.store.etcd();
     let store = state.store.clone();
-    let prefixes = [
-        keys.jobs_prefix(),
-        keys.running_all_prefix(),
-        keys.workers_prefix(),
-    ];
-    let mut watches = Vec::new();
-    for prefix in prefixes {
-        let mut options = WatchOptions::new().with_prefix();
-        if let Some(rev) = resume_after {
-            options = options.with_start_revision(rev + 1);
-        }
-        match etcd.clone().watch(prefix.as_str(), Some(options)).await {
-            Ok(w) => watches.push(w),
-            Err(e) => tracing::warn!(error = %e, "event stream: watch failed"),
-        }
+    // One watcher over the range from `jobs/` to the end of `workers/`: etcd
+    // delivers one watcher's events in revision order, so event ids only
+    // grow and a resumed client misses nothing and sees nothing twice. (The
+    // busy `claims/` and `high-water/` keys sort before `jobs/`, outside it.)
+    let (start, end) = keys.event_range();
+    let mut options = WatchOptions::new().with_range(end);
+    if let Some(rev) = resume_after {
+        options = options.with_start_revision(rev + 1);
     }
-    let merged = stream::select_all(watches.into_iter().map(|w| watch_messages(w).boxed()));
+    let watch = match etcd.clone().watch(start, Some(options)).await {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "event stream: watch failed");
+            None
+        }
+    };
+    let merged = stream::iter(watch).flat_map(watch_messages);
     let events = merged.then(move |item| {
         let keys = keys.clone();
         let store = store.clone();

@@ -89,7 +89,7 @@ async fn old_ticks_are_caught_up_only_above_the_watermark() -> anyhow::Result<()
     let mark = (now_ms() - 40_000) / 1000 * 1000;
     let mut etcd = c.etcd.client().await;
     etcd.put(
-        format!("{}last/deep", c.prefix),
+        format!("{}high-water/deep", c.prefix),
         format!("{mark:020}"),
         None,
     )

@@ -1,7 +1,7 @@
 //! Winning a run in etcd. One transaction creates the run's claim key only if
 //! no claim for it exists and the job is still exactly the definition this
 //! worker scheduled (same `mod_revision`, so neither deleted nor changed). In
-//! the same transaction it raises the job's watermark (`last/{job}`), applies
+//! the same transaction it raises the job's watermark (`high-water/{job}`), applies
 //! the overlap policy against the job's `running/` keys, and records the run
 //! as running under this worker's lease. See "The run-once argument" in
 //! ARCHITECTURE.md.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use gdts_tests::{now_ms, Cluster, TickReport, WorkerOptions};
+use gdts_tests::{now_ms, record_key, wait_until, Cluster, TickReport, WorkerOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_during_a_mongo_outage_are_all_logged() -> anyhow::Result<()> {
@@ -57,5 +57,72 @@ async fn runs_during_a_mongo_outage_are_all_logged() -> anyhow::Result<()> {
         report.missing,
         report.duplicated
     );
+    Ok(())
+}
+
+/// Records a worker could not write before it stopped (MongoDB down past
+/// the flush timeout) are spooled to disk and written by its next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_unwritten_at_shutdown_are_spooled_and_replayed() -> anyhow::Result<()> {
+    let mut c = Cluster::start("mongo_spool").await?;
+    let spool_dir = c.dir.path().join("spool");
+    let options = WorkerOptions {
+        env: vec![
+            ("GDTS_LOG_FLUSH_TIMEOUT_MS".into(), "1000".into()),
+            ("GDTS_SPOOL_DIR".into(), spool_dir.display().to_string()),
+        ],
+        ..Default::default()
+    };
+    c.start_worker("w1", options.clone())?;
+    c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
+    c.save_job("spooled", "echo tick", "* * * * * * *").await?;
+    wait_until("first records", Duration::from_secs(15), || async {
+        c.run_records().await.map(|r| r.len() >= 2).unwrap_or(false)
+    })
+    .await?;
+
+    c.mongo.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.delete_job("spooled").await?;
+    assert!(
+        c.worker("w1").terminate(Duration::from_secs(30)),
+        "w1 should stop cleanly after spooling"
+    );
+    let files: Vec<_> = std::fs::read_dir(&spool_dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let spooled: Vec<i64> = std::fs::read_to_string(&files[0])?
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["planTime"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(spooled.len() >= 2, "only {} records spooled", spooled.len());
+
+    c.mongo.start_again().await?;
+    c.start_worker("w1", options)?;
+    wait_until(
+        "the spooled records to be written",
+        Duration::from_secs(30),
+        || async {
+            let Ok(records) = c.run_records().await else {
+                return false;
+            };
+            let have: std::collections::HashSet<i64> =
+                records.iter().map(|d| record_key(d).1).collect();
+            spooled.iter().all(|t| have.contains(t))
+        },
+    )
+    .await?;
+    wait_until(
+        "the spool file to be removed",
+        Duration::from_secs(10),
+        || async { !files[0].exists() },
+    )
+    .await?;
     Ok(())
 }

@@ -19,8 +19,9 @@ pub struct WorkerConfig {
     pub output_limit: usize,
     /// `GDTS_OUTPUT_MAX_BYTES`: most output uploaded per run. Default 268435456.
     pub output_max: u64,
-    /// `GDTS_SPOOL_DIR`: where outputs are spooled before upload. Default the
-    /// system temp dir.
+    /// `GDTS_SPOOL_DIR`: where outputs are spooled before upload, and where
+    /// run records that could not reach MongoDB by shutdown are kept for the
+    /// next start of the same worker id. Default the system temp dir.
     pub spool_dir: std::path::PathBuf,
     pub gcs: Option<GcsConfig>,
     /// `GDTS_KILL_GRACE_MS`: after SIGTERM, how long a killed run's process

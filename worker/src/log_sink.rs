@@ -5,7 +5,12 @@
 //! a finished run waits to hand over its record (the worker slows down, no
 //! record is dropped). Each record's `_id` is its run id, so a batch retried
 //! after a partial success does not write anything twice.
+//!
+//! At shutdown the writer keeps retrying for the flush timeout; what is still
+//! unwritten then goes to a spool file (`gdts-unsent-{worker}-{ms}.jsonl` in
+//! the spool dir), which the next start of the same worker id writes first.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use gdts_common::log_record::{LogRecord, LOG_COLLECTION};
@@ -19,6 +24,15 @@ pub struct SinkConfig {
     pub batch_wait: Duration,
     /// After the channel closes, how long to keep retrying unwritten records.
     pub flush_timeout: Duration,
+    /// Where records that could not be written by shutdown are kept.
+    pub spool_dir: PathBuf,
+    pub worker_id: String,
+}
+
+impl SinkConfig {
+    fn spool_prefix(&self) -> String {
+        format!("gdts-unsent-{}-", self.worker_id)
+    }
 }
 
 /// Runs until every sender is dropped and the buffer is written (or the
@@ -29,6 +43,7 @@ pub async fn run_log_writer(
     config: SinkConfig,
 ) -> usize {
     let collection = db.collection::<Document>(LOG_COLLECTION);
+    replay_spool(&collection, &config).await;
     let mut closed_at: Option<Instant> = None;
     loop {
         let Some(first) = records.recv().await else {
@@ -55,14 +70,27 @@ pub async fn run_log_writer(
                     tracing::warn!(records = docs.len(), error = %e, retry_in = ?backoff, "writing run records failed");
                 }
             }
-            if records.is_closed() && records.is_empty() {
+            // Every sender is gone (shutdown): the flush timeout runs from
+            // now, however many records still wait behind this batch.
+            if records.is_closed() {
                 closed_at.get_or_insert_with(Instant::now);
             }
             if let Some(t) = closed_at {
                 if t.elapsed() >= config.flush_timeout {
-                    let lost = docs.len() + drain_count(&mut records);
-                    tracing::error!(records = lost, "gave up writing run records at shutdown");
-                    return lost;
+                    let mut rest = batch;
+                    while let Ok(r) = records.try_recv() {
+                        rest.push(r);
+                    }
+                    return match spool(&config, &rest) {
+                        Ok(path) => {
+                            tracing::warn!(records = rest.len(), file = %path.display(), "MongoDB unreachable at shutdown; records spooled for the next start");
+                            0
+                        }
+                        Err(e) => {
+                            tracing::error!(records = rest.len(), error = %e, "gave up writing run records at shutdown");
+                            rest.len()
+                        }
+                    };
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -71,12 +99,67 @@ pub async fn run_log_writer(
     }
 }
 
-fn drain_count(records: &mut mpsc::Receiver<LogRecord>) -> usize {
-    let mut n = 0;
-    while records.try_recv().is_ok() {
-        n += 1;
+/// Writes `records` as JSON lines to a new spool file (atomically: a
+/// temporary name, then a rename).
+fn spool(config: &SinkConfig, records: &[LogRecord]) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(&config.spool_dir)?;
+    let name = format!(
+        "{}{}.jsonl",
+        config.spool_prefix(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let path = config.spool_dir.join(name);
+    let tmp = path.with_extension("partial");
+    let mut text = String::new();
+    for r in records {
+        text.push_str(&serde_json::to_string(r).expect("a log record serializes"));
+        text.push('\n');
     }
-    n
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Writes the records an earlier life of this worker spooled, then removes
+/// their files. Retries while MongoDB is down (new records wait meanwhile).
+async fn replay_spool(collection: &mongodb::Collection<Document>, config: &SinkConfig) {
+    let prefix = config.spool_prefix();
+    let Ok(entries) = std::fs::read_dir(&config.spool_dir) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(file = %file.display(), error = %e, "cannot read spooled run records");
+                continue;
+            }
+        };
+        let docs: Vec<Document> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<LogRecord>(l).ok())
+            .map(|r| to_document(&r))
+            .collect();
+        let mut backoff = Duration::from_millis(200);
+        while let Err(e) = insert_idempotent(collection, &docs).await {
+            tracing::warn!(file = %file.display(), error = %e, "writing spooled run records failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        if let Err(e) = std::fs::remove_file(&file) {
+            tracing::warn!(file = %file.display(), error = %e, "cannot remove a replayed spool file");
+        }
+        tracing::info!(records = docs.len(), file = %file.display(), "spooled run records written");
+    }
 }
 
 fn to_document(record: &LogRecord) -> Document {

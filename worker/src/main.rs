@@ -76,6 +76,8 @@ async fn main() -> anyhow::Result<()> {
             batch_size: config.log_batch_size,
             batch_wait: config.log_batch_wait,
             flush_timeout: config.log_flush_timeout,
+            spool_dir: config.spool_dir.clone(),
+            worker_id: config.worker_id.clone(),
         },
     ));
 

@@ -60,6 +60,14 @@ impl Keys {
         format!("{}workers/{}", self.prefix, worker_id)
     }
 
+    /// The worker id of a `workers/` key.
+    pub fn parse_worker_key(&self, key: &[u8]) -> Option<String> {
+        let id = std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(&self.workers_prefix())?;
+        (!id.is_empty() && !id.contains('/')).then(|| id.to_string())
+    }
+
     pub fn claims_prefix(&self) -> String {
         format!("{}claims/", self.prefix)
     }
@@ -251,6 +259,11 @@ mod tests {
         );
         assert!(claim.starts_with(&k.job_claims_prefix(&name)));
         assert_eq!(k.parse_kill_key(k.kill(&name).as_bytes()), Some(name));
+        assert_eq!(
+            k.parse_worker_key(k.worker("w-1").as_bytes()),
+            Some("w-1".into())
+        );
+        assert_eq!(k.parse_worker_key(b"/t1/jobs/w"), None);
     }
 
     #[test]

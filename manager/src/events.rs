@@ -59,26 +59,20 @@ pub async fn events(
             None
         }
     };
-    let merged = stream::iter(watch).flat_map(watch_messages);
-    let events = merged.then(move |item| {
-        let keys = keys.clone();
-        let store = store.clone();
-        async move {
-            let mut out = Vec::new();
-            match item {
-                WatchItem::Compacted => {
-                    out.push(Event::default().event("reset").data("{}"));
-                }
-                WatchItem::Event(change) => {
-                    if let Some(e) = to_event(&keys, &store, change).await {
-                        out.push(e);
-                    }
+    let events = stream::iter(watch)
+        .flat_map(watch_messages)
+        .filter_map(move |item| {
+            let keys = keys.clone();
+            let store = store.clone();
+            async move {
+                match item {
+                    WatchItem::Compacted => Some(Event::default().event("reset").data("{}")),
+                    WatchItem::Event(change) => to_event(&keys, &store, change).await,
                 }
             }
-            stream::iter(out.into_iter().map(Ok))
-        }
-    });
-    Sse::new(events.flatten()).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        })
+        .map(Ok);
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 enum WatchItem {
@@ -174,10 +168,7 @@ async fn to_event(keys: &Keys, store: &crate::store::Store, change: Change) -> O
             }
         }
     } else {
-        let id = std::str::from_utf8(key)
-            .ok()?
-            .strip_prefix(&keys.workers_prefix())?
-            .to_string();
+        let id = keys.parse_worker_key(key)?;
         match kind {
             EventType::Put => {
                 let info = serde_json::from_slice::<WorkerInfo>(value).ok()?;

@@ -239,24 +239,18 @@ impl Store {
     }
 
     pub async fn list_workers(&self) -> Result<Vec<String>, StoreError> {
-        let prefix = self.keys.workers_prefix();
         let resp = self
             .etcd
             .kv_client()
             .get(
-                prefix.as_str(),
+                self.keys.workers_prefix(),
                 Some(GetOptions::new().with_prefix().with_keys_only()),
             )
             .await?;
         Ok(resp
             .kvs()
             .iter()
-            .filter_map(|kv| {
-                std::str::from_utf8(kv.key())
-                    .ok()?
-                    .strip_prefix(&prefix)
-                    .map(str::to_string)
-            })
+            .filter_map(|kv| self.keys.parse_worker_key(kv.key()))
             .collect())
     }
 

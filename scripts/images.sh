@@ -48,6 +48,12 @@ build() { # image dockerfile context
 ctx=$(mktemp -d)
 cp "$target_dir/gdts-manager" "$target_dir/gdts-worker" "$ctx/"
 cp "$(command -v etcd)" "$ctx/etcd"
+# The web UI: its own files and the parts of its npm packages it loads.
+[ -d webroot/node_modules/bootstrap ] || scripts/deps.sh
+mkdir -p "$ctx/webroot/node_modules/bootstrap" "$ctx/webroot/node_modules/cronstrue"
+cp webroot/*.html webroot/*.js webroot/*.css webroot/*.svg "$ctx/webroot/"
+cp -r webroot/node_modules/bootstrap/dist "$ctx/webroot/node_modules/bootstrap/"
+cp -r webroot/node_modules/cronstrue/dist "$ctx/webroot/node_modules/cronstrue/"
 build gdts-manager:local images/manager/Dockerfile "$ctx"
 build gdts-worker:local images/worker/Dockerfile "$ctx"
 build gdts-etcd:local images/etcd/Dockerfile "$ctx"

@@ -30,8 +30,10 @@ impl axum::extract::FromRef<AppState> for Store {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The whole HTTP surface; with a `webroot`, the web UI is served from it
+/// at `/` (and any path no API route takes).
+pub fn router(state: AppState, webroot: Option<&std::path::Path>) -> Router {
+    let router = Router::new()
         .route("/job/save", post(save_job))
         .route("/job/delete", post(delete_job))
         .route("/job/kill", post(kill_job))
@@ -42,10 +44,22 @@ pub fn router(state: AppState) -> Router {
         .route("/job/log", get(job_log))
         .route("/worker/list", get(list_workers))
         .route("/healthz", get(healthz))
-        .route("/", get(index))
         .route("/job/output", get(crate::outputs::job_output))
-        .nest("/api/v1", crate::api_v1::router())
-        .with_state(state)
+        .nest("/api/v1", crate::api_v1::router());
+    let router = match webroot {
+        None => router.route("/", get(index)),
+        // No build step: the files are served as they are in the tree, and
+        // revalidated on every load so an edited UI shows up at once.
+        Some(dir) => router.fallback_service(
+            tower::ServiceBuilder::new()
+                .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+                    axum::http::header::CACHE_CONTROL,
+                    axum::http::HeaderValue::from_static("no-cache"),
+                ))
+                .service(tower_http::services::ServeDir::new(dir)),
+        ),
+    };
+    router.with_state(state)
 }
 
 /// Why a legacy request failed. The caller's mistakes carry a message that

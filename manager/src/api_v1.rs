@@ -192,6 +192,9 @@ pub struct JobView {
     pub running: u32,
     /// The next fire times (UTC, epoch ms), none while paused.
     pub next_fire_times: Vec<i64>,
+    /// The newest run on record (newest tick), without its output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<LogRecord>,
 }
 
 fn view(spec: JobSpec, running: u32) -> JobView {
@@ -208,7 +211,23 @@ fn view(spec: JobSpec, running: u32) -> JobView {
         spec,
         running,
         next_fire_times,
+        last_run: None,
     }
+}
+
+/// Fills in each view's last run, a few lookups at a time.
+async fn with_last_runs(state: &AppState, views: Vec<JobView>) -> V1Result<Vec<JobView>> {
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(views)
+        .map(|mut v| async move {
+            if let Ok(name) = JobName::parse(&v.spec.name) {
+                v.last_run = state.store.last_run(&name).await?;
+            }
+            Ok::<_, V1Error>(v)
+        })
+        .buffered(8)
+        .try_collect()
+        .await
 }
 
 #[utoipa::path(get, path = "/jobs", tag = "jobs",
@@ -233,7 +252,7 @@ async fn list_jobs(
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
     let running = state.store.running_counts().await?;
     let total = jobs.len() as u64;
-    let items = jobs
+    let views = jobs
         .into_iter()
         .skip(((page - 1) * page_size) as usize)
         .take(page_size as usize)
@@ -242,6 +261,7 @@ async fn list_jobs(
             view(spec, n)
         })
         .collect();
+    let items = with_last_runs(&state, views).await?;
     Ok(Json(Page {
         items,
         total,
@@ -264,7 +284,9 @@ async fn get_job(
         .ok_or_else(|| V1Error::NotFound(format!("no job named {name}")))?;
     let running = state.store.running_counts().await?;
     let n = running.get(name.as_str()).copied().unwrap_or(0);
-    Ok(Json(view(spec, n)))
+    let mut v = view(spec, n);
+    v.last_run = state.store.last_run(&name).await?;
+    Ok(Json(v))
 }
 
 /// Creates (201) or replaces (200) a job. The path names the job; a `name`

@@ -16,6 +16,9 @@ pub struct ManagerConfig {
     /// The outputs bucket (`GDTS_GCS_BUCKET`, `GDTS_GCS_ENDPOINT`), to serve
     /// whole outputs.
     pub gcs: Option<GcsConfig>,
+    /// `GDTS_WEBROOT`: the web UI's directory (`webroot/` with its
+    /// `node_modules`), served at `/`. Unset: `/` is a plain-text index.
+    pub webroot: Option<std::path::PathBuf>,
 }
 
 impl ManagerConfig {
@@ -33,6 +36,19 @@ impl ManagerConfig {
             port,
             log_format: LogFormat::from_lookup(get)?,
             gcs: GcsConfig::from_lookup(get)?,
+            webroot: match get("GDTS_WEBROOT").filter(|v| !v.trim().is_empty()) {
+                None => None,
+                Some(dir) => {
+                    let dir = std::path::PathBuf::from(dir);
+                    if !dir.join("index.html").is_file() {
+                        return Err(format!(
+                            "GDTS_WEBROOT: {} has no index.html (the web UI's directory is webroot/)",
+                            dir.display()
+                        ));
+                    }
+                    Some(dir)
+                }
+            },
             log_retention_days: match get("GDTS_LOG_RETENTION_DAYS") {
                 None => None,
                 Some(v) => match v.trim().parse::<u64>() {

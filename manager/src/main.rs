@@ -45,7 +45,8 @@ async fn main() -> anyhow::Result<()> {
         )),
         None => None,
     };
-    axum::serve(listener, api::router(api::AppState { store, outputs }))
+    let app = api::router(api::AppState { store, outputs }, config.webroot.as_deref());
+    axum::serve(listener, app)
         .with_graceful_shutdown(async {
             gdts_runtime::shutdown_signal().await;
             tracing::info!("shutting down");

@@ -283,6 +283,14 @@ impl Store {
             .collect())
     }
 
+    /// A job's newest run (newest tick), without its output.
+    pub async fn last_run(&self, name: &JobName) -> Result<Option<LogRecord>, StoreError> {
+        Ok(self.job_logs(name, 0, 1).await?.pop().map(|mut r| {
+            r.output.clear();
+            r
+        }))
+    }
+
     pub fn keys(&self) -> &Keys {
         &self.keys
     }

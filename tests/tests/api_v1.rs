@@ -241,6 +241,20 @@ async fn jobs_runs_workers_and_preview() -> anyhow::Result<()> {
         (r.1["items"].clone(), r.1["total"].clone()),
         (json!([]), json!(1))
     );
+    // The job itself, and the list, carry that newest run, without output.
+    let r = api.get("/jobs/alpha").await?;
+    assert_eq!(
+        (
+            r.1["lastRun"]["runId"].clone(),
+            r.1["lastRun"]["status"].clone()
+        ),
+        (json!(run_id), json!("succeeded"))
+    );
+    assert_eq!(r.1["lastRun"]["output"], "");
+    let r = api.get("/jobs?prefix=alpha").await?;
+    assert_eq!(r.1["items"][0]["lastRun"]["runId"], json!(run_id));
+    let r = api.get("/jobs/beta-1").await?;
+    assert!(r.1.get("lastRun").is_none(), "beta-1 never ran: {}", r.1);
 
     // Workers with their details.
     let r = api.get("/workers").await?;

@@ -250,6 +250,19 @@ async fn cluster_in_containers_survives_a_killed_and_a_partitioned_worker() -> a
     )
     .await?;
 
+    // The image serves the web UI and its Bootstrap files.
+    for (path, wants) in [
+        ("/", "<title>GDTS</title>"),
+        (
+            "/node_modules/bootstrap/dist/js/bootstrap.bundle.min.js",
+            "Bootstrap",
+        ),
+    ] {
+        let resp = http.get(format!("{manager_url}{path}")).send().await?;
+        assert_eq!(resp.status(), 200, "GET {path}");
+        assert!(resp.text().await?.contains(wants), "GET {path}");
+    }
+
     // Jobs, saved through the containerised manager.
     let names: Vec<String> = (0..10).map(|i| format!("job-{i}")).collect();
     for n in &names {

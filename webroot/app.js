@@ -20,12 +20,12 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, headers = {}) {
   let res;
   try {
     res = await fetch(API + path, {
       method,
-      headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+      headers: body === undefined ? headers : { ...headers, 'Content-Type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch {
@@ -361,18 +361,30 @@ function jobsPage() {
     else if (done) soon(`job:${b.dataset.job}`, () => refreshJob(b.dataset.job), 0);
   });
 
+  // Rows touched by events are re-fetched together a moment later: one by
+  // one when few changed, the whole page in one request when many did.
+  const dirty = new Set();
+  function touched(name) {
+    if (!items.some((j) => j.name === name)) return;
+    dirty.add(name);
+    soon('jobs-dirty', () => {
+      const names = [...dirty];
+      dirty.clear();
+      if (names.length > 3) load();
+      else names.forEach(refreshJob);
+    }, 300);
+  }
+
   load();
   return {
     onEvent(type, data) {
       if (type === 'job.saved') {
-        if (items.some((j) => j.name === data.name)) soon(`job:${data.name}`, () => refreshJob(data.name));
+        if (items.some((j) => j.name === data.name)) touched(data.name);
         else soon('jobs', load);
-      } else if (type === 'job.deleted') {
+      } else if (type === 'job.deleted' || type === 'reset') {
         soon('jobs', load);
       } else if (type === 'run.started' || type === 'run.finished') {
-        soon(`job:${data.job}`, () => refreshJob(data.job));
-      } else if (type === 'reset') {
-        soon('jobs', load);
+        touched(data.job);
       }
     },
   };
@@ -431,11 +443,15 @@ function jobPage(name) {
     if (now) replaceKeepingFocus(now, html);
   }
 
+  let alive = true;
   async function loadJob() {
     try {
-      job = await api('GET', jobPath(name));
+      const j = await api('GET', jobPath(name));
+      if (!alive) return;
+      job = j;
       renderHead();
     } catch (e) {
+      if (!alive) return;
       const h = document.getElementById('job-head');
       if (h) h.innerHTML = e.status === 404
         ? `<div class="alert alert-warning" role="alert">There is no job named <strong>${esc(name)}</strong> (it may have been deleted). <a href="#/jobs" class="alert-link">Back to jobs</a></div>`
@@ -495,14 +511,18 @@ function jobPage(name) {
   loadJob();
   loadRuns();
   return {
-    dispose() { main.removeEventListener('click', onClick); },
+    dispose() { alive = false; main.removeEventListener('click', onClick); },
     onEvent(type, data) {
       const about = data.job || data.name;
       if (about !== name && type !== 'reset') return;
       soon('job', loadJob);
       if (type === 'run.finished' || type === 'reset') {
-        // The run's record is written in a batch shortly after it ends.
-        if (page === 1) { soon('runs', loadRuns, 300); setTimeout(() => { if (page === 1) soon('runs', loadRuns, 0); }, 2500); }
+        // The run's record is written in a batch shortly after it ends (later
+        // while MongoDB is slow): look again a few times.
+        if (page === 1) {
+          soon('runs', loadRuns, 300);
+          for (const ms of [2500, 6000]) setTimeout(() => { if (alive && page === 1) soon('runs', loadRuns, 0); }, ms);
+        }
       }
     },
   };
@@ -730,6 +750,7 @@ function jobForm(name) {
   const preview = document.getElementById('cron-preview');
   let previewSeq = 0;
   async function updatePreview() {
+    if (!form.isConnected) return;
     const expr = $('cronExpr').value.trim();
     const timezone = $('timezone').value.trim();
     const seq = ++previewSeq;
@@ -741,7 +762,7 @@ function jobForm(name) {
     if (timezone) q.set('timezone', timezone);
     try {
       const data = await api('GET', `/cron/preview?${q}`);
-      if (seq !== previewSeq) return;
+      if (seq !== previewSeq || !form.isConnected) return;
       $('cronExpr').classList.remove('is-invalid');
       $('timezone').classList.remove('is-invalid');
       const description = describeCron(expr);
@@ -750,7 +771,7 @@ function jobForm(name) {
           ? `<div>Next: <ul class="fire-times d-inline" data-preview-times>${data.fireTimes.map((t) => `<li class="d-inline-block me-3">${esc(fmtTime(t, timezone, true))}</li>`).join('')}</ul></div>`
           : '<div class="text-warning">It never fires again.</div>'}`;
     } catch (e) {
-      if (seq !== previewSeq) return;
+      if (seq !== previewSeq || !form.isConnected) return;
       if (e.status === 422 || e.status === 400) {
         preview.innerHTML = '<span class="text-body-secondary">No preview: the schedule is not valid yet.</span>';
         const field = e.field === 'timezone' ? 'timezone' : 'cronExpr';
@@ -836,7 +857,8 @@ function jobForm(name) {
     const save = document.getElementById('save');
     save.disabled = true;
     try {
-      await api('PUT', jobPath(spec.name), spec);
+      // A new job never silently replaces one of the same name.
+      await api('PUT', jobPath(spec.name), spec, editing ? {} : { 'If-None-Match': '*' });
       toast(editing ? `${spec.name} saved` : `${spec.name} created`);
       location.hash = `#/jobs/${encodeURIComponent(spec.name)}`;
     } catch (e) {
@@ -847,7 +869,7 @@ function jobForm(name) {
   });
 
   if (editing) {
-    api('GET', jobPath(name)).then(fill).catch((e) => {
+    api('GET', jobPath(name)).then((j) => { if (form.isConnected) fill(j); }).catch((e) => {
       document.getElementById('form-alert').innerHTML = errorAlert(e);
       form.hidden = true;
     });
@@ -863,6 +885,9 @@ let current = null;
 
 function route() {
   if (current && current.dispose) current.dispose();
+  // Work the previous page scheduled is dropped with it.
+  for (const timer of pending.values()) clearTimeout(timer);
+  pending.clear();
   const hash = location.hash.replace(/^#\/?/, '');
   const parts = hash.split('/').map(decodeURIComponent);
   let section = 'jobs';
@@ -901,11 +926,23 @@ function setLive(state) {
   live.dataset.state = state;
 }
 
-function connect() {
+function connect(again = false) {
   const events = new EventSource(`${API}/events`);
-  events.addEventListener('open', () => setLive('open'));
-  // EventSource reconnects by itself, resuming with Last-Event-ID.
-  events.addEventListener('error', () => setLive('connecting'));
+  events.addEventListener('open', () => {
+    setLive('open');
+    // A new stream starts from now: what happened meanwhile is re-read.
+    if (again && current && current.onEvent) current.onEvent('reset', {});
+    again = false;
+  });
+  events.addEventListener('error', () => {
+    setLive('connecting');
+    // EventSource retries by itself, resuming with Last-Event-ID, unless
+    // the server answered with an error; then start over a little later.
+    if (events.readyState === EventSource.CLOSED) {
+      events.close();
+      setTimeout(() => connect(true), 3000);
+    }
+  });
   const types = ['job.saved', 'job.deleted', 'run.started', 'run.finished',
     'worker.joined', 'worker.updated', 'worker.left', 'reset'];
   for (const type of types) {

@@ -90,6 +90,11 @@ pub enum V1Error {
     },
     NotFound(String),
     Conflict(String),
+    /// A precondition of the request (`If-None-Match: *`) does not hold.
+    PreconditionFailed {
+        field: Option<String>,
+        message: String,
+    },
     Invalid(JobError),
     Internal(StoreError),
 }
@@ -111,6 +116,9 @@ impl IntoResponse for V1Error {
             V1Error::BadRequest { field, message } => (StatusCode::BAD_REQUEST, field, message),
             V1Error::NotFound(m) => (StatusCode::NOT_FOUND, None, m),
             V1Error::Conflict(m) => (StatusCode::CONFLICT, None, m),
+            V1Error::PreconditionFailed { field, message } => {
+                (StatusCode::PRECONDITION_FAILED, field, message)
+            }
             V1Error::Invalid(e) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Some(e.field.to_string()),
@@ -290,16 +298,31 @@ async fn get_job(
 }
 
 /// Creates (201) or replaces (200) a job. The path names the job; a `name`
-/// in the body must agree.
-#[utoipa::path(put, path = "/jobs/{name}", tag = "jobs", params(("name" = String, Path)),
+/// in the body must agree. With `If-None-Match: *` it only creates: an
+/// existing job is left as it is and the answer is 412.
+#[utoipa::path(put, path = "/jobs/{name}", tag = "jobs",
+    params(("name" = String, Path),
+           ("If-None-Match" = Option<String>, Header, description = "`*`: create only, never replace")),
     request_body(content = JobSpec, description = "the job; `name` may be left out"),
     responses((status = 200, body = JobView, description = "replaced"), (status = 201, body = JobView, description = "created"),
-              (status = 400, body = ApiError), (status = 422, body = ApiError, description = "invalid job; `field` names the field")))]
+              (status = 400, body = ApiError), (status = 412, body = ApiError, description = "`If-None-Match: *` and the job exists"),
+              (status = 422, body = ApiError, description = "invalid job; `field` names the field")))]
 async fn put_job(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> V1Result<Response> {
+    let create_only = match headers.get(axum::http::header::IF_NONE_MATCH) {
+        None => false,
+        Some(v) if v.as_bytes() == b"*" => true,
+        Some(v) => {
+            return Err(V1Error::BadRequest {
+                field: Some("If-None-Match".into()),
+                message: format!("{v:?}: only `*` (create, never replace) is supported"),
+            })
+        }
+    };
     let name = name_of(&name)?;
     let mut object = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => map,
@@ -329,6 +352,16 @@ async fn put_job(
         }
     }
     let job = Job::from_json(&Value::Object(object).to_string()).map_err(V1Error::Invalid)?;
+    if create_only {
+        if !state.store.create_job(&job).await? {
+            return Err(V1Error::PreconditionFailed {
+                field: Some("name".into()),
+                message: format!("a job named {name} already exists"),
+            });
+        }
+        tracing::info!(job = %job.name, created = true, "job saved (api)");
+        return Ok((StatusCode::CREATED, Json(view(job.to_spec(), 0))).into_response());
+    }
     let previous = state.store.save_job(&job).await?;
     tracing::info!(job = %job.name, created = previous.is_none(), "job saved (api)");
     let status = if previous.is_some() {

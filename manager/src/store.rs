@@ -105,6 +105,20 @@ impl Store {
         Ok(resp.prev_key().and_then(|kv| decode_spec(kv.value())))
     }
 
+    /// Stores a job only if no job has its name; false if one has.
+    pub async fn create_job(&self, job: &Job) -> Result<bool, StoreError> {
+        let key = self.keys.job(&job.name);
+        let value = serde_json::to_vec(&job.to_spec()).expect("a job spec serializes");
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(key, value, None)]);
+        Ok(self.etcd.kv_client().txn(txn).await?.succeeded())
+    }
+
     /// Deletes a job; returns what was deleted.
     pub async fn delete_job(&self, name: &JobName) -> Result<Option<JobSpec>, StoreError> {
         // The job and its watermark go together, so nothing piles up per name.

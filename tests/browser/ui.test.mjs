@@ -46,10 +46,10 @@ async function newPage(viewport, label) {
   page.on('console', (msg) => {
     if (msg.type() !== 'error') return;
     const text = msg.text();
-    // Chromium logs every 4xx response as a console error. The bad-cron
-    // checks provoke 422s on purpose (the form shows them); those and only
-    // those are allowed.
-    if (/status of 422/.test(text) && /\/api\/v1\/(jobs\/|cron\/preview)/.test(msg.location().url || '')) {
+    // Chromium logs every 4xx response as a console error. The bad-cron and
+    // taken-name checks provoke 422s and a 412 on purpose (the form shows
+    // them); those and only those are allowed.
+    if (/status of (422|412)/.test(text) && /\/api\/v1\/(jobs\/|cron\/preview)/.test(msg.location().url || '')) {
       handledHttpErrors.push(text);
       return;
     }
@@ -94,7 +94,7 @@ let phone;
 
 step('the page loads, connects to the event stream and shows an empty jobs list', async () => {
   await desktop.goto(base);
-  await desktop.getByRole('heading', { name: 'Jobs' }).waitFor();
+  await desktop.getByRole('heading', { name: 'Jobs', exact: true }).waitFor();
   await desktop.locator('#live[data-state="open"]').waitFor();
   await desktop.getByText('No jobs yet.').waitFor();
 });
@@ -140,7 +140,7 @@ step('creating a job through the form shows the cron preview, then the job', asy
   assert.equal(await desktop.locator('#f-cronExpr.is-invalid').count(), 0);
   await desktop.screenshot({ path: join(shots, 'form-desktop.png'), fullPage: true });
   await desktop.getByRole('button', { name: 'Create job' }).click();
-  await desktop.getByRole('heading', { name: 'ui-hello' }).waitFor();
+  await desktop.getByRole('heading', { name: 'ui-hello', exact: true }).waitFor();
   const saved = await api('GET', '/jobs/ui-hello');
   assert.equal(saved.status, 200);
   assert.equal(saved.body.command, 'echo hello-from-the-ui');
@@ -203,7 +203,7 @@ step('run now, see it running live, kill it, see the killed run', async () => {
     command: 'echo sleeping; sleep 120', cronExpr: '0 0 0 1 1 * 2099', paused: true,
   })).status, 201);
   await desktop.goto(`${base}/#/jobs/ui-sleeper`);
-  await desktop.getByRole('heading', { name: 'ui-sleeper' }).waitFor();
+  await desktop.getByRole('heading', { name: 'ui-sleeper', exact: true }).waitFor();
   await desktop.locator('[data-no-runs]').waitFor();
   await markDocument(desktop);
   await desktop.getByRole('button', { name: 'Run ui-sleeper now' }).click();
@@ -248,6 +248,17 @@ step('a job deleted elsewhere disappears from the open list (event stream)', asy
   await desktop.locator('tr[data-job-row="nightly-report"]').waitFor();
 });
 
+step('the form refuses a new job with a taken name, on the name field', async () => {
+  await desktop.goto(`${base}/#/jobs/new`);
+  await desktop.getByLabel('Name', { exact: true }).fill('nightly-report');
+  await desktop.getByLabel('Command', { exact: true }).fill('echo would-replace');
+  await desktop.getByLabel('Schedule (cron)', { exact: true }).fill('0 0 * * * * *');
+  await desktop.getByRole('button', { name: 'Create job' }).click();
+  await desktop.locator('#f-name.is-invalid').waitFor();
+  assert.match(await desktop.locator('#e-name').textContent(), /already exists/);
+  assert.equal((await api('GET', '/jobs/nightly-report')).body.command, 'generate-report --since yesterday');
+});
+
 step('editing a job keeps every field it does not change', async () => {
   await desktop.goto(`${base}/#/jobs/nightly-report/edit`);
   await desktop.waitForFunction(() => document.getElementById('f-cronExpr')?.value === '0 30 2 * * * *');
@@ -255,7 +266,7 @@ step('editing a job keeps every field it does not change', async () => {
   assert.equal(await desktop.locator('#f-overlap').inputValue(), 'forbid');
   await desktop.getByLabel('Retries on failure', { exact: true }).fill('3');
   await desktop.getByRole('button', { name: 'Save changes' }).click();
-  await desktop.getByRole('heading', { name: 'nightly-report' }).waitFor();
+  await desktop.getByRole('heading', { name: 'nightly-report', exact: true }).waitFor();
   const j = (await api('GET', '/jobs/nightly-report')).body;
   assert.equal(j.retries, 3);
   assert.equal(j.timeoutSeconds, 3600);

@@ -18,9 +18,21 @@ impl Api {
         path: &str,
         body: Option<&str>,
     ) -> anyhow::Result<(StatusCode, Value)> {
+        self.call_with(method, path, body, &[]).await
+    }
+    async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let mut req = self
             .http
             .request(method, format!("{}/api/v1{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/json")
@@ -144,6 +156,43 @@ async fn jobs_runs_workers_and_preview() -> anyhow::Result<()> {
         &api.get("/no/such/thing").await?,
         StatusCode::NOT_FOUND,
         None,
+    );
+
+    // `If-None-Match: *` creates but never replaces.
+    let create_only = |body: &'static str| {
+        let api = &api;
+        async move {
+            api.call_with(
+                reqwest::Method::PUT,
+                "/jobs/once-only",
+                Some(body),
+                &[("if-none-match", "*")],
+            )
+            .await
+        }
+    };
+    let first = r#"{"command": "echo first", "cronExpr": "@yearly"}"#;
+    assert_eq!(create_only(first).await?.0, StatusCode::CREATED);
+    assert_error(
+        &create_only(r#"{"command": "echo second", "cronExpr": "@yearly"}"#).await?,
+        StatusCode::PRECONDITION_FAILED,
+        Some("name"),
+    );
+    assert_eq!(api.get("/jobs/once-only").await?.1["command"], "echo first");
+    assert_error(
+        &api.call_with(
+            reqwest::Method::PUT,
+            "/jobs/once-only",
+            Some(first),
+            &[("if-none-match", "\"abc\"")],
+        )
+        .await?,
+        StatusCode::BAD_REQUEST,
+        Some("If-None-Match"),
+    );
+    assert_eq!(
+        api.delete("/jobs/once-only").await?.0,
+        StatusCode::NO_CONTENT
     );
 
     // Listing: paged, filtered by prefix, sorted by name.

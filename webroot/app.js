@@ -20,7 +20,13 @@ class ApiError extends Error {
   }
 }
 
+/** The body of a successful API call (see apiResponse). */
 async function api(method, path, body, headers = {}) {
+  return (await apiResponse(method, path, body, headers)).data;
+}
+
+/** An API call: `{data, etag}` on success, an ApiError otherwise. */
+async function apiResponse(method, path, body, headers = {}) {
   let res;
   try {
     res = await fetch(API + path, {
@@ -39,7 +45,7 @@ async function api(method, path, body, headers = {}) {
     const e = data && data.error;
     throw new ApiError(res.status, (e && e.message) || `Request failed (HTTP ${res.status})`, e && e.field);
   }
-  return data;
+  return { data, etag: res.headers.get('ETag') };
 }
 
 const jobPath = (name) => `/jobs/${encodeURIComponent(name)}`;
@@ -261,7 +267,7 @@ function stateCell(job) {
   const parts = [];
   if (job.running) parts.push(`<span class="badge text-bg-primary" data-running="${job.running}">${job.running} running</span>`);
   if (job.paused) parts.push('<span class="badge text-bg-secondary" data-paused>paused</span>');
-  if (!parts.length) parts.push('<span class="badge text-bg-light border" data-idle>scheduled</span>');
+  if (!parts.length) parts.push('<span class="badge bg-body-secondary text-body-emphasis border" data-idle>scheduled</span>');
   return parts.join(' ');
 }
 
@@ -718,6 +724,11 @@ function jobForm(name) {
     </form>`;
 
   const form = document.getElementById('job-form');
+  document.getElementById('form-alert').addEventListener('click', (ev) => {
+    if (ev.target.closest('[data-reload]')) { ev.preventDefault(); route(); }
+  });
+  /** The ETag of the job being edited, as it was when the form was filled. */
+  let version = null;
   const $ = (id) => document.getElementById(`f-${id}`);
   const zones = typeof Intl.supportedValuesOf === 'function' ? Intl.supportedValuesOf('timeZone') : [];
   document.getElementById('zones').innerHTML = ['UTC', ...zones].map((z) => `<option value="${esc(z)}">`).join('');
@@ -857,19 +868,31 @@ function jobForm(name) {
     const save = document.getElementById('save');
     save.disabled = true;
     try {
-      // A new job never silently replaces one of the same name.
-      await api('PUT', jobPath(spec.name), spec, editing ? {} : { 'If-None-Match': '*' });
+      // A new job never silently replaces one of the same name, and an edit
+      // never overwrites a change someone made after the form was filled.
+      await api('PUT', jobPath(spec.name), spec, editing ? { 'If-Match': version } : { 'If-None-Match': '*' });
       toast(editing ? `${spec.name} saved` : `${spec.name} created`);
       location.hash = `#/jobs/${encodeURIComponent(spec.name)}`;
     } catch (e) {
-      fieldError(e.field, e.field ? `${e.message}` : e.message);
+      if (editing && e.status === 412) {
+        document.getElementById('form-alert').innerHTML = `<div class="alert alert-warning" role="alert" tabindex="-1">
+          ${esc(name)} was changed (or deleted) by someone else after this form was filled, so nothing was saved.
+          <a class="alert-link" href="#/jobs/${encodeURIComponent(name)}/edit" data-reload>Load the current version</a> and make your change again.</div>`;
+        document.querySelector('#form-alert .alert').focus();
+      } else {
+        fieldError(e.field, e.message);
+      }
     } finally {
       save.disabled = false;
     }
   });
 
   if (editing) {
-    api('GET', jobPath(name)).then((j) => { if (form.isConnected) fill(j); }).catch((e) => {
+    apiResponse('GET', jobPath(name)).then(({ data, etag }) => {
+      if (!form.isConnected) return;
+      version = etag;
+      fill(data);
+    }).catch((e) => {
       document.getElementById('form-alert').innerHTML = errorAlert(e);
       form.hidden = true;
     });

@@ -278,34 +278,79 @@ async fn list_jobs(
     }))
 }
 
+/// One job. Its `ETag` names this version of it, for `If-Match` on `PUT`.
 #[utoipa::path(get, path = "/jobs/{name}", tag = "jobs", params(("name" = String, Path)),
-    responses((status = 200, body = JobView), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
-async fn get_job(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> V1Result<Json<JobView>> {
+    responses((status = 200, body = JobView, headers(("ETag" = String, description = "this version of the job"))),
+              (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn get_job(State(state): State<AppState>, Path(name): Path<String>) -> V1Result<Response> {
     let name = name_of(&name)?;
-    let spec = state
+    let (spec, version) = state
         .store
-        .get_job(&name)
+        .get_job_versioned(&name)
         .await?
         .ok_or_else(|| V1Error::NotFound(format!("no job named {name}")))?;
     let running = state.store.running_counts().await?;
     let n = running.get(name.as_str()).copied().unwrap_or(0);
     let mut v = view(spec, n);
     v.last_run = state.store.last_run(&name).await?;
-    Ok(Json(v))
+    Ok((
+        [(axum::http::header::ETAG, format!("\"{version}\""))],
+        Json(v),
+    )
+        .into_response())
+}
+
+/// What a `PUT` may require of the job it writes.
+enum Precondition {
+    None,
+    /// `If-None-Match: *`: that there is no such job yet.
+    Absent,
+    /// `If-Match: "<version>"`: that the job is still at that version.
+    At(i64),
+}
+
+fn precondition(headers: &axum::http::HeaderMap) -> V1Result<Precondition> {
+    use axum::http::header::{IF_MATCH, IF_NONE_MATCH};
+    let bad = |field: &str, message: String| V1Error::BadRequest {
+        field: Some(field.into()),
+        message,
+    };
+    match (headers.get(IF_NONE_MATCH), headers.get(IF_MATCH)) {
+        (Some(_), Some(_)) => Err(bad(
+            "If-Match",
+            "give If-Match or If-None-Match, not both".into(),
+        )),
+        (Some(v), None) if v.as_bytes() == b"*" => Ok(Precondition::Absent),
+        (Some(v), None) => Err(bad(
+            "If-None-Match",
+            format!("{v:?}: only `*` (create, never replace) is supported"),
+        )),
+        (None, Some(v)) => v
+            .to_str()
+            .ok()
+            .and_then(|t| t.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok())
+            .map(Precondition::At)
+            .ok_or_else(|| {
+                bad(
+                    "If-Match",
+                    format!("{v:?} is not an ETag of this API (a quoted number from GET)"),
+                )
+            }),
+        (None, None) => Ok(Precondition::None),
+    }
 }
 
 /// Creates (201) or replaces (200) a job. The path names the job; a `name`
-/// in the body must agree. With `If-None-Match: *` it only creates: an
-/// existing job is left as it is and the answer is 412.
+/// in the body must agree. With `If-None-Match: *` it only creates, and with
+/// `If-Match: <ETag of GET>` it only replaces that version; otherwise the
+/// job is left as it is and the answer is 412.
 #[utoipa::path(put, path = "/jobs/{name}", tag = "jobs",
     params(("name" = String, Path),
-           ("If-None-Match" = Option<String>, Header, description = "`*`: create only, never replace")),
+           ("If-None-Match" = Option<String>, Header, description = "`*`: create only, never replace"),
+           ("If-Match" = Option<String>, Header, description = "the job's `ETag` from `GET`: replace only that version")),
     request_body(content = JobSpec, description = "the job; `name` may be left out"),
     responses((status = 200, body = JobView, description = "replaced"), (status = 201, body = JobView, description = "created"),
-              (status = 400, body = ApiError), (status = 412, body = ApiError, description = "`If-None-Match: *` and the job exists"),
+              (status = 400, body = ApiError), (status = 412, body = ApiError, description = "`If-None-Match: *` and the job exists, or `If-Match` and it changed"),
               (status = 422, body = ApiError, description = "invalid job; `field` names the field")))]
 async fn put_job(
     State(state): State<AppState>,
@@ -313,16 +358,7 @@ async fn put_job(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> V1Result<Response> {
-    let create_only = match headers.get(axum::http::header::IF_NONE_MATCH) {
-        None => false,
-        Some(v) if v.as_bytes() == b"*" => true,
-        Some(v) => {
-            return Err(V1Error::BadRequest {
-                field: Some("If-None-Match".into()),
-                message: format!("{v:?}: only `*` (create, never replace) is supported"),
-            })
-        }
-    };
+    let precondition = precondition(&headers)?;
     let name = name_of(&name)?;
     let mut object = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => map,
@@ -352,15 +388,31 @@ async fn put_job(
         }
     }
     let job = Job::from_json(&Value::Object(object).to_string()).map_err(V1Error::Invalid)?;
-    if create_only {
-        if !state.store.create_job(&job).await? {
-            return Err(V1Error::PreconditionFailed {
-                field: Some("name".into()),
-                message: format!("a job named {name} already exists"),
-            });
+    match precondition {
+        Precondition::None => {}
+        Precondition::Absent => {
+            if !state.store.create_job(&job).await? {
+                return Err(V1Error::PreconditionFailed {
+                    field: Some("name".into()),
+                    message: format!("a job named {name} already exists"),
+                });
+            }
+            tracing::info!(job = %job.name, created = true, "job saved (api)");
+            return Ok((StatusCode::CREATED, Json(view(job.to_spec(), 0))).into_response());
         }
-        tracing::info!(job = %job.name, created = true, "job saved (api)");
-        return Ok((StatusCode::CREATED, Json(view(job.to_spec(), 0))).into_response());
+        Precondition::At(version) => {
+            if !state.store.replace_job_at(&job, version).await? {
+                return Err(V1Error::PreconditionFailed {
+                    field: None,
+                    message: format!(
+                        "job {name} was changed or deleted since it was read; \
+                         read it again and reapply your change"
+                    ),
+                });
+            }
+            tracing::info!(job = %job.name, created = false, "job saved (api)");
+            return Ok((StatusCode::OK, Json(view(job.to_spec(), 0))).into_response());
+        }
     }
     let previous = state.store.save_job(&job).await?;
     tracing::info!(job = %job.name, created = previous.is_none(), "job saved (api)");

@@ -105,6 +105,21 @@ impl Store {
         Ok(resp.prev_key().and_then(|kv| decode_spec(kv.value())))
     }
 
+    /// Replaces a job only if it is still at `version` (its `mod_revision`);
+    /// false if it changed or was deleted since.
+    pub async fn replace_job_at(&self, job: &Job, version: i64) -> Result<bool, StoreError> {
+        let key = self.keys.job(&job.name);
+        let value = serde_json::to_vec(&job.to_spec()).expect("a job spec serializes");
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                version,
+            )])
+            .and_then(vec![TxnOp::put(key, value, None)]);
+        Ok(self.etcd.kv_client().txn(txn).await?.succeeded())
+    }
+
     /// Stores a job only if no job has its name; false if one has.
     pub async fn create_job(&self, job: &Job) -> Result<bool, StoreError> {
         let key = self.keys.job(&job.name);
@@ -343,8 +358,19 @@ impl Store {
 
     /// One job, or `None`.
     pub async fn get_job(&self, name: &JobName) -> Result<Option<JobSpec>, StoreError> {
+        Ok(self.get_job_versioned(name).await?.map(|(spec, _)| spec))
+    }
+
+    /// One job with its version (the etcd `mod_revision` of its key).
+    pub async fn get_job_versioned(
+        &self,
+        name: &JobName,
+    ) -> Result<Option<(JobSpec, i64)>, StoreError> {
         let resp = self.etcd.kv_client().get(self.keys.job(name), None).await?;
-        Ok(resp.kvs().first().and_then(|kv| decode_spec(kv.value())))
+        Ok(resp
+            .kvs()
+            .first()
+            .and_then(|kv| decode_spec(kv.value()).map(|spec| (spec, kv.mod_revision()))))
     }
 
     /// Live workers with their registrations.

@@ -259,9 +259,26 @@ step('the form refuses a new job with a taken name, on the name field', async ()
   assert.equal((await api('GET', '/jobs/nightly-report')).body.command, 'generate-report --since yesterday');
 });
 
-step('editing a job keeps every field it does not change', async () => {
+step('an edit never overwrites a change made after the form was filled', async () => {
   await desktop.goto(`${base}/#/jobs/nightly-report/edit`);
   await desktop.waitForFunction(() => document.getElementById('f-cronExpr')?.value === '0 30 2 * * * *');
+  // Someone else changes the job meanwhile.
+  assert.equal((await api('PUT', '/jobs/nightly-report', {
+    command: 'generate-report --since yesterday', cronExpr: '0 30 2 * * * *', timezone: 'Europe/Berlin',
+    overlap: 'forbid', timeoutSeconds: 1800, retries: 2,
+  })).status, 200);
+  await desktop.getByLabel('Retries on failure', { exact: true }).fill('5');
+  await desktop.getByRole('button', { name: 'Save changes' }).click();
+  await desktop.locator('#form-alert').getByText('was changed (or deleted) by someone else').waitFor();
+  const j = (await api('GET', '/jobs/nightly-report')).body;
+  assert.equal(j.retries, 2, 'the stale edit was saved');
+  assert.equal(j.timeoutSeconds, 1800);
+});
+
+step('editing a job keeps every field it does not change', async () => {
+  // The current version, loaded from the warning's link.
+  await desktop.locator('#form-alert').getByRole('link', { name: 'Load the current version' }).click();
+  await desktop.waitForFunction(() => document.getElementById('f-timeoutSeconds')?.value === '1800');
   assert.equal(await desktop.getByLabel('Time zone', { exact: true }).inputValue(), 'Europe/Berlin');
   assert.equal(await desktop.locator('#f-overlap').inputValue(), 'forbid');
   await desktop.getByLabel('Retries on failure', { exact: true }).fill('3');
@@ -269,7 +286,7 @@ step('editing a job keeps every field it does not change', async () => {
   await desktop.getByRole('heading', { name: 'nightly-report', exact: true }).waitFor();
   const j = (await api('GET', '/jobs/nightly-report')).body;
   assert.equal(j.retries, 3);
-  assert.equal(j.timeoutSeconds, 3600);
+  assert.equal(j.timeoutSeconds, 1800);
   assert.equal(j.overlap, 'forbid');
   assert.equal(j.timezone, 'Europe/Berlin');
 });

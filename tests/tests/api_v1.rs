@@ -190,10 +190,55 @@ async fn jobs_runs_workers_and_preview() -> anyhow::Result<()> {
         StatusCode::BAD_REQUEST,
         Some("If-None-Match"),
     );
+    // `If-Match` with the ETag of a GET replaces only that version.
+    let etag = api
+        .http
+        .get(format!("{}/api/v1/jobs/once-only", api.base))
+        .send()
+        .await?
+        .headers()
+        .get("etag")
+        .expect("GET /jobs/{name} has an ETag")
+        .to_str()?
+        .to_string();
+    let replace_at = |tag: String, body: &'static str| {
+        let api = &api;
+        async move {
+            api.call_with(
+                reqwest::Method::PUT,
+                "/jobs/once-only",
+                Some(body),
+                &[("if-match", tag.as_str())],
+            )
+            .await
+        }
+    };
+    let second = r#"{"command": "echo second", "cronExpr": "@yearly"}"#;
+    assert_eq!(replace_at(etag.clone(), second).await?.0, StatusCode::OK);
+    assert_error(
+        &replace_at(etag.clone(), first).await?,
+        StatusCode::PRECONDITION_FAILED,
+        None,
+    );
+    assert_eq!(
+        api.get("/jobs/once-only").await?.1["command"],
+        "echo second"
+    );
+    assert_error(
+        &replace_at("soon".into(), first).await?,
+        StatusCode::BAD_REQUEST,
+        Some("If-Match"),
+    );
     assert_eq!(
         api.delete("/jobs/once-only").await?.0,
         StatusCode::NO_CONTENT
     );
+    assert_error(
+        &replace_at(etag, first).await?,
+        StatusCode::PRECONDITION_FAILED,
+        None,
+    );
+    assert_eq!(api.get("/jobs/once-only").await?.0, StatusCode::NOT_FOUND);
 
     // Listing: paged, filtered by prefix, sorted by name.
     for n in ["beta-1", "beta-2", "beta-3", "gamma"] {

@@ -109,28 +109,24 @@ impl Store {
     /// false if it changed or was deleted since.
     pub async fn replace_job_at(&self, job: &Job, version: i64) -> Result<bool, StoreError> {
         let key = self.keys.job(&job.name);
-        let value = serde_json::to_vec(&job.to_spec()).expect("a job spec serializes");
-        let txn = Txn::new()
-            .when(vec![Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                version,
-            )])
-            .and_then(vec![TxnOp::put(key, value, None)]);
-        Ok(self.etcd.kv_client().txn(txn).await?.succeeded())
+        self.put_job_if(job, Compare::mod_revision(key, CompareOp::Equal, version))
+            .await
     }
 
     /// Stores a job only if no job has its name; false if one has.
     pub async fn create_job(&self, job: &Job) -> Result<bool, StoreError> {
         let key = self.keys.job(&job.name);
+        self.put_job_if(job, Compare::create_revision(key, CompareOp::Equal, 0))
+            .await
+    }
+
+    async fn put_job_if(&self, job: &Job, condition: Compare) -> Result<bool, StoreError> {
         let value = serde_json::to_vec(&job.to_spec()).expect("a job spec serializes");
-        let txn = Txn::new()
-            .when(vec![Compare::create_revision(
-                key.clone(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then(vec![TxnOp::put(key, value, None)]);
+        let txn = Txn::new().when(vec![condition]).and_then(vec![TxnOp::put(
+            self.keys.job(&job.name),
+            value,
+            None,
+        )]);
         Ok(self.etcd.kv_client().txn(txn).await?.succeeded())
     }
 

@@ -159,18 +159,19 @@ async fn jobs_runs_workers_and_preview() -> anyhow::Result<()> {
     );
 
     // `If-None-Match: *` creates but never replaces.
-    let create_only = |body: &'static str| {
+    let put_if = |header: &'static str, value: String, body: &'static str| {
         let api = &api;
         async move {
             api.call_with(
                 reqwest::Method::PUT,
                 "/jobs/once-only",
                 Some(body),
-                &[("if-none-match", "*")],
+                &[(header, value.as_str())],
             )
             .await
         }
     };
+    let create_only = |body| put_if("if-none-match", "*".into(), body);
     let first = r#"{"command": "echo first", "cronExpr": "@yearly"}"#;
     assert_eq!(create_only(first).await?.0, StatusCode::CREATED);
     assert_error(
@@ -180,13 +181,7 @@ async fn jobs_runs_workers_and_preview() -> anyhow::Result<()> {
     );
     assert_eq!(api.get("/jobs/once-only").await?.1["command"], "echo first");
     assert_error(
-        &api.call_with(
-            reqwest::Method::PUT,
-            "/jobs/once-only",
-            Some(first),
-            &[("if-none-match", "\"abc\"")],
-        )
-        .await?,
+        &put_if("if-none-match", "\"abc\"".into(), first).await?,
         StatusCode::BAD_REQUEST,
         Some("If-None-Match"),
     );
@@ -201,18 +196,7 @@ async fn jobs_runs_workers_and_preview() -> anyhow::Result<()> {
         .expect("GET /jobs/{name} has an ETag")
         .to_str()?
         .to_string();
-    let replace_at = |tag: String, body: &'static str| {
-        let api = &api;
-        async move {
-            api.call_with(
-                reqwest::Method::PUT,
-                "/jobs/once-only",
-                Some(body),
-                &[("if-match", tag.as_str())],
-            )
-            .await
-        }
-    };
+    let replace_at = |tag: String, body| put_if("if-match", tag, body);
     let second = r#"{"command": "echo second", "cronExpr": "@yearly"}"#;
     assert_eq!(replace_at(etag.clone(), second).await?.0, StatusCode::OK);
     assert_error(

@@ -50,6 +50,15 @@ async function apiResponse(method, path, body, headers = {}) {
 
 const jobPath = (name) => `/jobs/${encodeURIComponent(name)}`;
 
+/** A job as listed, or null if there is none. Asked of the list (the name
+ *  sorts first among names it prefixes) so that a job deleted meanwhile is
+ *  an answer, not a 404 in the browser's console. */
+async function findJob(name) {
+  const data = await api('GET', `/jobs?${new URLSearchParams({ prefix: name, pageSize: 1 })}`);
+  const job = data.items[0];
+  return job && job.name === name ? job : null;
+}
+
 const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
 const SHORT = { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' };
 const relative = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
@@ -340,14 +349,15 @@ function jobsPage() {
     const i = items.findIndex((j) => j.name === name);
     if (i < 0) return;
     try {
-      const job = await api('GET', jobPath(name));
+      const job = await findJob(name);
+      if (!job) { soon('jobs', load); return; }
       const k = items.findIndex((j) => j.name === name);
       if (k < 0) return;
       items[k] = job;
       const el = holder.querySelector(`tr[data-job-row="${CSS.escape(name)}"]`);
       if (el) replaceKeepingFocus(el, row(job));
-    } catch (e) {
-      if (e.status === 404) soon('jobs', load);
+    } catch {
+      soon('jobs', load);
     }
   }
 
@@ -451,19 +461,18 @@ function jobPage(name) {
 
   let alive = true;
   async function loadJob() {
+    let html = null;
     try {
-      const j = await api('GET', jobPath(name));
+      job = await findJob(name);
       if (!alive) return;
-      job = j;
-      renderHead();
+      if (job) { renderHead(); return; }
+      html = `<div class="alert alert-warning" role="alert">There is no job named <strong>${esc(name)}</strong> (it may have been deleted). <a href="#/jobs" class="alert-link">Back to jobs</a></div>`;
     } catch (e) {
-      if (!alive) return;
-      const h = document.getElementById('job-head');
-      if (h) h.innerHTML = e.status === 404
-        ? `<div class="alert alert-warning" role="alert">There is no job named <strong>${esc(name)}</strong> (it may have been deleted). <a href="#/jobs" class="alert-link">Back to jobs</a></div>`
-        : errorAlert(e);
       job = null;
+      html = errorAlert(e);
     }
+    const h = document.getElementById('job-head');
+    if (alive && h) h.innerHTML = html;
   }
 
   const runRow = (r) => `

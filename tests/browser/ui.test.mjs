@@ -248,6 +248,16 @@ step('a job deleted elsewhere disappears from the open list (event stream)', asy
   await desktop.locator('tr[data-job-row="nightly-report"]').waitFor();
 });
 
+step('a job deleted while its page is open says so', async () => {
+  assert.equal((await api('PUT', '/jobs/ui-gone', { command: 'true', cronExpr: '@yearly' })).status, 201);
+  await desktop.goto(`${base}/#/jobs/ui-gone`);
+  await desktop.getByRole('heading', { name: 'ui-gone', exact: true }).waitFor();
+  await markDocument(desktop);
+  assert.equal((await api('DELETE', '/jobs/ui-gone')).status, 204);
+  await desktop.getByText('There is no job named ui-gone').waitFor();
+  await assertNoReload(desktop);
+});
+
 step('the form refuses a new job with a taken name, on the name field', async () => {
   await desktop.goto(`${base}/#/jobs/new`);
   await desktop.getByLabel('Name', { exact: true }).fill('nightly-report');

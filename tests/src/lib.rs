@@ -890,3 +890,82 @@ impl TickReport {
         );
     }
 }
+
+/// A TCP proxy on loopback whose replies can be held: while held, bytes from
+/// the target to clients wait (requests still go through). A claim sent then
+/// commits in etcd while its answer never reaches the worker in time: the
+/// "answer lost" half of a partition, made on demand.
+pub struct ReplyHoldProxy {
+    /// `http://127.0.0.1:{port}`, for a client's endpoint list.
+    pub url: String,
+    held: tokio::sync::watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl ReplyHoldProxy {
+    /// Proxies to `target` (`host:port`).
+    pub async fn start(target: &str) -> anyhow::Result<ReplyHoldProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (held, _) = tokio::sync::watch::channel(false);
+        let target = target.to_string();
+        let held_rx = held.subscribe();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let target = target.clone();
+                let held = held_rx.clone();
+                tokio::spawn(async move {
+                    if let Ok(server) = tokio::net::TcpStream::connect(&target).await {
+                        proxy_connection(client, server, held).await;
+                    }
+                });
+            }
+        });
+        Ok(ReplyHoldProxy { url, held, accept })
+    }
+
+    /// Holds (true) or releases (false) every reply.
+    pub fn hold(&self, on: bool) {
+        self.held.send_replace(on);
+    }
+}
+
+impl Drop for ReplyHoldProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn proxy_connection(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    mut held: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let requests = tokio::io::copy(&mut client_read, &mut server_write);
+    let replies = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // Bytes read just before a hold wait for its end too.
+            if held.wait_for(|h| !*h).await.is_err() {
+                return;
+            }
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if held.wait_for(|h| !*h).await.is_err() {
+                return;
+            }
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = requests => {}
+        _ = replies => {}
+    }
+}

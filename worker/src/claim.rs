@@ -29,6 +29,9 @@ pub enum Claim {
     /// Another worker has it, or the job changed or was deleted, or (for a
     /// catch-up) the watermark shows it was already handled.
     Lost,
+    /// Won, but learned too late to run under the job's overlap policy
+    /// (see `run::claim`): recorded, not run.
+    Missed { revision: i64 },
 }
 
 /// What to claim.
@@ -109,6 +112,42 @@ impl Claimer {
     }
 
     /// The job's watermark: the highest scheduled tick ever claimed.
+    /// The registration lease running marks hang on now (0 if none).
+    pub fn registration_lease_id(&self) -> i64 {
+        *self.registration_lease.borrow()
+    }
+
+    /// What etcd holds for a claim this worker sent without learning the
+    /// answer: `Won`/`Skipped` if the claim key records this very attempt
+    /// (this worker and its `claimedAt`), `Lost` if it records another,
+    /// `None` if there is no claim key (the attempt did not commit, or has
+    /// not yet).
+    pub async fn claim_outcome(
+        &self,
+        req: &ClaimRequest<'_>,
+    ) -> Result<Option<Claim>, etcd_client::Error> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(self.keys.claim_run(req.job, req.run), None)
+            .await?;
+        Ok(resp.kvs().first().map(|kv| {
+            match serde_json::from_slice::<ClaimRecord>(kv.value()) {
+                Ok(r) if r.worker == self.worker_id && r.claimed_at == req.now_ms => {
+                    // The claim key is created by the claim transaction, so
+                    // its create revision is the transaction's revision.
+                    let revision = kv.create_revision();
+                    if r.skipped {
+                        Claim::Skipped { revision }
+                    } else {
+                        Claim::Won { revision }
+                    }
+                }
+                _ => Claim::Lost,
+            }
+        }))
+    }
+
     pub async fn watermark(&self, job: &JobName) -> Result<Option<i64>, etcd_client::Error> {
         let resp = self
             .client

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use gdts_common::job::Job;
+use gdts_common::job::{Job, Overlap};
 use gdts_common::keys::RunKey;
 use gdts_common::log_record::LogRecord;
 use gdts_common::timing::{CATCH_UP_KEY_SAFE_AGE, CLAIM_TIMEOUT, MAX_TICK_LATENESS};
@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::claim::{Claim, ClaimRequest, Claimer};
+use crate::claim::{Claim, ClaimError, ClaimRequest, Claimer};
 use crate::container;
 use crate::executor::{self, now_ms, Outcome, RunLimits};
 use crate::runs::Runs;
@@ -148,7 +148,11 @@ async fn catch_up_one(
             Some(tick_ms)
         }
         Claim::Skipped { revision } => {
-            log_skip(ctx, job, &run, trigger, revision).await;
+            log_skip(ctx, job, &run, trigger, revision, SKIP_OVERLAP).await;
+            Some(tick_ms)
+        }
+        Claim::Missed { revision } => {
+            log_skip(ctx, job, &run, trigger, revision, SKIP_LEARNED_LATE).await;
             Some(tick_ms)
         }
         // Someone else has it (or the job changed): go on with the next.
@@ -159,19 +163,70 @@ async fn catch_up_one(
 /// A tick this late when claimed is logged as caught up, not scheduled.
 const CATCH_UP_LABEL_AGE: Duration = Duration::from_secs(1);
 
-/// Claims with the claim timeout; `None` on error or timeout (logged).
+/// How long a worker keeps asking etcd whether a claim that got no answer
+/// was won. Well inside `CLAIM_TTL`, so the claim key is still there to say.
+const CLAIM_RESOLVE_WINDOW: Duration = Duration::from_secs(60);
+/// A claim key still absent this long after etcd answered again means the
+/// attempt did not commit.
+const CLAIM_ABSENT_FOR: Duration = Duration::from_secs(2);
+
+/// Claims with the claim timeout. A claim that fails or times out after it
+/// was sent may still have committed (its answer lost with the connection):
+/// then the worker asks etcd which it was, so a tick it won is run here,
+/// late, rather than by nobody. `None` when that cannot be known in time.
 async fn claim(ctx: &RunContext, request: &ClaimRequest<'_>) -> Option<Claim> {
-    match tokio::time::timeout(CLAIM_TIMEOUT, ctx.claimer.try_claim(request)).await {
-        Ok(Ok(c)) => Some(c),
-        Ok(Err(e)) => {
-            tracing::warn!(job = %request.job, run = %request.run, error = %e, "claim failed; not run here");
-            None
+    let lease = ctx.claimer.registration_lease_id();
+    let failure = match tokio::time::timeout(CLAIM_TIMEOUT, ctx.claimer.try_claim(request)).await {
+        Ok(Ok(c)) => return Some(c),
+        Ok(Err(e @ ClaimError::NotRegistered)) => {
+            tracing::warn!(job = %request.job, run = %request.run, error = %e, "claim not sent; not run here");
+            return None;
         }
-        Err(_) => {
-            tracing::warn!(job = %request.job, run = %request.run, "claim timed out; not run here");
-            None
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_string(),
+    };
+    tracing::warn!(job = %request.job, run = %request.run, error = %failure,
+        "claim got no answer; asking etcd whether it was won");
+    let outcome = resolve_claim(ctx, request).await;
+    match outcome {
+        Some(Claim::Won { revision })
+            if request.overlap != Overlap::Allow
+                && ctx.claimer.registration_lease_id() != lease =>
+        {
+            // The running mark of the claim went with the registration that
+            // expired meanwhile, so other runs may have started: running now
+            // could break the overlap policy. The tick is recorded instead.
+            tracing::warn!(job = %request.job, run = %request.run,
+                "won a claim, learned too late to run it under its overlap policy");
+            Some(Claim::Missed { revision })
+        }
+        other => {
+            tracing::info!(job = %request.job, run = %request.run, outcome = ?other, "claim outcome learned");
+            other
         }
     }
+}
+
+/// Reads the claim key of `request` until etcd says whether it committed.
+async fn resolve_claim(ctx: &RunContext, request: &ClaimRequest<'_>) -> Option<Claim> {
+    let deadline = tokio::time::Instant::now() + CLAIM_RESOLVE_WINDOW;
+    let mut absent_since = None;
+    while tokio::time::Instant::now() < deadline && !ctx.stop_scheduling.is_cancelled() {
+        match tokio::time::timeout(CLAIM_TIMEOUT, ctx.claimer.claim_outcome(request)).await {
+            Ok(Ok(Some(claim))) => return Some(claim),
+            // Absent: not committed, unless the attempt is still on its way.
+            Ok(Ok(None)) => match absent_since {
+                None => absent_since = Some(tokio::time::Instant::now()),
+                Some(t) if t.elapsed() >= CLAIM_ABSENT_FOR => return Some(Claim::Lost),
+                Some(_) => {}
+            },
+            // etcd still unreachable: ask again.
+            Ok(Err(_)) | Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tracing::warn!(job = %request.job, run = %request.run, "claim outcome unknown; not run here");
+    None
 }
 
 async fn run_with_retries(
@@ -204,7 +259,12 @@ async fn run_with_retries(
         Some(Claim::Won { revision }) => {
             execute_and_retry(ctx, job, job_revision, run, trigger, revision).await
         }
-        Some(Claim::Skipped { revision }) => log_skip(ctx, job, &run, trigger, revision).await,
+        Some(Claim::Skipped { revision }) => {
+            log_skip(ctx, job, &run, trigger, revision, SKIP_OVERLAP).await
+        }
+        Some(Claim::Missed { revision }) => {
+            log_skip(ctx, job, &run, trigger, revision, SKIP_LEARNED_LATE).await
+        }
         Some(Claim::Lost) | None => {}
     }
 }
@@ -240,7 +300,11 @@ async fn execute_and_retry(
         match claim(ctx, &request).await {
             Some(Claim::Won { revision }) => claim_revision = revision,
             Some(Claim::Skipped { revision }) => {
-                log_skip(ctx, job, &run, trigger, revision).await;
+                log_skip(ctx, job, &run, trigger, revision, SKIP_OVERLAP).await;
+                return;
+            }
+            Some(Claim::Missed { revision }) => {
+                log_skip(ctx, job, &run, trigger, revision, SKIP_LEARNED_LATE).await;
                 return;
             }
             // The job changed or was deleted meanwhile: no more attempts.
@@ -353,20 +417,27 @@ async fn execute(
 }
 
 /// The record of a tick skipped because a run of the job was in progress.
+const SKIP_OVERLAP: &str = "skipped: a run of this job was still in progress (overlap forbid)";
+const SKIP_LEARNED_LATE: &str =
+    "skipped: this worker won the tick but lost etcd before it learned so, \
+     and its registration expired meanwhile; running it then could have broken the overlap policy";
+
+/// Records a claimed tick that is not run, and why (`err`).
 async fn log_skip(
     ctx: &RunContext,
     job: &Job,
     run: &RunKey,
     trigger: Trigger,
     claim_revision: i64,
+    err: &str,
 ) {
     let now = now_ms();
-    tracing::info!(job = %job.name, run = %run, "skipped: previous run still in progress");
+    tracing::info!(job = %job.name, run = %run, reason = err, "tick skipped");
     let record = LogRecord {
         run_id: LogRecord::run_id(job.name.as_str(), run.tick_ms, claim_revision),
         job_name: job.name.to_string(),
         command: job.command.clone(),
-        err: "skipped: a run of this job was still in progress (overlap forbid)".into(),
+        err: err.into(),
         output: String::new(),
         plan_time: run.tick_ms,
         schedule_time: now,

@@ -59,20 +59,20 @@ async function findJob(name) {
   return job && job.name === name ? job : null;
 }
 
-const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+const MEDIUM = { dateStyle: 'medium', timeStyle: 'medium' };
 const SHORT = { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' };
+const localTime = { medium: new Intl.DateTimeFormat(undefined, MEDIUM), short: new Intl.DateTimeFormat(undefined, SHORT) };
 const relative = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
 
 /** Date and time of epoch `ms`, in `timeZone` (else local), `short` or medium. */
 function fmtTime(ms, timeZone, short = false) {
   if (!ms) return '—';
-  const style = short ? SHORT : { dateStyle: 'medium', timeStyle: 'medium' };
   if (timeZone) {
     try {
-      return new Intl.DateTimeFormat(undefined, { ...style, timeZone }).format(new Date(ms));
+      return new Intl.DateTimeFormat(undefined, { ...(short ? SHORT : MEDIUM), timeZone }).format(new Date(ms));
     } catch { /* an unknown zone: fall back to local time */ }
   }
-  return short ? new Intl.DateTimeFormat(undefined, SHORT).format(new Date(ms)) : dateTime.format(new Date(ms));
+  return localTime[short ? 'short' : 'medium'].format(new Date(ms));
 }
 
 function fmtRelative(ms) {
@@ -121,6 +121,9 @@ function describeCron(expr) {
     return '';
   }
 }
+
+/** A run's exit code, or the signal that ended it. */
+const exitText = (r) => (r.exitCode != null ? String(r.exitCode) : r.signal != null ? `signal ${r.signal}` : '—');
 
 const STATUS_CLASS = {
   succeeded: 'text-bg-success',
@@ -202,33 +205,26 @@ function confirmDelete(name) {
   });
 }
 
+/** The job actions that are one POST, and what each says when done. */
+const POST_ACTIONS = {
+  run: (name) => [`Run of ${name} requested`, 'success'],
+  pause: (name) => [`${name} paused`, 'success'],
+  resume: (name) => [`${name} resumed`, 'success'],
+  kill: (name) => [`Kill of ${name}'s running runs requested`, 'warning'],
+};
+
 async function jobAction(action, name) {
   try {
-    switch (action) {
-      case 'run':
-        await api('POST', `${jobPath(name)}/run`);
-        toast(`Run of ${name} requested`);
-        break;
-      case 'pause':
-        await api('POST', `${jobPath(name)}/pause`);
-        toast(`${name} paused`);
-        break;
-      case 'resume':
-        await api('POST', `${jobPath(name)}/resume`);
-        toast(`${name} resumed`);
-        break;
-      case 'kill':
-        await api('POST', `${jobPath(name)}/kill`);
-        toast(`Kill of ${name}'s running runs requested`, 'warning');
-        break;
-      case 'delete':
-        if (!(await confirmDelete(name))) return false;
-        await api('DELETE', jobPath(name));
-        toast(`${name} deleted`);
-        return 'deleted';
-      default:
-        return false;
+    if (action === 'delete') {
+      if (!(await confirmDelete(name))) return false;
+      await api('DELETE', jobPath(name));
+      toast(`${name} deleted`);
+      return 'deleted';
     }
+    const done = POST_ACTIONS[action];
+    if (!done) return false;
+    await api('POST', `${jobPath(name)}/${action}`);
+    toast(...done(name));
     return true;
   } catch (e) {
     toast(e.message, 'danger');
@@ -483,7 +479,7 @@ function jobPage(name) {
       <td data-label="Started"><div class="cell">${timeTag(r.startTime)}</div></td>
       <td data-label="Duration"><div class="cell">${r.status === 'skipped' ? '—' : esc(fmtDuration(r.endTime - r.startTime))}</div></td>
       <td data-label="Worker" class="text-break"><div class="cell">${esc(r.worker)}</div></td>
-      <td data-label="Exit"><div class="cell">${r.exitCode != null ? esc(r.exitCode) : r.signal != null ? esc(`signal ${r.signal}`) : '—'}</div></td>
+      <td data-label="Exit"><div class="cell">${esc(exitText(r))}</div></td>
       <td data-label="" class="actions"><div class="cell">${r.status === 'skipped' ? '' : `<button type="button" class="btn btn-sm btn-outline-secondary" data-output="${esc(r.runId)}" aria-label="Output of the run at ${esc(fmtTime(r.planTime))}">Output</button>`}</div></td>
     </tr>`;
 
@@ -561,7 +557,7 @@ async function showOutput(name, runId) {
         <dt class="col-4 col-md-2">Worker</dt><dd class="col-8 col-md-4 text-break">${esc(r.worker)}</dd>
         <dt class="col-4 col-md-2">Tick</dt><dd class="col-8 col-md-4">${esc(fmtTime(r.planTime))}</dd>
         <dt class="col-4 col-md-2">Duration</dt><dd class="col-8 col-md-4">${esc(fmtDuration(r.endTime - r.startTime))}</dd>
-        <dt class="col-4 col-md-2">Exit</dt><dd class="col-8 col-md-4">${r.exitCode != null ? esc(r.exitCode) : r.signal != null ? esc(`signal ${r.signal}`) : '—'}</dd>
+        <dt class="col-4 col-md-2">Exit</dt><dd class="col-8 col-md-4">${esc(exitText(r))}</dd>
         <dt class="col-4 col-md-2">Output</dt><dd class="col-8 col-md-4">${esc(fmtBytes(r.outputBytes))}${r.truncated ? ' (truncated)' : ''}</dd>
         ${r.err ? `<dt class="col-4 col-md-2">Error</dt><dd class="col-8 col-md-10 text-danger text-break">${esc(r.err)}</dd>` : ''}
         <dt class="col-4 col-md-2">Command</dt><dd class="col-8 col-md-10"><code class="text-break">${esc(r.command)}</code></dd>

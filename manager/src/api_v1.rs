@@ -145,6 +145,10 @@ async fn not_found() -> V1Error {
     V1Error::NotFound("no such API endpoint".into())
 }
 
+fn no_such_job(name: &JobName) -> V1Error {
+    V1Error::NotFound(format!("no job named {name}"))
+}
+
 fn name_of(raw: &str) -> V1Result<JobName> {
     JobName::parse(raw).map_err(|e| V1Error::BadRequest {
         field: Some("name".into()),
@@ -288,7 +292,7 @@ async fn get_job(State(state): State<AppState>, Path(name): Path<String>) -> V1R
         .store
         .get_job_versioned(&name)
         .await?
-        .ok_or_else(|| V1Error::NotFound(format!("no job named {name}")))?;
+        .ok_or_else(|| no_such_job(&name))?;
     let running = state.store.running_counts().await?;
     let n = running.get(name.as_str()).copied().unwrap_or(0);
     let mut v = view(spec, n);
@@ -388,8 +392,8 @@ async fn put_job(
         }
     }
     let job = Job::from_json(&Value::Object(object).to_string()).map_err(V1Error::Invalid)?;
-    match precondition {
-        Precondition::None => {}
+    let created = match precondition {
+        Precondition::None => state.store.save_job(&job).await?.is_none(),
         Precondition::Absent => {
             if !state.store.create_job(&job).await? {
                 return Err(V1Error::PreconditionFailed {
@@ -397,8 +401,7 @@ async fn put_job(
                     message: format!("a job named {name} already exists"),
                 });
             }
-            tracing::info!(job = %job.name, created = true, "job saved (api)");
-            return Ok((StatusCode::CREATED, Json(view(job.to_spec(), 0))).into_response());
+            true
         }
         Precondition::At(version) => {
             if !state.store.replace_job_at(&job, version).await? {
@@ -410,16 +413,14 @@ async fn put_job(
                     ),
                 });
             }
-            tracing::info!(job = %job.name, created = false, "job saved (api)");
-            return Ok((StatusCode::OK, Json(view(job.to_spec(), 0))).into_response());
+            false
         }
-    }
-    let previous = state.store.save_job(&job).await?;
-    tracing::info!(job = %job.name, created = previous.is_none(), "job saved (api)");
-    let status = if previous.is_some() {
-        StatusCode::OK
-    } else {
+    };
+    tracing::info!(job = %job.name, created, "job saved (api)");
+    let status = if created {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
     Ok((status, Json(view(job.to_spec(), 0))).into_response())
 }
@@ -433,7 +434,7 @@ async fn delete_job(
     let name = name_of(&name)?;
     match state.store.delete_job(&name).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT),
-        None => Err(V1Error::NotFound(format!("no job named {name}"))),
+        None => Err(no_such_job(&name)),
     }
 }
 
@@ -441,7 +442,7 @@ async fn existing(state: &AppState, name: &str) -> V1Result<JobName> {
     let name = name_of(name)?;
     match state.store.get_job(&name).await? {
         Some(_) => Ok(name),
-        None => Err(V1Error::NotFound(format!("no job named {name}"))),
+        None => Err(no_such_job(&name)),
     }
 }
 
@@ -464,7 +465,7 @@ async fn run_job(
         .store
         .request_run(&name)
         .await?
-        .ok_or_else(|| V1Error::NotFound(format!("no job named {name}")))?;
+        .ok_or_else(|| no_such_job(&name))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "requestedAt": requested_at, "request": request })),
@@ -477,7 +478,7 @@ async fn set_paused(state: AppState, name: String, paused: bool) -> V1Result<Jso
         .store
         .set_paused(&name, paused)
         .await?
-        .ok_or_else(|| V1Error::NotFound(format!("no job named {name}")))?;
+        .ok_or_else(|| no_such_job(&name))?;
     Ok(Json(view(spec, 0)))
 }
 

@@ -23,16 +23,20 @@ pub enum Claim {
     /// This worker runs it. `revision` is the etcd revision of the claim,
     /// unique per claim and used to order kill requests after it.
     Won { revision: i64 },
-    /// This worker won the tick, but a run of the job was in progress and the
-    /// overlap policy is `forbid`: it records the skip instead of running.
-    Skipped { revision: i64 },
+    /// This worker won the tick but must not run it: it records the skip,
+    /// with `reason` as the record's `err`. A run of the job was in progress
+    /// under `forbid` ([`SKIP_OVERLAP`]), or the win was learned too late to
+    /// run under the overlap policy ([`SKIP_LEARNED_LATE`], see `run::claim`).
+    Skipped { revision: i64, reason: &'static str },
     /// Another worker has it, or the job changed or was deleted, or (for a
     /// catch-up) the watermark shows it was already handled.
     Lost,
-    /// Won, but learned too late to run under the job's overlap policy
-    /// (see `run::claim`): recorded, not run.
-    Missed { revision: i64 },
 }
+
+pub const SKIP_OVERLAP: &str = "skipped: a run of this job was still in progress (overlap forbid)";
+pub const SKIP_LEARNED_LATE: &str =
+    "skipped: this worker won the tick but lost etcd before it learned so, \
+     and its registration expired meanwhile; running it then could have broken the overlap policy";
 
 /// What to claim.
 pub struct ClaimRequest<'a> {
@@ -138,7 +142,10 @@ impl Claimer {
                     // its create revision is the transaction's revision.
                     let revision = kv.create_revision();
                     if r.skipped {
-                        Claim::Skipped { revision }
+                        Claim::Skipped {
+                            revision,
+                            reason: SKIP_OVERLAP,
+                        }
                     } else {
                         Claim::Won { revision }
                     }
@@ -188,7 +195,10 @@ impl Claimer {
         Ok(if ran {
             Claim::Won { revision }
         } else {
-            Claim::Skipped { revision }
+            Claim::Skipped {
+                revision,
+                reason: SKIP_OVERLAP,
+            }
         })
     }
 

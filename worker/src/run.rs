@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::claim::{Claim, ClaimError, ClaimRequest, Claimer};
+use crate::claim::{Claim, ClaimError, ClaimRequest, Claimer, SKIP_LEARNED_LATE};
 use crate::container;
 use crate::executor::{self, now_ms, Outcome, RunLimits};
 use crate::runs::Runs;
@@ -147,12 +147,8 @@ async fn catch_up_one(
             });
             Some(tick_ms)
         }
-        Claim::Skipped { revision } => {
-            log_skip(ctx, job, &run, trigger, revision, SKIP_OVERLAP).await;
-            Some(tick_ms)
-        }
-        Claim::Missed { revision } => {
-            log_skip(ctx, job, &run, trigger, revision, SKIP_LEARNED_LATE).await;
+        Claim::Skipped { revision, reason } => {
+            log_skip(ctx, job, &run, trigger, revision, reason).await;
             Some(tick_ms)
         }
         // Someone else has it (or the job changed): go on with the next.
@@ -198,7 +194,10 @@ async fn claim(ctx: &RunContext, request: &ClaimRequest<'_>) -> Option<Claim> {
             // could break the overlap policy. The tick is recorded instead.
             tracing::warn!(job = %request.job, run = %request.run,
                 "won a claim, learned too late to run it under its overlap policy");
-            Some(Claim::Missed { revision })
+            Some(Claim::Skipped {
+                revision,
+                reason: SKIP_LEARNED_LATE,
+            })
         }
         other => {
             tracing::info!(job = %request.job, run = %request.run, outcome = ?other, "claim outcome learned");
@@ -259,11 +258,8 @@ async fn run_with_retries(
         Some(Claim::Won { revision }) => {
             execute_and_retry(ctx, job, job_revision, run, trigger, revision).await
         }
-        Some(Claim::Skipped { revision }) => {
-            log_skip(ctx, job, &run, trigger, revision, SKIP_OVERLAP).await
-        }
-        Some(Claim::Missed { revision }) => {
-            log_skip(ctx, job, &run, trigger, revision, SKIP_LEARNED_LATE).await
+        Some(Claim::Skipped { revision, reason }) => {
+            log_skip(ctx, job, &run, trigger, revision, reason).await
         }
         Some(Claim::Lost) | None => {}
     }
@@ -299,12 +295,8 @@ async fn execute_and_retry(
         let request = ClaimRequest::new(job, job_revision, &run, now_ms());
         match claim(ctx, &request).await {
             Some(Claim::Won { revision }) => claim_revision = revision,
-            Some(Claim::Skipped { revision }) => {
-                log_skip(ctx, job, &run, trigger, revision, SKIP_OVERLAP).await;
-                return;
-            }
-            Some(Claim::Missed { revision }) => {
-                log_skip(ctx, job, &run, trigger, revision, SKIP_LEARNED_LATE).await;
+            Some(Claim::Skipped { revision, reason }) => {
+                log_skip(ctx, job, &run, trigger, revision, reason).await;
                 return;
             }
             // The job changed or was deleted meanwhile: no more attempts.
@@ -417,11 +409,6 @@ async fn execute(
 }
 
 /// The record of a tick skipped because a run of the job was in progress.
-const SKIP_OVERLAP: &str = "skipped: a run of this job was still in progress (overlap forbid)";
-const SKIP_LEARNED_LATE: &str =
-    "skipped: this worker won the tick but lost etcd before it learned so, \
-     and its registration expired meanwhile; running it then could have broken the overlap policy";
-
 /// Records a claimed tick that is not run, and why (`err`).
 async fn log_skip(
     ctx: &RunContext,

@@ -33,12 +33,17 @@ pub async fn shutdown_signal() {
 /// An etcd client. Connecting is lazy (etcd may be down at start); HTTP/2
 /// keep-alives find a dead connection within seconds, so watches break and
 /// resync instead of hanging.
+///
+/// The pings respect etcd's keep-alive enforcement (grpc-go): no pings on a
+/// connection without streams, and none closer than `--grpc-keepalive-min-time`
+/// (5 s by default). An idle manager pinging every 3 s was answered with
+/// GOAWAY ("too many pings") and its next request failed ("broken pipe").
 pub async fn connect_etcd(endpoints: &[String]) -> anyhow::Result<etcd_client::Client> {
     let options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(10))
-        .with_keep_alive(Duration::from_secs(3), Duration::from_secs(3))
-        .with_keep_alive_while_idle(true);
+        .with_keep_alive(Duration::from_secs(6), Duration::from_secs(3))
+        .with_keep_alive_while_idle(false);
     etcd_client::Client::connect(endpoints, Some(options))
         .await
         .context("connecting to etcd")

@@ -10,6 +10,8 @@
 //! | `{p}running/{job}/{run}`         | `RunningRecord` JSON  | the running worker's lease   |
 //! | `{p}high-water/{job}`            | highest claimed scheduled tick, 20 digits | none |
 //! | `{p}run-now/{job}/{request}`     | `RunNowRequest` JSON  | a short lease, never renewed |
+//! | `{p}horizon/{worker}`            | `Horizon` JSON        | the worker's lease           |
+//! | `{p}run-feed/{worker}`           | `RunFeed` JSON        | the worker's lease           |
 //!
 //! `{run}` is a [`RunKey`]: the tick zero-padded to 20 digits (so key order is
 //! time order), then `.m{request}` for a manual run and `.a{n}` for retry
@@ -115,6 +117,40 @@ impl Keys {
         JobName::parse(rest.split_once('/')?.0).ok()
     }
 
+    pub fn horizons_prefix(&self) -> String {
+        format!("{}horizon/", self.prefix)
+    }
+
+    /// How far a worker has settled the ticks it owns (see `plan.rs`).
+    pub fn horizon(&self, worker_id: &str) -> String {
+        format!("{}horizon/{}", self.prefix, worker_id)
+    }
+
+    /// The worker id of a `horizon/` key.
+    pub fn parse_horizon_key(&self, key: &[u8]) -> Option<String> {
+        let id = std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(&self.horizons_prefix())?;
+        (!id.is_empty() && !id.contains('/')).then(|| id.to_string())
+    }
+
+    pub fn run_feed_prefix(&self) -> String {
+        format!("{}run-feed/", self.prefix)
+    }
+
+    /// The runs a worker finished since its previous write of this key.
+    pub fn run_feed(&self, worker_id: &str) -> String {
+        format!("{}run-feed/{}", self.prefix, worker_id)
+    }
+
+    /// The worker id of a `run-feed/` key.
+    pub fn parse_run_feed_key(&self, key: &[u8]) -> Option<String> {
+        let id = std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(&self.run_feed_prefix())?;
+        (!id.is_empty() && !id.contains('/')).then(|| id.to_string())
+    }
+
     /// The watermark: the highest scheduled tick ever claimed for the job.
     pub fn last_tick(&self, name: &JobName) -> String {
         format!("{}high-water/{}", self.prefix, name)
@@ -154,9 +190,9 @@ impl Keys {
     }
 
     /// The key range `[start, end)` the manager's event stream watches: from
-    /// `jobs/` to the end of `workers/`. It holds `jobs/`, `kill/`, `run-now/`,
-    /// `running/` and `workers/`, and leaves out the busy `claims/` and
-    /// `high-water/` keys, which sort before `jobs/`.
+    /// `jobs/` to the end of `workers/`. It holds `jobs/`, `kill/`, `run-feed/`,
+    /// `run-now/`, `running/` and `workers/`, and leaves out the busy `claims/`,
+    /// `high-water/` and `horizon/` keys, which sort before `jobs/`.
     pub fn event_range(&self) -> (String, Vec<u8>) {
         (self.jobs_prefix(), prefix_range_end(&self.workers_prefix()))
     }
@@ -264,6 +300,15 @@ mod tests {
             Some("w-1".into())
         );
         assert_eq!(k.parse_worker_key(b"/t1/jobs/w"), None);
+        assert_eq!(
+            k.parse_horizon_key(k.horizon("w-1").as_bytes()),
+            Some("w-1".into())
+        );
+        assert_eq!(
+            k.parse_run_feed_key(k.run_feed("w-1").as_bytes()),
+            Some("w-1".into())
+        );
+        assert_eq!(k.parse_run_feed_key(k.horizon("w-1").as_bytes()), None);
     }
 
     #[test]
@@ -312,11 +357,12 @@ mod tests {
             k.kill(&n),
             k.run_now(&n, "1-a"),
             k.running(&n, &RunKey::scheduled(1)),
+            k.run_feed("w"),
             k.worker("w"),
         ] {
             assert!(inside(&key), "{key} should be watched");
         }
-        for key in [k.claim(&n, 1), k.last_tick(&n)] {
+        for key in [k.claim(&n, 1), k.last_tick(&n), k.horizon("w")] {
             assert!(!inside(&key), "{key} should not be watched");
         }
     }

@@ -10,6 +10,8 @@ pub mod job;
 pub mod keys;
 pub mod limits;
 pub mod log_record;
+pub mod ownership;
+pub mod plan;
 pub mod response;
 pub mod schedule;
 pub mod timing;

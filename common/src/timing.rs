@@ -1,5 +1,19 @@
 //! Timing constants of the run-once protocol, derived from one another so the
-//! safety inequality in ARCHITECTURE.md cannot be broken by editing one alone.
+//! safety inequalities in ARCHITECTURE.md cannot be broken by editing one alone.
+//!
+//! A tick's life on the worker that owns it (see `ownership.rs` and `plan.rs`):
+//!
+//! ```text
+//!   t - PREPARE_LEAD   start the command's process, held at a gate (claim-ahead jobs)
+//!   t - CLAIM_LEAD     claim the tick in etcd, batched with the owner's other ticks
+//!   t                  open the gate (or claim now, for jobs whose policy needs the
+//!                      state at the tick: overlap forbid/replace, catch-up, containers)
+//!   t + LATENESS       too late: the tick is recorded as missed, never run
+//! ```
+//!
+//! Backups (the next workers in the tick's ranking) claim a tick only when
+//! the owner's horizon shows it has not: `BACKUP_LEADS` before the tick for
+//! claim-ahead ticks, `AT_TICK_BACKUP_DELAYS` after it for the others.
 
 use std::time::Duration;
 
@@ -7,18 +21,53 @@ use std::time::Duration;
 /// clock (a worker that stalled or was partitioned skips the tick instead).
 pub const MAX_TICK_LATENESS: Duration = Duration::from_secs(10);
 
+/// A tick that nobody started within `MAX_TICK_LATENESS` is recorded as
+/// missed by its owner (or first backup) within this much more; after that
+/// nobody touches it.
+pub const MISSED_RECORD_WINDOW: Duration = Duration::from_secs(5);
+
 /// A claim request that has not been answered within this is abandoned and
-/// the tick is not run by this worker.
+/// the worker asks etcd what became of it (see `CLAIM_RESOLVE_WINDOW`).
 pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest clock difference between any two workers the protocol tolerates.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
 
+/// The owner of a claim-ahead tick claims it this long before the tick, and
+/// never earlier. Shorter than a second, so a worker killed at `d` holds no
+/// claim on a tick later than `d + CLAIM_LEAD`.
+pub const CLAIM_LEAD: Duration = Duration::from_millis(600);
+
+/// The owner of a claim-ahead shell tick starts its process this long before
+/// the tick, held at a gate until the tick (so the fork and exec cost is paid
+/// before it). A process whose claim is lost is killed without running.
+pub const PREPARE_LEAD: Duration = Duration::from_millis(1500);
+
+/// When the owner's horizon does not yet cover a claim-ahead tick, its first
+/// and second backups claim it this long before the tick.
+pub const BACKUP_LEADS: [Duration; 2] = [Duration::from_millis(250), Duration::from_millis(100)];
+
+/// When the owner's horizon does not yet cover an at-tick tick, its first and
+/// second backups claim it this long after the tick.
+pub const AT_TICK_BACKUP_DELAYS: [Duration; 2] =
+    [Duration::from_millis(300), Duration::from_millis(600)];
+
+/// Most ticks claimed in one etcd transaction.
+pub const CLAIM_BATCH: usize = 10;
+
 /// Claims are attached to a lease of at least this TTL, never renewed.
-/// Safety needs CLAIM_TTL > 2 * MAX_CLOCK_SKEW + MAX_TICK_LATENESS + CLAIM_TIMEOUT.
-pub const CLAIM_TTL: Duration = Duration::from_secs(
-    2 * MAX_CLOCK_SKEW.as_secs() + MAX_TICK_LATENESS.as_secs() + CLAIM_TIMEOUT.as_secs() + 15,
-);
+/// Safety needs
+/// `CLAIM_TTL > CLAIM_LEAD + 2 * MAX_CLOCK_SKEW + MAX_TICK_LATENESS
+///  + MISSED_RECORD_WINDOW + CLAIM_TIMEOUT`: the first claim of a tick is
+/// written no earlier than `t - CLAIM_LEAD - skew` (real time), the last
+/// attempt (a missed record's claim) reaches etcd no later than
+/// `t + skew + MAX_TICK_LATENESS + MISSED_RECORD_WINDOW + CLAIM_TIMEOUT`.
+pub const CLAIM_TTL: Duration = Duration::from_secs(90);
+
+/// How long a worker keeps asking etcd whether a claim that got no answer was
+/// won. Needs `CLAIM_TIMEOUT + CLAIM_RESOLVE_WINDOW < CLAIM_TTL`: the key of
+/// an attempt that committed is still there to say so for the whole window.
+pub const CLAIM_RESOLVE_WINDOW: Duration = Duration::from_secs(60);
 
 /// A worker opens a fresh claim lease at most this often; every claim made in
 /// the window shares it. Its TTL is `CLAIM_TTL + CLAIM_LEASE_ROTATION`, so each
@@ -28,10 +77,15 @@ pub const CLAIM_LEASE_ROTATION: Duration = Duration::from_secs(10);
 /// A catch-up tick younger than this is still protected by its claim key (an
 /// earlier claim of it cannot have expired yet), so it is claimed like any
 /// tick. Older ones also need the job's watermark below them. Safety needs
-/// CATCH_UP_KEY_SAFE_AGE + 2 * MAX_CLOCK_SKEW + CLAIM_TIMEOUT < CLAIM_TTL.
+/// `CATCH_UP_KEY_SAFE_AGE + CLAIM_LEAD + 2 * MAX_CLOCK_SKEW + CLAIM_TIMEOUT < CLAIM_TTL`.
 pub const CATCH_UP_KEY_SAFE_AGE: Duration = Duration::from_secs(
-    CLAIM_TTL.as_secs() - 2 * MAX_CLOCK_SKEW.as_secs() - CLAIM_TIMEOUT.as_secs() - 5,
+    CLAIM_TTL.as_secs() - 2 * MAX_CLOCK_SKEW.as_secs() - CLAIM_TIMEOUT.as_secs() - 10,
 );
+
+/// A run that started ahead of its claim-ahead tick and is still going after
+/// this long is marked as running in etcd (so the API counts it and a kill
+/// finds it listed). Shorter runs never write a running mark.
+pub const LAZY_RUNNING_MARK_AFTER: Duration = Duration::from_secs(1);
 
 /// A run-now request lives this long in etcd (workers act on it at once;
 /// the claim keys, which live longer, make sure it runs once).
@@ -46,8 +100,33 @@ mod tests {
 
     #[test]
     fn claim_outlives_the_latest_possible_duplicate_attempt() {
-        assert!(CLAIM_TTL > MAX_CLOCK_SKEW * 2 + MAX_TICK_LATENESS + CLAIM_TIMEOUT);
-        assert!(CATCH_UP_KEY_SAFE_AGE + MAX_CLOCK_SKEW * 2 + CLAIM_TIMEOUT < CLAIM_TTL);
+        assert!(
+            CLAIM_TTL
+                > CLAIM_LEAD
+                    + MAX_CLOCK_SKEW * 2
+                    + MAX_TICK_LATENESS
+                    + MISSED_RECORD_WINDOW
+                    + CLAIM_TIMEOUT
+        );
+        assert!(
+            CATCH_UP_KEY_SAFE_AGE + CLAIM_LEAD + MAX_CLOCK_SKEW * 2 + CLAIM_TIMEOUT < CLAIM_TTL
+        );
         assert!(CATCH_UP_KEY_SAFE_AGE > MAX_TICK_LATENESS);
+    }
+
+    #[test]
+    fn a_claim_that_lost_its_answer_can_be_resolved_while_its_key_lives() {
+        assert!(CLAIM_TIMEOUT + CLAIM_RESOLVE_WINDOW < CLAIM_TTL);
+    }
+
+    #[test]
+    fn stages_come_in_order() {
+        // Processes are started before the claim; backups act after the
+        // owner's claim had time to show in its horizon.
+        assert!(PREPARE_LEAD > CLAIM_LEAD);
+        assert!(CLAIM_LEAD < Duration::from_secs(1));
+        assert!(BACKUP_LEADS[0] < CLAIM_LEAD && BACKUP_LEADS[1] < BACKUP_LEADS[0]);
+        assert!(AT_TICK_BACKUP_DELAYS[0] < AT_TICK_BACKUP_DELAYS[1]);
+        assert!(AT_TICK_BACKUP_DELAYS[1] < MAX_TICK_LATENESS);
     }
 }

@@ -13,9 +13,14 @@ pub struct WorkerInfo {
     pub start_time: i64,
     /// Runs in progress on this worker when the record was last written.
     pub running: u32,
-    /// When the worker last renewed its registration (its clock, epoch ms).
+    /// When the worker last renewed its registration (epoch ms). Workers
+    /// write 0; the manager fills it in from the registration lease.
     #[serde(default)]
     pub last_seen: i64,
+    /// Set when the worker is shutting down: it claims nothing new and owns
+    /// no ticks, while its runs in progress finish.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// Who won a (job, tick).
@@ -29,6 +34,47 @@ pub struct ClaimRecord {
     /// (overlap `forbid` while a run was in progress).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
+    /// True when the tick was claimed only to record that it was missed
+    /// (no worker could start it within the lateness bound).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missed: bool,
+}
+
+/// How far a worker has settled the ticks it owns: every tick it owns at or
+/// before `ahead` (claim-ahead ticks) or `atTick` (ticks claimed at their
+/// time) has been claimed, lost to another worker, or recorded as missed.
+/// Backups read it (through a watch) to tell whether to step in; see
+/// `plan.rs`. Values are tick times (epoch ms), not clock readings, so
+/// workers with skewed clocks compare them safely.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Horizon {
+    pub ahead: i64,
+    pub at_tick: i64,
+}
+
+/// The runs a worker finished since it last wrote its `run-feed/` key: the
+/// manager turns each into a `run.finished` event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunFeed {
+    pub runs: Vec<FinishedRun>,
+}
+
+/// One finished (or skipped, or missed) run, as the run feed lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FinishedRun {
+    pub job: String,
+    /// The run key (`RunKey` text): tick, manual request, attempt.
+    pub run: String,
+    /// The run record's `_id`.
+    pub run_id: String,
+    /// The run record's `status`.
+    pub status: String,
+    /// Epoch milliseconds.
+    pub start_time: i64,
+    pub end_time: i64,
 }
 
 /// A request to kill every run of a job in progress when it was written.

@@ -3,6 +3,8 @@
 //! built, so both binaries talk to etcd, MongoDB and the bucket the same way.
 //! (The scheduling core, `gdts-common`, stays free of all of this.)
 
+pub mod etcd_pages;
+
 use std::time::Duration;
 
 use anyhow::Context;

@@ -209,6 +209,7 @@ impl Claimer {
                 worker: self.worker_id.clone(),
                 claimed_at: req.now_ms,
                 skipped,
+                missed: false,
             })
             .expect("a claim record serializes")
         };

@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
                 start_time: executor::now_ms(),
                 running: 0,
                 last_seen: 0,
+                draining: false,
             },
             ttl: config.lease_ttl,
             runs: runs.clone(),

@@ -1,0 +1,464 @@
+//! The claim decision: given the live workers, the horizons they have
+//! published, one tick and this worker's clock, what this worker does about
+//! the tick now. Pure; `worker/src/planner.rs` wires it to etcd and to
+//! processes, and the property test below runs it in a simulated fleet.
+//!
+//! - The tick's **owner** (rank 0 of the rendezvous ranking, `ownership.rs`)
+//!   claims it: a claim-ahead tick `CLAIM_LEAD` before it is due (its process
+//!   started at a gate `PREPARE_LEAD` before), an at-tick tick when it is due.
+//!   Its claims of one instant are batched, and the last transaction of the
+//!   batch also raises its horizon (`values::Horizon`) to that instant.
+//! - Its **backups** (ranks 1 and 2) read the owner's horizon, which every
+//!   worker follows with a watch. If it does not cover the tick at their
+//!   stage (`BACKUP_LEADS` before a claim-ahead tick, `AT_TICK_BACKUP_DELAYS`
+//!   after an at-tick one), the owner is dead, cut off or late: they claim it.
+//! - Nobody else ever claims it. etcd work per tick is therefore one claim in
+//!   a batch, whatever the size of the fleet; backups add work only while an
+//!   owner fails.
+//!
+//! Two claims of one tick cannot both win (the claim transaction creates the
+//! key only if it is absent); views of the fleet that differ for a moment
+//! (a worker joining or leaving) can only make two workers both claim, never
+//! make a claimed tick run twice.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::ownership::owner_and_rank;
+use crate::timing::{
+    AT_TICK_BACKUP_DELAYS, BACKUP_LEADS, CLAIM_LEAD, MAX_TICK_LATENESS, MISSED_RECORD_WINDOW,
+    PREPARE_LEAD,
+};
+use crate::values::Horizon;
+
+/// When a tick is claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClaimMode {
+    /// By its owner, `CLAIM_LEAD` before the tick; its process is started
+    /// ahead and released at the tick.
+    Ahead,
+    /// At the tick: the job's policy needs the state at that moment (overlap
+    /// `forbid`/`replace`, catch-up) or it runs in a container.
+    AtTick,
+}
+
+/// This worker's view of the fleet.
+pub struct View<'a> {
+    pub me: &'a str,
+    /// Registered workers that take ticks (not draining).
+    pub workers: &'a [String],
+    /// The horizons the workers published, as last seen.
+    pub horizons: &'a HashMap<String, Horizon>,
+}
+
+/// What to do about a tick now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Not this worker's to claim, by the current view.
+    NotMine,
+    /// Nothing yet: decide again at this time (epoch ms, this worker's clock).
+    WaitUntil(i64),
+    /// This worker owns the claim-ahead tick: start its process at the gate
+    /// now, claim at `claim_at`.
+    Prepare { claim_at: i64 },
+    /// Claim now, as owner (`rank` 0) or as a backup.
+    Claim { rank: usize },
+    /// Past the lateness bound and nobody is known to have it: record it as
+    /// missed (claimed with a `missed` flag, so it is recorded once).
+    Missed { rank: usize },
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+/// The decision for one tick of `job` due at `tick_ms`, at `now_ms` by this
+/// worker's clock.
+pub fn decide(view: &View, job: &str, tick_ms: i64, mode: ClaimMode, now_ms: i64) -> Decision {
+    let Some((owner, Some(rank))) = owner_and_rank(view.workers, view.me, job, tick_ms) else {
+        return Decision::NotMine;
+    };
+    let too_late = now_ms > tick_ms + ms(MAX_TICK_LATENESS);
+    if now_ms > tick_ms + ms(MAX_TICK_LATENESS + MISSED_RECORD_WINDOW) {
+        // Too old even to record; the claim-TTL inequality counts on it.
+        return Decision::NotMine;
+    }
+    match rank {
+        0 => {
+            if mode == ClaimMode::Ahead {
+                let prepare_at = tick_ms - ms(PREPARE_LEAD);
+                let claim_at = tick_ms - ms(CLAIM_LEAD);
+                if now_ms < prepare_at {
+                    return Decision::WaitUntil(prepare_at);
+                }
+                if now_ms < claim_at {
+                    return Decision::Prepare { claim_at };
+                }
+            } else if now_ms < tick_ms {
+                return Decision::WaitUntil(tick_ms);
+            }
+            if too_late {
+                Decision::Missed { rank }
+            } else {
+                Decision::Claim { rank }
+            }
+        }
+        1 | 2 => {
+            let stage = match mode {
+                ClaimMode::Ahead => tick_ms - ms(BACKUP_LEADS[rank - 1]),
+                ClaimMode::AtTick => tick_ms + ms(AT_TICK_BACKUP_DELAYS[rank - 1]),
+            };
+            if now_ms < stage {
+                return Decision::WaitUntil(stage);
+            }
+            let covered = view.horizons.get(owner).is_some_and(|h| match mode {
+                ClaimMode::Ahead => h.ahead >= tick_ms,
+                ClaimMode::AtTick => h.at_tick >= tick_ms,
+            });
+            match (covered, too_late) {
+                (true, _) => Decision::NotMine,
+                (false, false) => Decision::Claim { rank },
+                // One backup records the miss, the other leaves it be.
+                (false, true) if rank == 1 => Decision::Missed { rank },
+                (false, true) => Decision::NotMine,
+            }
+        }
+        _ => Decision::NotMine,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ownership::ranking;
+
+    fn fleet(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("w{i}")).collect()
+    }
+
+    #[test]
+    fn the_owner_prepares_then_claims_ahead_and_backups_wait_for_its_horizon() {
+        let workers = fleet(3);
+        let t = 1_000_000;
+        let ranked = ranking(&workers, "j", t);
+        let mut horizons = HashMap::new();
+        let none = HashMap::new();
+        let view = |me| View {
+            me,
+            workers: &workers,
+            horizons: &none,
+        };
+        let owner = ranked[0];
+        assert_eq!(
+            decide(&view(owner), "j", t, ClaimMode::Ahead, t - 5000),
+            Decision::WaitUntil(t - 1500)
+        );
+        assert_eq!(
+            decide(&view(owner), "j", t, ClaimMode::Ahead, t - 1000),
+            Decision::Prepare { claim_at: t - 600 }
+        );
+        assert_eq!(
+            decide(&view(owner), "j", t, ClaimMode::Ahead, t - 600),
+            Decision::Claim { rank: 0 }
+        );
+        assert_eq!(
+            decide(&view(owner), "j", t, ClaimMode::Ahead, t + 10_001),
+            Decision::Missed { rank: 0 }
+        );
+        // Backups: wait for their stage, then act unless the owner's horizon covers the tick.
+        let b1 = ranked[1];
+        assert_eq!(
+            decide(&view(b1), "j", t, ClaimMode::Ahead, t - 600),
+            Decision::WaitUntil(t - 250)
+        );
+        assert_eq!(
+            decide(&view(b1), "j", t, ClaimMode::Ahead, t - 250),
+            Decision::Claim { rank: 1 }
+        );
+        horizons.insert(
+            owner.to_string(),
+            Horizon {
+                ahead: t,
+                at_tick: 0,
+            },
+        );
+        let covered = View {
+            me: b1,
+            workers: &workers,
+            horizons: &horizons,
+        };
+        assert_eq!(
+            decide(&covered, "j", t, ClaimMode::Ahead, t - 250),
+            Decision::NotMine
+        );
+        // The at-tick horizon is separate.
+        assert_eq!(
+            decide(&covered, "j", t, ClaimMode::AtTick, t + 300),
+            Decision::Claim { rank: 1 }
+        );
+        assert_eq!(
+            decide(&view(ranked[2]), "j", t, ClaimMode::AtTick, t + 300),
+            Decision::WaitUntil(t + 600)
+        );
+        assert_eq!(
+            decide(&view("stranger"), "j", t, ClaimMode::Ahead, t),
+            Decision::NotMine
+        );
+    }
+
+    #[test]
+    fn the_owner_claims_at_tick_ticks_when_due() {
+        let workers = fleet(2);
+        let t = 7_000;
+        let owner = ranking(&workers, "j", t)[0];
+        let view = View {
+            me: owner,
+            workers: &workers,
+            horizons: &HashMap::new(),
+        };
+        assert_eq!(
+            decide(&view, "j", t, ClaimMode::AtTick, t - 1),
+            Decision::WaitUntil(t)
+        );
+        assert_eq!(
+            decide(&view, "j", t, ClaimMode::AtTick, t),
+            Decision::Claim { rank: 0 }
+        );
+    }
+
+    /// A fleet simulated against a model of etcd: claims are create-if-absent
+    /// keys that expire `CLAIM_TTL` after they are written; horizons and the
+    /// worker set reach the others through a delayed watch; workers have
+    /// skewed clocks, die, and are cut off from etcd.
+    mod simulation {
+        use super::*;
+        use crate::timing::{CLAIM_TTL, MAX_CLOCK_SKEW};
+        use proptest::prelude::*;
+        use std::collections::{BTreeMap, HashSet};
+
+        const JOBS: [(&str, ClaimMode); 4] = [
+            ("a", ClaimMode::Ahead),
+            ("b", ClaimMode::Ahead),
+            ("c", ClaimMode::AtTick),
+            ("d", ClaimMode::Ahead),
+        ];
+        const STEP: i64 = 10;
+        const LEASE_TTL: i64 = 4_000;
+
+        #[derive(Debug, Clone)]
+        struct WorkerSpec {
+            offset: i64,
+            dies_at: Option<i64>,
+            cut: Option<(i64, i64)>,
+        }
+
+        #[derive(Debug, Clone)]
+        struct Scenario {
+            workers: Vec<WorkerSpec>,
+            latency: i64,
+            watch_delay: i64,
+            end: i64,
+        }
+
+        /// A claim in flight: sent by `worker` at real time `sent`, reaching
+        /// etcd at `arrives` (never, if the worker is cut off then).
+        struct Request {
+            worker: usize,
+            arrives: i64,
+            claims: Vec<(String, i64, bool)>,
+            horizon: Option<(ClaimMode, i64)>,
+        }
+
+        #[derive(Default)]
+        struct Outcome {
+            /// (job, tick) -> (worker, real time it was claimed, missed flag)
+            claimed: BTreeMap<(String, i64), (usize, i64, bool)>,
+            /// Claims that were created while an earlier claim of the same
+            /// tick was still alive would be duplicates; the model counts
+            /// creations after an expiry instead.
+            recreated: Vec<(String, i64)>,
+        }
+
+        fn impaired(w: &WorkerSpec, from: i64, to: i64) -> bool {
+            w.dies_at.is_some_and(|d| d <= to) || w.cut.is_some_and(|(a, b)| a <= to && b >= from)
+        }
+
+        fn run(s: &Scenario) -> Outcome {
+            let n = s.workers.len();
+            let ids = fleet(n);
+            let mut out = Outcome::default();
+            // What etcd holds: claim key -> (created, worker); horizons.
+            let mut keys: HashMap<(String, i64), (i64, usize)> = HashMap::new();
+            let mut horizons_at: Vec<(i64, usize, Horizon)> = Vec::new();
+            let mut published: Vec<Horizon> = vec![Horizon::default(); n];
+            let mut in_flight: Vec<Request> = Vec::new();
+            // Per worker: what it has already sent.
+            let mut sent: Vec<HashSet<(String, i64)>> = vec![HashSet::new(); n];
+            let mut t = 0;
+            while t < s.end {
+                // etcd applies what arrives now.
+                let (now_arriving, later): (Vec<_>, Vec<_>) =
+                    in_flight.drain(..).partition(|r| r.arrives <= t);
+                in_flight = later;
+                for r in now_arriving {
+                    for (job, tick, missed) in r.claims {
+                        let key = (job.clone(), tick);
+                        let alive = keys
+                            .get(&key)
+                            .is_some_and(|(created, _)| t - created < ms(CLAIM_TTL));
+                        if !alive {
+                            if out.claimed.contains_key(&key) {
+                                out.recreated.push(key.clone());
+                            }
+                            keys.insert(key.clone(), (t, r.worker));
+                            out.claimed.insert(key, (r.worker, t, missed));
+                        }
+                    }
+                    if let Some((mode, tick)) = r.horizon {
+                        let h = &mut published[r.worker];
+                        match mode {
+                            ClaimMode::Ahead => h.ahead = h.ahead.max(tick),
+                            ClaimMode::AtTick => h.at_tick = h.at_tick.max(tick),
+                        }
+                        horizons_at.push((t + s.watch_delay, r.worker, *h));
+                    }
+                }
+                // The worker set everyone sees: registered until the lease expires.
+                let live: Vec<String> = (0..n)
+                    .filter(|&i| s.workers[i].dies_at.is_none_or(|d| t < d + LEASE_TTL))
+                    .map(|i| ids[i].clone())
+                    .collect();
+                let mut seen: HashMap<String, Horizon> = HashMap::new();
+                for (visible, w, h) in &horizons_at {
+                    if *visible <= t {
+                        seen.insert(ids[*w].clone(), *h);
+                    }
+                }
+                for (i, spec) in s.workers.iter().enumerate() {
+                    if spec.dies_at.is_some_and(|d| t >= d) {
+                        continue;
+                    }
+                    let now = t + spec.offset;
+                    let view = View {
+                        me: &ids[i],
+                        workers: &live,
+                        horizons: &seen,
+                    };
+                    // Every whole second in the window, per job.
+                    let mut batches: BTreeMap<(i64, ClaimMode, bool), Vec<(String, i64, bool)>> =
+                        BTreeMap::new();
+                    let first = (now - ms(MAX_TICK_LATENESS) - 1000).div_euclid(1000) * 1000;
+                    for tick in (first..=now + ms(PREPARE_LEAD)).step_by(1000) {
+                        if tick < 1000 {
+                            continue;
+                        }
+                        for (job, mode) in JOBS {
+                            if sent[i].contains(&(job.to_string(), tick)) {
+                                continue;
+                            }
+                            let (missed, rank) = match decide(&view, job, tick, mode, now) {
+                                Decision::Claim { rank } => (false, rank),
+                                Decision::Missed { rank } => (true, rank),
+                                _ => continue,
+                            };
+                            sent[i].insert((job.to_string(), tick));
+                            batches.entry((tick, mode, rank == 0)).or_default().push((
+                                job.to_string(),
+                                tick,
+                                missed,
+                            ));
+                        }
+                    }
+                    let cut = spec.cut.is_some_and(|(a, b)| a <= t && t <= b);
+                    for ((tick, mode, owned), claims) in batches {
+                        in_flight.push(Request {
+                            worker: i,
+                            arrives: if cut { i64::MAX } else { t + s.latency },
+                            claims,
+                            horizon: owned.then_some((mode, tick)),
+                        });
+                    }
+                }
+                t += STEP;
+            }
+            out
+        }
+
+        fn scenario(max_offset: i64) -> impl Strategy<Value = Scenario> {
+            let worker = (
+                -max_offset..=max_offset,
+                proptest::option::weighted(0.3, 3_000i64..20_000),
+                proptest::option::weighted(0.3, (3_000i64..20_000, 500i64..6_000)),
+            )
+                .prop_map(|(offset, dies_at, cut)| WorkerSpec {
+                    offset,
+                    dies_at,
+                    cut: cut.map(|(a, len)| (a, a + len)),
+                });
+            (proptest::collection::vec(worker, 1..6), 1i64..80, 0i64..60).prop_map(
+                |(workers, latency, watch_delay)| Scenario {
+                    workers,
+                    latency,
+                    watch_delay,
+                    end: 26_000,
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+            /// Whatever the skew (within the bound), deaths and cuts, a claim
+            /// key is never created twice for one tick: the TTL outlives
+            /// every attempt the decision allows.
+            #[test]
+            fn no_tick_is_claimed_twice(s in scenario(ms(MAX_CLOCK_SKEW) / 2)) {
+                let out = run(&s);
+                prop_assert!(out.recreated.is_empty(), "claimed twice: {:?}", out.recreated);
+            }
+
+            /// With clocks close together, every tick is claimed before it is
+            /// due (claim-ahead) or soon after (at-tick), by a worker that is
+            /// up, unless its owner and both backups were all dead or cut off
+            /// around it; and a tick is claimed by a worker that died before
+            /// it only if that worker died within `CLAIM_LEAD` of it.
+            #[test]
+            fn every_tick_is_claimed_while_a_ranked_worker_is_up(s in scenario(50)) {
+                let out = run(&s);
+                let ids = fleet(s.workers.len());
+                for tick in (5_000..s.end - 12_000).step_by(1000) {
+                    let live: Vec<String> = (0..s.workers.len())
+                        .filter(|&i| s.workers[i].dies_at.is_none_or(|d| tick < d + LEASE_TTL))
+                        .map(|i| ids[i].clone())
+                        .collect();
+                    for (job, mode) in JOBS {
+                        let ranked = ranking(&live, job, tick);
+                        let index = |w: &str| ids.iter().position(|x| x == w).unwrap();
+                        let all_impaired = ranked.iter().take(3).all(|w| {
+                            impaired(&s.workers[index(w)], tick - 2_000, tick + 1_000)
+                        });
+                        let key = (job.to_string(), tick);
+                        match out.claimed.get(&key) {
+                            None => prop_assert!(all_impaired, "{key:?} never claimed"),
+                            Some((w, at, missed)) => {
+                                if !all_impaired {
+                                    prop_assert!(!missed, "{key:?} recorded missed");
+                                    let deadline = match mode {
+                                        ClaimMode::Ahead => tick,
+                                        ClaimMode::AtTick => tick + 1_000,
+                                    };
+                                    prop_assert!(*at <= deadline + s.latency,
+                                        "{key:?} claimed late at {at}");
+                                }
+                                if let Some(d) = s.workers[*w].dies_at {
+                                    prop_assert!(d > tick || tick - d <= ms(CLAIM_LEAD) + s.latency + STEP,
+                                        "{key:?} claimed by a worker dead since {d}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -260,12 +260,15 @@ mod tests {
             end: i64,
         }
 
+        /// (job, tick, claimed only to record it as missed)
+        type Attempt = (String, i64, bool);
+
         /// A claim in flight: sent by `worker` at real time `sent`, reaching
         /// etcd at `arrives` (never, if the worker is cut off then).
         struct Request {
             worker: usize,
             arrives: i64,
-            claims: Vec<(String, i64, bool)>,
+            claims: Vec<Attempt>,
             horizon: Option<(ClaimMode, i64)>,
         }
 
@@ -345,7 +348,7 @@ mod tests {
                         horizons: &seen,
                     };
                     // Every whole second in the window, per job.
-                    let mut batches: BTreeMap<(i64, ClaimMode, bool), Vec<(String, i64, bool)>> =
+                    let mut batches: BTreeMap<(i64, ClaimMode, bool), Vec<Attempt>> =
                         BTreeMap::new();
                     let first = (now - ms(MAX_TICK_LATENESS) - 1000).div_euclid(1000) * 1000;
                     for tick in (first..=now + ms(PREPARE_LEAD)).step_by(1000) {

@@ -11,8 +11,10 @@
 //! Sunday-Saturday and 7 is Sunday too. The `cron` crate numbers days 1-7 from
 //! Sunday, so numeric days are rewritten to names before parsing.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use chrono::{DateTime, LocalResult, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -30,8 +32,39 @@ use crate::limits::MAX_CRON_EXPR_LEN;
 #[derive(Clone)]
 pub struct CronSchedule {
     expr: String,
-    schedule: cron::Schedule,
+    /// Shared between all jobs with the same expression (see [`interned`]):
+    /// a parsed schedule holds a few kilobytes of sets, and a worker keeps
+    /// one per job.
+    schedule: Arc<cron::Schedule>,
     tz: Tz,
+}
+
+/// One parsed schedule per distinct normalized expression in the process.
+/// Entries are weak, so schedules no job uses any more are dropped (the map
+/// sweeps out dead entries whenever it doubles).
+fn interned(normalized: &str) -> Result<Arc<cron::Schedule>, cron::error::Error> {
+    /// The parsed schedules, and the size at which to sweep dead entries.
+    type Cache = (HashMap<String, Weak<cron::Schedule>>, usize);
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new((HashMap::new(), 64)));
+    if let Some(found) = cache
+        .lock()
+        .expect("schedule cache lock")
+        .0
+        .get(normalized)
+        .and_then(Weak::upgrade)
+    {
+        return Ok(found);
+    }
+    let parsed = Arc::new(cron::Schedule::from_str(normalized)?);
+    let mut guard = cache.lock().expect("schedule cache lock");
+    let (map, sweep_at) = &mut *guard;
+    map.insert(normalized.to_string(), Arc::downgrade(&parsed));
+    if map.len() >= *sweep_at {
+        map.retain(|_, w| w.strong_count() > 0);
+        *sweep_at = (map.len() * 2).max(64);
+    }
+    Ok(parsed)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,7 +95,7 @@ impl CronSchedule {
             )));
         }
         let normalized = normalize(trimmed)?;
-        let schedule = cron::Schedule::from_str(&normalized)
+        let schedule = interned(&normalized)
             .map_err(|e| CronError(format!("{trimmed:?} is not a valid cron expression: {e}")))?;
         // A schedule that can never fire (e.g. only in a past year) is almost
         // certainly a mistake; reject it rather than store a job that never runs.
@@ -165,6 +198,21 @@ pub fn due_ticks(
         upcoming = schedule.next_fire(t);
     }
     (due, upcoming)
+}
+
+#[cfg(test)]
+mod interning_tests {
+    use super::*;
+
+    #[test]
+    fn equal_expressions_share_one_parsed_schedule() {
+        let a = CronSchedule::parse("*/7 * * * * * *").unwrap();
+        let b = CronSchedule::parse(" */7 * * * * * * ").unwrap();
+        let c = CronSchedule::parse("*/8 * * * * * *").unwrap();
+        assert!(Arc::ptr_eq(&a.schedule, &b.schedule));
+        assert!(!Arc::ptr_eq(&a.schedule, &c.schedule));
+        assert_eq!(a.next_fire(Utc::now()), b.next_fire(Utc::now()));
+    }
 }
 
 impl fmt::Debug for CronSchedule {

@@ -21,6 +21,10 @@ pub struct WorkerInfo {
     /// no ticks, while its runs in progress finish.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// Whether the worker can run container jobs (reaches a Docker daemon);
+    /// container ticks are owned by workers that can.
+    #[serde(default)]
+    pub containers: bool,
 }
 
 /// Who won a (job, tick).

@@ -15,7 +15,12 @@ async fn kill_ends_the_process_group_within_a_second() -> anyhow::Result<()> {
 
     // Fire once, three seconds from now (once a minute at that second).
     let pid_file = c.dir.path().join("pid");
-    let command = format!("echo $$ > {}; sleep 60", pid_file.display());
+    // Two sleeps and the shell waiting for them (bash would exec a lone last
+    // `sleep` in place of itself): a group of three for the kill to end.
+    let command = format!(
+        "echo $$ > {}; sleep 60 & sleep 60 & wait",
+        pid_file.display()
+    );
     c.save_job("sleeper", &command, &once_soon(3)).await?;
 
     wait_until("the job to start", Duration::from_secs(15), || async {

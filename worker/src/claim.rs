@@ -1,33 +1,41 @@
-//! Winning a run in etcd. One transaction creates the run's claim key only if
-//! no claim for it exists and the job is still exactly the definition this
-//! worker scheduled (same `mod_revision`, so neither deleted nor changed). In
-//! the same transaction it raises the job's watermark (`high-water/{job}`), applies
-//! the overlap policy against the job's `running/` keys, and records the run
-//! as running under this worker's lease. See "The run-once argument" in
-//! ARCHITECTURE.md.
+//! Winning runs in etcd, in batches. One transaction claims up to
+//! `CLAIM_BATCH` runs, each through a nested transaction of its own that
+//! creates the run's claim key only if no claim for it exists and the job is
+//! still exactly the definition this worker scheduled (same `mod_revision`,
+//! so neither deleted nor changed). For runs claimed at their tick, the same
+//! nested transaction applies the overlap policy against the job's
+//! `running/` keys, records the run as running under this worker's lease and
+//! (catch-up jobs) raises the job's watermark. The batch also carries this
+//! worker's horizon and the small writes that may wait a little: running
+//! marks of long runs, the deletion of marks of finished runs, the run feed.
+//! See "The run-once argument" in ARCHITECTURE.md.
 
+use std::collections::HashMap;
+use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use gdts_common::job::Overlap;
 use gdts_common::keys::{watermark_value, Keys, RunKey};
-use gdts_common::timing::{CLAIM_LEASE_ROTATION, CLAIM_TTL};
-use gdts_common::values::{ClaimRecord, KillRequest, RunningRecord};
+use gdts_common::timing::{CLAIM_LEASE_ROTATION, CLAIM_RESOLVE_WINDOW, CLAIM_TIMEOUT, CLAIM_TTL};
+use gdts_common::values::{ClaimRecord, FinishedRun, Horizon, KillRequest, RunFeed, RunningRecord};
 use gdts_common::JobName;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
 /// The outcome of one claim attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// This worker runs it. `revision` is the etcd revision of the claim,
-    /// unique per claim and used to order kill requests after it.
+    /// unique per claim key and used to order kill requests after it.
     Won { revision: i64 },
     /// This worker won the tick but must not run it: it records the skip,
     /// with `reason` as the record's `err`. A run of the job was in progress
     /// under `forbid` ([`SKIP_OVERLAP`]), or the win was learned too late to
     /// run under the overlap policy ([`SKIP_LEARNED_LATE`], see `run::claim`).
     Skipped { revision: i64, reason: &'static str },
+    /// This worker claimed the tick only to record that it was missed.
+    Missed { revision: i64 },
     /// Another worker has it, or the job changed or was deleted, or (for a
     /// catch-up) the watermark shows it was already handled.
     Lost,
@@ -39,42 +47,96 @@ pub const SKIP_LEARNED_LATE: &str =
      and its registration expired meanwhile; running it then could have broken the overlap policy";
 
 /// What to claim.
-pub struct ClaimRequest<'a> {
-    pub job: &'a JobName,
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub job: JobName,
     pub job_revision: i64,
-    pub run: &'a RunKey,
+    pub run: RunKey,
     pub overlap: Overlap,
     /// A catch-up tick (older than the lateness bound): the claim also
     /// requires the job's watermark to be below the tick, so a tick that was
     /// handled (even long ago, its claim key expired) is never run again.
     pub catch_up: bool,
+    /// Raise the job's watermark to this tick (jobs with catch-up).
+    pub raise_watermark: bool,
+    /// Write the run's running mark in the claim (runs claimed at their
+    /// time; claim-ahead runs get theirs later, and only if long).
+    pub mark_running: bool,
+    /// Claim only to record the tick as missed.
+    pub missed: bool,
     pub now_ms: i64,
 }
 
-impl<'a> ClaimRequest<'a> {
-    /// A claim under the job's overlap policy, without the catch-up compare.
-    pub fn new(job: &'a gdts_common::Job, job_revision: i64, run: &'a RunKey, now_ms: i64) -> Self {
+impl ClaimRequest {
+    /// A claim at the tick under the job's overlap policy, marked running,
+    /// without the catch-up compare.
+    pub fn new(job: &gdts_common::Job, job_revision: i64, run: RunKey, now_ms: i64) -> Self {
         ClaimRequest {
-            job: &job.name,
+            job: job.name.clone(),
             job_revision,
+            raise_watermark: run.is_scheduled_tick() && !job.policy.catch_up.is_zero(),
             run,
             overlap: job.policy.overlap,
             catch_up: false,
+            mark_running: true,
+            missed: false,
             now_ms,
+        }
+    }
+
+    /// A claim made ahead of the tick: no policy state, no running mark.
+    pub fn ahead(job: &gdts_common::Job, job_revision: i64, run: RunKey, now_ms: i64) -> Self {
+        ClaimRequest {
+            mark_running: false,
+            raise_watermark: false,
+            overlap: Overlap::Allow,
+            ..ClaimRequest::new(job, job_revision, run, now_ms)
         }
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("this worker is not registered in etcd (no lease)")]
+    NotRegistered,
+    #[error(transparent)]
+    Etcd(#[from] etcd_client::Error),
+    #[error("no answer from etcd within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// Writes that may wait a little and ride along with the next claim batch.
+#[derive(Default)]
+struct SideOps {
+    /// Running-mark key -> put (value) or delete (None).
+    marks: HashMap<String, Option<Vec<u8>>>,
+    feed: Vec<FinishedRun>,
+    /// When the oldest pending write should go out at the latest.
+    due: Option<Instant>,
+    /// A transaction carrying side writes is in flight: the next one waits,
+    /// so a mark's put and its deletion are never reordered.
+    in_flight: bool,
+}
+
+/// Most side writes per transaction (etcd allows 128 operations a list).
+const MAX_SIDE_OPS: usize = 100;
+/// A mark's deletion (the next `forbid` tick waits for it) goes out this soon.
+const MARK_WRITE_DELAY: Duration = Duration::from_millis(100);
+/// Finished runs reach the feed (and the event stream) this soon.
+const FEED_DELAY: Duration = Duration::from_secs(1);
+
 /// Claims for one worker. Claim keys share a lease opened every
 /// `CLAIM_LEASE_ROTATION`, never kept alive, whose TTL lets each claim live at
-/// least `CLAIM_TTL`. Running keys use the worker's registration lease, so they
-/// vanish with a dead worker.
+/// least `CLAIM_TTL`. Running marks, the horizon and the run feed use the
+/// worker's registration lease, so they vanish with a dead worker.
 pub struct Claimer {
     client: Client,
     keys: Keys,
     worker_id: String,
     lease: Mutex<Option<(i64, Instant)>>,
     registration_lease: tokio::sync::watch::Receiver<i64>,
+    side: StdMutex<SideOps>,
+    side_ready: Notify,
 }
 
 impl Claimer {
@@ -90,6 +152,8 @@ impl Claimer {
             worker_id,
             lease: Mutex::new(None),
             registration_lease,
+            side: StdMutex::new(SideOps::default()),
+            side_ready: Notify::new(),
         }
     }
 
@@ -115,46 +179,23 @@ impl Claimer {
         *self.lease.lock().await = None;
     }
 
-    /// The job's watermark: the highest scheduled tick ever claimed.
+    /// Waits (up to `limit`) for this worker to be registered: it registers
+    /// only after reading its jobs, and a catch-up or a run-now request may
+    /// come first.
+    pub async fn wait_registered(&self, limit: Duration) -> bool {
+        let mut lease = self.registration_lease.clone();
+        let registered = tokio::time::timeout(limit, lease.wait_for(|id| *id != 0))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        registered
+    }
+
     /// The registration lease running marks hang on now (0 if none).
     pub fn registration_lease_id(&self) -> i64 {
         *self.registration_lease.borrow()
     }
 
-    /// What etcd holds for a claim this worker sent without learning the
-    /// answer: `Won`/`Skipped` if the claim key records this very attempt
-    /// (this worker and its `claimedAt`), `Lost` if it records another,
-    /// `None` if there is no claim key (the attempt did not commit, or has
-    /// not yet).
-    pub async fn claim_outcome(
-        &self,
-        req: &ClaimRequest<'_>,
-    ) -> Result<Option<Claim>, etcd_client::Error> {
-        let resp = self
-            .client
-            .kv_client()
-            .get(self.keys.claim_run(req.job, req.run), None)
-            .await?;
-        Ok(resp.kvs().first().map(|kv| {
-            match serde_json::from_slice::<ClaimRecord>(kv.value()) {
-                Ok(r) if r.worker == self.worker_id && r.claimed_at == req.now_ms => {
-                    // The claim key is created by the claim transaction, so
-                    // its create revision is the transaction's revision.
-                    let revision = kv.create_revision();
-                    if r.skipped {
-                        Claim::Skipped {
-                            revision,
-                            reason: SKIP_OVERLAP,
-                        }
-                    } else {
-                        Claim::Won { revision }
-                    }
-                }
-                _ => Claim::Lost,
-            }
-        }))
-    }
-
+    /// The job's watermark: the highest scheduled tick ever claimed.
     pub async fn watermark(&self, job: &JobName) -> Result<Option<i64>, etcd_client::Error> {
         let resp = self
             .client
@@ -167,58 +208,160 @@ impl Claimer {
             .and_then(|kv| std::str::from_utf8(kv.value()).ok()?.parse().ok()))
     }
 
-    pub async fn try_claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, ClaimError> {
-        let running_lease = match *self.registration_lease.borrow() {
+    /// Claims `reqs` in one transaction (at most `CLAIM_BATCH` of them), and
+    /// raises this worker's horizon to `horizon` in the same transaction.
+    /// An error means the outcome is unknown: see [`Claimer::resolve`].
+    pub async fn claim_batch(
+        &self,
+        reqs: &[ClaimRequest],
+        horizon: Option<Horizon>,
+    ) -> Result<Vec<Claim>, ClaimError> {
+        let running_lease = match self.registration_lease_id() {
             0 => return Err(ClaimError::NotRegistered),
             id => id,
         };
-        let claim_lease = self.current_lease().await?;
-        let txn = self.claim_txn(req, claim_lease, running_lease);
-        let resp = match self.client.kv_client().txn(txn).await {
+        let claim_lease = match self.current_lease().await {
+            Ok(id) => id,
+            Err(e) => return Err(e.into()),
+        };
+        let mut ops: Vec<TxnOp> = reqs
+            .iter()
+            .map(|r| TxnOp::txn(self.claim_txn(r, claim_lease, running_lease)))
+            .collect();
+        if let Some(h) = horizon {
+            let value = serde_json::to_vec(&h).expect("a horizon serializes");
+            ops.push(TxnOp::put(
+                self.keys.horizon(&self.worker_id),
+                value,
+                Some(PutOptions::new().with_lease(running_lease)),
+            ));
+        }
+        let side = self.take_side_ops(running_lease);
+        if let Some(taken) = &side {
+            ops.extend(taken.ops.iter().cloned());
+        }
+        let mut kv = self.client.kv_client();
+        let sent = kv.txn(Txn::new().and_then(ops));
+        let result = match tokio::time::timeout(CLAIM_TIMEOUT, sent).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(ClaimError::from(e)),
+            Err(_) => Err(ClaimError::TimedOut(CLAIM_TIMEOUT)),
+        };
+        if let Some(taken) = side {
+            self.side_sent(taken, result.is_ok());
+        }
+        let resp = match result {
             Ok(resp) => resp,
             Err(e) => {
                 // The lease may be why (expired while etcd was unreachable, or
                 // lost with etcd's data): the next attempt starts a new one.
                 self.drop_lease().await;
-                return Err(e.into());
+                return Err(e);
             }
         };
-        if !resp.succeeded() {
-            return Ok(Claim::Lost);
-        }
         let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
-        // The overlap transaction is the last operation of the success branch.
-        let ran = match resp.op_responses().last() {
-            Some(TxnOpResponse::Txn(inner)) => inner.succeeded(),
-            _ => true,
-        };
-        Ok(if ran {
-            Claim::Won { revision }
-        } else {
-            Claim::Skipped {
-                revision,
-                reason: SKIP_OVERLAP,
-            }
-        })
+        let answers = resp.op_responses();
+        Ok(reqs
+            .iter()
+            .zip(answers)
+            .map(|(req, answer)| match answer {
+                TxnOpResponse::Txn(inner) if inner.succeeded() => {
+                    outcome_of_won(req, revision, inner.op_responses().last())
+                }
+                _ => Claim::Lost,
+            })
+            .collect())
     }
 
-    fn claim_txn(&self, req: &ClaimRequest<'_>, claim_lease: i64, running_lease: i64) -> Txn {
-        let claim_key = self.keys.claim_run(req.job, req.run);
-        let claim_value = |skipped: bool| {
-            serde_json::to_vec(&ClaimRecord {
-                worker: self.worker_id.clone(),
-                claimed_at: req.now_ms,
-                skipped,
-                missed: false,
-            })
-            .expect("a claim record serializes")
-        };
+    /// Asks etcd, until it answers or `CLAIM_RESOLVE_WINDOW` is over, what
+    /// became of claims sent without learning the answer: the claim record
+    /// names the worker and its `claimedAt`, so this worker recognises its
+    /// own attempt. `None` where that could not be learned in time.
+    pub async fn resolve(
+        &self,
+        reqs: &[ClaimRequest],
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Vec<Option<Claim>> {
+        /// A claim key still absent this long after etcd answered again means
+        /// the attempt did not commit.
+        const ABSENT_FOR: Duration = Duration::from_secs(2);
+        let deadline = Instant::now() + CLAIM_RESOLVE_WINDOW;
+        let mut outcomes: Vec<Option<Claim>> = vec![None; reqs.len()];
+        let mut absent_since: Vec<Option<Instant>> = vec![None; reqs.len()];
+        while Instant::now() < deadline && !stop.is_cancelled() {
+            let open: Vec<usize> = (0..reqs.len()).filter(|&i| outcomes[i].is_none()).collect();
+            if open.is_empty() {
+                break;
+            }
+            let gets: Vec<TxnOp> = open
+                .iter()
+                .map(|&i| TxnOp::get(self.keys.claim_run(&reqs[i].job, &reqs[i].run), None))
+                .collect();
+            let mut kv = self.client.kv_client();
+            let read = kv.txn(Txn::new().and_then(gets));
+            if let Ok(Ok(resp)) = tokio::time::timeout(CLAIM_TIMEOUT, read).await {
+                for (&i, answer) in open.iter().zip(resp.op_responses()) {
+                    let TxnOpResponse::Get(get) = answer else {
+                        continue;
+                    };
+                    match get.kvs().first() {
+                        Some(kv) => outcomes[i] = Some(self.recognise(&reqs[i], kv)),
+                        None => match absent_since[i] {
+                            None => absent_since[i] = Some(Instant::now()),
+                            Some(t) if t.elapsed() >= ABSENT_FOR => outcomes[i] = Some(Claim::Lost),
+                            Some(_) => {}
+                        },
+                    }
+                }
+            }
+            if outcomes.iter().all(Option::is_some) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        outcomes
+    }
+
+    /// What a claim key says about this worker's attempt `req`.
+    fn recognise(&self, req: &ClaimRequest, kv: &etcd_client::KeyValue) -> Claim {
+        match serde_json::from_slice::<ClaimRecord>(kv.value()) {
+            Ok(r) if r.worker == self.worker_id && r.claimed_at == req.now_ms => {
+                // The claim key is created by the claim transaction, so its
+                // create revision is the transaction's revision.
+                let revision = kv.create_revision();
+                if r.missed {
+                    Claim::Missed { revision }
+                } else if r.skipped {
+                    Claim::Skipped {
+                        revision,
+                        reason: SKIP_OVERLAP,
+                    }
+                } else {
+                    Claim::Won { revision }
+                }
+            }
+            _ => Claim::Lost,
+        }
+    }
+
+    fn claim_record(&self, req: &ClaimRequest, skipped: bool) -> Vec<u8> {
+        serde_json::to_vec(&ClaimRecord {
+            worker: self.worker_id.clone(),
+            claimed_at: req.now_ms,
+            skipped,
+            missed: req.missed,
+        })
+        .expect("a claim record serializes")
+    }
+
+    fn claim_txn(&self, req: &ClaimRequest, claim_lease: i64, running_lease: i64) -> Txn {
+        let claim_key = self.keys.claim_run(&req.job, &req.run);
         let claim_options = || Some(PutOptions::new().with_lease(claim_lease));
         let mut when = vec![
-            Compare::mod_revision(self.keys.job(req.job), CompareOp::Equal, req.job_revision),
+            Compare::mod_revision(self.keys.job(&req.job), CompareOp::Equal, req.job_revision),
             Compare::create_revision(claim_key.as_str(), CompareOp::Equal, 0),
         ];
-        let last_key = self.keys.last_tick(req.job);
+        let last_key = self.keys.last_tick(&req.job);
         if req.catch_up {
             // Fails too when there is no watermark: nothing is known to be
             // missed, so nothing is caught up.
@@ -228,30 +371,39 @@ impl Claimer {
                 watermark_value(req.run.tick_ms),
             ));
         }
+        if req.missed {
+            return Txn::new().when(when).and_then(vec![TxnOp::put(
+                claim_key.as_str(),
+                self.claim_record(req, false),
+                claim_options(),
+            )]);
+        }
 
         let run_it = |mut ops: Vec<TxnOp>| {
             ops.push(TxnOp::put(
                 claim_key.as_str(),
-                claim_value(false),
+                self.claim_record(req, false),
                 claim_options(),
             ));
-            let running = serde_json::to_vec(&RunningRecord {
-                worker: self.worker_id.clone(),
-                started_at: req.now_ms,
-            })
-            .expect("a running record serializes");
-            ops.push(TxnOp::put(
-                self.keys.running(req.job, req.run),
-                running,
-                Some(PutOptions::new().with_lease(running_lease)),
-            ));
+            if req.mark_running {
+                let running = serde_json::to_vec(&RunningRecord {
+                    worker: self.worker_id.clone(),
+                    started_at: req.now_ms,
+                })
+                .expect("a running record serializes");
+                ops.push(TxnOp::put(
+                    self.keys.running(&req.job, &req.run),
+                    running,
+                    Some(PutOptions::new().with_lease(running_lease)),
+                ));
+            }
             ops
         };
         let overlap = match req.overlap {
             Overlap::Allow => Txn::new().and_then(run_it(Vec::new())),
             Overlap::Forbid => Txn::new()
                 .when(vec![Compare::create_revision(
-                    self.keys.running_prefix(req.job),
+                    self.keys.running_prefix(&req.job),
                     CompareOp::Equal,
                     0,
                 )
@@ -259,7 +411,7 @@ impl Claimer {
                 .and_then(run_it(Vec::new()))
                 .or_else(vec![TxnOp::put(
                     claim_key.as_str(),
-                    claim_value(true),
+                    self.claim_record(req, true),
                     claim_options(),
                 )]),
             Overlap::Replace => {
@@ -271,7 +423,7 @@ impl Claimer {
                 })
                 .expect("a kill request serializes");
                 Txn::new().and_then(run_it(vec![TxnOp::put(
-                    self.keys.kill(req.job),
+                    self.keys.kill(&req.job),
                     kill,
                     claim_options(),
                 )]))
@@ -279,7 +431,7 @@ impl Claimer {
         };
 
         let mut then = Vec::new();
-        if req.run.is_scheduled_tick() {
+        if req.raise_watermark {
             // Raise the watermark to this tick if it is higher.
             let mark = watermark_value(req.run.tick_ms);
             let raise = Txn::new()
@@ -304,24 +456,167 @@ impl Claimer {
         Txn::new().when(when).and_then(then)
     }
 
-    /// Marks a run as no longer running.
-    pub async fn finish(&self, job: &JobName, run: &RunKey) {
-        if let Err(e) = self
-            .client
-            .kv_client()
-            .delete(self.keys.running(job, run), None)
-            .await
-        {
-            // It expires with this worker's lease if it cannot be deleted now.
-            tracing::warn!(job = %job, run = %run, error = %e, "could not clear the running mark");
+    /// Marks a run as running (a claim-ahead run that is taking long).
+    pub fn mark_running(&self, job: &JobName, run: &RunKey, started_at: i64) {
+        let value = serde_json::to_vec(&RunningRecord {
+            worker: self.worker_id.clone(),
+            started_at,
+        })
+        .expect("a running record serializes");
+        self.queue_mark(self.keys.running(job, run), Some(value));
+    }
+
+    /// Marks a run as no longer running. Retried until etcd takes it (or
+    /// the mark goes with this worker's lease).
+    pub fn clear_running(&self, job: &JobName, run: &RunKey) {
+        self.queue_mark(self.keys.running(job, run), None);
+    }
+
+    fn queue_mark(&self, key: String, value: Option<Vec<u8>>) {
+        let mut side = self.side.lock().expect("side ops lock");
+        match (side.marks.get(&key), &value) {
+            // A put that never went out, then its deletion: nothing to write.
+            (Some(Some(_)), None) => {
+                side.marks.remove(&key);
+            }
+            _ => {
+                side.marks.insert(key, value);
+            }
         }
+        let due = Instant::now() + MARK_WRITE_DELAY;
+        side.due = Some(side.due.map_or(due, |d| d.min(due)));
+        drop(side);
+        self.side_ready.notify_one();
+    }
+
+    /// Lists a finished run in the run feed.
+    pub fn feed(&self, run: FinishedRun) {
+        let mut side = self.side.lock().expect("side ops lock");
+        side.feed.push(run);
+        let due = Instant::now() + FEED_DELAY;
+        side.due = Some(side.due.map_or(due, |d| d.min(due)));
+        drop(side);
+        self.side_ready.notify_one();
+    }
+
+    /// Takes pending side writes for a transaction, unless another one
+    /// carrying them is in flight or there is no registration lease.
+    fn take_side_ops(&self, lease: i64) -> Option<TakenSideOps> {
+        let mut side = self.side.lock().expect("side ops lock");
+        if side.in_flight || lease == 0 || (side.marks.is_empty() && side.feed.is_empty()) {
+            return None;
+        }
+        let mut marks = Vec::new();
+        let keys: Vec<String> = side.marks.keys().take(MAX_SIDE_OPS - 1).cloned().collect();
+        for key in keys {
+            let value = side.marks.remove(&key).expect("key listed");
+            marks.push((key, value));
+        }
+        let feed = std::mem::take(&mut side.feed);
+        side.in_flight = true;
+        if side.marks.is_empty() && side.feed.is_empty() {
+            side.due = None;
+        }
+        drop(side);
+        let mut ops: Vec<TxnOp> = marks
+            .iter()
+            .map(|(key, value)| match value {
+                Some(v) => TxnOp::put(
+                    key.as_str(),
+                    v.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                None => TxnOp::delete(key.as_str(), None),
+            })
+            .collect();
+        if !feed.is_empty() {
+            let value = serde_json::to_vec(&RunFeed { runs: feed.clone() }).expect("serializes");
+            ops.push(TxnOp::put(
+                self.keys.run_feed(&self.worker_id),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            ));
+        }
+        Some(TakenSideOps { ops, marks, feed })
+    }
+
+    /// After a transaction with side writes: on failure they are queued
+    /// again (all are idempotent) unless newer writes replaced them.
+    fn side_sent(&self, taken: TakenSideOps, ok: bool) {
+        let mut side = self.side.lock().expect("side ops lock");
+        side.in_flight = false;
+        if !ok {
+            for (key, value) in taken.marks {
+                side.marks.entry(key).or_insert(value);
+            }
+            let newer = std::mem::take(&mut side.feed);
+            side.feed = taken.feed;
+            side.feed.extend(newer);
+            let retry = Instant::now() + Duration::from_millis(500);
+            side.due = Some(side.due.map_or(retry, |d| d.min(retry)));
+        }
+        drop(side);
+        self.side_ready.notify_one();
+    }
+
+    /// Writes side writes that no claim batch took along, by their deadline.
+    /// Runs until `stop`; then flushes what is left once.
+    pub async fn run_side_writer(&self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            let due = self.side.lock().expect("side ops lock").due;
+            let wait = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.side_ready.notified() => continue,
+                _ = wait => {}
+            }
+            self.flush_side_ops().await;
+        }
+        self.flush_side_ops().await;
+    }
+
+    async fn flush_side_ops(&self) {
+        let lease = self.registration_lease_id();
+        let Some(taken) = self.take_side_ops(lease) else {
+            return;
+        };
+        let mut kv = self.client.kv_client();
+        let sent = kv.txn(Txn::new().and_then(taken.ops.clone()));
+        let ok = matches!(tokio::time::timeout(CLAIM_TIMEOUT, sent).await, Ok(Ok(_)));
+        if !ok {
+            tracing::warn!("could not write running marks and the run feed; will retry");
+        }
+        self.side_sent(taken, ok);
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ClaimError {
-    #[error("this worker is not registered in etcd (no lease)")]
-    NotRegistered,
-    #[error(transparent)]
-    Etcd(#[from] etcd_client::Error),
+struct TakenSideOps {
+    ops: Vec<TxnOp>,
+    marks: Vec<(String, Option<Vec<u8>>)>,
+    feed: Vec<FinishedRun>,
+}
+
+/// The outcome of a claim whose transaction succeeded: the overlap
+/// transaction is the last operation of its success branch.
+fn outcome_of_won(req: &ClaimRequest, revision: i64, last: Option<&TxnOpResponse>) -> Claim {
+    if req.missed {
+        return Claim::Missed { revision };
+    }
+    let ran = match last {
+        Some(TxnOpResponse::Txn(inner)) => inner.succeeded(),
+        _ => true,
+    };
+    if ran {
+        Claim::Won { revision }
+    } else {
+        Claim::Skipped {
+            revision,
+            reason: SKIP_OVERLAP,
+        }
+    }
 }

@@ -41,6 +41,9 @@ pub struct WorkerConfig {
     /// MongoDB for records not yet written. Default 60000.
     pub log_flush_timeout: Duration,
     pub log_format: LogFormat,
+    /// `GDTS_SHELL`: the shell that runs shell jobs with `-c`. Default `bash`
+    /// (as the original system); it must support `read -r`.
+    pub shell: crate::executor::ShellConfig,
     /// `GDTS_HEALTH_PORT`: serve `/healthz` and `/readyz` on this port (all
     /// interfaces). Unset: no health endpoint.
     pub health_port: Option<u16>,
@@ -86,6 +89,15 @@ impl WorkerConfig {
                 Duration::from_secs(60),
             )?,
             log_format: LogFormat::from_lookup(get)?,
+            shell: crate::executor::ShellConfig {
+                program: match get("GDTS_SHELL") {
+                    Some(s) if s.trim().is_empty() => {
+                        return Err("GDTS_SHELL: must not be empty".into())
+                    }
+                    Some(s) => s.trim().to_string(),
+                    None => "bash".into(),
+                },
+            },
             health_port: match get("GDTS_HEALTH_PORT") {
                 None => None,
                 Some(p) => Some(

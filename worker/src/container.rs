@@ -34,9 +34,10 @@ pub const LABEL_RUN: &str = "gdts.run";
 /// negotiated on first use (the daemon may be older than the client, or not
 /// up yet): a worker without Docker still starts, and picks Docker up once it
 /// answers.
+#[derive(Clone)]
 pub struct DockerConn {
     client: Option<Docker>,
-    negotiated: tokio::sync::Mutex<Option<Docker>>,
+    negotiated: std::sync::Arc<tokio::sync::Mutex<Option<Docker>>>,
 }
 
 impl DockerConn {
@@ -51,7 +52,7 @@ impl DockerConn {
         };
         DockerConn {
             client,
-            negotiated: tokio::sync::Mutex::new(None),
+            negotiated: Default::default(),
         }
     }
 

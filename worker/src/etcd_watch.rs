@@ -1,10 +1,10 @@
-//! Follows an etcd prefix: a full read, then a watch from the revision after
-//! it. Any watch error, disconnect, cancellation or compaction starts over
+//! Follows an etcd prefix: a full read (paged, at one revision), then a watch
+//! from the revision after it. Any watch error, disconnect, cancellation or compaction starts over
 //! with a fresh full read, so a consumer's view can never stay stale.
 
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
+use etcd_client::{Client, EventType, KeyValue, WatchOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -72,13 +72,10 @@ async fn follow_once(
     prefix: &str,
     events: &mpsc::Sender<PrefixEvent>,
 ) -> anyhow::Result<()> {
-    let snapshot = client
-        .get(prefix, Some(GetOptions::new().with_prefix()))
+    // Paged: a prefix of 100,000 jobs does not fit in one response.
+    let (snapshot, revision) = gdts_runtime::etcd_pages::RangePages::prefix(client.clone(), prefix)
+        .collect()
         .await?;
-    let revision = snapshot
-        .header()
-        .map(|h| h.revision())
-        .ok_or_else(|| anyhow::anyhow!("range response without header"))?;
     let mut stream = client
         .watch(
             prefix,
@@ -92,7 +89,7 @@ async fn follow_once(
         .await?;
     if events
         .send(PrefixEvent::Reset(
-            snapshot.kvs().iter().map(Entry::from).collect(),
+            snapshot.iter().map(Entry::from).collect(),
         ))
         .await
         .is_err()

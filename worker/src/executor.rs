@@ -1,9 +1,11 @@
 //! Runs one command. The only module that spawns processes.
 //!
-//! Each run is `sh -c COMMAND` in a process group of its own, so a kill
-//! reaches everything the command started. The run ends when the shell exits;
-//! anything it left behind in its group is then killed, so a run never leaks
-//! processes onto the worker.
+//! Each run is `bash -c COMMAND` (the shell is configurable) in a process
+//! group of its own, so a kill reaches everything the command started. The
+//! run ends when the shell exits; anything it left behind in its group is
+//! then killed, so a run never leaks processes onto the worker. A run is
+//! started in two steps ([`prepare_shell`], then [`Prepared::release`]) so
+//! the cost of starting a process can be paid before the tick.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -81,10 +83,112 @@ pub enum KillReason {
 /// left behind may still be writing before they are killed.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(300);
 
-/// Runs `command` and returns how it ended. `kill` asks for SIGTERM to the
-/// whole group, then SIGKILL after `limits.kill_grace`; `kill_reason` is read
-/// when that happens.
+/// How a shell run is started.
+#[derive(Debug, Clone)]
+pub struct ShellConfig {
+    /// The shell that runs each command with `-c` (`GDTS_SHELL`, default
+    /// `bash`, as the original system). It must support `read -r`.
+    pub program: String,
+}
+
+impl Default for ShellConfig {
+    fn default() -> Self {
+        ShellConfig {
+            program: "bash".into(),
+        }
+    }
+}
+
+/// The line the shell runs before the command: wait at the gate (stdin) for
+/// the release. A closed gate without a release (the worker died) exits
+/// without running the command. On the same line as the command, so the
+/// command's own first line keeps its line number.
+const GATE_PREFIX: &str = "IFS= read -r _gdts_gate || exit 125; ";
+
+/// A command's process, started and held at its gate until [`Prepared::release`].
+///
+/// Starting a process (fork, exec, the shell's own start-up) costs about a
+/// millisecond of CPU here; a thousand jobs due in the same second would
+/// start up to a second late if that happened at the tick. Started ahead and
+/// released at the tick, the command only pays for waking up.
+pub struct Prepared {
+    child: tokio::process::Child,
+    pgid: Option<Pid>,
+    gate: Option<std::io::PipeWriter>,
+    output: tokio::net::unix::pipe::Receiver,
+}
+
+impl Prepared {
+    /// Opens the gate: the command starts now. Returns the start time.
+    pub fn release(&mut self) -> i64 {
+        let start = now_ms();
+        if let Some(mut gate) = self.gate.take() {
+            use std::io::Write;
+            // One byte into an empty pipe never blocks; a shell that already
+            // exited (a syntax error on its first line) leaves the write
+            // failing with EPIPE, which is fine: its exit status says why.
+            let _ = gate.write_all(b"\n");
+        }
+        start
+    }
+
+    /// Kills a process that was never released (its claim was lost).
+    pub fn abort(mut self) {
+        signal_group(self.pgid, Signal::SIGKILL);
+        self.gate.take();
+        // The child is reaped by tokio's orphan reaper once dropped.
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Starts `command` held at its gate. `vars` are set for the command on top
+/// of the job's `env` (the worker's own environment is inherited).
+pub fn prepare_shell(
+    shell: &ShellConfig,
+    command: &str,
+    env: &BTreeMap<String, String>,
+    vars: &[(&str, String)],
+) -> Result<Prepared, String> {
+    let (gate_read, gate_write) =
+        std::io::pipe().map_err(|e| format!("could not create a pipe: {e}"))?;
+    let (out_read, out_write) =
+        std::io::pipe().map_err(|e| format!("could not create a pipe: {e}"))?;
+    let err_write = out_write
+        .try_clone()
+        .map_err(|e| format!("could not create a pipe: {e}"))?;
+    let mut script = String::with_capacity(GATE_PREFIX.len() + command.len());
+    script.push_str(GATE_PREFIX);
+    script.push_str(command);
+    let child = Command::new(&shell.program)
+        .arg("-c")
+        .arg(script)
+        .envs(env)
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::from(gate_read))
+        // stdout and stderr share one pipe: their interleaving is kept, and
+        // each run costs one descriptor less.
+        .stdout(Stdio::from(out_write))
+        .stderr(Stdio::from(err_write))
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("could not start {}: {e}", shell.program))?;
+    let output = tokio::net::unix::pipe::Receiver::from_owned_fd(out_read.into())
+        .map_err(|e| format!("could not watch the output pipe: {e}"))?;
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    Ok(Prepared {
+        child,
+        pgid,
+        gate: Some(gate_write),
+        output,
+    })
+}
+
+/// Runs `command` now and returns how it ended. `kill` asks for SIGTERM to
+/// the whole group, then SIGKILL after `limits.kill_grace`; `kill_reason` is
+/// read when that happens.
+#[cfg(test)]
 pub async fn run_shell(
+    shell: &ShellConfig,
     command: &str,
     env: &BTreeMap<String, String>,
     limits: &RunLimits,
@@ -93,36 +197,38 @@ pub async fn run_shell(
     kill_reason: impl Fn() -> KillReason,
 ) -> Outcome {
     let start_ms = now_ms();
-    let mut out = OutputCapture::new(&limits.capture);
     if kill.is_cancelled() {
+        let out = OutputCapture::new(&limits.capture);
         return finished(start_ms, out, None, Some(kill_reason()), String::new());
     }
-    let spawned = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn();
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            return finished(
-                start_ms,
-                out,
-                None,
-                None,
-                format!("could not start sh: {e}"),
-            )
+    match prepare_shell(shell, command, env, &[]) {
+        Ok(mut prepared) => {
+            let start_ms = prepared.release();
+            supervise(prepared, start_ms, limits, timeout, kill, kill_reason).await
         }
-    };
-    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let (mut buf_out, mut buf_err) = (vec![0u8; 8192], vec![0u8; 8192]);
-    let (mut out_open, mut err_open) = (true, true);
+        Err(e) => finished(start_ms, OutputCapture::new(&limits.capture), None, None, e),
+    }
+}
+
+/// Follows a released process to its end: output, exit, kill, timeout.
+pub async fn supervise(
+    prepared: Prepared,
+    start_ms: i64,
+    limits: &RunLimits,
+    timeout: Option<Duration>,
+    kill: &CancellationToken,
+    kill_reason: impl Fn() -> KillReason,
+) -> Outcome {
+    let Prepared {
+        mut child,
+        pgid,
+        gate,
+        mut output,
+    } = prepared;
+    drop(gate);
+    let mut out = OutputCapture::new(&limits.capture);
+    let mut buf = vec![0u8; 8192];
+    let mut out_open = true;
     let mut status = None;
     let mut killed: Option<KillReason> = None;
     let far = Instant::now() + Duration::from_secs(86400 * 365);
@@ -130,19 +236,20 @@ pub async fn run_shell(
     let mut drain_until = far;
     let mut wait_error = None;
     let timeout_at = timeout.map_or(far, |t| Instant::now() + t);
+    if kill.is_cancelled() {
+        // Killed between the claim and the release: it never ran.
+        killed = Some(kill_reason());
+        signal_group(pgid, Signal::SIGKILL);
+    }
 
     loop {
-        if status.is_some() && !out_open && !err_open {
+        if status.is_some() && !out_open {
             break;
         }
         tokio::select! {
-            n = stdout.read(&mut buf_out), if out_open => match n {
+            n = output.read(&mut buf), if out_open => match n {
                 Ok(0) | Err(_) => out_open = false,
-                Ok(n) => out.push(&buf_out[..n]),
-            },
-            n = stderr.read(&mut buf_err), if err_open => match n {
-                Ok(0) | Err(_) => err_open = false,
-                Ok(n) => out.push(&buf_err[..n]),
+                Ok(n) => out.push(&buf[..n]),
             },
             st = child.wait(), if status.is_none() => {
                 match st {
@@ -266,6 +373,7 @@ mod tests {
 
     async fn run(cmd: &str, cap: usize) -> Outcome {
         run_shell(
+            &ShellConfig::default(),
             cmd,
             &BTreeMap::new(),
             &limits(cap),
@@ -294,6 +402,7 @@ mod tests {
     async fn passes_the_job_environment() {
         let env = BTreeMap::from([("GDTS_TEST_VAR".to_string(), "v 1".to_string())]);
         let o = run_shell(
+            &ShellConfig::default(),
             "echo \"$GDTS_TEST_VAR\"",
             &env,
             &limits(64),
@@ -309,6 +418,7 @@ mod tests {
     async fn timeout_kills_and_says_so() {
         let started = std::time::Instant::now();
         let o = run_shell(
+            &ShellConfig::default(),
             "sleep 30",
             &BTreeMap::new(),
             &limits(64),
@@ -338,6 +448,7 @@ mod tests {
         let started = std::time::Instant::now();
         let handle = tokio::spawn(async move {
             run_shell(
+                &ShellConfig::default(),
                 "sleep 60 & sleep 60; wait",
                 &BTreeMap::new(),
                 &limits(1024),
@@ -353,6 +464,60 @@ mod tests {
         assert!(o.killed);
         assert!(o.err.starts_with("killed on request"), "{}", o.err);
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_prepared_command_waits_at_its_gate_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let command = format!("echo \"$GDTS_PLAN_TIME_MS\" > {}", marker.display());
+        let mut prepared = prepare_shell(
+            &ShellConfig::default(),
+            &command,
+            &BTreeMap::new(),
+            &[("GDTS_PLAN_TIME_MS", "1234".to_string())],
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!marker.exists(), "the command ran before its release");
+        let start = prepared.release();
+        let o = supervise(
+            prepared,
+            start,
+            &limits(64),
+            None,
+            &CancellationToken::new(),
+            || KillReason::Requested,
+        )
+        .await;
+        assert!(o.succeeded(), "{o:?}");
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "1234\n");
+
+        // Aborted, it never runs.
+        let other = dir.path().join("never");
+        let prepared = prepare_shell(
+            &ShellConfig::default(),
+            &format!("touch {}", other.display()),
+            &BTreeMap::new(),
+            &[],
+        )
+        .unwrap();
+        prepared.abort();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!other.exists());
+    }
+
+    #[tokio::test]
+    async fn commands_run_in_bash_with_stdout_and_stderr_interleaved() {
+        let o = run("[[ 1 == 1 ]] && echo one; echo two >&2; echo three", 1024).await;
+        assert_eq!(o.output, "one\ntwo\nthree\n", "{o:?}");
+        // A syntax error is the command's own failure, as with `bash -c`.
+        let o = run("if then", 1024).await;
+        assert_eq!(o.exit_code, Some(2), "{o:?}");
+        assert!(o.output.contains("syntax error"), "{o:?}");
+        // stdin is empty, as /dev/null would be.
+        let o = run("cat; echo done", 1024).await;
+        assert_eq!(o.output, "done\n", "{o:?}");
     }
 
     #[tokio::test]

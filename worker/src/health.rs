@@ -4,7 +4,8 @@
 //! `/healthz` answers 200 while the process and its scheduler loop are alive.
 //! It deliberately ignores etcd: when etcd is down every worker would fail
 //! the check and autohealing would recreate the whole fleet for nothing.
-//! `/readyz` also requires a current registration in etcd.
+//! `/readyz` also requires a current registration in etcd. `/metrics` serves
+//! the worker's counters (Prometheus text format).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,9 +20,17 @@ use tokio_util::sync::CancellationToken;
 pub struct Health {
     scheduler_running: AtomicBool,
     registered: AtomicBool,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Health {
+    pub fn new(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Health {
+            metrics,
+            ..Default::default()
+        }
+    }
+
     pub fn set_scheduler_running(&self, running: bool) {
         self.scheduler_running.store(running, Ordering::Relaxed);
     }
@@ -35,6 +44,7 @@ pub fn router(health: Arc<Health>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(health)
 }
 
@@ -44,6 +54,18 @@ async fn healthz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "scheduler stopped")
     }
+}
+
+async fn metrics(
+    State(h): State<Arc<Health>>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        h.metrics.render(),
+    )
 }
 
 async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {

@@ -8,13 +8,15 @@ mod etcd_watch;
 mod executor;
 mod gcs;
 mod health;
+mod jobs;
 mod kills;
 mod log_sink;
+mod metrics;
 mod output;
+mod planner;
 mod registration;
 mod run;
 mod runs;
-mod scheduler;
 
 use std::sync::Arc;
 
@@ -53,19 +55,40 @@ async fn main() -> anyhow::Result<()> {
             tracing::warn!(error = %e, "Docker unavailable; container jobs fail until it is back")
         }
     }
+    raise_open_file_limit();
     let stop_scheduling = CancellationToken::new();
     let stop_all = CancellationToken::new();
     let background = TaskTracker::new();
     let run_tasks = TaskTracker::new();
     let runs = Arc::new(runs::Runs::default());
-    let health = Arc::new(health::Health::default());
+    let metrics = Arc::new(metrics::Metrics::default());
+    let health = Arc::new(health::Health::new(metrics.clone()));
     let (lease_id, lease_rx) = tokio::sync::watch::channel(0i64);
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let (draining_tx, draining_rx) = tokio::sync::watch::channel(false);
+    let (containers_tx, containers_rx) =
+        tokio::sync::watch::channel(docker.available().await.is_ok());
     health.set_scheduler_running(true);
     if let Some(port) = config.health_port {
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
             .await
             .with_context(|| format!("binding the health port {port}"))?;
         background.spawn(health::serve(listener, health.clone(), stop_all.clone()));
+    }
+    {
+        // Whether this worker can take container ticks, as Docker comes and goes.
+        let docker = docker.clone();
+        let stop = stop_all.clone();
+        background.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+                }
+                let up = docker.available().await.is_ok();
+                containers_tx.send_if_modified(|v| std::mem::replace(v, up) != up);
+            }
+        });
     }
 
     let (log_tx, log_rx) = mpsc::channel(config.log_buffer);
@@ -93,11 +116,14 @@ async fn main() -> anyhow::Result<()> {
                 running: 0,
                 last_seen: 0,
                 draining: false,
+                containers: false,
             },
             ttl: config.lease_ttl,
-            runs: runs.clone(),
             health: health.clone(),
             lease_id,
+            ready: ready_rx,
+            draining: draining_rx,
+            containers: containers_rx,
         }
         .run(stop_all.clone()),
     );
@@ -115,23 +141,33 @@ async fn main() -> anyhow::Result<()> {
         kill_rx,
     ));
 
-    let (job_tx, job_rx) = mpsc::channel(256);
-    background.spawn(etcd_watch::follow_prefix(
+    let follow = |prefix: String, stop: &CancellationToken| {
+        let (tx, rx) = mpsc::channel(256);
+        background.spawn(etcd_watch::follow_prefix(
+            etcd.clone(),
+            prefix,
+            tx,
+            stop.clone(),
+        ));
+        rx
+    };
+    let inputs = planner::Inputs {
+        jobs: follow(keys.jobs_prefix(), &stop_all),
+        run_now: follow(keys.run_now_prefix(), &stop_all),
+        workers: follow(keys.workers_prefix(), &stop_all),
+        horizons: follow(keys.horizons_prefix(), &stop_all),
+    };
+    let claimer = Arc::new(claim::Claimer::new(
         etcd.clone(),
-        keys.jobs_prefix(),
-        job_tx,
-        stop_scheduling.clone(),
+        keys.clone(),
+        config.worker_id.clone(),
+        lease_rx.clone(),
     ));
     let ctx = Arc::new(run::RunContext {
         worker_id: config.worker_id.clone(),
         prefix: keys.prefix().to_string(),
         docker,
-        claimer: claim::Claimer::new(
-            etcd.clone(),
-            keys.clone(),
-            config.worker_id.clone(),
-            lease_rx.clone(),
-        ),
+        claimer: claimer.clone(),
         runs: runs.clone(),
         limits: executor::RunLimits {
             capture: match &config.gcs {
@@ -146,26 +182,27 @@ async fn main() -> anyhow::Result<()> {
             },
             kill_grace: config.kill_grace,
         },
+        shell: config.shell.clone(),
+        jobs: jobs::SharedJobs::new(jobs::JobTable::new(keys.clone())),
         outputs,
         log_records: log_tx,
+        metrics: metrics.clone(),
         stop_scheduling: stop_scheduling.clone(),
     });
-    let (run_now_tx, run_now_rx) = mpsc::channel(64);
-    background.spawn(etcd_watch::follow_prefix(
-        etcd.clone(),
-        keys.run_now_prefix(),
-        run_now_tx,
-        stop_scheduling.clone(),
-    ));
-    let scheduler = {
+    let stop_side = CancellationToken::new();
+    let side_writer = {
+        let stop = stop_side.clone();
+        tokio::spawn(async move { claimer.run_side_writer(stop).await })
+    };
+    let planner = {
         let health = health.clone();
-        let run = scheduler::run_scheduler(
-            scheduler::JobTable::new(keys.clone()),
-            job_rx,
-            run_now_rx,
-            ctx,
+        let run = planner::run_planner(
+            ctx.clone(),
+            keys.clone(),
+            inputs,
+            run::Preparer::start(tokio::runtime::Handle::current()),
             run_tasks.clone(),
-            lease_rx,
+            ready_tx,
             stop_scheduling.clone(),
         );
         tokio::spawn(async move {
@@ -176,8 +213,10 @@ async fn main() -> anyhow::Result<()> {
 
     gdts_runtime::shutdown_signal().await;
     tracing::info!("shutting down: no new ticks; waiting for running jobs");
+    // The others take over this worker's ticks; the claims it has run.
+    draining_tx.send_replace(true);
     stop_scheduling.cancel();
-    scheduler.await.context("scheduler task panicked")?;
+    planner.await.context("planner task panicked")?;
     run_tasks.close();
     if tokio::time::timeout(config.shutdown_grace, run_tasks.wait())
         .await
@@ -190,8 +229,12 @@ async fn main() -> anyhow::Result<()> {
         runs.kill_all(executor::KillReason::Shutdown);
         run_tasks.wait().await;
     }
-    // Every run task (and with it every log sender) is gone: the writer
-    // drains what is buffered and stops.
+    // Every run task is gone: the last running marks and feed entries go
+    // out (before the registration lease is revoked), then the log writer
+    // drains what is buffered and stops (the context held its last sender).
+    stop_side.cancel();
+    side_writer.await.context("side writer panicked")?;
+    drop(ctx);
     let unwritten = log_writer.await.context("log writer panicked")?;
     stop_all.cancel();
     background.close();
@@ -201,6 +244,19 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Each process started ahead holds a few descriptors (its gate, its output,
+/// its pidfd): allow as many as the hard limit lets us.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, "could not raise the open file limit");
+            }
+        }
+    }
 }
 
 /// Containers left by an earlier life of this worker, or by workers no

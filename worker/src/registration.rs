@@ -2,6 +2,13 @@
 //! alive. A worker that dies stops renewing and its registration disappears
 //! within the lease TTL. A lease that is lost (expired while cut off from
 //! etcd) is replaced by a new one and the registration written again.
+//!
+//! The record is written when the worker registers and when what it says
+//! changes (draining at shutdown, whether it can run containers), never on
+//! a timer: renewals are keep-alive messages only, so an idle fleet costs
+//! etcd next to nothing. (The manager reads when a worker last renewed from
+//! its lease.) A worker registers only once it has read its jobs, so it
+//! never owns ticks it does not know about.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,17 +19,21 @@ use gdts_common::values::WorkerInfo;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
-use crate::runs::Runs;
 
 pub struct Registration {
     pub client: Client,
     pub keys: Keys,
     pub info: WorkerInfo,
     pub ttl: Duration,
-    pub runs: Arc<Runs>,
     pub health: Arc<Health>,
     /// The current lease id (0 while unregistered), for running marks.
     pub lease_id: tokio::sync::watch::Sender<i64>,
+    /// True once the worker has read its jobs.
+    pub ready: tokio::sync::watch::Receiver<bool>,
+    /// Set at shutdown: the worker takes no new ticks.
+    pub draining: tokio::sync::watch::Receiver<bool>,
+    /// Whether a Docker daemon answers.
+    pub containers: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Registration {
@@ -31,6 +42,10 @@ impl Registration {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut lease: Option<i64> = None;
         let mut backoff = Duration::from_millis(200);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = self.ready.wait_for(|ready| *ready) => if r.is_err() { return },
+        }
         loop {
             let result = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -89,8 +104,8 @@ impl Registration {
         let (mut keeper, mut responses) = self.client.lease_keep_alive(id).await?;
         let renew_every = self.ttl / 3;
         let mut renew = tokio::time::interval(renew_every);
-        let mut check_running = tokio::time::interval(Duration::from_secs(1));
-        let mut written_running: Option<u32> = None;
+        let mut registered = false;
+        let (mut draining_open, mut containers_open) = (true, true);
         loop {
             tokio::select! {
                 _ = renew.tick() => {
@@ -103,22 +118,25 @@ impl Registration {
                         *lease = None;
                         anyhow::bail!("registration lease {id:x} expired");
                     }
-                    // Each renewal rewrites the record: `lastSeen` for operators.
-                    self.write(id).await?;
-                    let first = written_running.is_none();
-                    written_running = Some(self.info.running);
-                    if first {
+                    if !registered {
+                        self.write(id).await?;
+                        registered = true;
                         self.health.set_registered(true);
                         self.lease_id.send_replace(id);
                         tracing::info!(worker = %self.info.id, lease = format!("{id:x}"), "registered");
                     }
                 }
-                _ = check_running.tick() => {
-                    let running = self.runs.count() as u32;
-                    if written_running.is_some_and(|w| w != running) {
-                        self.info.running = running;
+                r = self.draining.changed(), if draining_open => {
+                    draining_open = r.is_ok();
+                    if r.is_ok() && registered {
                         self.write(id).await?;
-                        written_running = Some(running);
+                        tracing::info!(worker = %self.info.id, "registered as draining: takes no new ticks");
+                    }
+                }
+                r = self.containers.changed(), if containers_open => {
+                    containers_open = r.is_ok();
+                    if r.is_ok() && registered {
+                        self.write(id).await?;
                     }
                 }
             }
@@ -126,8 +144,8 @@ impl Registration {
     }
 
     async fn write(&mut self, lease: i64) -> Result<(), etcd_client::Error> {
-        self.info.running = self.runs.count() as u32;
-        self.info.last_seen = chrono::Utc::now().timestamp_millis();
+        self.info.draining = *self.draining.borrow();
+        self.info.containers = *self.containers.borrow();
         let value = serde_json::to_vec(&self.info).expect("worker info serializes");
         self.client
             .put(

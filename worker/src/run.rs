@@ -1,6 +1,9 @@
-//! One run from claim to log record: scheduled ticks, catch-up ticks, manual
-//! runs, and the retries of a failed run.
+//! One run from claim to record: claim-ahead ticks (process prepared at a
+//! gate, released at the tick), ticks claimed at their time, catch-up ticks,
+//! manual runs, the retries of a failed run, and the records of ticks that
+//! are skipped or missed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,20 +11,19 @@ use chrono::{DateTime, Utc};
 use gdts_common::job::{Job, Overlap};
 use gdts_common::keys::RunKey;
 use gdts_common::log_record::LogRecord;
-use gdts_common::timing::{CATCH_UP_KEY_SAFE_AGE, CLAIM_TIMEOUT, MAX_TICK_LATENESS};
-use tokio::sync::mpsc;
+use gdts_common::timing::{CATCH_UP_KEY_SAFE_AGE, LAZY_RUNNING_MARK_AFTER, MAX_TICK_LATENESS};
+use gdts_common::values::FinishedRun;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::claim::{Claim, ClaimError, ClaimRequest, Claimer, SKIP_LEARNED_LATE};
 use crate::container;
-use crate::executor::{self, now_ms, Outcome, RunLimits};
+use crate::executor::{self, now_ms, Outcome, Prepared, RunLimits, ShellConfig};
+use crate::jobs::DueTick;
+use crate::jobs::SharedJobs;
+use crate::metrics::Metrics;
 use crate::runs::Runs;
-use crate::scheduler::DueTick;
-
-/// How long a worker that cannot reach Docker waits before claiming a
-/// container job's tick.
-const DEFER_WITHOUT_DOCKER: Duration = Duration::from_millis(500);
 
 /// What every run task shares.
 pub struct RunContext {
@@ -29,18 +31,23 @@ pub struct RunContext {
     /// The etcd prefix, recorded on containers so leftovers can be found.
     pub prefix: String,
     pub docker: container::DockerConn,
-    pub claimer: Claimer,
+    pub claimer: Arc<Claimer>,
     pub runs: Arc<Runs>,
     pub limits: RunLimits,
+    pub shell: ShellConfig,
+    /// The jobs as this worker knows them now (a run checks its definition
+    /// at its release).
+    pub jobs: SharedJobs,
     /// Where outputs larger than the inline cap go, when a bucket is set.
     pub outputs: Option<crate::gcs::OutputStore>,
     pub log_records: mpsc::Sender<LogRecord>,
+    pub metrics: Arc<Metrics>,
     /// Cancelled at shutdown: pending retries are abandoned.
     pub stop_scheduling: CancellationToken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Trigger {
+pub enum Trigger {
     Schedule,
     CatchUp,
     Manual,
@@ -56,30 +63,217 @@ impl Trigger {
     }
 }
 
-/// A scheduled tick within the normal lateness bound.
-pub async fn run_tick(ctx: Arc<RunContext>, due: DueTick) {
-    let run = RunKey::scheduled(due.tick.timestamp_millis());
-    run_with_retries(
-        &ctx,
-        &due.job,
-        due.job_revision,
-        run,
-        Trigger::Schedule,
-        Some(due.tick),
-    )
-    .await;
+/// The variables every shell run gets on top of its job's `env`.
+fn run_vars(job: &Job, run: &RunKey) -> [(&'static str, String); 2] {
+    [
+        ("GDTS_JOB", job.name.to_string()),
+        ("GDTS_PLAN_TIME_MS", run.tick_ms.to_string()),
+    ]
 }
+
+/// Starts processes ahead of their ticks, one after another on a thread of
+/// its own: starting a process blocks the caller for a fraction of a
+/// millisecond, which the async runtime should not pay, and the starts of
+/// one second's ticks spread out instead of competing with the releases.
+#[derive(Clone)]
+pub struct Preparer {
+    queue: std::sync::mpsc::Sender<PrepareJob>,
+}
+
+struct PrepareJob {
+    command: String,
+    env: BTreeMap<String, String>,
+    vars: Vec<(&'static str, String)>,
+    shell: ShellConfig,
+    /// Not started at all when dequeued after this (the tick has passed).
+    not_after: std::time::Instant,
+    reply: oneshot::Sender<Result<Prepared, String>>,
+}
+
+impl Preparer {
+    /// Runs until every handle is dropped.
+    pub fn start(runtime: tokio::runtime::Handle) -> Preparer {
+        let (queue, jobs) = std::sync::mpsc::channel::<PrepareJob>();
+        std::thread::Builder::new()
+            .name("gdts-preparer".into())
+            .spawn(move || {
+                let _entered = runtime.enter();
+                for job in jobs {
+                    let result = if std::time::Instant::now() > job.not_after {
+                        Err("too late to start ahead".to_string())
+                    } else {
+                        let vars: Vec<(&str, String)> = job.vars;
+                        executor::prepare_shell(&job.shell, &job.command, &job.env, &vars)
+                    };
+                    if let Err(Ok(prepared)) = job.reply.send(result) {
+                        // Nobody waits for it any more.
+                        prepared.abort();
+                    }
+                }
+            })
+            .expect("starting the preparer thread");
+        Preparer { queue }
+    }
+
+    /// Queues the start of `job`'s command for `run`; the answer arrives on
+    /// the returned channel.
+    pub fn prepare(
+        &self,
+        shell: &ShellConfig,
+        job: &Job,
+        run: &RunKey,
+        not_after: std::time::Instant,
+    ) -> oneshot::Receiver<Result<Prepared, String>> {
+        let (reply, answer) = oneshot::channel();
+        let _ = self.queue.send(PrepareJob {
+            command: job.command.clone(),
+            env: job.env.clone(),
+            vars: run_vars(job, run).to_vec(),
+            shell: shell.clone(),
+            not_after,
+            reply,
+        });
+        answer
+    }
+}
+
+/// What the planner tells a prepared run once its claim is settled.
+#[derive(Debug)]
+pub enum Go {
+    /// Won: run at the tick.
+    Run { revision: i64 },
+    /// Not this worker's: the process is killed, never released.
+    Drop,
+}
+
+/// A claim-ahead tick this worker owns: its process is being started at the
+/// gate; it runs at the tick if the planner says the claim was won.
+pub async fn prepared_tick(
+    ctx: Arc<RunContext>,
+    job: Arc<Job>,
+    job_revision: i64,
+    tick: DateTime<Utc>,
+    prepared: oneshot::Receiver<Result<Prepared, String>>,
+    go: oneshot::Receiver<Go>,
+) {
+    let run = RunKey::scheduled(tick.timestamp_millis());
+    let decision = go.await;
+    let prepared = prepared
+        .await
+        .unwrap_or_else(|_| Err("preparer stopped".into()));
+    match decision {
+        Ok(Go::Run { revision }) => {
+            let prepared = match prepared {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::debug!(job = %job.name, error = %e, "not prepared ahead; starting at the tick");
+                    None
+                }
+            };
+            let start = Start {
+                prepared,
+                at: Some(tick),
+                ahead: true,
+            };
+            execute_and_retry(
+                &ctx,
+                &job,
+                job_revision,
+                run,
+                Trigger::Schedule,
+                revision,
+                start,
+            )
+            .await;
+        }
+        Ok(Go::Drop) | Err(_) => {
+            if let Ok(p) = prepared {
+                p.abort();
+            }
+        }
+    }
+}
+
+/// A tick this worker claimed (ahead, or at its time) without a prepared
+/// process: runs it at the tick.
+pub async fn claimed_tick(
+    ctx: Arc<RunContext>,
+    job: Arc<Job>,
+    job_revision: i64,
+    tick: DateTime<Utc>,
+    claim: Claim,
+) {
+    let run = RunKey::scheduled(tick.timestamp_millis());
+    match claim {
+        Claim::Won { revision } => {
+            let start = Start {
+                prepared: None,
+                at: Some(tick),
+                ahead: crate::planner::claim_mode(&job) == gdts_common::plan::ClaimMode::Ahead,
+            };
+            execute_and_retry(
+                &ctx,
+                &job,
+                job_revision,
+                run,
+                Trigger::Schedule,
+                revision,
+                start,
+            )
+            .await
+        }
+        Claim::Skipped { revision, reason } => {
+            log_skip(&ctx, &job, &run, Trigger::Schedule, revision, reason).await
+        }
+        Claim::Missed { revision } => {
+            ctx.metrics.tick_missed(MISSED_LATE);
+            log_not_run(
+                &ctx,
+                &job,
+                &run,
+                Trigger::Schedule,
+                revision,
+                "missed",
+                MISSED_LATE,
+            )
+            .await
+        }
+        Claim::Lost => {}
+    }
+}
+
+/// The `err` of a tick recorded as missed: nobody could start it in time.
+pub const MISSED_LATE: &str = "missed: no worker could start this tick within the lateness bound \
+     (its owner was down, cut off from etcd or overloaded)";
 
 /// A manual run requested through `/job/run`.
 pub async fn run_manual(
     ctx: Arc<RunContext>,
-    job: Job,
+    job: Arc<Job>,
     job_revision: i64,
     requested_at: i64,
     request: String,
 ) {
     let run = RunKey::manual(requested_at, &request);
-    run_with_retries(&ctx, &job, job_revision, run, Trigger::Manual, None).await;
+    let request = ClaimRequest::new(&job, job_revision, run.clone(), now_ms());
+    match claim_one(&ctx, &request).await {
+        Some(Claim::Won { revision }) => {
+            execute_and_retry(
+                &ctx,
+                &job,
+                job_revision,
+                run,
+                Trigger::Manual,
+                revision,
+                Start::now(),
+            )
+            .await
+        }
+        Some(Claim::Skipped { revision, reason }) => {
+            log_skip(&ctx, &job, &run, Trigger::Manual, revision, reason).await
+        }
+        _ => {}
+    }
 }
 
 /// The ticks of one job due in the first wake-up after a start or resync,
@@ -106,7 +300,7 @@ pub async fn catch_up_ticks(
         }
     };
     // Ticks that come due meanwhile join this queue, so the job's claims stay
-    // in tick order until it is drained; then the scheduler claims as usual.
+    // in tick order until it is drained; then the planner claims as usual.
     let mut next = Some(first);
     while let Some(due) = next {
         let tick_ms = due.tick.timestamp_millis();
@@ -115,14 +309,21 @@ pub async fn catch_up_ticks(
                 mark = won;
             }
         }
-        next = queue.try_recv().ok();
+        next = match queue.try_recv() {
+            Ok(due) => Some(due),
+            // Give a tick the planner is handing over right now its chance.
+            Err(_) => {
+                tokio::task::yield_now().await;
+                queue.try_recv().ok()
+            }
+        };
     }
 }
 
 /// Claims one tick of a catch-up; returns it when this worker won it.
 async fn catch_up_one(
     ctx: &Arc<RunContext>,
-    job: &Job,
+    job: &Arc<Job>,
     due: DueTick,
     tasks: &TaskTracker,
 ) -> Option<i64> {
@@ -133,17 +334,29 @@ async fn catch_up_one(
     } else {
         Trigger::Schedule
     };
+    if age > MAX_TICK_LATENESS && !due.catch_up {
+        return None;
+    }
     let run = RunKey::scheduled(tick_ms);
     let request = ClaimRequest {
         catch_up: age > CATCH_UP_KEY_SAFE_AGE,
-        ..ClaimRequest::new(job, due.job_revision, &run, now_ms())
+        ..ClaimRequest::new(job, due.job_revision, run.clone(), now_ms())
     };
-    match claim(ctx, &request).await? {
+    match claim_one(ctx, &request).await? {
         Claim::Won { revision } => {
             let ctx = ctx.clone();
             let job = job.clone();
             tasks.spawn(async move {
-                execute_and_retry(&ctx, &job, due.job_revision, run, trigger, revision).await
+                execute_and_retry(
+                    &ctx,
+                    &job,
+                    due.job_revision,
+                    run,
+                    trigger,
+                    revision,
+                    Start::now(),
+                )
+                .await
             });
             Some(tick_ms)
         }
@@ -151,6 +364,7 @@ async fn catch_up_one(
             log_skip(ctx, job, &run, trigger, revision, reason).await;
             Some(tick_ms)
         }
+        Claim::Missed { .. } => Some(tick_ms),
         // Someone else has it (or the job changed): go on with the next.
         Claim::Lost => None,
     }
@@ -159,125 +373,121 @@ async fn catch_up_one(
 /// A tick this late when claimed is logged as caught up, not scheduled.
 const CATCH_UP_LABEL_AGE: Duration = Duration::from_secs(1);
 
-/// How long a worker keeps asking etcd whether a claim that got no answer
-/// was won. Well inside `CLAIM_TTL`, so the claim key is still there to say.
-const CLAIM_RESOLVE_WINDOW: Duration = Duration::from_secs(60);
-/// A claim key still absent this long after etcd answered again means the
-/// attempt did not commit.
-const CLAIM_ABSENT_FOR: Duration = Duration::from_secs(2);
-
-/// Claims with the claim timeout. A claim that fails or times out after it
-/// was sent may still have committed (its answer lost with the connection):
-/// then the worker asks etcd which it was, so a tick it won is run here,
-/// late, rather than by nobody. `None` when that cannot be known in time.
-async fn claim(ctx: &RunContext, request: &ClaimRequest<'_>) -> Option<Claim> {
-    let lease = ctx.claimer.registration_lease_id();
-    let failure = match tokio::time::timeout(CLAIM_TIMEOUT, ctx.claimer.try_claim(request)).await {
-        Ok(Ok(c)) => return Some(c),
-        Ok(Err(e @ ClaimError::NotRegistered)) => {
-            tracing::warn!(job = %request.job, run = %request.run, error = %e, "claim not sent; not run here");
-            return None;
-        }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "timed out".to_string(),
-    };
-    tracing::warn!(job = %request.job, run = %request.run, error = %failure,
-        "claim got no answer; asking etcd whether it was won");
-    let outcome = resolve_claim(ctx, request).await;
-    match outcome {
-        Some(Claim::Won { revision })
-            if request.overlap != Overlap::Allow
-                && ctx.claimer.registration_lease_id() != lease =>
-        {
-            // The running mark of the claim went with the registration that
-            // expired meanwhile, so other runs may have started: running now
-            // could break the overlap policy. The tick is recorded instead.
-            tracing::warn!(job = %request.job, run = %request.run,
-                "won a claim, learned too late to run it under its overlap policy");
-            Some(Claim::Skipped {
-                revision,
-                reason: SKIP_LEARNED_LATE,
-            })
-        }
-        other => {
-            tracing::info!(job = %request.job, run = %request.run, outcome = ?other, "claim outcome learned");
-            other
-        }
-    }
+/// Claims one run. A claim that fails or times out after it was sent may
+/// still have committed (its answer lost with the connection): then the
+/// worker asks etcd which it was, so a run it won is run here, late, rather
+/// than by nobody. `None` when that cannot be known in time.
+pub async fn claim_one(ctx: &RunContext, request: &ClaimRequest) -> Option<Claim> {
+    claim_many(ctx, std::slice::from_ref(request), None)
+        .await
+        .pop()
+        .flatten()
 }
 
-/// Reads the claim key of `request` until etcd says whether it committed.
-async fn resolve_claim(ctx: &RunContext, request: &ClaimRequest<'_>) -> Option<Claim> {
-    let deadline = tokio::time::Instant::now() + CLAIM_RESOLVE_WINDOW;
-    let mut absent_since = None;
-    while tokio::time::Instant::now() < deadline && !ctx.stop_scheduling.is_cancelled() {
-        match tokio::time::timeout(CLAIM_TIMEOUT, ctx.claimer.claim_outcome(request)).await {
-            Ok(Ok(Some(claim))) => return Some(claim),
-            // Absent: not committed, unless the attempt is still on its way.
-            Ok(Ok(None)) => match absent_since {
-                None => absent_since = Some(tokio::time::Instant::now()),
-                Some(t) if t.elapsed() >= CLAIM_ABSENT_FOR => return Some(Claim::Lost),
-                Some(_) => {}
-            },
-            // etcd still unreachable: ask again.
-            Ok(Err(_)) | Err(_) => {}
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    tracing::warn!(job = %request.job, run = %request.run, "claim outcome unknown; not run here");
-    None
-}
-
-async fn run_with_retries(
+/// Claims a batch (see [`Claimer::claim_batch`]), resolving the outcome of
+/// a batch whose answer was lost.
+pub async fn claim_many(
     ctx: &RunContext,
-    job: &Job,
-    job_revision: i64,
-    run: RunKey,
-    trigger: Trigger,
-    scheduled_tick: Option<DateTime<Utc>>,
-) {
-    if job.container.is_some() {
-        if let Err(e) = ctx.docker.available().await {
-            // Let workers that can run containers win; if none claims it,
-            // this worker does and records why it failed.
-            tracing::debug!(job = %job.name, error = %e, "no Docker here; deferring the claim");
-            tokio::time::sleep(DEFER_WITHOUT_DOCKER).await;
-        }
+    requests: &[ClaimRequest],
+    horizon: Option<gdts_common::values::Horizon>,
+) -> Vec<Option<Claim>> {
+    if ctx.claimer.registration_lease_id() == 0 {
+        ctx.claimer.wait_registered(WAIT_FOR_REGISTRATION).await;
     }
-    // Measured after any deferral: the lateness bound covers everything
-    // between this check and the claim request (see ARCHITECTURE.md).
-    let now = Utc::now();
-    if let Some(tick) = scheduled_tick {
-        if (now - tick).to_std().unwrap_or_default() > MAX_TICK_LATENESS {
-            tracing::warn!(job = %job.name, tick = %tick, "tick too old to claim; skipped");
-            return;
+    let lease = ctx.claimer.registration_lease_id();
+    let failure = match ctx.claimer.claim_batch(requests, horizon).await {
+        Ok(claims) => return claims.into_iter().map(Some).collect(),
+        Err(e @ ClaimError::NotRegistered) => {
+            tracing::warn!(runs = requests.len(), error = %e, "claims not sent; not run here");
+            return vec![None; requests.len()];
         }
-    }
-    let request = ClaimRequest::new(job, job_revision, &run, now.timestamp_millis());
-    match claim(ctx, &request).await {
-        Some(Claim::Won { revision }) => {
-            execute_and_retry(ctx, job, job_revision, run, trigger, revision).await
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(runs = requests.len(), first = %requests[0].job, error = %failure,
+        "claims got no answer; asking etcd whether they were won");
+    let outcomes = ctx.claimer.resolve(requests, &ctx.stop_scheduling).await;
+    let registration_changed = ctx.claimer.registration_lease_id() != lease;
+    requests
+        .iter()
+        .zip(outcomes)
+        .map(|(request, outcome)| match outcome {
+            Some(Claim::Won { revision })
+                if request.overlap != Overlap::Allow && registration_changed =>
+            {
+                // The running mark of the claim went with the registration that
+                // expired meanwhile, so other runs may have started: running now
+                // could break the overlap policy. The tick is recorded instead.
+                tracing::warn!(job = %request.job, run = %request.run,
+                    "won a claim, learned too late to run it under its overlap policy");
+                Some(Claim::Skipped {
+                    revision,
+                    reason: SKIP_LEARNED_LATE,
+                })
+            }
+            other => {
+                tracing::info!(job = %request.job, run = %request.run, outcome = ?other, "claim outcome learned");
+                other
+            }
+        })
+        .collect()
+}
+
+/// A claim made before this worker is registered (a catch-up or run-now
+/// right after its start, a claim during a re-registration) waits this long
+/// for the registration.
+const WAIT_FOR_REGISTRATION: Duration = Duration::from_secs(10);
+
+/// How a won run starts: with a process prepared ahead or not, at a tick
+/// (a wall-clock time) or at once.
+pub struct Start {
+    prepared: Option<Prepared>,
+    at: Option<DateTime<Utc>>,
+    /// Claimed ahead of its tick (no running mark written with the claim).
+    ahead: bool,
+}
+
+impl Start {
+    fn now() -> Start {
+        Start {
+            prepared: None,
+            at: None,
+            ahead: false,
         }
-        Some(Claim::Skipped { revision, reason }) => {
-            log_skip(ctx, job, &run, trigger, revision, reason).await
-        }
-        Some(Claim::Lost) | None => {}
     }
 }
+
+/// The `err` of a won tick this worker could not start in time.
+pub const MISSED_OVERLOADED: &str = "missed: this worker won the tick but could not start it \
+     within the lateness bound (overloaded)";
 
 /// Runs a won claim; a failed or timed-out attempt is retried (each retry
 /// claimed under its own key, so no attempt runs twice) with exponential
 /// backoff and jitter, up to the job's `retries`.
 async fn execute_and_retry(
     ctx: &RunContext,
-    job: &Job,
+    job: &Arc<Job>,
     job_revision: i64,
     mut run: RunKey,
     trigger: Trigger,
     mut claim_revision: i64,
+    start: Start,
 ) {
+    let mut job = job.clone();
+    let mut start = Some(start);
     loop {
-        let outcome = execute(ctx, job, &run, trigger, claim_revision).await;
+        let Some(outcome) = execute(
+            ctx,
+            &mut job,
+            job_revision,
+            &run,
+            trigger,
+            claim_revision,
+            start.take().unwrap_or_else(Start::now),
+        )
+        .await
+        else {
+            return;
+        };
         let retry = !outcome.succeeded() && !outcome.killed && run.attempt <= job.policy.retries;
         if !retry {
             return;
@@ -292,15 +502,15 @@ async fn execute_and_retry(
             _ = tokio::time::sleep(wait) => {}
         }
         run = run.next_attempt();
-        let request = ClaimRequest::new(job, job_revision, &run, now_ms());
-        match claim(ctx, &request).await {
+        let request = ClaimRequest::new(&job, job_revision, run.clone(), now_ms());
+        match claim_one(ctx, &request).await {
             Some(Claim::Won { revision }) => claim_revision = revision,
             Some(Claim::Skipped { revision, reason }) => {
-                log_skip(ctx, job, &run, trigger, revision, reason).await;
+                log_skip(ctx, &job, &run, trigger, revision, reason).await;
                 return;
             }
             // The job changed or was deleted meanwhile: no more attempts.
-            Some(Claim::Lost) | None => return,
+            _ => return,
         }
     }
 }
@@ -315,57 +525,182 @@ fn retry_backoff(base: Duration, attempt: u32) -> Duration {
     capped.mul_f64(factor)
 }
 
+/// The skip record of a claimed tick whose job changed or was deleted
+/// between the claim and the tick.
+const SKIP_CHANGED: &str = "skipped: the job was changed after this tick was claimed ahead, \
+     and the new definition does not run it";
+
+/// Runs one attempt. A run claimed ahead checks, at its release, that its
+/// job is still the definition it was claimed for: a deleted job does not
+/// run; a changed one runs its new definition if that still fires at the
+/// tick the same way (claim-ahead), and is recorded as skipped otherwise.
+/// `None` when the run did not happen (deleted job).
 async fn execute(
     ctx: &RunContext,
-    job: &Job,
+    job: &mut Arc<Job>,
+    job_revision: i64,
     run: &RunKey,
     trigger: Trigger,
     claim_revision: i64,
-) -> Outcome {
+    start: Start,
+) -> Option<Outcome> {
     let schedule_time = now_ms();
-    tracing::debug!(job = %job.name, run = %run, "claimed");
     let run_id = LogRecord::run_id(job.name.as_str(), run.tick_ms, claim_revision);
-    let outcome = {
-        let guard = ctx.runs.start(job.name.clone(), claim_revision);
-        let kill_reason = || guard.kill_reason();
-        let timeout = job.policy.timeout;
-        match &job.container {
-            None => {
-                executor::run_shell(
-                    &job.command,
-                    &job.env,
-                    &ctx.limits,
-                    timeout,
-                    &guard.kill,
-                    kill_reason,
-                )
-                .await
+    let guard = ctx.runs.start(job.name.clone(), claim_revision);
+    let Start {
+        mut prepared,
+        at: release_at,
+        ahead: claimed_ahead,
+    } = start;
+    // Until the tick (a claim-ahead run), a kill may still stop it.
+    if let Some(at) = release_at {
+        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = guard.kill.cancelled() => {}
+        }
+        let late = (Utc::now() - at).to_std().unwrap_or_default();
+        if late > MAX_TICK_LATENESS && run.is_scheduled_tick() {
+            if let Some(p) = prepared.take() {
+                p.abort();
             }
-            Some(spec) => {
-                let identity = container::ContainerRun {
-                    prefix: &ctx.prefix,
-                    worker: &ctx.worker_id,
-                    job: job.name.as_str(),
-                    tick_ms: run.tick_ms,
-                    run_id: &run_id,
-                    claim_revision,
-                };
-                container::run_container(
-                    &ctx.docker,
-                    spec,
-                    &job.command,
-                    &job.env,
-                    &identity,
-                    &ctx.limits,
-                    timeout,
-                    &guard.kill,
-                    kill_reason,
-                )
-                .await
+            drop(guard);
+            ctx.metrics.tick_missed(MISSED_OVERLOADED);
+            log_not_run(
+                ctx,
+                job,
+                run,
+                trigger,
+                claim_revision,
+                "missed",
+                MISSED_OVERLOADED,
+            )
+            .await;
+            return None;
+        }
+    }
+    if claimed_ahead {
+        match ctx.jobs.current(&job.name) {
+            Some((_, revision)) if revision == job_revision => {}
+            Some((current, _))
+                if crate::planner::claim_mode(&current) == gdts_common::plan::ClaimMode::Ahead
+                    && current.schedule.fires_at(
+                        chrono::DateTime::from_timestamp_millis(run.tick_ms).unwrap_or_default(),
+                    )
+                    && !current.paused =>
+            {
+                tracing::info!(job = %job.name, run = %run, "job changed since the claim; running its new definition");
+                if let Some(p) = prepared.take() {
+                    p.abort();
+                }
+                *job = current;
+            }
+            Some(_) => {
+                if let Some(p) = prepared.take() {
+                    p.abort();
+                }
+                drop(guard);
+                log_skip(ctx, job, run, trigger, claim_revision, SKIP_CHANGED).await;
+                return None;
+            }
+            None => {
+                tracing::info!(job = %job.name, run = %run, "job deleted since the claim; not run");
+                if let Some(p) = prepared.take() {
+                    p.abort();
+                }
+                return None;
+            }
+        }
+    }
+    let kill_reason = || guard.kill_reason();
+    let timeout = job.policy.timeout;
+    let mut marked = !claimed_ahead;
+    let vars = run_vars(job, run);
+    let outcome = {
+        let running = async {
+            match &job.container {
+                None => {
+                    let prepared = match prepared.take() {
+                        Some(p) => Ok(p),
+                        None => executor::prepare_shell(&ctx.shell, &job.command, &job.env, &vars),
+                    };
+                    match prepared {
+                        Ok(p) if guard.kill.is_cancelled() => {
+                            let start_ms = now_ms();
+                            p.abort();
+                            executor::finished(
+                                start_ms,
+                                crate::output::OutputCapture::new(&ctx.limits.capture),
+                                None,
+                                Some(kill_reason()),
+                                String::new(),
+                            )
+                        }
+                        Ok(mut p) => {
+                            let start_ms = p.release();
+                            executor::supervise(
+                                p,
+                                start_ms,
+                                &ctx.limits,
+                                timeout,
+                                &guard.kill,
+                                kill_reason,
+                            )
+                            .await
+                        }
+                        Err(e) => executor::finished(
+                            now_ms(),
+                            crate::output::OutputCapture::new(&ctx.limits.capture),
+                            None,
+                            None,
+                            e,
+                        ),
+                    }
+                }
+                Some(spec) => {
+                    let identity = container::ContainerRun {
+                        prefix: &ctx.prefix,
+                        worker: &ctx.worker_id,
+                        job: job.name.as_str(),
+                        tick_ms: run.tick_ms,
+                        run_id: &run_id,
+                        claim_revision,
+                    };
+                    let mut env = job.env.clone();
+                    env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
+                    container::run_container(
+                        &ctx.docker,
+                        spec,
+                        &job.command,
+                        &env,
+                        &identity,
+                        &ctx.limits,
+                        timeout,
+                        &guard.kill,
+                        kill_reason,
+                    )
+                    .await
+                }
+            }
+        };
+        tokio::pin!(running);
+        let mark_after = tokio::time::sleep(LAZY_RUNNING_MARK_AFTER);
+        tokio::pin!(mark_after);
+        loop {
+            tokio::select! {
+                outcome = &mut running => break outcome,
+                _ = &mut mark_after, if !marked => {
+                    // A long run: list it as running, for the API and kills.
+                    ctx.claimer.mark_running(&job.name, run, now_ms());
+                    marked = true;
+                }
             }
         }
     };
-    ctx.claimer.finish(&job.name, run).await;
+    if marked {
+        ctx.claimer.clear_running(&job.name, run);
+    }
+    drop(guard);
     let output_uri = match (&ctx.outputs, &outcome.spool) {
         (Some(store), Some(spool)) => {
             let object = LogRecord::output_object(job.name.as_str(), run.tick_ms, claim_revision);
@@ -404,13 +739,12 @@ async fn execute(
         attempt: run.attempt,
         trigger: trigger.as_str().into(),
     };
-    hand_over(ctx, record).await;
-    outcome
+    hand_over(ctx, record, run).await;
+    Some(outcome)
 }
 
-/// The record of a tick skipped because a run of the job was in progress.
 /// Records a claimed tick that is not run, and why (`err`).
-async fn log_skip(
+pub async fn log_skip(
     ctx: &RunContext,
     job: &Job,
     run: &RunKey,
@@ -418,8 +752,20 @@ async fn log_skip(
     claim_revision: i64,
     err: &str,
 ) {
+    log_not_run(ctx, job, run, trigger, claim_revision, "skipped", err).await
+}
+
+async fn log_not_run(
+    ctx: &RunContext,
+    job: &Job,
+    run: &RunKey,
+    trigger: Trigger,
+    claim_revision: i64,
+    status: &str,
+    err: &str,
+) {
     let now = now_ms();
-    tracing::info!(job = %job.name, run = %run, reason = err, "tick skipped");
+    tracing::info!(job = %job.name, run = %run, reason = err, status, "tick not run");
     let record = LogRecord {
         run_id: LogRecord::run_id(job.name.as_str(), run.tick_ms, claim_revision),
         job_name: job.name.to_string(),
@@ -437,14 +783,22 @@ async fn log_skip(
         output_bytes: 0,
         output_uri: None,
         killed: false,
-        status: "skipped".into(),
+        status: status.into(),
         attempt: run.attempt,
         trigger: trigger.as_str().into(),
     };
-    hand_over(ctx, record).await;
+    hand_over(ctx, record, run).await;
 }
 
-async fn hand_over(ctx: &RunContext, record: LogRecord) {
+async fn hand_over(ctx: &RunContext, record: LogRecord, run: &RunKey) {
+    ctx.claimer.feed(FinishedRun {
+        job: record.job_name.clone(),
+        run: run.to_string(),
+        run_id: record.run_id.clone(),
+        status: record.status.clone(),
+        start_time: record.start_time,
+        end_time: record.end_time,
+    });
     let job = record.job_name.clone();
     if ctx.log_records.send(record).await.is_err() {
         tracing::error!(job = %job, "log writer has stopped; run record lost");

@@ -1,0 +1,655 @@
+//! The worker's main loop: takes each job's ticks from the job table a
+//! little ahead of time, decides for each what this worker does about it
+//! (`gdts_common::plan::decide`: prepare, claim as owner or backup, record as
+//! missed, or nothing), sends the claims in batches, and hands won ticks to
+//! their runs. All of its inputs are events on channels (jobs, workers,
+//! horizons, run-now requests, claim results) or the clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use gdts_common::job::{Job, Overlap};
+use gdts_common::keys::{Keys, RunKey};
+use gdts_common::plan::{decide, ClaimMode, Decision, View};
+use gdts_common::timing::{CLAIM_BATCH, MAX_TICK_LATENESS, MISSED_RECORD_WINDOW, PREPARE_LEAD};
+use gdts_common::values::{Horizon, RunNowRequest, WorkerInfo};
+use gdts_common::JobName;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::claim::{Claim, ClaimRequest};
+use crate::etcd_watch::{Entry, PrefixEvent};
+use crate::jobs::{DueTick, JobTable};
+use crate::run::{self, Go, Preparer, RunContext};
+
+/// How a job's ticks are claimed: ahead by their owner, with the process
+/// started at a gate, unless the policy needs the state at the tick or the
+/// run is a container.
+pub fn claim_mode(job: &Job) -> ClaimMode {
+    if job.container.is_none()
+        && job.policy.overlap == Overlap::Allow
+        && job.policy.catch_up.is_zero()
+    {
+        ClaimMode::Ahead
+    } else {
+        ClaimMode::AtTick
+    }
+}
+
+/// The planner's event sources.
+pub struct Inputs {
+    pub jobs: mpsc::Receiver<PrefixEvent>,
+    pub run_now: mpsc::Receiver<PrefixEvent>,
+    pub workers: mpsc::Receiver<PrefixEvent>,
+    pub horizons: mpsc::Receiver<PrefixEvent>,
+}
+
+#[derive(Debug)]
+enum SlotState {
+    /// Nothing done yet.
+    Idle,
+    /// Process started at its gate; the run task waits for `Go`.
+    Prepared(oneshot::Sender<Go>),
+    /// Claim sent; the prepared run (if any) waits for its outcome.
+    Claiming(Option<oneshot::Sender<Go>>),
+    /// Not this worker's by the current view of the fleet.
+    Passed,
+    Done,
+}
+
+struct Slot {
+    due: DueTick,
+    mode: ClaimMode,
+    state: SlotState,
+    /// Do not look at the slot again before this (epoch ms).
+    wake_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    Owner,
+    Backup,
+    Missed,
+}
+
+struct BatchResult {
+    tick_ms: i64,
+    outcomes: Vec<(usize, Option<Claim>)>,
+}
+
+/// The workers that take ticks, as this worker sees them.
+#[derive(Default)]
+struct Fleet {
+    infos: HashMap<String, WorkerInfo>,
+    /// Registered and not draining, sorted.
+    all: Vec<String>,
+    /// Of those, the ones that can run containers (all of them if none can,
+    /// so a container tick is still claimed and its failure recorded).
+    containers: Vec<String>,
+    horizons: HashMap<String, Horizon>,
+}
+
+impl Fleet {
+    fn recompute(&mut self) {
+        let mut all: Vec<String> = self
+            .infos
+            .values()
+            .filter(|i| !i.draining)
+            .map(|i| i.id.clone())
+            .collect();
+        all.sort();
+        let mut containers: Vec<String> = self
+            .infos
+            .values()
+            .filter(|i| !i.draining && i.containers)
+            .map(|i| i.id.clone())
+            .collect();
+        containers.sort();
+        if containers.is_empty() {
+            containers = all.clone();
+        }
+        self.all = all;
+        self.containers = containers;
+    }
+}
+
+struct Planner {
+    ctx: Arc<RunContext>,
+    keys: Keys,
+    preparer: Preparer,
+    runs: TaskTracker,
+    fleet: Fleet,
+    /// This worker's own horizon, as last sent.
+    mine: Horizon,
+    window: BTreeMap<i64, Vec<Slot>>,
+    catching_up: HashMap<JobName, mpsc::UnboundedSender<DueTick>>,
+    results: mpsc::UnboundedSender<BatchResult>,
+    in_flight: usize,
+    draining: bool,
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+/// Runs until `shutdown`; then claims nothing new, lets the claims in flight
+/// settle (their runs go on as tasks on `runs`) and returns.
+pub async fn run_planner(
+    ctx: Arc<RunContext>,
+    keys: Keys,
+    mut inputs: Inputs,
+    preparer: Preparer,
+    runs: TaskTracker,
+    ready: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let (results, mut result_rx) = mpsc::unbounded_channel();
+    let mut p = Planner {
+        ctx,
+        keys,
+        preparer,
+        runs,
+        fleet: Fleet::default(),
+        mine: Horizon::default(),
+        window: BTreeMap::new(),
+        catching_up: HashMap::new(),
+        results,
+        in_flight: 0,
+        draining: false,
+    };
+    let mut next_wake = 0i64;
+    loop {
+        let now = Utc::now();
+        let now_ms = now.timestamp_millis();
+        if now_ms >= next_wake {
+            if !p.draining {
+                p.pull(now);
+            }
+            next_wake = p.step(now_ms);
+            p.forget_old(now_ms);
+        }
+        if p.draining && p.in_flight == 0 {
+            break;
+        }
+        let sleep_for =
+            Duration::from_millis((next_wake - Utc::now().timestamp_millis()).clamp(0, 100) as u64);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if !p.draining => {
+                p.drain();
+                next_wake = 0;
+            }
+            Some(result) = result_rx.recv() => p.apply_result(result),
+            event = inputs.jobs.recv(), if !p.draining => match event {
+                Some(event) => {
+                    let first = matches!(event, PrefixEvent::Reset(_));
+                    p.apply_job_event(event);
+                    if first && !*ready.borrow() {
+                        ready.send_replace(true);
+                    }
+                    next_wake = 0;
+                }
+                None => p.drain(),
+            },
+            request = inputs.run_now.recv(), if !p.draining => match request {
+                // After a resync, requests still alive are offered again; their
+                // claim keys make sure each runs once.
+                Some(PrefixEvent::Put(entry)) => p.start_manual_run(&entry),
+                Some(PrefixEvent::Reset(entries)) => {
+                    for entry in &entries {
+                        p.start_manual_run(entry);
+                    }
+                }
+                _ => {}
+            },
+            Some(event) = inputs.workers.recv() => {
+                p.apply_worker_event(event);
+                next_wake = 0;
+            }
+            Some(event) = inputs.horizons.recv() => p.apply_horizon_event(event),
+            _ = tokio::time::sleep(sleep_for) => {}
+        }
+    }
+    tracing::info!("planner stopped: no new ticks will be claimed");
+}
+
+impl Planner {
+    /// Moves the ticks due within `PREPARE_LEAD` from the job table into the
+    /// window (past ticks of a catch-up go to their job's catch-up queue).
+    fn pull(&mut self, now: DateTime<Utc>) {
+        let until = now + chrono::Duration::from_std(PREPARE_LEAD).expect("small");
+        let due = self.ctx.jobs.lock().take_until(now, until);
+        for tick in due {
+            if tick.catch_up {
+                self.dispatch_catch_up(tick);
+                continue;
+            }
+            let mode = claim_mode(&tick.job);
+            self.window
+                .entry(tick.tick.timestamp_millis())
+                .or_default()
+                .push(Slot {
+                    due: tick,
+                    mode,
+                    state: SlotState::Idle,
+                    wake_at: 0,
+                });
+        }
+    }
+
+    /// Decides for every slot that is due for a look; returns when to look again.
+    fn step(&mut self, now_ms: i64) -> i64 {
+        let me = self.ctx.worker_id.clone();
+        let mut next = now_ms + 100;
+        let mut groups: BTreeMap<(i64, ClaimMode, Role), Vec<usize>> = BTreeMap::new();
+        let horizon_end = now_ms + ms(PREPARE_LEAD);
+        for (&tick_ms, slots) in self.window.range_mut(..=horizon_end) {
+            for (i, slot) in slots.iter_mut().enumerate() {
+                if !matches!(slot.state, SlotState::Idle | SlotState::Prepared(_)) {
+                    continue;
+                }
+                if slot.wake_at > now_ms {
+                    next = next.min(slot.wake_at);
+                    continue;
+                }
+                if self.draining {
+                    drop_prepared(&mut slot.state);
+                    slot.state = SlotState::Done;
+                    continue;
+                }
+                let workers = if slot.due.job.container.is_some() {
+                    &self.fleet.containers
+                } else {
+                    &self.fleet.all
+                };
+                let view = View {
+                    me: &me,
+                    workers,
+                    horizons: &self.fleet.horizons,
+                };
+                match decide(
+                    &view,
+                    slot.due.job.name.as_str(),
+                    tick_ms,
+                    slot.mode,
+                    now_ms,
+                ) {
+                    Decision::WaitUntil(at) => {
+                        slot.wake_at = at;
+                        next = next.min(at);
+                    }
+                    Decision::Prepare { claim_at } => {
+                        if matches!(slot.state, SlotState::Idle) {
+                            slot.state = prepare(&self.ctx, &self.preparer, &self.runs, &slot.due);
+                        }
+                        slot.wake_at = claim_at;
+                        next = next.min(claim_at);
+                    }
+                    Decision::Claim { rank } => {
+                        let role = if rank == 0 { Role::Owner } else { Role::Backup };
+                        groups
+                            .entry((tick_ms, slot.mode, role))
+                            .or_default()
+                            .push(i);
+                    }
+                    Decision::Missed { .. } => {
+                        groups
+                            .entry((tick_ms, slot.mode, Role::Missed))
+                            .or_default()
+                            .push(i);
+                    }
+                    Decision::NotMine => {
+                        drop_prepared(&mut slot.state);
+                        // Final unless the fleet changes (see `apply_worker_event`).
+                        slot.state = SlotState::Passed;
+                    }
+                }
+            }
+        }
+        for ((tick_ms, mode, role), slots) in groups {
+            self.send(tick_ms, mode, role, slots, now_ms);
+        }
+        next
+    }
+
+    /// Sends the claims of one group: the owner's claims of one instant in
+    /// batches, the last of which (sent when the others are answered) also
+    /// raises this worker's horizon to the instant.
+    fn send(&mut self, tick_ms: i64, mode: ClaimMode, role: Role, slots: Vec<usize>, now_ms: i64) {
+        let mut requests = Vec::new();
+        let mut indices = Vec::new();
+        let window = self
+            .window
+            .get_mut(&tick_ms)
+            .expect("group of a slot in the window");
+        for i in slots {
+            let slot = &mut window[i];
+            let job = &slot.due.job;
+            // A job catching up claims its ticks in order, in its queue.
+            if role == Role::Owner && mode == ClaimMode::AtTick {
+                if let Some(queue) = self.catching_up.get(&job.name) {
+                    if queue.send(slot.due.clone()).is_ok() {
+                        slot.state = SlotState::Done;
+                        continue;
+                    }
+                    self.catching_up.remove(&job.name);
+                }
+            }
+            let run = RunKey::scheduled(tick_ms);
+            let mut request = match mode {
+                ClaimMode::Ahead => ClaimRequest::ahead(job, slot.due.job_revision, run, now_ms),
+                ClaimMode::AtTick => ClaimRequest::new(job, slot.due.job_revision, run, now_ms),
+            };
+            request.missed = role == Role::Missed;
+            requests.push(request);
+            indices.push(i);
+            let go = match std::mem::replace(&mut slot.state, SlotState::Done) {
+                SlotState::Prepared(go) => Some(go),
+                _ => None,
+            };
+            slot.state = SlotState::Claiming(go);
+        }
+        if requests.is_empty() {
+            return;
+        }
+        let horizon = (role == Role::Owner).then(|| {
+            match mode {
+                ClaimMode::Ahead => self.mine.ahead = self.mine.ahead.max(tick_ms),
+                ClaimMode::AtTick => self.mine.at_tick = self.mine.at_tick.max(tick_ms),
+            }
+            self.mine
+        });
+        self.ctx
+            .metrics
+            .claims_sent(requests.len(), role != Role::Owner);
+        self.in_flight += 1;
+        let ctx = self.ctx.clone();
+        let results = self.results.clone();
+        self.runs.spawn(async move {
+            let outcomes = claim_in_batches(&ctx, &requests, horizon).await;
+            let _ = results.send(BatchResult {
+                tick_ms,
+                outcomes: indices.into_iter().zip(outcomes).collect(),
+            });
+        });
+    }
+
+    fn apply_result(&mut self, result: BatchResult) {
+        self.in_flight -= 1;
+        let Some(slots) = self.window.get_mut(&result.tick_ms) else {
+            return;
+        };
+        for (i, outcome) in result.outcomes {
+            let slot = &mut slots[i];
+            let go = match std::mem::replace(&mut slot.state, SlotState::Done) {
+                SlotState::Claiming(go) => go,
+                _ => None,
+            };
+            self.ctx.metrics.claim_outcome(outcome);
+            match (outcome, go) {
+                (Some(Claim::Won { revision }), Some(go)) => {
+                    if go.send(Go::Run { revision }).is_err() {
+                        tracing::error!(job = %slot.due.job.name, "a won tick's run task is gone");
+                    }
+                }
+                (
+                    Some(
+                        claim @ (Claim::Won { .. } | Claim::Skipped { .. } | Claim::Missed { .. }),
+                    ),
+                    go,
+                ) => {
+                    if let Some(go) = go {
+                        let _ = go.send(Go::Drop);
+                    }
+                    self.runs.spawn(run::claimed_tick(
+                        self.ctx.clone(),
+                        slot.due.job.clone(),
+                        slot.due.job_revision,
+                        slot.due.tick,
+                        claim,
+                    ));
+                }
+                (_, Some(go)) => {
+                    let _ = go.send(Go::Drop);
+                }
+                (_, None) => {}
+            }
+        }
+    }
+
+    /// A job changed or was deleted: its ticks not yet claimed are dropped
+    /// (the table gives the new definition's ticks again); claimed ones check
+    /// their definition when released (`run::execute`).
+    fn apply_job_event(&mut self, event: PrefixEvent) {
+        let decoded = JobTable::decode(&self.keys, event);
+        let touched: Vec<JobName> = match &decoded {
+            crate::jobs::DecodedEvent::Put(d) => vec![d.name().clone()],
+            crate::jobs::DecodedEvent::Delete(name) => vec![name.clone()],
+            crate::jobs::DecodedEvent::Reset(_) => Vec::new(),
+            crate::jobs::DecodedEvent::None => Vec::new(),
+        };
+        let reset = matches!(decoded, crate::jobs::DecodedEvent::Reset(_));
+        let mut jobs = self.ctx.jobs.lock();
+        jobs.apply_decoded(decoded, Utc::now());
+        for slots in self.window.values_mut() {
+            for slot in slots.iter_mut() {
+                if !matches!(
+                    slot.state,
+                    SlotState::Idle | SlotState::Prepared(_) | SlotState::Passed
+                ) {
+                    continue;
+                }
+                let changed = if reset {
+                    jobs.get(&slot.due.job.name)
+                        .is_none_or(|(_, revision)| revision != slot.due.job_revision)
+                } else {
+                    touched.contains(&slot.due.job.name)
+                };
+                if changed {
+                    drop_prepared(&mut slot.state);
+                    slot.state = SlotState::Done;
+                }
+            }
+        }
+        tracing::debug!(jobs = jobs.len(), "job table updated");
+    }
+
+    fn apply_worker_event(&mut self, event: PrefixEvent) {
+        let decode = |entry: &Entry| serde_json::from_slice::<WorkerInfo>(&entry.value).ok();
+        match event {
+            PrefixEvent::Reset(entries) => {
+                self.fleet.infos = entries
+                    .iter()
+                    .filter_map(|e| {
+                        let id = self.keys.parse_worker_key(&e.key)?;
+                        Some((id, decode(e)?))
+                    })
+                    .collect();
+            }
+            PrefixEvent::Put(entry) => {
+                if let (Some(id), Some(info)) =
+                    (self.keys.parse_worker_key(&entry.key), decode(&entry))
+                {
+                    self.fleet.infos.insert(id, info);
+                }
+            }
+            PrefixEvent::Delete(entry) => {
+                if let Some(id) = self.keys.parse_worker_key(&entry.key) {
+                    self.fleet.infos.remove(&id);
+                    self.fleet.horizons.remove(&id);
+                }
+            }
+        }
+        let before = (self.fleet.all.clone(), self.fleet.containers.clone());
+        self.fleet.recompute();
+        if before != (self.fleet.all.clone(), self.fleet.containers.clone()) {
+            tracing::info!(workers = ?self.fleet.all, "fleet changed");
+            // Ownership moved: look at every open tick again.
+            for slots in self.window.values_mut() {
+                for slot in slots.iter_mut() {
+                    if matches!(slot.state, SlotState::Passed) {
+                        slot.state = SlotState::Idle;
+                    }
+                    slot.wake_at = 0;
+                }
+            }
+        }
+    }
+
+    fn apply_horizon_event(&mut self, event: PrefixEvent) {
+        let decode = |entry: &Entry| serde_json::from_slice::<Horizon>(&entry.value).ok();
+        match event {
+            PrefixEvent::Reset(entries) => {
+                self.fleet.horizons = entries
+                    .iter()
+                    .filter_map(|e| Some((self.keys.parse_horizon_key(&e.key)?, decode(e)?)))
+                    .collect();
+            }
+            PrefixEvent::Put(entry) => {
+                if let (Some(id), Some(h)) =
+                    (self.keys.parse_horizon_key(&entry.key), decode(&entry))
+                {
+                    self.fleet.horizons.insert(id, h);
+                }
+            }
+            PrefixEvent::Delete(entry) => {
+                if let Some(id) = self.keys.parse_horizon_key(&entry.key) {
+                    self.fleet.horizons.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Past catch-up ticks of a job, claimed in order by one task; its later
+    /// ticks join the same queue while it drains.
+    fn dispatch_catch_up(&mut self, due: DueTick) {
+        let name = due.job.name.clone();
+        if let Some(queue) = self.catching_up.get(&name) {
+            match queue.send(due) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(due)) => {
+                    self.catching_up.remove(&name);
+                    return self.dispatch_catch_up(due);
+                }
+            }
+        }
+        let (queue, receiver) = mpsc::unbounded_channel();
+        queue.send(due).expect("the receiver is alive");
+        self.catching_up.insert(name, queue);
+        self.runs.spawn(run::catch_up_ticks(
+            self.ctx.clone(),
+            receiver,
+            self.runs.clone(),
+        ));
+    }
+
+    fn start_manual_run(&self, entry: &Entry) {
+        let Some((job, request)) = self.keys.parse_run_now_key(&entry.key) else {
+            return;
+        };
+        let Ok(req) = serde_json::from_slice::<RunNowRequest>(&entry.value) else {
+            tracing::warn!(job = %job, "undecodable run-now request; ignoring it");
+            return;
+        };
+        match self.ctx.jobs.current(&job) {
+            Some((job, revision)) => {
+                self.runs.spawn(run::run_manual(
+                    self.ctx.clone(),
+                    job,
+                    revision,
+                    req.requested_at,
+                    request,
+                ));
+            }
+            None => tracing::debug!(job = %job, "run-now for a job this worker does not know"),
+        }
+    }
+
+    /// Shutdown: ticks not yet claimed are left to the other workers (the
+    /// registration says draining), prepared processes are killed; claims
+    /// in flight settle and won ticks still run.
+    fn drain(&mut self) {
+        self.draining = true;
+        for slots in self.window.values_mut() {
+            for slot in slots.iter_mut() {
+                if matches!(slot.state, SlotState::Idle | SlotState::Prepared(_)) {
+                    drop_prepared(&mut slot.state);
+                    slot.state = SlotState::Done;
+                }
+            }
+        }
+        self.catching_up.clear();
+    }
+
+    /// Drops instants too old for anything to happen to them.
+    fn forget_old(&mut self, now_ms: i64) {
+        let oldest = now_ms - ms(MAX_TICK_LATENESS + MISSED_RECORD_WINDOW) - 2_000;
+        while let Some((&tick_ms, slots)) = self.window.first_key_value() {
+            if tick_ms >= oldest {
+                break;
+            }
+            if slots
+                .iter()
+                .any(|s| matches!(s.state, SlotState::Claiming(_)))
+            {
+                break;
+            }
+            self.window.pop_first();
+        }
+    }
+}
+
+/// Starts a slot's process at its gate and the task that will run it.
+fn prepare(
+    ctx: &Arc<RunContext>,
+    preparer: &Preparer,
+    runs: &TaskTracker,
+    due: &DueTick,
+) -> SlotState {
+    let run = RunKey::scheduled(due.tick.timestamp_millis());
+    let until_tick = (due.tick - Utc::now()).to_std().unwrap_or_default();
+    let not_after = std::time::Instant::now() + until_tick;
+    let prepared = preparer.prepare(&ctx.shell, &due.job, &run, not_after);
+    let (go, go_rx) = oneshot::channel();
+    runs.spawn(run::prepared_tick(
+        ctx.clone(),
+        due.job.clone(),
+        due.job_revision,
+        due.tick,
+        prepared,
+        go_rx,
+    ));
+    ctx.metrics.prepared();
+    SlotState::Prepared(go)
+}
+
+fn drop_prepared(state: &mut SlotState) {
+    if let SlotState::Prepared(_) = state {
+        if let SlotState::Prepared(go) = std::mem::replace(state, SlotState::Idle) {
+            let _ = go.send(Go::Drop);
+        }
+    }
+}
+
+/// Claims `requests` in transactions of at most `CLAIM_BATCH`; when a
+/// horizon is given, the last transaction carries it and is sent only after
+/// the others are answered, so a horizon never covers a claim still in doubt.
+async fn claim_in_batches(
+    ctx: &RunContext,
+    requests: &[ClaimRequest],
+    horizon: Option<Horizon>,
+) -> Vec<Option<Claim>> {
+    let chunks: Vec<&[ClaimRequest]> = requests.chunks(CLAIM_BATCH).collect();
+    let (last, first) = chunks.split_last().expect("at least one request");
+    let mut outcomes: Vec<Option<Claim>> =
+        futures::future::join_all(first.iter().map(|c| run::claim_many(ctx, c, None)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+    outcomes.extend(run::claim_many(ctx, last, horizon).await);
+    outcomes
+}

@@ -2,7 +2,7 @@
 # Both install what is missing first (scripts/deps.sh).
 CARGO ?= cargo
 
-.PHONY: dev test deps build lint images docker-up tf-check
+.PHONY: dev test deps build lint images docker-up tf-check bench-deps bench soak
 
 deps:
 	scripts/deps.sh
@@ -37,3 +37,29 @@ test: build lint tf-check docker-up
 dev: build
 	-scripts/docker-up.sh
 	scripts/dev.sh
+
+# Benchmarks (docs/benchmarks.md): release binaries; each scenario starts its
+# own etcd, Mongo-protocol server, manager and workers on loopback, prints its
+# figures with PASS/FAIL against the targets and replaces its section of
+# docs/benchmarks.md (plots in docs/bench/). Logs stay in target/bench/.
+# About 20 minutes; `make soak` about 35. Neither is part of `make test`
+# (tests/tests/soak_short.rs runs a short soak there).
+BENCH = GDTS_BIN_DIR=target/release target/release/gdts-bench
+
+# matplotlib into .venv, for the plots.
+bench-deps: deps
+	scripts/bench-deps.sh
+
+bench: bench-deps
+	$(CARGO) build --release --workspace --bins
+	$(BENCH) ticks --jobs 100 --workers 3 --seconds 60
+	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 300
+	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 300 --shell bash-static
+	$(BENCH) fleet --jobs 200 --workers 1,3,6 --seconds 60
+	$(BENCH) overload --jobs 3000 --workers 3 --seconds 60
+	$(BENCH) jobs --total 100000 --per-second 100
+	$(BENCH) floor --n 1000
+
+soak: bench-deps
+	$(CARGO) build --release --workspace --bins
+	$(BENCH) soak --jobs 1000 --workers 3 --seconds 1800

@@ -39,7 +39,8 @@ wait_for() { # what, command...
 etcd --name dev --data-dir "$dev/etcd" \
   --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
   --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
-  --initial-cluster "dev=http://127.0.0.1:$etcd_peer_port" >"$dev/logs/etcd.log" 2>&1 &
+  --initial-cluster "dev=http://127.0.0.1:$etcd_peer_port" \
+  --auto-compaction-mode=periodic --auto-compaction-retention=5m >"$dev/logs/etcd.log" 2>&1 &
 pids+=($!)
 .venv/bin/secantusd-py --host 127.0.0.1 --port "$mongo_port" --storage-path "$dev/mongo" \
   --standalone --log-level WARNING >"$dev/logs/mongo.log" 2>&1 &

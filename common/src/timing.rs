@@ -41,7 +41,7 @@ pub const CLAIM_LEAD: Duration = Duration::from_millis(600);
 /// The owner of a claim-ahead shell tick starts its process this long before
 /// the tick, held at a gate until the tick (so the fork and exec cost is paid
 /// before it). A process whose claim is lost is killed without running.
-pub const PREPARE_LEAD: Duration = Duration::from_millis(1500);
+pub const PREPARE_LEAD: Duration = Duration::from_millis(1200);
 
 /// When the owner's horizon does not yet cover a claim-ahead tick, its first
 /// and second backups claim it this long before the tick.
@@ -51,6 +51,16 @@ pub const BACKUP_LEADS: [Duration; 2] = [Duration::from_millis(250), Duration::f
 /// second backups claim it this long after the tick.
 pub const AT_TICK_BACKUP_DELAYS: [Duration; 2] =
     [Duration::from_millis(300), Duration::from_millis(600)];
+
+/// An owner whose horizon is at most this far behind a tick is alive and
+/// claiming, only slow (etcd answering late under load): its backups give it
+/// `SLOW_OWNER_GRACE` more before they step in, instead of adding their
+/// claims to an etcd that is already behind.
+pub const SLOW_OWNER_WINDOW: Duration = Duration::from_secs(2);
+
+/// How long after the tick the backups of a slow owner wait (the second
+/// backup waits the difference between its stage and the first's longer).
+pub const SLOW_OWNER_GRACE: Duration = Duration::from_millis(1000);
 
 /// Most ticks claimed in one etcd transaction.
 pub const CLAIM_BATCH: usize = 10;
@@ -128,5 +138,7 @@ mod tests {
         assert!(BACKUP_LEADS[0] < CLAIM_LEAD && BACKUP_LEADS[1] < BACKUP_LEADS[0]);
         assert!(AT_TICK_BACKUP_DELAYS[0] < AT_TICK_BACKUP_DELAYS[1]);
         assert!(AT_TICK_BACKUP_DELAYS[1] < MAX_TICK_LATENESS);
+        assert!(SLOW_OWNER_GRACE > AT_TICK_BACKUP_DELAYS[1]);
+        assert!(SLOW_OWNER_GRACE * 2 < MAX_TICK_LATENESS);
     }
 }

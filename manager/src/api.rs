@@ -189,8 +189,72 @@ async fn set_paused(
     }
 }
 
-async fn list_jobs(State(store): State<Store>) -> ApiResult<Vec<gdts_common::JobSpec>> {
-    ok(store.list_jobs().await?)
+/// Every job, in the envelope, streamed page by page: 100,000 jobs are
+/// never one etcd response nor one buffer. The first page is read before
+/// answering, so an unreachable etcd still gets an error envelope; a failure
+/// on a later page can only cut the body short (the client sees broken JSON,
+/// never a shorter list).
+async fn list_jobs(State(store): State<Store>) -> Result<Response, ApiError> {
+    use futures::{StreamExt, TryStreamExt};
+    let mut pages = store.job_pages();
+    let first = pages.next_page().await?.unwrap_or_default();
+    let items = futures::stream::try_unfold(
+        (pages, Some(first), true),
+        |(mut pages, pending, first_item)| async move {
+            let page = match pending {
+                Some(page) => page,
+                None => match pages.next_page().await? {
+                    Some(page) => page,
+                    None => return Ok(None),
+                },
+            };
+            let chunk = json_items(&page, first_item);
+            let first_item = first_item && page.is_empty();
+            Ok::<_, StoreError>(Some((chunk, (pages, None, first_item))))
+        },
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "job list cut short by a backing store");
+        std::io::Error::other(e)
+    });
+    let (head, tail) = envelope_around_data();
+    let body = futures::stream::once(async move { Ok(head) })
+        .chain(items)
+        .chain(futures::stream::once(async move { Ok(tail) }));
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// The success envelope around a JSON array, as `Json(Envelope::ok(vec))`
+/// writes it: the bytes before the array's items and after them.
+fn envelope_around_data() -> (axum::body::Bytes, axum::body::Bytes) {
+    let empty = serde_json::to_string(&Envelope::ok([(); 0])).expect("serializes");
+    let (head, tail) = empty
+        .split_once("[]")
+        .expect("the envelope holds the empty array");
+    (
+        axum::body::Bytes::from(format!("{head}[")),
+        axum::body::Bytes::from(format!("]{tail}")),
+    )
+}
+
+/// Items of a JSON array, comma-separated, with a leading comma unless they
+/// are the first of the array.
+fn json_items<T: Serialize>(items: &[T], first_of_array: bool) -> axum::body::Bytes {
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 || !first_of_array {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, item).expect("a job spec serializes");
+    }
+    out.into()
 }
 
 fn query_number(fields: &Fields, name: &str, default: i64, min: i64) -> Result<i64, ApiError> {
@@ -243,4 +307,38 @@ async fn index() -> &'static str {
      GET  /job/output?name=&runId=  (a run's whole output)\n\
      GET  /worker/list\n\
      GET  /healthz\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_streamed_job_list_is_byte_for_byte_the_envelope() {
+        let spec = |name: &str| {
+            gdts_common::JobSpec::shell(name, &format!("echo \"{name}\" é"), "* * * * *")
+        };
+        let jobs = vec![spec("a"), spec("b"), spec("c")];
+        let (head, tail) = envelope_around_data();
+        for split in 0..=jobs.len() {
+            // Pages of any size, empty ones included.
+            let mut body = head.to_vec();
+            let (left, right) = jobs.split_at(split);
+            body.extend_from_slice(&json_items(left, true));
+            body.extend_from_slice(&json_items(&[] as &[gdts_common::JobSpec], left.is_empty()));
+            body.extend_from_slice(&json_items(right, left.is_empty()));
+            body.extend_from_slice(&tail);
+            let whole = serde_json::to_vec(&Envelope::ok(&jobs)).unwrap();
+            assert_eq!(
+                String::from_utf8(body).unwrap(),
+                String::from_utf8(whole).unwrap()
+            );
+        }
+        let mut empty = head.to_vec();
+        empty.extend_from_slice(&tail);
+        assert_eq!(
+            empty,
+            serde_json::to_vec(&Envelope::ok(Vec::<()>::new())).unwrap()
+        );
+    }
 }

@@ -23,7 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::AppState;
-use crate::store::StoreError;
+use crate::store::{JobWindow, StoreError};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -227,23 +227,31 @@ fn view(spec: JobSpec, running: u32) -> JobView {
     }
 }
 
-/// Fills in each view's last run, a few lookups at a time.
-async fn with_last_runs(state: &AppState, views: Vec<JobView>) -> V1Result<Vec<JobView>> {
+/// The last run of each job, a few lookups at a time.
+async fn last_runs(state: &AppState, jobs: &[JobSpec]) -> V1Result<Vec<Option<LogRecord>>> {
     use futures::{StreamExt, TryStreamExt};
-    futures::stream::iter(views)
-        .map(|mut v| async move {
-            if let Ok(name) = JobName::parse(&v.spec.name) {
-                v.last_run = state.store.last_run(&name).await?;
-            }
-            Ok::<_, V1Error>(v)
+    let names: Vec<Option<JobName>> = jobs.iter().map(|j| JobName::parse(&j.name).ok()).collect();
+    futures::stream::iter(names)
+        .map(|name| async move {
+            Ok::<_, V1Error>(match name {
+                Some(name) => state.store.last_run(&name).await?,
+                None => None,
+            })
         })
-        .buffered(8)
+        .buffered(LAST_RUN_LOOKUPS)
         .try_collect()
         .await
 }
 
+/// Last-run lookups of a page in flight at once.
+const LAST_RUN_LOOKUPS: usize = 8;
+
+/// Jobs sorted by name, a page at a time. `total` counts every job matching
+/// `prefix`; a deep `page` costs a keys-only read of the jobs before it, so
+/// to walk the whole list pass the last name of a page as `after` instead.
 #[utoipa::path(get, path = "/jobs", tag = "jobs",
     params(("prefix" = Option<String>, Query, description = "only names starting with this"),
+           ("after" = Option<String>, Query, description = "only names after this one (a cursor: the last name of the previous page; cheap however deep); `page` then counts from it"),
            ("page" = Option<u64>, Query, description = "1-based page"),
            ("pageSize" = Option<u64>, Query, description = "1..=500, default 50")),
     responses((status = 200, body = Page<JobView>), (status = 400, body = ApiError)))]
@@ -253,27 +261,40 @@ async fn list_jobs(
 ) -> V1Result<Json<Page<JobView>>> {
     let q = query(q)?;
     let (page, page_size) = paging(&q)?;
-    let prefix = q.get("prefix").cloned().unwrap_or_default();
-    let mut jobs: Vec<JobSpec> = state
-        .store
-        .list_jobs()
-        .await?
-        .into_iter()
-        .filter(|j| j.name.starts_with(&prefix))
+    let prefix = q.get("prefix").map(String::as_str).unwrap_or_default();
+    let after = match q.get("after").filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) => Some(JobName::parse(a).map_err(|e| V1Error::BadRequest {
+            field: Some("after".into()),
+            message: e.reason,
+        })?),
+    };
+    let window = JobWindow {
+        prefix,
+        after: after.as_ref(),
+        skip: (page - 1) * page_size,
+        take: page_size,
+    };
+    let (jobs, total) = state.store.job_page(&window).await?;
+    let names: Vec<JobName> = jobs
+        .iter()
+        .filter_map(|j| JobName::parse(&j.name).ok())
         .collect();
-    jobs.sort_by(|a, b| a.name.cmp(&b.name));
-    let running = state.store.running_counts().await?;
-    let total = jobs.len() as u64;
-    let views = jobs
+    let (running, last_runs) = tokio::try_join!(
+        async { Ok(state.store.running_counts_of(&names).await?) },
+        last_runs(&state, &jobs),
+    )?;
+    let items = jobs
         .into_iter()
-        .skip(((page - 1) * page_size) as usize)
-        .take(page_size as usize)
-        .map(|spec| {
+        .zip(last_runs)
+        .map(|(spec, last_run)| {
             let n = running.get(&spec.name).copied().unwrap_or(0);
-            view(spec, n)
+            JobView {
+                last_run,
+                ..view(spec, n)
+            }
         })
         .collect();
-    let items = with_last_runs(&state, views).await?;
     Ok(Json(Page {
         items,
         total,
@@ -293,9 +314,7 @@ async fn get_job(State(state): State<AppState>, Path(name): Path<String>) -> V1R
         .get_job_versioned(&name)
         .await?
         .ok_or_else(|| no_such_job(&name))?;
-    let running = state.store.running_counts().await?;
-    let n = running.get(name.as_str()).copied().unwrap_or(0);
-    let mut v = view(spec, n);
+    let mut v = view(spec, state.store.running_count(&name).await?);
     v.last_run = state.store.last_run(&name).await?;
     Ok((
         [(axum::http::header::ETAG, format!("\"{version}\""))],
@@ -544,6 +563,11 @@ async fn get_run(
         .ok_or_else(|| V1Error::NotFound(format!("no run {run_id:?} of job {name}")))
 }
 
+/// Live workers by id. `lastSeen` is the last renewal of the worker's
+/// registration lease (to the second); `running` counts the running marks
+/// naming the worker (runs claimed at their tick, and other runs once they
+/// have gone on for a second), so it leaves out short runs; `draining` is
+/// present while the worker shuts down.
 #[utoipa::path(get, path = "/workers", tag = "workers", responses((status = 200, body = Vec<WorkerInfo>)))]
 async fn list_workers(State(state): State<AppState>) -> V1Result<Json<Vec<WorkerInfo>>> {
     let mut workers = state.store.worker_infos().await?;

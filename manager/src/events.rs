@@ -4,27 +4,33 @@
 //! | event | from | data |
 //! |---|---|---|
 //! | `job.saved` / `job.deleted` | `jobs/` | `{name, job?}` |
-//! | `run.started` / `run.finished` | `running/` | `{job, run, worker?, status?}` (`status` from the run log when written in time) |
+//! | `run.started` | a `running/` put | `{job, run, worker?}` |
+//! | `run.finished` | each entry of a `run-feed/` put | `{job, run, worker, status, runId, startTime, endTime}` |
+//! | `run.finished` | a `running/` delete that no feed entry of the same watch response reports (its worker died) | `{job, run}` |
 //! | `worker.joined` / `worker.updated` / `worker.left` | `workers/` | `{id, worker?}` |
 //! | `reset` | compaction | the client should reload its state |
 //!
-//! Each event's id is the etcd revision of its change. A client that
-//! reconnects with `Last-Event-ID` resumes right after it (watches start from
-//! the next revision); if etcd compacted that history, it gets `reset` and
-//! the stream goes on from now.
+//! Short runs get no running mark, so their `run.finished` comes without a
+//! `run.started`. An event's id is the etcd revision of its change; when one
+//! revision (one transaction) gives several events, only the last of them
+//! carries the id, so a client that reconnects with `Last-Event-ID` never
+//! skips the rest of a revision. It resumes right after that revision
+//! (watches start from the next one); if etcd compacted that history, it gets
+//! `reset` and the stream goes on from now.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use etcd_client::{EventType, WatchOptions, WatchStream};
+use etcd_client::{EventType, WatchOptions, WatchResponse, WatchStream};
 use futures::stream::{self, Stream, StreamExt};
 use gdts_common::keys::Keys;
-use gdts_common::values::{RunningRecord, WorkerInfo};
+use gdts_common::values::{RunFeed, RunningRecord, WorkerInfo};
 use gdts_common::JobSpec;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::api::AppState;
 
@@ -42,11 +48,11 @@ pub async fn events(
         .and_then(|v| v.trim().parse::<i64>().ok());
     let keys = state.store.keys().clone();
     let etcd = state.store.etcd();
-    let store = state.store.clone();
     // One watcher over the range from `jobs/` to the end of `workers/`: etcd
-    // delivers one watcher's events in revision order, so event ids only
-    // grow and a resumed client misses nothing and sees nothing twice. (The
-    // busy `claims/` and `high-water/` keys sort before `jobs/`, outside it.)
+    // delivers one watcher's events in revision order, and never splits a
+    // revision across responses, so event ids only grow and a resumed client
+    // misses nothing and sees nothing twice. (The busy `claims/`,
+    // `high-water/` and `horizon/` keys sort before `jobs/`, outside it.)
     let (start, end) = keys.event_range();
     let mut options = WatchOptions::new().with_range(end);
     if let Some(rev) = resume_after {
@@ -60,26 +66,42 @@ pub async fn events(
         }
     };
     let events = stream::iter(watch)
-        .flat_map(watch_messages)
-        .filter_map(move |item| {
-            let keys = keys.clone();
-            let store = store.clone();
-            async move {
-                match item {
-                    WatchItem::Compacted => Some(Event::default().event("reset").data("{}")),
-                    WatchItem::Event(change) => to_event(&keys, &store, change).await,
-                }
-            }
-        })
-        .map(Ok);
+        .flat_map(move |watch| watch_events(watch, keys.clone()))
+        .map(|e| Ok(e.into_sse()));
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-enum WatchItem {
-    Event(Change),
-    Compacted,
+/// The events of one watch as a stream; it ends when the watch fails (the
+/// client reconnects and resumes from its last id).
+fn watch_events(watch: WatchStream, keys: Keys) -> impl Stream<Item = Outgoing> + Send {
+    stream::unfold(Some(watch), move |state| {
+        let keys = keys.clone();
+        async move {
+            let mut watch = state?;
+            loop {
+                match watch.message().await {
+                    Ok(Some(resp)) => {
+                        if resp.compact_revision() > 0 {
+                            return Some((vec![Outgoing::reset()], None));
+                        }
+                        if resp.canceled() {
+                            return None;
+                        }
+                        let events = events_of(&keys, &changes_of(&resp));
+                        if !events.is_empty() {
+                            return Some((events, Some(watch)));
+                        }
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    })
+    .flat_map(stream::iter)
 }
 
+/// One key change of a watch response.
+#[derive(Debug, Clone)]
 struct Change {
     kind: EventType,
     key: Vec<u8>,
@@ -89,56 +111,117 @@ struct Change {
     created: bool,
 }
 
-/// The events of one watch as a stream; it ends when the watch fails (the
-/// client reconnects and resumes from its last id).
-fn watch_messages(watch: WatchStream) -> impl Stream<Item = WatchItem> + Send {
-    stream::unfold(Some(watch), |state| async move {
-        let mut watch = state?;
-        loop {
-            match watch.message().await {
-                Ok(Some(resp)) => {
-                    if resp.compact_revision() > 0 {
-                        return Some((vec![WatchItem::Compacted], None));
-                    }
-                    if resp.canceled() {
-                        return None;
-                    }
-                    let items: Vec<WatchItem> = resp
-                        .events()
-                        .iter()
-                        .filter_map(|e| {
-                            let kv = e.kv()?;
-                            Some(WatchItem::Event(Change {
-                                kind: e.event_type(),
-                                key: kv.key().to_vec(),
-                                value: kv.value().to_vec(),
-                                revision: kv.mod_revision(),
-                                created: kv.create_revision() == kv.mod_revision(),
-                            }))
-                        })
-                        .collect();
-                    if !items.is_empty() {
-                        return Some((items, Some(watch)));
-                    }
-                }
-                _ => return None,
-            }
-        }
-    })
-    .flat_map(stream::iter)
+fn changes_of(resp: &WatchResponse) -> Vec<Change> {
+    resp.events()
+        .iter()
+        .filter_map(|e| {
+            let kv = e.kv()?;
+            Some(Change {
+                kind: e.event_type(),
+                key: kv.key().to_vec(),
+                value: kv.value().to_vec(),
+                revision: kv.mod_revision(),
+                created: kv.create_revision() == kv.mod_revision(),
+            })
+        })
+        .collect()
 }
 
-async fn to_event(keys: &Keys, store: &crate::store::Store, change: Change) -> Option<Event> {
-    let Change {
-        kind,
-        key,
-        value,
-        revision,
-        created,
-    } = change;
-    let (key, value) = (key.as_slice(), value.as_slice());
+/// An event to send, before it becomes an SSE frame.
+#[derive(Debug, Clone, PartialEq)]
+struct Outgoing {
+    name: &'static str,
+    revision: i64,
+    /// Set on the last event of its revision only.
+    id: Option<i64>,
+    data: Value,
+}
+
+impl Outgoing {
+    fn new(name: &'static str, revision: i64, data: Value) -> Self {
+        Outgoing {
+            name,
+            revision,
+            id: None,
+            data,
+        }
+    }
+
+    fn reset() -> Self {
+        Outgoing::new("reset", 0, json!({}))
+    }
+
+    fn into_sse(self) -> Event {
+        let event = Event::default()
+            .event(self.name)
+            .data(self.data.to_string());
+        match self.id {
+            Some(id) => event.id(id.to_string()),
+            None => event,
+        }
+    }
+}
+
+/// The events of one watch response's changes, in order, with ids on the
+/// last event of each revision.
+fn events_of(keys: &Keys, changes: &[Change]) -> Vec<Outgoing> {
+    // A worker ends a run by listing it in its feed and deleting its mark;
+    // a mark deleted with no feed entry in the same response vanished
+    // because its worker's lease did.
+    let feeds: Vec<Option<(String, RunFeed)>> = changes.iter().map(|c| feed_of(keys, c)).collect();
+    let reported: HashSet<(&str, &str)> = feeds
+        .iter()
+        .flatten()
+        .flat_map(|(_, feed)| feed.runs.iter())
+        .map(|r| (r.job.as_str(), r.run.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    for (change, feed) in changes.iter().zip(&feeds) {
+        match feed {
+            Some((worker, feed)) => out.extend(feed.runs.iter().map(|r| {
+                Outgoing::new(
+                    "run.finished",
+                    change.revision,
+                    json!({
+                        "job": r.job, "run": r.run, "worker": worker, "status": r.status,
+                        "runId": r.run_id, "startTime": r.start_time, "endTime": r.end_time,
+                    }),
+                )
+            })),
+            None => out.extend(event_of(keys, change, &reported)),
+        }
+    }
+    for i in 0..out.len() {
+        if out
+            .get(i + 1)
+            .is_none_or(|next| next.revision != out[i].revision)
+        {
+            out[i].id = Some(out[i].revision);
+        }
+    }
+    out
+}
+
+/// The worker and entries of a `run-feed/` put.
+fn feed_of(keys: &Keys, change: &Change) -> Option<(String, RunFeed)> {
+    let worker = keys.parse_run_feed_key(&change.key)?;
+    if change.kind != EventType::Put {
+        return None;
+    }
+    match serde_json::from_slice::<RunFeed>(&change.value) {
+        Ok(feed) => Some((worker, feed)),
+        Err(e) => {
+            tracing::warn!(worker = %worker, error = %e, "event stream: undecodable run feed");
+            None
+        }
+    }
+}
+
+/// The event of one change that is not a feed, if it makes one.
+fn event_of(keys: &Keys, change: &Change, reported: &HashSet<(&str, &str)>) -> Option<Outgoing> {
+    let (key, value) = (change.key.as_slice(), change.value.as_slice());
     let (name, data) = if let Some(job) = keys.parse_job_key(key) {
-        match kind {
+        match change.kind {
             EventType::Put => (
                 "job.saved",
                 json!({ "name": job.as_str(), "job": serde_json::from_slice::<JobSpec>(value).ok() }),
@@ -146,35 +229,26 @@ async fn to_event(keys: &Keys, store: &crate::store::Store, change: Change) -> O
             EventType::Delete => ("job.deleted", json!({ "name": job.as_str() })),
         }
     } else if let Some(job) = keys.parse_running_key(key) {
-        let run = std::str::from_utf8(key)
-            .ok()?
-            .rsplit('/')
-            .next()?
-            .to_string();
-        match kind {
+        let run = std::str::from_utf8(key).ok()?.rsplit('/').next()?;
+        match change.kind {
             EventType::Put => {
-                let rec = serde_json::from_slice::<RunningRecord>(value).ok();
+                let mark = serde_json::from_slice::<RunningRecord>(value).ok();
                 (
                     "run.started",
-                    json!({ "job": job.as_str(), "run": run, "worker": rec.map(|r| r.worker) }),
+                    json!({ "job": job.as_str(), "run": run, "worker": mark.map(|m| m.worker) }),
                 )
             }
-            EventType::Delete => {
-                let status = finished_status(store, &job, &run).await;
-                (
-                    "run.finished",
-                    json!({ "job": job.as_str(), "run": run, "status": status }),
-                )
-            }
+            EventType::Delete if reported.contains(&(job.as_str(), run)) => return None,
+            EventType::Delete => ("run.finished", json!({ "job": job.as_str(), "run": run })),
         }
     } else {
         let id = keys.parse_worker_key(key)?;
-        match kind {
+        match change.kind {
             EventType::Put => {
                 let info = serde_json::from_slice::<WorkerInfo>(value).ok()?;
-                // Registrations are rewritten on every renewal: only a new
-                // key is a join; the rest update `running` and `lastSeen`.
-                let name = if created {
+                // A registration is written once; a rewrite (draining, or a
+                // worker that re-registers under its lease) is an update.
+                let name = if change.created {
                     "worker.joined"
                 } else {
                     "worker.updated"
@@ -184,27 +258,124 @@ async fn to_event(keys: &Keys, store: &crate::store::Store, change: Change) -> O
             EventType::Delete => ("worker.left", json!({ "id": id })),
         }
     };
-    Some(
-        Event::default()
-            .event(name)
-            .id(revision.to_string())
-            .data(data.to_string()),
-    )
+    Some(Outgoing::new(name, change.revision, data))
 }
 
-/// The status of a run that just ended, from its record (written by the
-/// worker in a batch shortly after); `None` if it is not there within 2 s.
-async fn finished_status(
-    store: &crate::store::Store,
-    job: &gdts_common::JobName,
-    run: &str,
-) -> Option<String> {
-    let tick: i64 = run.get(..20)?.parse().ok()?;
-    for _ in 0..10 {
-        if let Ok(Some(status)) = store.status_of_run(job, tick, run).await {
-            return Some(status);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gdts_common::values::FinishedRun;
+    use gdts_common::JobName;
+
+    fn keys() -> Keys {
+        Keys::new("/p/")
     }
-    None
+
+    fn running_key(job: &str, run: &str) -> Vec<u8> {
+        let k = keys();
+        format!("{}{run}", k.running_prefix(&JobName::parse(job).unwrap())).into_bytes()
+    }
+
+    fn put(key: Vec<u8>, value: Value, revision: i64) -> Change {
+        Change {
+            kind: EventType::Put,
+            key,
+            value: value.to_string().into_bytes(),
+            revision,
+            created: true,
+        }
+    }
+
+    fn delete(key: Vec<u8>, revision: i64) -> Change {
+        Change {
+            kind: EventType::Delete,
+            key,
+            value: Vec::new(),
+            revision,
+            created: false,
+        }
+    }
+
+    fn feed(runs: &[(&str, &str)]) -> Value {
+        serde_json::to_value(RunFeed {
+            runs: runs
+                .iter()
+                .map(|(job, run)| FinishedRun {
+                    job: job.to_string(),
+                    run: run.to_string(),
+                    run_id: format!("{job}@{run}#1"),
+                    status: "succeeded".into(),
+                    start_time: 1,
+                    end_time: 2,
+                })
+                .collect(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_feed_entry_is_the_end_of_a_run_and_its_mark_deletion_adds_nothing() {
+        let k = keys();
+        let changes = [
+            delete(running_key("a", "01"), 7),
+            put(
+                k.run_feed("w1").into_bytes(),
+                feed(&[("a", "01"), ("b", "02")]),
+                7,
+            ),
+            // A mark whose run no feed reports: its worker died.
+            delete(running_key("c", "03"), 8),
+        ];
+        let out = events_of(&k, &changes);
+        let summary: Vec<(&str, &Value, &Value, Option<i64>)> = out
+            .iter()
+            .map(|e| (e.name, &e.data["job"], &e.data["status"], e.id))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("run.finished", &json!("a"), &json!("succeeded"), None),
+                ("run.finished", &json!("b"), &json!("succeeded"), Some(7)),
+                ("run.finished", &json!("c"), &Value::Null, Some(8)),
+            ]
+        );
+        assert_eq!(
+            out[0].data,
+            json!({"job": "a", "run": "01", "worker": "w1", "status": "succeeded",
+                   "runId": "a@01#1", "startTime": 1, "endTime": 2})
+        );
+        assert_eq!(out[2].data, json!({"job": "c", "run": "03"}));
+    }
+
+    #[test]
+    fn the_id_goes_on_the_last_event_of_a_revision_that_makes_one() {
+        let k = keys();
+        let job = JobName::parse("j").unwrap();
+        let changes = [
+            put(
+                running_key("j", "01"),
+                json!({"worker": "w", "startedAt": 1}),
+                5,
+            ),
+            // Makes no event: the id must still land on revision 5's last one.
+            put(k.kill(&job).into_bytes(), json!({"requestedAt": 1}), 5),
+            put(
+                k.job(&job).into_bytes(),
+                json!({"name": "j", "command": "x", "cronExpr": "@daily"}),
+                6,
+            ),
+            put(k.run_feed("w").into_bytes(), json!({"runs": []}), 7),
+            delete(k.worker("w").into_bytes(), 9),
+        ];
+        let out = events_of(&k, &changes);
+        let summary: Vec<(&str, Option<i64>)> = out.iter().map(|e| (e.name, e.id)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("run.started", Some(5)),
+                ("job.saved", Some(6)),
+                ("worker.left", Some(9)),
+            ]
+        );
+    }
 }

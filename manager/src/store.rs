@@ -1,17 +1,22 @@
 //! The manager's reads and writes: jobs, kill requests and worker
 //! registrations in etcd; run records in MongoDB. The manager never holds a
-//! lease it keeps alive and keeps no state between requests.
+//! lease it keeps alive and keeps no state between requests. Every read of an
+//! etcd prefix that can grow goes page by page (`RangePages`): a single
+//! response above 4 MiB is refused by the client.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
+    TxnOpResponse,
 };
-use gdts_common::keys::Keys;
+use gdts_common::keys::{prefix_range_end, Keys};
 use gdts_common::log_record::{LogRecord, LOG_COLLECTION};
 use gdts_common::timing::{KILL_REQUEST_TTL, RUN_NOW_REQUEST_TTL};
-use gdts_common::values::{KillRequest, RunNowRequest, WorkerInfo};
+use gdts_common::values::{KillRequest, RunNowRequest, RunningRecord, WorkerInfo};
 use gdts_common::{Job, JobName, JobSpec};
+use gdts_runtime::etcd_pages::{count_range, RangePages};
 use mongodb::bson::{doc, Document};
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
@@ -217,26 +222,97 @@ impl Store {
         Ok(Some((requested_at, request)))
     }
 
-    pub async fn list_jobs(&self) -> Result<Vec<JobSpec>, StoreError> {
-        let resp = self
-            .etcd
-            .kv_client()
-            .get(
-                self.keys.jobs_prefix(),
-                Some(GetOptions::new().with_prefix()),
-            )
-            .await?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let spec = decode_spec(kv.value());
-                if spec.is_none() {
-                    tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "skipping undecodable job");
+    /// Every job, page by page at one revision: the whole list never has to
+    /// be in memory (nor in one etcd response) at once.
+    pub fn job_pages(&self) -> JobPages {
+        JobPages {
+            pages: RangePages::prefix(self.etcd.clone(), &self.keys.jobs_prefix()),
+        }
+    }
+
+    /// One page of the jobs whose names start with `window.prefix`, in name
+    /// order, and how many jobs that prefix holds in all. Reads only what
+    /// the page needs: etcd counts the range, the skipped jobs travel as
+    /// keys only, and just the page's values are read.
+    pub async fn job_page(
+        &self,
+        window: &JobWindow<'_>,
+    ) -> Result<(Vec<JobSpec>, u64), StoreError> {
+        // Job names never hold `/`, so `jobs/{prefix}` ranges over exactly
+        // the names starting with `prefix`.
+        let start = format!("{}{}", self.keys.jobs_prefix(), window.prefix);
+        let end = prefix_range_end(&start);
+        let start = start.into_bytes();
+        let count = {
+            let (start, end) = (start.clone(), end.clone());
+            async move {
+                let n = count_range(&self.etcd, start, end).await?;
+                Ok::<_, StoreError>(n.max(0) as u64)
+            }
+        };
+        let mut from = start;
+        if let Some(after) = window.after {
+            from = from.max(just_after(self.keys.job(after).into_bytes()));
+        }
+        // etcd (3.4 and 3.5) walks the whole range for any read of it,
+        // limited or not, the count too: the walks go at once, not one after
+        // the other. A count that shows the page is past the end stops the
+        // read, which would otherwise go through every key to find that out.
+        let count = std::pin::pin!(count);
+        let read = std::pin::pin!(self.read_jobs(from, end, window.skip, window.take));
+        match futures::future::select(count, read).await {
+            futures::future::Either::Left((total, read)) => {
+                let total = total?;
+                if window.skip >= total {
+                    return Ok((Vec::new(), total));
                 }
-                spec
-            })
-            .collect())
+                Ok((read.await?, total))
+            }
+            futures::future::Either::Right((jobs, count)) => Ok((jobs?, count.await?)),
+        }
+    }
+
+    /// Up to `take` jobs of `[from, end)` after the first `skip`.
+    async fn read_jobs(
+        &self,
+        mut from: Vec<u8>,
+        mut end: Vec<u8>,
+        skip: u64,
+        take: u64,
+    ) -> Result<Vec<JobSpec>, StoreError> {
+        if from >= end || take == 0 {
+            return Ok(Vec::new());
+        }
+        let mut revision = 0;
+        if skip > 0 {
+            // The keys of the skipped jobs and of the page, so the values are
+            // read over the page's own keys only: etcd walks every key of a
+            // range it reads, and the page's range is short.
+            let (skip, take) = (skip as usize, take as usize);
+            let mut keys = RangePages::range(self.etcd.clone(), from.clone(), end.clone())
+                .keys_only()
+                .take(skip.saturating_add(take));
+            let (mut seen, mut first, mut last) = (0, None, None);
+            while let Some(page) = keys.next_page().await? {
+                if let Some(kv) = skip.checked_sub(seen).and_then(|i| page.get(i)) {
+                    first = Some(kv.key().to_vec());
+                }
+                seen += page.len();
+                last = page.last().map(|kv| kv.key().to_vec()).or(last);
+            }
+            let (Some(first), Some(last)) = (first, last) else {
+                return Ok(Vec::new());
+            };
+            (from, end, revision) = (first, just_after(last), keys.revision());
+        }
+        // At the revision the keys were read at, so a job saved or deleted
+        // meanwhile neither shifts nor repeats a name.
+        let mut pages = RangePages::range(self.etcd.clone(), from, end).take(take as usize);
+        if revision > 0 {
+            pages = pages.at_revision(revision);
+        }
+        let (kvs, _) = pages.collect().await?;
+        Ok(decode_specs(&kvs))
     }
 
     /// Asks every worker running `name` to kill that run. The request lives
@@ -263,17 +339,13 @@ impl Store {
         Ok(())
     }
 
+    /// The ids of the live workers.
     pub async fn list_workers(&self) -> Result<Vec<String>, StoreError> {
-        let resp = self
-            .etcd
-            .kv_client()
-            .get(
-                self.keys.workers_prefix(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
+        let (kvs, _) = RangePages::prefix(self.etcd.clone(), &self.keys.workers_prefix())
+            .keys_only()
+            .collect()
             .await?;
-        Ok(resp
-            .kvs()
+        Ok(kvs
             .iter()
             .filter_map(|kv| self.keys.parse_worker_key(kv.key()))
             .collect())
@@ -324,26 +396,6 @@ impl Store {
         self.etcd.clone()
     }
 
-    /// The status of run `run` (a `RunKey` string) of `job`, if its record
-    /// has been written.
-    pub async fn status_of_run(
-        &self,
-        job: &JobName,
-        tick_ms: i64,
-        run: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let attempt: i64 = run
-            .rsplit_once(".a")
-            .and_then(|(_, n)| n.parse().ok())
-            .unwrap_or(1);
-        let doc = self
-            .logs
-            .find_one(doc! { "jobName": job.as_str(), "planTime": tick_ms, "attempt": attempt })
-            .sort(doc! { "endTime": -1 })
-            .await?;
-        Ok(doc.and_then(|d| d.get_str("status").ok().map(str::to_string)))
-    }
-
     /// How many runs a job has on record.
     pub async fn count_job_logs(&self, name: &JobName) -> Result<u64, StoreError> {
         Ok(self
@@ -369,39 +421,104 @@ impl Store {
             .and_then(|kv| decode_spec(kv.value()).map(|spec| (spec, kv.mod_revision()))))
     }
 
-    /// Live workers with their registrations.
+    /// Live workers with their registrations. Workers write a registration
+    /// once, so what changes is filled in here: `lastSeen` from the
+    /// registration lease (its last renewal, to the second), and `running`,
+    /// the running marks that name the worker.
     pub async fn worker_infos(&self) -> Result<Vec<WorkerInfo>, StoreError> {
-        let resp = self
-            .etcd
-            .kv_client()
-            .get(
-                self.keys.workers_prefix(),
-                Some(GetOptions::new().with_prefix()),
-            )
+        use futures::{StreamExt, TryStreamExt};
+        let registrations =
+            RangePages::prefix(self.etcd.clone(), &self.keys.workers_prefix()).collect();
+        let ((kvs, _), running) = tokio::try_join!(
+            async { registrations.await.map_err(StoreError::from) },
+            self.running_by_worker(),
+        )?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let running = &running;
+        let infos: Vec<Option<WorkerInfo>> = futures::stream::iter(kvs)
+            .map(|kv| async move {
+                let Ok(mut info) = serde_json::from_slice::<WorkerInfo>(kv.value()) else {
+                    tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "skipping undecodable worker registration");
+                    return Ok(None);
+                };
+                if let Some(renewed) = self.lease_renewed_at(kv.lease(), now).await? {
+                    // It was alive when it wrote its start time, too (its
+                    // lease may be a moment older than that).
+                    info.last_seen = renewed.max(info.start_time);
+                }
+                info.running = running.get(&info.id).copied().unwrap_or(0);
+                Ok::<_, StoreError>(Some(info))
+            })
+            .buffered(16)
+            .try_collect()
             .await?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
-            .collect())
+        Ok(infos.into_iter().flatten().collect())
     }
 
-    /// How many runs of each job are in progress in the fleet now.
-    pub async fn running_counts(
+    /// When a lease was last granted or renewed (epoch ms, to the second, as
+    /// etcd counts TTLs); `None` for no lease or one already gone.
+    async fn lease_renewed_at(&self, lease: i64, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        if lease == 0 {
+            return Ok(None);
+        }
+        let ttl = self.etcd.lease_client().time_to_live(lease, None).await?;
+        if ttl.ttl() < 0 || ttl.granted_ttl() <= 0 {
+            return Ok(None);
+        }
+        let since_renewal = (ttl.granted_ttl() - ttl.ttl()).max(0);
+        Ok(Some(now_ms - since_renewal * 1000))
+    }
+
+    /// How many running marks name each worker.
+    async fn running_by_worker(&self) -> Result<HashMap<String, u32>, StoreError> {
+        let mut pages = RangePages::prefix(self.etcd.clone(), &self.keys.running_all_prefix());
+        let mut counts = HashMap::new();
+        while let Some(page) = pages.next_page().await? {
+            for kv in page {
+                if let Ok(mark) = serde_json::from_slice::<RunningRecord>(kv.value()) {
+                    *counts.entry(mark.worker).or_insert(0) += 1;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// How many runs of one job are marked running in the fleet now.
+    pub async fn running_count(&self, name: &JobName) -> Result<u32, StoreError> {
+        let prefix = self.keys.running_prefix(name);
+        let end = prefix_range_end(&prefix);
+        let n = count_range(&self.etcd, prefix.into_bytes(), end).await?;
+        Ok(n.clamp(0, u32::MAX as i64) as u32)
+    }
+
+    /// How many runs of each of `names` are marked running now; jobs with
+    /// none are left out. One paged keys-only read over the smallest range
+    /// that holds every `running/{name}/`.
+    pub async fn running_counts_of(
         &self,
-    ) -> Result<std::collections::HashMap<String, u32>, StoreError> {
-        let resp = self
-            .etcd
-            .kv_client()
-            .get(
-                self.keys.running_all_prefix(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
-            .await?;
-        let mut counts = std::collections::HashMap::new();
-        for kv in resp.kvs() {
-            if let Some(job) = self.keys.parse_running_key(kv.key()) {
-                *counts.entry(job.to_string()).or_insert(0) += 1;
+        names: &[JobName],
+    ) -> Result<HashMap<String, u32>, StoreError> {
+        // Not simply `running/{first}/` to `running/{last}/`: `/` sorts after
+        // `-` and `.`, so `running/a/` comes after `running/a.b/` while job
+        // `a` comes before `a.b`.
+        let prefixes: Vec<String> = names.iter().map(|n| self.keys.running_prefix(n)).collect();
+        let (Some(start), Some(end)) = (
+            prefixes.iter().min(),
+            prefixes.iter().map(|p| prefix_range_end(p)).max(),
+        ) else {
+            return Ok(HashMap::new());
+        };
+        let wanted: HashSet<&str> = names.iter().map(JobName::as_str).collect();
+        let mut pages =
+            RangePages::range(self.etcd.clone(), start.clone().into_bytes(), end).keys_only();
+        let mut counts = HashMap::new();
+        while let Some(page) = pages.next_page().await? {
+            for kv in page {
+                if let Some(job) = self.keys.parse_running_key(kv.key()) {
+                    if wanted.contains(job.as_str()) {
+                        *counts.entry(job.to_string()).or_insert(0) += 1;
+                    }
+                }
             }
         }
         Ok(counts)
@@ -431,6 +548,48 @@ impl Store {
     }
 }
 
+/// The jobs page by page (see [`Store::job_pages`]).
+pub struct JobPages {
+    pages: RangePages,
+}
+
+impl JobPages {
+    /// The next page of jobs in name order, or `None` after the last.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<JobSpec>>, StoreError> {
+        Ok(self.pages.next_page().await?.map(|kvs| decode_specs(&kvs)))
+    }
+}
+
+/// Which jobs a page of the list shows.
+pub struct JobWindow<'a> {
+    /// Only names starting with this.
+    pub prefix: &'a str,
+    /// Only names after this one.
+    pub after: Option<&'a JobName>,
+    /// Leave out this many names first.
+    pub skip: u64,
+    /// At most this many.
+    pub take: u64,
+}
+
 fn decode_spec(raw: &[u8]) -> Option<JobSpec> {
     serde_json::from_slice(raw).ok()
+}
+
+fn decode_specs(kvs: &[KeyValue]) -> Vec<JobSpec> {
+    kvs.iter()
+        .filter_map(|kv| {
+            let spec = decode_spec(kv.value());
+            if spec.is_none() {
+                tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "skipping undecodable job");
+            }
+            spec
+        })
+        .collect()
+}
+
+/// The smallest key after `key`.
+fn just_after(mut key: Vec<u8>) -> Vec<u8> {
+    key.push(0);
+    key
 }

@@ -166,10 +166,24 @@ pub struct Etcd {
     log_dir: PathBuf,
     proc: Option<Proc>,
     starts: u32,
+    /// Flags added to every start (restarts too).
+    extra_flags: Vec<String>,
 }
+
+/// Every test etcd compacts its history as production's does (Terraform,
+/// `make dev`), with a shorter retention: claims come and go all the time.
+pub const ETCD_COMPACTION: [&str; 2] = [
+    "--auto-compaction-mode=periodic",
+    "--auto-compaction-retention=1m",
+];
 
 impl Etcd {
     pub async fn start(dir: &Path) -> anyhow::Result<Etcd> {
+        Self::start_with_flags(dir, &[]).await
+    }
+
+    /// Like [`Etcd::start`], with extra etcd flags (kept across restarts).
+    pub async fn start_with_flags(dir: &Path, flags: &[&str]) -> anyhow::Result<Etcd> {
         let mut etcd = Etcd {
             endpoint: String::new(),
             client_port: free_port(),
@@ -178,6 +192,7 @@ impl Etcd {
             log_dir: dir.to_path_buf(),
             proc: None,
             starts: 0,
+            extra_flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         etcd.endpoint = format!("http://127.0.0.1:{}", etcd.client_port);
         etcd.launch().await?;
@@ -203,7 +218,9 @@ impl Etcd {
                 "--initial-advertise-peer-urls",
                 &peer,
             ])
-            .args(["--initial-cluster", &format!("n1={peer}")]);
+            .args(["--initial-cluster", &format!("n1={peer}")])
+            .args(ETCD_COMPACTION)
+            .args(&self.extra_flags);
         self.starts += 1;
         let log = self.log_dir.join(format!("etcd-{}.log", self.starts));
         self.proc = Some(Proc::spawn("etcd", cmd, &log, None).context(
@@ -363,21 +380,7 @@ impl Cluster {
         let dir = tempfile::Builder::new()
             .prefix(&format!("gdts-{test}-"))
             .tempdir()?;
-        let etcd = Etcd::start(dir.path()).await?;
-        let mongo = Mongo::start(dir.path()).await?;
-        let mut cluster = Cluster {
-            etcd,
-            mongo,
-            prefix: format!("/gdts-test-{test}/"),
-            db: format!("gdts_{test}"),
-            workers: HashMap::new(),
-            manager_url: String::new(),
-            manager: None,
-            manager_env: Vec::new(),
-            dir,
-        };
-        cluster.start_manager().await?;
-        Ok(cluster)
+        Self::start_in(test, dir, &[]).await
     }
 
     fn store_env(&self, cmd: &mut Command) {
@@ -967,5 +970,65 @@ async fn proxy_connection(
     tokio::select! {
         _ = requests => {}
         _ = replies => {}
+    }
+}
+
+pub mod bench;
+
+// Benchmark support (tests/src/bench.rs): etcd with extra flags, a cluster in
+// a directory the caller picks, and the pids and logs a benchmark watches.
+
+impl Etcd {
+    /// The pid of the running etcd, if it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
+    /// The log file of the current (or last) start.
+    pub fn log_file(&self) -> PathBuf {
+        self.log_dir.join(format!("etcd-{}.log", self.starts))
+    }
+}
+
+impl Mongo {
+    /// The pid of the running server, if it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+}
+
+impl Cluster {
+    /// Like [`Cluster::start`], in `dir` (which the caller may keep), with
+    /// extra etcd flags.
+    pub async fn start_in(
+        test: &str,
+        dir: tempfile::TempDir,
+        etcd_flags: &[&str],
+    ) -> anyhow::Result<Cluster> {
+        let etcd = Etcd::start_with_flags(dir.path(), etcd_flags).await?;
+        let mongo = Mongo::start(dir.path()).await?;
+        let mut cluster = Cluster {
+            etcd,
+            mongo,
+            prefix: format!("/gdts-test-{test}/"),
+            db: format!("gdts_{test}"),
+            workers: HashMap::new(),
+            manager_url: String::new(),
+            manager: None,
+            manager_env: Vec::new(),
+            dir,
+        };
+        cluster.start_manager().await?;
+        Ok(cluster)
+    }
+
+    /// The pid of the running manager, if it runs.
+    pub fn manager_pid(&self) -> Option<i32> {
+        self.manager.as_ref().map(Proc::pid)
+    }
+
+    /// The log file of worker `id` (stdout and stderr).
+    pub fn worker_log(&self, id: &str) -> PathBuf {
+        self.dir.path().join(format!("worker-{id}.log"))
     }
 }

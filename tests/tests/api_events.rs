@@ -1,10 +1,15 @@
 //! `GET /api/v1/events`: job, run and worker events derived from etcd, and
-//! resuming with `Last-Event-ID`.
+//! resuming with `Last-Event-ID`. The worker's side (registration, running
+//! marks, run feed) is written straight into etcd, as a worker writes it.
 
 use std::time::Duration;
 
+use etcd_client::{PutOptions, Txn, TxnOp};
 use futures::StreamExt;
-use gdts_tests::{once_soon, Cluster, WorkerOptions};
+use gdts_tests::gdts_common::keys::{Keys, RunKey};
+use gdts_tests::gdts_common::values::{FinishedRun, RunFeed, RunningRecord};
+use gdts_tests::gdts_common::JobName;
+use gdts_tests::{now_ms, Cluster};
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone)]
@@ -78,21 +83,112 @@ impl SseClient {
     }
 }
 
+/// What a worker writes, written by the test.
+struct FakeWorker {
+    etcd: etcd_client::Client,
+    keys: Keys,
+    id: String,
+    lease: i64,
+}
+
+impl FakeWorker {
+    async fn register(c: &Cluster, id: &str) -> anyhow::Result<FakeWorker> {
+        let mut etcd = c.etcd.client().await;
+        let lease = etcd.lease_grant(30, None).await?.id();
+        let w = FakeWorker {
+            etcd,
+            keys: Keys::new(&c.prefix),
+            id: id.to_string(),
+            lease,
+        };
+        let info = json!({"id": id, "hostname": "test", "version": "0", "startTime": now_ms(), "running": 0});
+        w.etcd
+            .clone()
+            .put(w.keys.worker(id), info.to_string(), Some(w.on_lease()))
+            .await?;
+        Ok(w)
+    }
+
+    fn on_lease(&self) -> PutOptions {
+        PutOptions::new().with_lease(self.lease)
+    }
+
+    fn running_key(&self, job: &str, run: &RunKey) -> String {
+        self.keys.running(&JobName::parse(job).unwrap(), run)
+    }
+
+    /// Marks a run as running; returns the revision.
+    async fn start(&self, job: &str, run: &RunKey) -> anyhow::Result<i64> {
+        let mark = RunningRecord {
+            worker: self.id.clone(),
+            started_at: now_ms(),
+        };
+        let resp = self
+            .etcd
+            .clone()
+            .put(
+                self.running_key(job, run),
+                serde_json::to_vec(&mark)?,
+                Some(self.on_lease()),
+            )
+            .await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    /// Lists `runs` in the feed and deletes the marks of `marked`, in one
+    /// transaction; returns its revision.
+    async fn finish(
+        &self,
+        runs: &[(&str, &RunKey, &str)],
+        marked: &[(&str, &RunKey)],
+    ) -> anyhow::Result<i64> {
+        let feed = RunFeed {
+            runs: runs
+                .iter()
+                .map(|(job, run, status)| FinishedRun {
+                    job: job.to_string(),
+                    run: run.to_string(),
+                    run_id: format!("{job}@{}#1", run.tick_ms),
+                    status: status.to_string(),
+                    start_time: run.tick_ms,
+                    end_time: run.tick_ms + 5,
+                })
+                .collect(),
+        };
+        let mut ops: Vec<TxnOp> = marked
+            .iter()
+            .map(|(job, run)| TxnOp::delete(self.running_key(job, run), None))
+            .collect();
+        ops.push(TxnOp::put(
+            self.keys.run_feed(&self.id),
+            serde_json::to_vec(&feed)?,
+            Some(self.on_lease()),
+        ));
+        let resp = self.etcd.clone().txn(Txn::new().and_then(ops)).await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+}
+
+fn is_run_event(e: &SseEvent) -> bool {
+    e.event.starts_with("run.")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_follow_jobs_runs_and_workers_and_resume() -> anyhow::Result<()> {
-    let mut c = Cluster::start("api_events").await?;
+    let c = Cluster::start("api_events").await?;
     let url = format!("{}/api/v1/events", c.manager_url);
     let mut events = SseClient::connect(&url, None).await?;
     let wait = Duration::from_secs(20);
 
-    c.start_worker("w1", WorkerOptions::default())?;
+    let w1 = FakeWorker::register(&c, "w1").await?;
     let joined = events
         .next_matching(wait, |e| e.event == "worker.joined")
         .await?;
     assert_eq!(joined.data["id"], "w1");
+    assert_eq!(joined.data["worker"]["hostname"], "test");
 
     let http = reqwest::Client::new();
-    let job = json!({"command": "echo hi", "cronExpr": once_soon(2)});
+    let job = json!({"command": "echo hi", "cronExpr": "@yearly"});
     let resp = http
         .put(format!("{}/api/v1/jobs/ev", c.manager_url))
         .json(&job)
@@ -104,43 +200,134 @@ async fn events_follow_jobs_runs_and_workers_and_resume() -> anyhow::Result<()> 
         .await?;
     assert_eq!(saved.data["name"], "ev");
     assert_eq!(saved.data["job"]["command"], "echo hi");
-    let started = events
-        .next_matching(wait, |e| e.event == "run.started")
-        .await?;
+
+    // A run claimed at its tick gets a mark: run.started.
+    let (long, short) = (RunKey::scheduled(1_000), RunKey::scheduled(2_000));
+    let started_at = w1.start("ev", &long).await?;
+    let started = events.next_matching(wait, is_run_event).await?;
+    assert_eq!(started.event, "run.started");
     assert_eq!(
-        (started.data["job"].clone(), started.data["worker"].clone()),
-        (json!("ev"), json!("w1"))
+        (
+            &started.data["job"],
+            &started.data["run"],
+            &started.data["worker"]
+        ),
+        (&json!("ev"), &json!(long.to_string()), &json!("w1"))
     );
-    let finished = events
-        .next_matching(wait, |e| e.event == "run.finished")
+    assert_eq!(started.id, Some(started_at.to_string()));
+
+    // It ends with a feed entry and its mark's deletion in one transaction,
+    // together with a short run that never had a mark: one run.finished
+    // each, from the feed, and the revision's id on the last of them only.
+    let finished_at = w1
+        .finish(
+            &[("ev", &long, "succeeded"), ("ev", &short, "failed")],
+            &[("ev", &long)],
+        )
         .await?;
-    assert_eq!(finished.data["status"], "succeeded", "{:?}", finished);
+    let first = events.next_matching(wait, is_run_event).await?;
+    let second = events.next_matching(wait, is_run_event).await?;
+    assert_eq!(
+        first.data,
+        json!({"job": "ev", "run": long.to_string(), "worker": "w1", "status": "succeeded",
+               "runId": "ev@1000#1", "startTime": 1000, "endTime": 1005}),
+        "{first:?}"
+    );
+    assert_eq!(
+        (first.event.as_str(), first.id.as_deref()),
+        ("run.finished", None)
+    );
+    assert_eq!(
+        (
+            second.event.as_str(),
+            &second.data["run"],
+            &second.data["status"]
+        ),
+        ("run.finished", &json!(short.to_string()), &json!("failed"))
+    );
+    assert_eq!(second.id, Some(finished_at.to_string()));
+
+    // A mark that goes without a feed entry: its run ended unreported.
+    let lost = RunKey::scheduled(3_000);
+    w1.start("ev", &lost).await?;
+    let started = events.next_matching(wait, is_run_event).await?;
+    assert_eq!(started.event, "run.started");
+    w1.etcd
+        .clone()
+        .delete(w1.running_key("ev", &lost), None)
+        .await?;
+    let gone = events.next_matching(wait, is_run_event).await?;
+    assert_eq!(
+        (gone.event.as_str(), &gone.data),
+        (
+            "run.finished",
+            &json!({"job": "ev", "run": lost.to_string()})
+        )
+    );
 
     let resp = http
         .delete(format!("{}/api/v1/jobs/ev", c.manager_url))
         .send()
         .await?;
     assert_eq!(resp.status(), 204);
-    events
-        .next_matching(wait, |e| e.event == "job.deleted" && e.data["name"] == "ev")
+    let deleted = events
+        .next_matching(wait, |e| e.event.starts_with("job.") || is_run_event(e))
         .await?;
+    assert_eq!(
+        (deleted.event.as_str(), &deleted.data["name"]),
+        ("job.deleted", &json!("ev"))
+    );
 
     // A client that reconnects after `job.saved` gets what came after it, in order.
     let mut resumed = SseClient::connect(&url, saved.id.as_deref()).await?;
-    let first = resumed
-        .next_matching(wait, |e| {
-            e.event.starts_with("job.") || e.event.starts_with("run.")
-        })
-        .await?;
-    assert_eq!(first.event, "run.started", "{first:?}");
+    let first = resumed.next_matching(wait, is_run_event).await?;
+    assert_eq!(
+        (first.event.as_str(), first.id),
+        ("run.started", Some(started_at.to_string()))
+    );
+    // Reconnecting after the revision before the feed's gets all of the
+    // feed's revision, not only its last event.
+    let mut resumed = SseClient::connect(&url, Some(&started_at.to_string())).await?;
+    let first = resumed.next_matching(wait, is_run_event).await?;
+    assert_eq!(
+        (first.event.as_str(), &first.data["run"], first.id),
+        ("run.finished", &json!(long.to_string()), None)
+    );
+    let second = resumed.next_matching(wait, is_run_event).await?;
+    assert_eq!(second.id, Some(finished_at.to_string()));
     resumed
         .next_matching(wait, |e| e.event == "job.deleted")
         .await?;
 
-    assert!(c.worker("w1").terminate(Duration::from_secs(30)));
-    let left = events
-        .next_matching(wait, |e| e.event == "worker.left")
-        .await?;
-    assert_eq!(left.data["id"], "w1");
+    // The worker dies: its lease goes, and with it its registration and the
+    // mark of the run it had going, in one revision.
+    let orphan = RunKey::scheduled(4_000);
+    w1.start("other", &orphan).await?;
+    events.next_matching(wait, is_run_event).await?;
+    w1.etcd.clone().lease_revoke(w1.lease).await?;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let e = events
+            .next_matching(wait, |e| is_run_event(e) || e.event.starts_with("worker."))
+            .await?;
+        seen.push(e);
+    }
+    seen.sort_by(|a, b| a.event.cmp(&b.event));
+    assert_eq!(
+        (seen[0].event.as_str(), &seen[0].data),
+        (
+            "run.finished",
+            &json!({"job": "other", "run": orphan.to_string()})
+        )
+    );
+    assert_eq!(
+        (seen[1].event.as_str(), &seen[1].data["id"]),
+        ("worker.left", &json!("w1"))
+    );
+    assert_eq!(
+        seen.iter().filter(|e| e.id.is_some()).count(),
+        1,
+        "one revision, one id: {seen:?}"
+    );
     Ok(())
 }

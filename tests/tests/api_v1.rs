@@ -389,3 +389,192 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Running counts, cursors and workers from what workers write to etcd,
+/// written here straight into etcd (no worker process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_counts_cursors_and_workers_from_etcd() -> anyhow::Result<()> {
+    use etcd_client::PutOptions;
+    use gdts_tests::gdts_common::keys::{Keys, RunKey};
+    use gdts_tests::gdts_common::JobName;
+
+    let c = Cluster::start("api_v1_etcd").await?;
+    let api = Api {
+        base: c.manager_url.clone(),
+        http: reqwest::Client::new(),
+    };
+    // In name order; `-` and `.` sort before `/`, so `running/a/` comes
+    // after `running/a.b/` although `a` comes before `a.b`.
+    let names = ["a", "a-c", "a.b", "b"];
+    for n in names {
+        let body = json!({"command": "true", "cronExpr": "@yearly"}).to_string();
+        assert_eq!(
+            api.put(&format!("/jobs/{n}"), &body).await?.0,
+            StatusCode::CREATED
+        );
+    }
+
+    let keys = Keys::new(&c.prefix);
+    let mut etcd = c.etcd.client().await;
+    let granted_at = gdts_tests::now_ms();
+    let lease_a = etcd.lease_grant(10, None).await?.id();
+    let lease_b = etcd.lease_grant(10, None).await?.id();
+    let register = |id: &str, draining: bool| {
+        json!({"id": id, "hostname": "h", "version": "0", "startTime": granted_at - 60_000,
+               "running": 0, "draining": draining})
+        .to_string()
+    };
+    etcd.put(
+        keys.worker("w-a"),
+        register("w-a", false),
+        Some(PutOptions::new().with_lease(lease_a)),
+    )
+    .await?;
+    etcd.put(
+        keys.worker("w-b"),
+        register("w-b", true),
+        Some(PutOptions::new().with_lease(lease_b)),
+    )
+    .await?;
+    // Marks: a ×2 and b on w-a; a.b and a job that is gone on w-b.
+    for (job, tick, worker, lease) in [
+        ("a", 1, "w-a", lease_a),
+        ("a", 2, "w-a", lease_a),
+        ("b", 1, "w-a", lease_a),
+        ("a.b", 1, "w-b", lease_b),
+        ("gone", 1, "w-b", lease_b),
+    ] {
+        let key = keys.running(&JobName::parse(job)?, &RunKey::scheduled(tick));
+        let mark = json!({"worker": worker, "startedAt": granted_at}).to_string();
+        etcd.put(key, mark, Some(PutOptions::new().with_lease(lease)))
+            .await?;
+    }
+
+    let page = |path: &'static str| {
+        let api = &api;
+        async move {
+            let r = api.get(path).await?;
+            assert_eq!(r.0, StatusCode::OK, "{path}: {}", r.1);
+            let items: Vec<(String, i64)> = r.1["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| {
+                    (
+                        j["name"].as_str().unwrap().to_string(),
+                        j["running"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            anyhow::Ok((items, r.1["total"].as_u64().unwrap()))
+        }
+    };
+    let owned = |v: &[(&str, i64)]| -> Vec<(String, i64)> {
+        v.iter().map(|(n, r)| (n.to_string(), *r)).collect()
+    };
+    assert_eq!(
+        page("/jobs?pageSize=3").await?,
+        (owned(&[("a", 2), ("a-c", 0), ("a.b", 1)]), 4)
+    );
+    assert_eq!(
+        page("/jobs?pageSize=3&page=2").await?,
+        (owned(&[("b", 1)]), 4)
+    );
+    // `after`: names after it; `page` counts from there; `total` is the prefix's.
+    assert_eq!(
+        page("/jobs?after=a-c&pageSize=1").await?,
+        (owned(&[("a.b", 1)]), 4)
+    );
+    assert_eq!(
+        page("/jobs?after=a&page=2&pageSize=1").await?,
+        (owned(&[("a.b", 1)]), 4)
+    );
+    assert_eq!(page("/jobs?after=b").await?, (owned(&[]), 4));
+    assert_eq!(page("/jobs?after=a.b&prefix=a").await?, (owned(&[]), 3));
+    assert_eq!(
+        page("/jobs?after=0&prefix=a.").await?,
+        (owned(&[("a.b", 1)]), 1)
+    );
+    assert_eq!(page("/jobs?prefix=zz").await?, (owned(&[]), 0));
+    assert_error(
+        &api.get("/jobs?after=a%2Fb").await?,
+        StatusCode::BAD_REQUEST,
+        Some("after"),
+    );
+    for (name, running) in [("a", 2), ("a-c", 0), ("a.b", 1)] {
+        let r = api.get(&format!("/jobs/{name}")).await?;
+        assert_eq!(r.1["running"], running, "{name}: {}", r.1);
+    }
+
+    // The legacy list: every job, in the envelope exactly as serde writes it.
+    let text = reqwest::get(format!("{}/job/list", c.manager_url))
+        .await?
+        .text()
+        .await?;
+    let parsed: gdts_tests::gdts_common::response::Envelope<Vec<gdts_tests::gdts_common::JobSpec>> =
+        serde_json::from_str(&text)?;
+    assert_eq!(parsed.data.len(), names.len());
+    assert_eq!(text, serde_json::to_string(&parsed)?);
+
+    // Workers: `running` counts the marks naming each; `draining` shows.
+    let r = api.get("/workers").await?;
+    let workers = r.1.as_array().unwrap();
+    let summary: Vec<(&Value, &Value, Option<&Value>)> = workers
+        .iter()
+        .map(|w| (&w["id"], &w["running"], w.get("draining")))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (&json!("w-a"), &json!(3), None),
+            (&json!("w-b"), &json!(2), Some(&json!(true)))
+        ],
+        "{}",
+        r.1
+    );
+    assert_eq!(
+        c.get("/worker/list", &[]).await?.data,
+        json!(["w-a", "w-b"])
+    );
+
+    // `lastSeen` is the lease's last renewal (to the second): it stays put
+    // while the lease is not renewed, and moves when it is.
+    let last_seen = |id: &'static str| {
+        let api = &api;
+        async move {
+            let r = api.get("/workers").await?;
+            let w =
+                r.1.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|w| w["id"] == id)
+                    .cloned();
+            anyhow::Ok(w.and_then(|w| w["lastSeen"].as_i64()).unwrap_or_default())
+        }
+    };
+    let first = last_seen("w-a").await?;
+    assert!(
+        (granted_at - 1_000..=gdts_tests::now_ms()).contains(&first),
+        "lastSeen {first}, lease granted at {granted_at}"
+    );
+    wait_until(
+        "two seconds of the lease to go",
+        Duration::from_secs(10),
+        || async {
+            last_seen("w-a")
+                .await
+                .is_ok_and(|s| s > 0 && s <= gdts_tests::now_ms() - 2_000)
+        },
+    )
+    .await?;
+    let renewed_at = gdts_tests::now_ms();
+    let (mut keeper, mut answers) = etcd.lease_keep_alive(lease_a).await?;
+    keeper.keep_alive().await?;
+    answers.message().await?;
+    let after_renewal = last_seen("w-a").await?;
+    assert!(
+        (renewed_at - 1_000..=gdts_tests::now_ms()).contains(&after_renewal),
+        "lastSeen {after_renewal}, renewed at {renewed_at}"
+    );
+    Ok(())
+}

@@ -122,6 +122,10 @@ struct SideOps {
 const MAX_SIDE_OPS: usize = 100;
 /// A mark's deletion (the next `forbid` tick waits for it) goes out this soon.
 const MARK_WRITE_DELAY: Duration = Duration::from_millis(100);
+/// Most finished runs listed in one write of the run feed (about 150 bytes each).
+const MAX_FEED_PER_WRITE: usize = 250;
+/// Most finished runs waiting for the feed while etcd does not take them.
+const MAX_FEED_BACKLOG: usize = 10_000;
 /// Finished runs reach the feed (and the event stream) this soon.
 const FEED_DELAY: Duration = Duration::from_secs(1);
 
@@ -492,6 +496,9 @@ impl Claimer {
     /// Lists a finished run in the run feed.
     pub fn feed(&self, run: FinishedRun) {
         let mut side = self.side.lock().expect("side ops lock");
+        if side.feed.len() >= MAX_FEED_BACKLOG {
+            side.feed.remove(0);
+        }
         side.feed.push(run);
         let due = Instant::now() + FEED_DELAY;
         side.due = Some(side.due.map_or(due, |d| d.min(due)));
@@ -512,7 +519,10 @@ impl Claimer {
             let value = side.marks.remove(&key).expect("key listed");
             marks.push((key, value));
         }
-        let feed = std::mem::take(&mut side.feed);
+        // At most MAX_FEED_PER_WRITE runs per write: the rest go with the next.
+        let cut = side.feed.len().min(MAX_FEED_PER_WRITE);
+        let rest = side.feed.split_off(cut);
+        let feed = std::mem::replace(&mut side.feed, rest);
         side.in_flight = true;
         if side.marks.is_empty() && side.feed.is_empty() {
             side.due = None;
@@ -552,6 +562,16 @@ impl Claimer {
             let newer = std::mem::take(&mut side.feed);
             side.feed = taken.feed;
             side.feed.extend(newer);
+            if side.feed.len() > MAX_FEED_BACKLOG {
+                // The feed only serves the event stream (the records are in
+                // MongoDB): past this, the oldest entries are dropped.
+                let excess = side.feed.len() - MAX_FEED_BACKLOG;
+                side.feed.drain(..excess);
+                tracing::warn!(
+                    dropped = excess,
+                    "run feed backlog full; oldest entries dropped"
+                );
+            }
             let retry = Instant::now() + Duration::from_millis(500);
             side.due = Some(side.due.map_or(retry, |d| d.min(retry)));
         }
@@ -563,9 +583,14 @@ impl Claimer {
     /// Runs until `stop`; then flushes what is left once.
     pub async fn run_side_writer(&self, stop: tokio_util::sync::CancellationToken) {
         loop {
-            let due = self.side.lock().expect("side ops lock").due;
+            let (due, in_flight) = {
+                let side = self.side.lock().expect("side ops lock");
+                (side.due, side.in_flight)
+            };
             let wait = async {
                 match due {
+                    // A transaction carrying side writes is out: its end notifies.
+                    _ if in_flight => std::future::pending().await,
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }

@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
@@ -132,12 +134,157 @@ impl Prepared {
         start
     }
 
+    /// Hands the gate to `releaser`, which opens it at `at` (epoch ms)
+    /// together with every other gate of that moment, unless the returned
+    /// handle is cancelled first.
+    pub fn hand_over(&mut self, releaser: &Releaser, at: i64) -> HandedGate {
+        let (done, started) = tokio::sync::oneshot::channel();
+        let state = Arc::new(AtomicU8::new(GATE_WAITING));
+        if let Some(gate) = self.gate.take() {
+            let gate = Gate {
+                at,
+                gate,
+                done,
+                state: state.clone(),
+            };
+            if let Err(std::sync::mpsc::SendError(g)) = releaser.queue.send(gate) {
+                // No releaser thread (it stopped): the gate stays here.
+                self.gate = Some(g.gate);
+            }
+        }
+        HandedGate { started, state }
+    }
+
     /// Kills a process that was never released (its claim was lost).
     pub fn abort(mut self) {
         signal_group(self.pgid, Signal::SIGKILL);
         self.gate.take();
         // The child is reaped by tokio's orphan reaper once dropped.
         let _ = self.child.start_kill();
+    }
+}
+
+/// Opens the gates of prepared processes at their tick, all gates of one
+/// tick in one tight loop on a thread of its own: a thousand run tasks each
+/// waking up to open their own gate would be woken late, one after another,
+/// on a busy machine.
+#[derive(Clone)]
+pub struct Releaser {
+    queue: std::sync::mpsc::Sender<Gate>,
+}
+
+struct Gate {
+    /// Epoch ms.
+    at: i64,
+    gate: std::io::PipeWriter,
+    done: tokio::sync::oneshot::Sender<i64>,
+    state: Arc<AtomicU8>,
+}
+
+const GATE_WAITING: u8 = 0;
+const GATE_OPEN: u8 = 1;
+const GATE_CANCELLED: u8 = 2;
+
+/// A gate handed to the releaser.
+pub struct HandedGate {
+    started: tokio::sync::oneshot::Receiver<i64>,
+    state: Arc<AtomicU8>,
+}
+
+impl HandedGate {
+    /// Keeps the gate closed, if it is not open yet (then the process exits
+    /// without running its command). True if it was still closed.
+    pub fn cancel(&self) -> bool {
+        self.state
+            .compare_exchange(
+                GATE_WAITING,
+                GATE_CANCELLED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// When the gate opened, or `None` if it never will (cancelled, or the
+    /// releaser stopped).
+    pub async fn opened(self) -> Option<i64> {
+        self.started.await.ok()
+    }
+}
+
+impl Releaser {
+    /// Runs until every handle is dropped (gates still queued are opened at
+    /// their time first).
+    pub fn start() -> Releaser {
+        let (queue, gates) = std::sync::mpsc::channel::<Gate>();
+        std::thread::Builder::new()
+            .name("gdts-releaser".into())
+            .spawn(move || release_loop(gates))
+            .expect("starting the releaser thread");
+        Releaser { queue }
+    }
+}
+
+fn release_loop(gates: std::sync::mpsc::Receiver<Gate>) {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    let mut due: BTreeMap<i64, Vec<Gate>> = BTreeMap::new();
+    let mut open = true;
+    while open || !due.is_empty() {
+        let wait = match due.first_key_value() {
+            Some((at, _)) => Duration::from_millis((at - now_ms()).max(0) as u64),
+            None => Duration::from_secs(3600),
+        };
+        if !wait.is_zero() && open {
+            match gates.recv_timeout(wait) {
+                Ok(g) => {
+                    due.entry(g.at).or_default().push(g);
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => open = false,
+            }
+        } else if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+        // Take in everything queued meanwhile, so gates handed over late
+        // open in this same pass.
+        while let Ok(g) = gates.try_recv() {
+            due.entry(g.at).or_default().push(g);
+        }
+        let now = now_ms();
+        let ready: Vec<i64> = due.range(..=now).map(|(at, _)| *at).collect();
+        let mut opened = Vec::new();
+        for at in ready {
+            for mut g in due.remove(&at).unwrap_or_default() {
+                let claimed = g
+                    .state
+                    .compare_exchange(GATE_WAITING, GATE_OPEN, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                if !claimed {
+                    // Cancelled: closing the pipe makes the shell exit unrun.
+                    continue;
+                }
+                let started = now_ms();
+                // See `Prepared::release`: a failed write means the shell is gone.
+                let _ = g.gate.write_all(b"\n");
+                opened.push((g, started));
+            }
+        }
+        if let (Some((first, t0)), Some((_, t1))) = (opened.first(), opened.last()) {
+            tracing::debug!(
+                gates = opened.len(),
+                late_ms = t0 - first.at,
+                took_ms = t1 - t0,
+                "gates opened"
+            );
+        }
+        // Told after every gate of the pass is open: waking the run tasks
+        // must not delay the next gate.
+        for (g, started) in opened {
+            drop(g.gate);
+            let _ = g.done.send(started);
+        }
     }
 }
 

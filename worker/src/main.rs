@@ -183,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
             kill_grace: config.kill_grace,
         },
         shell: config.shell.clone(),
+        releaser: executor::Releaser::start(),
         jobs: jobs::SharedJobs::new(jobs::JobTable::new(keys.clone())),
         outputs,
         log_records: log_tx,
@@ -267,18 +268,14 @@ async fn remove_leftover_containers(
     keys: &Keys,
     config: &WorkerConfig,
 ) {
-    let options = etcd_client::GetOptions::new()
-        .with_prefix()
-        .with_keys_only();
-
-    let live: Option<std::collections::HashSet<String>> = match etcd
-        .clone()
-        .get(keys.workers_prefix(), Some(options))
-        .await
-    {
-        Ok(resp) => Some(
-            resp.kvs()
-                .iter()
+    let workers =
+        gdts_runtime::etcd_pages::RangePages::prefix(etcd.clone(), &keys.workers_prefix())
+            .keys_only()
+            .collect()
+            .await;
+    let live: Option<std::collections::HashSet<String>> = match workers {
+        Ok((kvs, _)) => Some(
+            kvs.iter()
                 .filter_map(|kv| keys.parse_worker_key(kv.key()))
                 .collect(),
         ),

@@ -77,6 +77,8 @@ enum Role {
 
 struct BatchResult {
     tick_ms: i64,
+    /// The mode of an owner's batch (its horizon waited on it).
+    owned: Option<ClaimMode>,
     outcomes: Vec<(usize, Option<Claim>)>,
 }
 
@@ -124,6 +126,10 @@ struct Planner {
     fleet: Fleet,
     /// This worker's own horizon, as last sent.
     mine: Horizon,
+    /// Its own claim batches not yet answered, by mode and instant: the
+    /// horizon never passes an instant still in doubt, or a backup would
+    /// take it as settled when the claim in fact never reached etcd.
+    in_doubt: BTreeMap<(ClaimMode, i64), usize>,
     window: BTreeMap<i64, Vec<Slot>>,
     catching_up: HashMap<JobName, mpsc::UnboundedSender<DueTick>>,
     results: mpsc::UnboundedSender<BatchResult>,
@@ -154,6 +160,7 @@ pub async fn run_planner(
         runs,
         fleet: Fleet::default(),
         mine: Horizon::default(),
+        in_doubt: BTreeMap::new(),
         window: BTreeMap::new(),
         catching_up: HashMap::new(),
         results,
@@ -356,12 +363,20 @@ impl Planner {
             return;
         }
         let horizon = (role == Role::Owner).then(|| {
+            let doubt = self
+                .in_doubt
+                .range((mode, i64::MIN)..(mode, tick_ms))
+                .next()
+                .map(|((_, at), _)| *at);
+            let settled = doubt.map_or(tick_ms, |at| at - 1);
             match mode {
-                ClaimMode::Ahead => self.mine.ahead = self.mine.ahead.max(tick_ms),
-                ClaimMode::AtTick => self.mine.at_tick = self.mine.at_tick.max(tick_ms),
+                ClaimMode::Ahead => self.mine.ahead = self.mine.ahead.max(settled),
+                ClaimMode::AtTick => self.mine.at_tick = self.mine.at_tick.max(settled),
             }
+            *self.in_doubt.entry((mode, tick_ms)).or_default() += 1;
             self.mine
         });
+        let owned = (role == Role::Owner).then_some(mode);
         self.ctx
             .metrics
             .claims_sent(requests.len(), role != Role::Owner);
@@ -372,6 +387,7 @@ impl Planner {
             let outcomes = claim_in_batches(&ctx, &requests, horizon).await;
             let _ = results.send(BatchResult {
                 tick_ms,
+                owned,
                 outcomes: indices.into_iter().zip(outcomes).collect(),
             });
         });
@@ -379,6 +395,15 @@ impl Planner {
 
     fn apply_result(&mut self, result: BatchResult) {
         self.in_flight -= 1;
+        if let Some(mode) = result.owned {
+            let key = (mode, result.tick_ms);
+            if let Some(n) = self.in_doubt.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.in_doubt.remove(&key);
+                }
+            }
+        }
         let Some(slots) = self.window.get_mut(&result.tick_ms) else {
             return;
         };
@@ -433,7 +458,13 @@ impl Planner {
         };
         let reset = matches!(decoded, crate::jobs::DecodedEvent::Reset(_));
         let mut jobs = self.ctx.jobs.lock();
+        // A job new to this worker has no ticks in the window yet (the common
+        // case when many jobs are saved at once): nothing to look through.
+        let known = reset || touched.iter().any(|name| jobs.get(name).is_some());
         jobs.apply_decoded(decoded, Utc::now());
+        if !known {
+            return;
+        }
         for slots in self.window.values_mut() {
             for slot in slots.iter_mut() {
                 if !matches!(

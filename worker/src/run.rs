@@ -35,6 +35,8 @@ pub struct RunContext {
     pub runs: Arc<Runs>,
     pub limits: RunLimits,
     pub shell: ShellConfig,
+    /// Opens the gates of prepared processes at their ticks.
+    pub releaser: executor::Releaser,
     /// The jobs as this worker knows them now (a run checks its definition
     /// at its release).
     pub jobs: SharedJobs,
@@ -71,48 +73,104 @@ fn run_vars(job: &Job, run: &RunKey) -> [(&'static str, String); 2] {
     ]
 }
 
-/// Starts processes ahead of their ticks, one after another on a thread of
-/// its own: starting a process blocks the caller for a fraction of a
-/// millisecond, which the async runtime should not pay, and the starts of
+/// Starts processes ahead of their ticks, on threads of their own: starting
+/// a process blocks the caller for a fraction of a millisecond (more on a
+/// busy machine), which the async runtime should not pay, and the starts of
 /// one second's ticks spread out instead of competing with the releases.
 #[derive(Clone)]
 pub struct Preparer {
-    queue: std::sync::mpsc::Sender<PrepareJob>,
+    queues: Arc<Vec<std::sync::mpsc::Sender<PrepareJob>>>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Threads starting processes: a start blocks its thread until the new
+/// process has called exec, which on a busy machine waits for a CPU.
+const PREPARER_THREADS: usize = 2;
 
 struct PrepareJob {
     command: String,
     env: BTreeMap<String, String>,
     vars: Vec<(&'static str, String)>,
     shell: ShellConfig,
-    /// Not started at all when dequeued after this (the tick has passed).
+    /// The tick: not started at all when dequeued after it.
     not_after: std::time::Instant,
     reply: oneshot::Sender<Result<Prepared, String>>,
+}
+
+/// Starts of one instant are spread out to finish this long before it.
+const PREPARE_DONE_BEFORE: Duration = Duration::from_millis(150);
+/// Longest pause between two starts.
+const MAX_PREPARE_GAP: Duration = Duration::from_millis(10);
+
+/// The pause after a start, so the starts due by `ready_by` spread evenly
+/// over the time left: started back to back, hundreds of shells starting
+/// up at once would be runnable together and crowd out the worker, etcd
+/// and the runs going on (the scheduler shares the CPU per process).
+fn prepare_gap(
+    ready_by: std::time::Instant,
+    still_queued: usize,
+    now: std::time::Instant,
+) -> Duration {
+    let left = ready_by.saturating_duration_since(now);
+    (left / (still_queued as u32 + 1)).min(MAX_PREPARE_GAP)
 }
 
 impl Preparer {
     /// Runs until every handle is dropped.
     pub fn start(runtime: tokio::runtime::Handle) -> Preparer {
+        let queues = (0..PREPARER_THREADS)
+            .map(|i| Self::start_thread(runtime.clone(), i))
+            .collect();
+        Preparer {
+            queues: Arc::new(queues),
+            next: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+
+    fn start_thread(
+        runtime: tokio::runtime::Handle,
+        i: usize,
+    ) -> std::sync::mpsc::Sender<PrepareJob> {
         let (queue, jobs) = std::sync::mpsc::channel::<PrepareJob>();
         std::thread::Builder::new()
-            .name("gdts-preparer".into())
+            .name(format!("gdts-preparer-{i}"))
             .spawn(move || {
                 let _entered = runtime.enter();
-                for job in jobs {
-                    let result = if std::time::Instant::now() > job.not_after {
+                let mut queued = std::collections::VecDeque::new();
+                loop {
+                    if queued.is_empty() {
+                        match jobs.recv() {
+                            Ok(job) => queued.push_back(job),
+                            Err(_) => return,
+                        }
+                    }
+                    queued.extend(jobs.try_iter());
+                    let Some(job) = queued.pop_front() else {
+                        continue;
+                    };
+                    let now = std::time::Instant::now();
+                    let result = if now > job.not_after {
                         Err("too late to start ahead".to_string())
                     } else {
-                        let vars: Vec<(&str, String)> = job.vars;
-                        executor::prepare_shell(&job.shell, &job.command, &job.env, &vars)
+                        executor::prepare_shell(&job.shell, &job.command, &job.env, &job.vars)
                     };
+                    let ready_by = job
+                        .not_after
+                        .checked_sub(PREPARE_DONE_BEFORE)
+                        .unwrap_or(now);
                     if let Err(Ok(prepared)) = job.reply.send(result) {
                         // Nobody waits for it any more.
                         prepared.abort();
                     }
+                    let due_with = queued
+                        .iter()
+                        .filter(|j| j.not_after <= job.not_after)
+                        .count();
+                    std::thread::sleep(prepare_gap(ready_by, due_with, std::time::Instant::now()));
                 }
             })
-            .expect("starting the preparer thread");
-        Preparer { queue }
+            .expect("starting a preparer thread");
+        queue
     }
 
     /// Queues the start of `job`'s command for `run`; the answer arrives on
@@ -125,7 +183,8 @@ impl Preparer {
         not_after: std::time::Instant,
     ) -> oneshot::Receiver<Result<Prepared, String>> {
         let (reply, answer) = oneshot::channel();
-        let _ = self.queue.send(PrepareJob {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.queues.len();
+        let _ = self.queues[i].send(PrepareJob {
             command: job.command.clone(),
             env: job.env.clone(),
             vars: run_vars(job, run).to_vec(),
@@ -158,9 +217,11 @@ pub async fn prepared_tick(
 ) {
     let run = RunKey::scheduled(tick.timestamp_millis());
     let decision = go.await;
+    let decided = now_ms() - run.tick_ms;
     let prepared = prepared
         .await
         .unwrap_or_else(|_| Err("preparer stopped".into()));
+    tracing::debug!(job = %job.name, decided_ms = decided, prepared_ms = now_ms() - run.tick_ms, ok = prepared.is_ok(), "prepared tick settled");
     match decision {
         Ok(Go::Run { revision }) => {
             let prepared = match prepared {
@@ -456,6 +517,9 @@ impl Start {
     }
 }
 
+/// A run released at a tick checks its job's definition this long before it.
+const RELEASE_CHECK: Duration = Duration::from_millis(30);
+
 /// The `err` of a won tick this worker could not start in time.
 pub const MISSED_OVERLOADED: &str = "missed: this worker won the tick but could not start it \
      within the lateness bound (overloaded)";
@@ -552,15 +616,34 @@ async fn execute(
         at: release_at,
         ahead: claimed_ahead,
     } = start;
-    // Until the tick (a claim-ahead run), a kill may still stop it.
+    // A prepared process's gate goes to the releaser at once, which opens it
+    // at the tick (this task may be woken late on a busy machine); until
+    // then a kill or a change of the job still keeps it closed.
+    let mut handed = match (prepared.as_mut(), release_at) {
+        (Some(p), Some(at)) => Some(p.hand_over(&ctx.releaser, at.timestamp_millis())),
+        _ => None,
+    };
+    // Closes the gate if it is not open yet; true if it was still closed.
+    let stop_before_release =
+        |handed: &Option<executor::HandedGate>| handed.as_ref().is_none_or(|h| h.cancel());
     if let Some(at) = release_at {
-        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        let check_at = at - chrono::Duration::from_std(RELEASE_CHECK).expect("small");
+        let wait = (check_at - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = guard.kill.cancelled() => {}
+            _ = guard.kill.cancelled() => {
+                stop_before_release(&handed);
+            }
         }
+        // A claim-ahead tick this worker could not release within the
+        // lateness bound (it is overloaded) is recorded as missed. (A claim
+        // made at the tick whose answer came late still runs, late.)
         let late = (Utc::now() - at).to_std().unwrap_or_default();
-        if late > MAX_TICK_LATENESS && run.is_scheduled_tick() {
+        if claimed_ahead
+            && late > MAX_TICK_LATENESS
+            && run.is_scheduled_tick()
+            && stop_before_release(&handed)
+        {
             if let Some(p) = prepared.take() {
                 p.abort();
             }
@@ -582,6 +665,11 @@ async fn execute(
     if claimed_ahead {
         match ctx.jobs.current(&job.name) {
             Some((_, revision)) if revision == job_revision => {}
+            // Learned too late: the gate is open, the claimed definition runs
+            // (the window ARCHITECTURE.md states).
+            Some(_) | None if !stop_before_release(&handed) => {
+                tracing::info!(job = %job.name, run = %run, "job changed after its tick was released");
+            }
             Some((current, _))
                 if crate::planner::claim_mode(&current) == gdts_common::plan::ClaimMode::Ahead
                     && current.schedule.fires_at(
@@ -593,6 +681,7 @@ async fn execute(
                 if let Some(p) = prepared.take() {
                     p.abort();
                 }
+                handed = None;
                 *job = current;
             }
             Some(_) => {
@@ -637,7 +726,31 @@ async fn execute(
                             )
                         }
                         Ok(mut p) => {
-                            let start_ms = p.release();
+                            let handed = match (handed.take(), release_at) {
+                                (Some(h), _) => Some(h),
+                                // Started just now, for a tick still ahead.
+                                (None, Some(at)) if at > Utc::now() => {
+                                    Some(p.hand_over(&ctx.releaser, at.timestamp_millis()))
+                                }
+                                (None, _) => None,
+                            };
+                            let opened = match handed {
+                                Some(h) => h.opened().await,
+                                None => Some(p.release()),
+                            };
+                            let Some(start_ms) = opened else {
+                                // Kept closed (a kill came first), or the
+                                // releaser is gone: it never ran.
+                                let start_ms = now_ms();
+                                p.abort();
+                                return executor::finished(
+                                    start_ms,
+                                    crate::output::OutputCapture::new(&ctx.limits.capture),
+                                    None,
+                                    Some(kill_reason()),
+                                    String::new(),
+                                );
+                            };
                             executor::supervise(
                                 p,
                                 start_ms,
@@ -658,6 +771,10 @@ async fn execute(
                     }
                 }
                 Some(spec) => {
+                    if let Some(at) = release_at {
+                        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                        tokio::time::sleep(wait).await;
+                    }
                     let identity = container::ContainerRun {
                         prefix: &ctx.prefix,
                         worker: &ctx.worker_id,
@@ -808,6 +925,20 @@ async fn hand_over(ctx: &RunContext, record: LogRecord, run: &RunKey) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn starts_spread_over_the_time_left() {
+        let now = std::time::Instant::now();
+        let ready_by = now + Duration::from_millis(700);
+        // 349 more after this one, 700 ms left: 2 ms apart.
+        assert_eq!(prepare_gap(ready_by, 349, now), Duration::from_millis(2));
+        // Few left: never more than the cap; late: no pause at all.
+        assert_eq!(prepare_gap(ready_by, 0, now), MAX_PREPARE_GAP);
+        assert_eq!(
+            prepare_gap(now, 10, now + Duration::from_millis(1)),
+            Duration::ZERO
+        );
+    }
 
     #[test]
     fn backoff_grows_with_jitter() {

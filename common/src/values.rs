@@ -11,7 +11,9 @@ pub struct WorkerInfo {
     pub version: String,
     /// Epoch milliseconds.
     pub start_time: i64,
-    /// Runs in progress on this worker when the record was last written.
+    /// Runs in progress on this worker. Workers write 0 (they write the
+    /// record only when they register or change state); the manager fills it
+    /// in from the running marks that name the worker.
     pub running: u32,
     /// When the worker last renewed its registration (epoch ms). Workers
     /// write 0; the manager fills it in from the registration lease.

@@ -104,29 +104,53 @@ async fn main() -> anyhow::Result<()> {
         },
     ));
 
-    background.spawn(
-        registration::Registration {
-            client: etcd.clone(),
-            keys: keys.clone(),
-            info: WorkerInfo {
-                id: config.worker_id.clone(),
-                hostname: config::hostname(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                start_time: executor::now_ms(),
-                running: 0,
-                last_seen: 0,
-                draining: false,
-                containers: false,
-            },
-            ttl: config.lease_ttl,
-            health: health.clone(),
-            lease_id,
-            ready: ready_rx,
-            draining: draining_rx,
-            containers: containers_rx,
-        }
-        .run(stop_all.clone()),
-    );
+    let keys_for_registration = keys.clone();
+    // The registration keeps its lease alive on a thread and etcd connection
+    // of its own: a worker whose runtime is busy (hundreds of runs starting
+    // at one tick) must never lose its registration for it.
+    let endpoints = config.store.etcd_endpoints.clone();
+    let info = WorkerInfo {
+        id: config.worker_id.clone(),
+        hostname: config::hostname(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        start_time: executor::now_ms(),
+        running: 0,
+        last_seen: 0,
+        draining: false,
+        containers: false,
+    };
+    let (ttl, registration_health) = (config.lease_ttl, health.clone());
+    let registration = move |client| registration::Registration {
+        client,
+        keys: keys_for_registration,
+        info,
+        ttl,
+        health: registration_health,
+        lease_id,
+        ready: ready_rx,
+        draining: draining_rx,
+        containers: containers_rx,
+    };
+    let registration = {
+        let stop = stop_all.clone();
+        std::thread::Builder::new()
+            .name("gdts-registration".into())
+            .spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("building the registration runtime")
+                    .block_on(async move {
+                        // Connecting is lazy: this fails only on bad endpoints,
+                        // which the main connection already accepted.
+                        match gdts_runtime::connect_etcd(&endpoints).await {
+                            Ok(client) => registration(client).run(stop).await,
+                            Err(e) => tracing::error!(error = %e, "registration: no etcd client"),
+                        }
+                    })
+            })
+            .context("starting the registration thread")?
+    };
 
     let (kill_tx, kill_rx) = mpsc::channel(64);
     background.spawn(etcd_watch::follow_prefix(
@@ -157,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
         workers: follow(keys.workers_prefix(), &stop_all),
         horizons: follow(keys.horizons_prefix(), &stop_all),
     };
+    let preparer = run::Preparer::start(tokio::runtime::Handle::current());
     let claimer = Arc::new(claim::Claimer::new(
         etcd.clone(),
         keys.clone(),
@@ -184,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
         },
         shell: config.shell.clone(),
         releaser: executor::Releaser::start(),
+        preparer: preparer.clone(),
         jobs: jobs::SharedJobs::new(jobs::JobTable::new(keys.clone())),
         outputs,
         log_records: log_tx,
@@ -201,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
             ctx.clone(),
             keys.clone(),
             inputs,
-            run::Preparer::start(tokio::runtime::Handle::current()),
+            preparer,
             run_tasks.clone(),
             ready_tx,
             stop_scheduling.clone(),
@@ -238,6 +264,10 @@ async fn main() -> anyhow::Result<()> {
     drop(ctx);
     let unwritten = log_writer.await.context("log writer panicked")?;
     stop_all.cancel();
+    tokio::task::spawn_blocking(move || registration.join())
+        .await
+        .context("joining the registration thread")?
+        .map_err(|_| anyhow::anyhow!("registration thread panicked"))?;
     background.close();
     background.wait().await;
     if unwritten > 0 {

@@ -37,6 +37,8 @@ pub struct RunContext {
     pub shell: ShellConfig,
     /// Opens the gates of prepared processes at their ticks.
     pub releaser: executor::Releaser,
+    /// Starts every shell run's process, off the async runtime.
+    pub preparer: Preparer,
     /// The jobs as this worker knows them now (a run checks its definition
     /// at its release).
     pub jobs: SharedJobs,
@@ -88,6 +90,8 @@ pub struct Preparer {
 const PREPARER_THREADS: usize = 2;
 
 struct PrepareJob {
+    /// Wanted now (a run starting at once): first in line, no pacing.
+    urgent: bool,
     command: String,
     env: BTreeMap<String, String>,
     vars: Vec<(&'static str, String)>,
@@ -144,7 +148,13 @@ impl Preparer {
                             Err(_) => return,
                         }
                     }
-                    queued.extend(jobs.try_iter());
+                    for job in jobs.try_iter() {
+                        if job.urgent {
+                            queued.push_front(job);
+                        } else {
+                            queued.push_back(job);
+                        }
+                    }
                     let Some(job) = queued.pop_front() else {
                         continue;
                     };
@@ -161,6 +171,9 @@ impl Preparer {
                     if let Err(Ok(prepared)) = job.reply.send(result) {
                         // Nobody waits for it any more.
                         prepared.abort();
+                    }
+                    if job.urgent || queued.front().is_some_and(|j| j.urgent) {
+                        continue;
                     }
                     let due_with = queued
                         .iter()
@@ -182,9 +195,35 @@ impl Preparer {
         run: &RunKey,
         not_after: std::time::Instant,
     ) -> oneshot::Receiver<Result<Prepared, String>> {
+        self.send(shell, job, run, not_after, false)
+    }
+
+    /// Starts `job`'s command for `run` now (first in line), for a run that
+    /// starts at once: off the async runtime all the same.
+    pub async fn start_now(
+        &self,
+        shell: &ShellConfig,
+        job: &Job,
+        run: &RunKey,
+    ) -> Result<Prepared, String> {
+        let far = std::time::Instant::now() + Duration::from_secs(3600);
+        self.send(shell, job, run, far, true)
+            .await
+            .unwrap_or_else(|_| Err("the preparer has stopped".into()))
+    }
+
+    fn send(
+        &self,
+        shell: &ShellConfig,
+        job: &Job,
+        run: &RunKey,
+        not_after: std::time::Instant,
+        urgent: bool,
+    ) -> oneshot::Receiver<Result<Prepared, String>> {
         let (reply, answer) = oneshot::channel();
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.queues.len();
         let _ = self.queues[i].send(PrepareJob {
+            urgent,
             command: job.command.clone(),
             env: job.env.clone(),
             vars: run_vars(job, run).to_vec(),
@@ -711,7 +750,7 @@ async fn execute(
                 None => {
                     let prepared = match prepared.take() {
                         Some(p) => Ok(p),
-                        None => executor::prepare_shell(&ctx.shell, &job.command, &job.env, &vars),
+                        None => ctx.preparer.start_now(&ctx.shell, job, run).await,
                     };
                     match prepared {
                         Ok(p) if guard.kill.is_cancelled() => {

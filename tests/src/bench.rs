@@ -635,8 +635,9 @@ pub fn is_registration_loss(line: &str) -> bool {
 
 /// A worker log line saying it (re-)registered.
 fn is_registered(line: &str) -> bool {
-    let l = line.to_ascii_lowercase();
-    l.contains(" registered") && !l.contains("unregistered")
+    // The worker's own line when it registers ("... registered worker=w1
+    // lease=..."), not the ones that mention a registration in passing.
+    line.contains("gdts_worker::registration") && line.contains(" registered ")
 }
 
 // ---------------------------------------------------------------- run records

@@ -17,7 +17,10 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use gdts_common::job::Overlap;
 use gdts_common::keys::{watermark_value, Keys, RunKey};
-use gdts_common::timing::{CLAIM_LEASE_ROTATION, CLAIM_RESOLVE_WINDOW, CLAIM_TIMEOUT, CLAIM_TTL};
+use gdts_common::timing::{
+    CLAIM_LEASE_ROTATION, CLAIM_RESOLVE_WINDOW, CLAIM_TIMEOUT, CLAIM_TTL, MAX_TICK_LATENESS,
+    MISSED_RECORD_WINDOW,
+};
 use gdts_common::values::{ClaimRecord, FinishedRun, Horizon, KillRequest, RunFeed, RunningRecord};
 use gdts_common::JobName;
 use tokio::sync::{Mutex, Notify};
@@ -64,7 +67,29 @@ pub struct ClaimRequest {
     pub mark_running: bool,
     /// Claim only to record the tick as missed.
     pub missed: bool,
+    /// When the claim was decided (this worker's clock, epoch ms); also its
+    /// `claimedAt`, by which the worker recognises its own attempt.
     pub now_ms: i64,
+}
+
+impl ClaimRequest {
+    /// The latest time (this worker's clock) the claim may still be sent:
+    /// `CLAIM_TIMEOUT` after it was decided, and never after the last moment
+    /// the claim-TTL inequality allows for its tick (a missed record's).
+    /// A claim held up longer (a slow lease grant, a wait for the
+    /// registration, a batch waiting for another) is not sent at all.
+    pub fn send_by(&self) -> i64 {
+        let decided = self.now_ms + CLAIM_TIMEOUT.as_millis() as i64;
+        let latest =
+            self.run.tick_ms + (MAX_TICK_LATENESS + MISSED_RECORD_WINDOW).as_millis() as i64;
+        if self.catch_up || !self.run.is_scheduled_tick() {
+            // Catch-up ticks are older by design (the watermark guards them);
+            // manual runs and retries have their own keys.
+            decided
+        } else {
+            decided.min(latest)
+        }
+    }
 }
 
 impl ClaimRequest {
@@ -103,6 +128,9 @@ pub enum ClaimError {
     Etcd(#[from] etcd_client::Error),
     #[error("no answer from etcd within {0:?}")]
     TimedOut(Duration),
+    /// Held up past its send deadline before it went out; never sent.
+    #[error("not sent: {0}")]
+    NotSent(&'static str),
 }
 
 /// Writes that may wait a little and ride along with the next claim batch.
@@ -116,6 +144,9 @@ struct SideOps {
     /// A transaction carrying side writes is in flight: the next one waits,
     /// so a mark's put and its deletion are never reordered.
     in_flight: bool,
+    /// Marks whose put went out in a transaction whose answer was lost: it
+    /// may have been applied, so their deletion is always sent.
+    maybe_written: std::collections::HashSet<String>,
 }
 
 /// Most side writes per transaction (etcd allows 128 operations a list).
@@ -168,7 +199,9 @@ impl Claimer {
                 return Ok(id);
             }
         }
-        let ttl: Duration = CLAIM_TTL + CLAIM_LEASE_ROTATION;
+        // A claim is written up to a rotation after the grant, and up to a
+        // claim timeout after it is sent: it still lives `CLAIM_TTL`.
+        let ttl: Duration = CLAIM_TTL + CLAIM_LEASE_ROTATION + CLAIM_TIMEOUT;
         let granted_at = Instant::now();
         let resp = self
             .client
@@ -224,10 +257,16 @@ impl Claimer {
             0 => return Err(ClaimError::NotRegistered),
             id => id,
         };
-        let claim_lease = match self.current_lease().await {
-            Ok(id) => id,
-            Err(e) => return Err(e.into()),
+        let claim_lease = match tokio::time::timeout(CLAIM_TIMEOUT, self.current_lease()).await {
+            Ok(Ok(id)) => id,
+            // No claim left: the claim lease could not be had.
+            Ok(Err(_)) | Err(_) => return Err(ClaimError::NotSent("no claim lease from etcd")),
         };
+        // Checked right before the send: the at-most-once window counts on it.
+        let now = chrono::Utc::now().timestamp_millis();
+        if reqs.iter().any(|r| now > r.send_by()) {
+            return Err(ClaimError::NotSent("held up past its send deadline"));
+        }
         let mut ops: Vec<TxnOp> = reqs
             .iter()
             .map(|r| TxnOp::txn(self.claim_txn(r, claim_lease, running_lease)))
@@ -286,12 +325,13 @@ impl Claimer {
         reqs: &[ClaimRequest],
         stop: &tokio_util::sync::CancellationToken,
     ) -> Vec<Option<Claim>> {
-        /// A claim key still absent this long after etcd answered again means
-        /// the attempt did not commit.
+        /// Past its send deadline, a claim key still absent this long after
+        /// etcd answered again is taken to mean the attempt did not commit.
         const ABSENT_FOR: Duration = Duration::from_secs(2);
         let deadline = Instant::now() + CLAIM_RESOLVE_WINDOW;
         let mut outcomes: Vec<Option<Claim>> = vec![None; reqs.len()];
         let mut absent_since: Vec<Option<Instant>> = vec![None; reqs.len()];
+        let mut pause = Duration::from_millis(500);
         while Instant::now() < deadline && !stop.is_cancelled() {
             let open: Vec<usize> = (0..reqs.len()).filter(|&i| outcomes[i].is_none()).collect();
             if open.is_empty() {
@@ -303,6 +343,7 @@ impl Claimer {
                 .collect();
             let mut kv = self.client.kv_client();
             let read = kv.txn(Txn::new().and_then(gets));
+            let mut absent = Vec::new();
             if let Ok(Ok(resp)) = tokio::time::timeout(CLAIM_TIMEOUT, read).await {
                 for (&i, answer) in open.iter().zip(resp.op_responses()) {
                     let TxnOpResponse::Get(get) = answer else {
@@ -310,18 +351,51 @@ impl Claimer {
                     };
                     match get.kvs().first() {
                         Some(kv) => outcomes[i] = Some(self.recognise(&reqs[i], kv)),
-                        None => match absent_since[i] {
-                            None => absent_since[i] = Some(Instant::now()),
-                            Some(t) if t.elapsed() >= ABSENT_FOR => outcomes[i] = Some(Claim::Lost),
-                            Some(_) => {}
-                        },
+                        None => absent.push(i),
                     }
+                }
+                pause = Duration::from_millis(500);
+            } else {
+                // etcd still unreachable: ask less often, so a fleet of
+                // resolving workers does not add to what etcd is behind on.
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+            // Absent while still within its send deadline: send the very same
+            // claim again. If it commits, the tick is this worker's; if the
+            // first attempt commits after all, this one fails and the next
+            // read recognises it. Either way the outcome is settled, and a
+            // first attempt arriving late can no longer create the key.
+            let now = chrono::Utc::now().timestamp_millis();
+            let (again, past): (Vec<usize>, Vec<usize>) =
+                absent.into_iter().partition(|&i| now <= reqs[i].send_by());
+            if !again.is_empty() {
+                let resend: Vec<ClaimRequest> = again.iter().map(|&i| reqs[i].clone()).collect();
+                if let Ok(claims) = Box::pin(self.claim_batch(&resend, None)).await {
+                    for (&i, claim) in again.iter().zip(claims) {
+                        if claim != Claim::Lost {
+                            outcomes[i] = Some(claim);
+                        }
+                    }
+                }
+            }
+            for i in past {
+                match absent_since[i] {
+                    None => absent_since[i] = Some(Instant::now()),
+                    Some(t) if t.elapsed() >= ABSENT_FOR => {
+                        outcomes[i] = Some(Claim::Lost);
+                        if reqs[i].mark_running {
+                            // Should the attempt commit after all, its mark
+                            // must not block the job's later ticks.
+                            self.clear_running(&reqs[i].job, &reqs[i].run);
+                        }
+                    }
+                    Some(_) => {}
                 }
             }
             if outcomes.iter().all(Option::is_some) {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(pause).await;
         }
         outcomes
     }
@@ -478,9 +552,10 @@ impl Claimer {
 
     fn queue_mark(&self, key: String, value: Option<Vec<u8>>) {
         let mut side = self.side.lock().expect("side ops lock");
+        let maybe_written = side.maybe_written.contains(&key);
         match (side.marks.get(&key), &value) {
             // A put that never went out, then its deletion: nothing to write.
-            (Some(Some(_)), None) => {
+            (Some(Some(_)), None) if !maybe_written => {
                 side.marks.remove(&key);
             }
             _ => {
@@ -555,8 +630,17 @@ impl Claimer {
     fn side_sent(&self, taken: TakenSideOps, ok: bool) {
         let mut side = self.side.lock().expect("side ops lock");
         side.in_flight = false;
-        if !ok {
+        if ok {
+            for (key, value) in &taken.marks {
+                if value.is_none() {
+                    side.maybe_written.remove(key);
+                }
+            }
+        } else {
             for (key, value) in taken.marks {
+                if value.is_some() {
+                    side.maybe_written.insert(key.clone());
+                }
                 side.marks.entry(key).or_insert(value);
             }
             let newer = std::mem::take(&mut side.feed);

@@ -43,6 +43,9 @@ pub struct WorkerConfig {
     pub log_format: LogFormat,
     /// `GDTS_SHELL`: the shell that runs shell jobs with `-c`. Default `bash`
     /// (as the original system); it must support `read -r`.
+    /// `GDTS_JOB_NICE`: how many nice levels below the worker shell runs
+    /// run (0-19, default 10), so an overloaded machine still serves the
+    /// worker (its lease, its claims) first.
     pub shell: crate::executor::ShellConfig,
     /// `GDTS_HEALTH_PORT`: serve `/healthz` and `/readyz` on this port (all
     /// interfaces). Unset: no health endpoint.
@@ -96,6 +99,10 @@ impl WorkerConfig {
                     }
                     Some(s) => s.trim().to_string(),
                     None => "bash".into(),
+                },
+                nice: match number(get, "GDTS_JOB_NICE", 10)? {
+                    n @ 0..=19 => n as i32,
+                    n => return Err(format!("GDTS_JOB_NICE: {n} is outside 0..=19")),
                 },
             },
             health_port: match get("GDTS_HEALTH_PORT") {

@@ -8,6 +8,7 @@
 //! the cost of starting a process can be paid before the tick.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -16,7 +17,6 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -91,12 +91,16 @@ pub struct ShellConfig {
     /// The shell that runs each command with `-c` (`GDTS_SHELL`, default
     /// `bash`, as the original system). It must support `read -r`.
     pub program: String,
+    /// How much lower than the worker's a run's CPU priority is
+    /// (`GDTS_JOB_NICE`, 0-19): see [`Prepared::lower_priority`].
+    pub nice: i32,
 }
 
 impl Default for ShellConfig {
     fn default() -> Self {
         ShellConfig {
             program: "bash".into(),
+            nice: 0,
         }
     }
 }
@@ -116,20 +120,34 @@ const GATE_PREFIX: &str = "IFS= read -r _gdts_gate || exit 125; ";
 pub struct Prepared {
     child: tokio::process::Child,
     pgid: Option<Pid>,
-    gate: Option<std::io::PipeWriter>,
-    output: tokio::net::unix::pipe::Receiver,
+    /// The worker's end of the one socket pair that is the process's stdin,
+    /// stdout and stderr: the gate is a line written into it (then its
+    /// writing side is shut, so the command reads end-of-file on stdin),
+    /// and the output is read from it. One descriptor per run: each process
+    /// started copies (and its exec then closes) every descriptor the worker
+    /// holds, a thousand processes held ahead make that cost count.
+    io: Arc<tokio::net::UnixStream>,
+    /// The gate is still closed.
+    gated: bool,
+}
+
+/// Opens a gate: one line in, then the writing side shut (the command sees
+/// end-of-file on stdin, as with `/dev/null`). A shell that already exited
+/// (a syntax error on its first line) makes the write fail, which is fine:
+/// its exit status says why.
+fn open_gate(io: &tokio::net::UnixStream) {
+    // Straight to the socket (tokio's `try_write` would refuse before its
+    // reactor has seen the socket writable); one byte never blocks.
+    let _ = nix::unistd::write(io, b"\n");
+    let _ = nix::sys::socket::shutdown(io.as_raw_fd(), nix::sys::socket::Shutdown::Write);
 }
 
 impl Prepared {
     /// Opens the gate: the command starts now. Returns the start time.
     pub fn release(&mut self) -> i64 {
         let start = now_ms();
-        if let Some(mut gate) = self.gate.take() {
-            use std::io::Write;
-            // One byte into an empty pipe never blocks; a shell that already
-            // exited (a syntax error on its first line) leaves the write
-            // failing with EPIPE, which is fine: its exit status says why.
-            let _ = gate.write_all(b"\n");
+        if std::mem::take(&mut self.gated) {
+            open_gate(&self.io);
         }
         start
     }
@@ -140,25 +158,44 @@ impl Prepared {
     pub fn hand_over(&mut self, releaser: &Releaser, at: i64) -> HandedGate {
         let (done, started) = tokio::sync::oneshot::channel();
         let state = Arc::new(AtomicU8::new(GATE_WAITING));
-        if let Some(gate) = self.gate.take() {
+        if std::mem::take(&mut self.gated) {
             let gate = Gate {
                 at,
-                gate,
+                io: self.io.clone(),
                 done,
                 state: state.clone(),
             };
-            if let Err(std::sync::mpsc::SendError(g)) = releaser.queue.send(gate) {
+            if releaser.queue.send(gate).is_err() {
                 // No releaser thread (it stopped): the gate stays here.
-                self.gate = Some(g.gate);
+                self.gated = true;
             }
         }
         HandedGate { started, state }
     }
 
+    /// Lowers the process's CPU priority `by` nice levels below the worker's,
+    /// right after its start (before its shell has done much): runs then
+    /// yield the CPU to the worker itself (and to etcd where it shares the
+    /// machine) when the machine is overloaded, so the worker keeps its lease
+    /// and sends its claims on time instead of every run being late together.
+    pub fn lower_priority(&self, by: i32) {
+        if by <= 0 {
+            return;
+        }
+        let Some(pid) = self
+            .pgid
+            .and_then(|p| rustix::process::Pid::from_raw(p.as_raw()))
+        else {
+            return;
+        };
+        let own = rustix::process::getpriority_process(None).unwrap_or(0);
+        // ESRCH (it exited at once, a syntax error) is fine.
+        let _ = rustix::process::setpriority_process(Some(pid), (own + by).min(19));
+    }
+
     /// Kills a process that was never released (its claim was lost).
     pub fn abort(mut self) {
         signal_group(self.pgid, Signal::SIGKILL);
-        self.gate.take();
         // The child is reaped by tokio's orphan reaper once dropped.
         let _ = self.child.start_kill();
     }
@@ -176,7 +213,7 @@ pub struct Releaser {
 struct Gate {
     /// Epoch ms.
     at: i64,
-    gate: std::io::PipeWriter,
+    io: Arc<tokio::net::UnixStream>,
     done: tokio::sync::oneshot::Sender<i64>,
     state: Arc<AtomicU8>,
 }
@@ -227,7 +264,6 @@ impl Releaser {
 
 fn release_loop(gates: std::sync::mpsc::Receiver<Gate>) {
     use std::collections::BTreeMap;
-    use std::io::Write;
     let mut due: BTreeMap<i64, Vec<Gate>> = BTreeMap::new();
     let mut open = true;
     while open || !due.is_empty() {
@@ -256,7 +292,7 @@ fn release_loop(gates: std::sync::mpsc::Receiver<Gate>) {
         let ready: Vec<i64> = due.range(..=now).map(|(at, _)| *at).collect();
         let mut opened = Vec::new();
         for at in ready {
-            for mut g in due.remove(&at).unwrap_or_default() {
+            for g in due.remove(&at).unwrap_or_default() {
                 let claimed = g
                     .state
                     .compare_exchange(GATE_WAITING, GATE_OPEN, Ordering::AcqRel, Ordering::Acquire)
@@ -266,8 +302,7 @@ fn release_loop(gates: std::sync::mpsc::Receiver<Gate>) {
                     continue;
                 }
                 let started = now_ms();
-                // See `Prepared::release`: a failed write means the shell is gone.
-                let _ = g.gate.write_all(b"\n");
+                open_gate(&g.io);
                 opened.push((g, started));
             }
         }
@@ -282,7 +317,6 @@ fn release_loop(gates: std::sync::mpsc::Receiver<Gate>) {
         // Told after every gate of the pass is open: waking the run tasks
         // must not delay the next gate.
         for (g, started) in opened {
-            drop(g.gate);
             let _ = g.done.send(started);
         }
     }
@@ -296,13 +330,12 @@ pub fn prepare_shell(
     env: &BTreeMap<String, String>,
     vars: &[(&str, String)],
 ) -> Result<Prepared, String> {
-    let (gate_read, gate_write) =
-        std::io::pipe().map_err(|e| format!("could not create a pipe: {e}"))?;
-    let (out_read, out_write) =
-        std::io::pipe().map_err(|e| format!("could not create a pipe: {e}"))?;
-    let err_write = out_write
-        .try_clone()
-        .map_err(|e| format!("could not create a pipe: {e}"))?;
+    let socket_error = |e: std::io::Error| format!("could not create a socket pair: {e}");
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(socket_error)?;
+    let (theirs_out, theirs_err) = (
+        theirs.try_clone().map_err(socket_error)?,
+        theirs.try_clone().map_err(socket_error)?,
+    );
     let mut script = String::with_capacity(GATE_PREFIX.len() + command.len());
     script.push_str(GATE_PREFIX);
     script.push_str(command);
@@ -311,22 +344,23 @@ pub fn prepare_shell(
         .arg(script)
         .envs(env)
         .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::from(gate_read))
-        // stdout and stderr share one pipe: their interleaving is kept, and
-        // each run costs one descriptor less.
-        .stdout(Stdio::from(out_write))
-        .stderr(Stdio::from(err_write))
+        // stdin, stdout and stderr are one socket (see `Prepared::io`):
+        // stdout and stderr interleave as written.
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs_out)))
+        .stderr(Stdio::from(std::os::fd::OwnedFd::from(theirs_err)))
         .process_group(0)
         .spawn()
         .map_err(|e| format!("could not start {}: {e}", shell.program))?;
-    let output = tokio::net::unix::pipe::Receiver::from_owned_fd(out_read.into())
-        .map_err(|e| format!("could not watch the output pipe: {e}"))?;
+    ours.set_nonblocking(true).map_err(socket_error)?;
+    let io = tokio::net::UnixStream::from_std(ours)
+        .map_err(|e| format!("could not watch the output socket: {e}"))?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     Ok(Prepared {
         child,
         pgid,
-        gate: Some(gate_write),
-        output,
+        io: Arc::new(io),
+        gated: true,
     })
 }
 
@@ -369,10 +403,9 @@ pub async fn supervise(
     let Prepared {
         mut child,
         pgid,
-        gate,
-        mut output,
+        io: output,
+        gated: _,
     } = prepared;
-    drop(gate);
     let mut out = OutputCapture::new(&limits.capture);
     let mut buf = vec![0u8; 8192];
     let mut out_open = true;
@@ -394,9 +427,11 @@ pub async fn supervise(
             break;
         }
         tokio::select! {
-            n = output.read(&mut buf), if out_open => match n {
-                Ok(0) | Err(_) => out_open = false,
+            ready = output.readable(), if out_open => match ready.and_then(|()| output.try_read(&mut buf)) {
+                Ok(0) => out_open = false,
                 Ok(n) => out.push(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => out_open = false,
             },
             st = child.wait(), if status.is_none() => {
                 match st {

@@ -181,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
         workers: follow(keys.workers_prefix(), &stop_all),
         horizons: follow(keys.horizons_prefix(), &stop_all),
     };
-    let preparer = run::Preparer::start(tokio::runtime::Handle::current());
+    let preparer = run::Preparer::start(tokio::runtime::Handle::current(), config.shell.nice);
     let claimer = Arc::new(claim::Claimer::new(
         etcd.clone(),
         keys.clone(),
@@ -215,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
         log_records: log_tx,
         metrics: metrics.clone(),
         stop_scheduling: stop_scheduling.clone(),
+        stop_resolving: stop_all.clone(),
     });
     let stop_side = CancellationToken::new();
     let side_writer = {

@@ -124,8 +124,8 @@ struct Planner {
     preparer: Preparer,
     runs: TaskTracker,
     fleet: Fleet,
-    /// This worker's own horizon, as last sent.
-    mine: Horizon,
+    /// By mode, the highest instant this worker sent its own claims for.
+    sent_max: HashMap<ClaimMode, i64>,
     /// Its own claim batches not yet answered, by mode and instant: the
     /// horizon never passes an instant still in doubt, or a backup would
     /// take it as settled when the claim in fact never reached etcd.
@@ -159,7 +159,7 @@ pub async fn run_planner(
         preparer,
         runs,
         fleet: Fleet::default(),
-        mine: Horizon::default(),
+        sent_max: HashMap::new(),
         in_doubt: BTreeMap::new(),
         window: BTreeMap::new(),
         catching_up: HashMap::new(),
@@ -332,6 +332,9 @@ impl Planner {
             .window
             .get_mut(&tick_ms)
             .expect("group of a slot in the window");
+        // Ticks handed to a catch-up queue are claimed later, by it: the
+        // horizon must not cover their instant yet.
+        let mut handed_off = false;
         for i in slots {
             let slot = &mut window[i];
             let job = &slot.due.job;
@@ -340,6 +343,7 @@ impl Planner {
                 if let Some(queue) = self.catching_up.get(&job.name) {
                     if queue.send(slot.due.clone()).is_ok() {
                         slot.state = SlotState::Done;
+                        handed_off = true;
                         continue;
                     }
                     self.catching_up.remove(&job.name);
@@ -363,18 +367,17 @@ impl Planner {
             return;
         }
         let horizon = (role == Role::Owner).then(|| {
-            let doubt = self
-                .in_doubt
-                .range((mode, i64::MIN)..(mode, tick_ms))
-                .next()
-                .map(|((_, at), _)| *at);
-            let settled = doubt.map_or(tick_ms, |at| at - 1);
-            match mode {
-                ClaimMode::Ahead => self.mine.ahead = self.mine.ahead.max(settled),
-                ClaimMode::AtTick => self.mine.at_tick = self.mine.at_tick.max(settled),
-            }
+            let if_all_answered = self.horizon_with(mode, (!handed_off).then_some(tick_ms));
+            let otherwise = self.horizon_with(mode, None);
             *self.in_doubt.entry((mode, tick_ms)).or_default() += 1;
-            self.mine
+            self.sent_max.insert(
+                mode,
+                self.sent_max.get(&mode).copied().unwrap_or(0).max(tick_ms),
+            );
+            HorizonChoice {
+                if_all_answered,
+                otherwise,
+            }
         });
         let owned = (role == Role::Owner).then_some(mode);
         self.ctx
@@ -391,6 +394,30 @@ impl Planner {
                 outcomes: indices.into_iter().zip(outcomes).collect(),
             });
         });
+    }
+
+    /// The horizon to publish: for each mode, the highest instant this
+    /// worker sent claims for (and `adding`, the instant being sent now),
+    /// but never at or past an instant of its own whose claims are still
+    /// unanswered. It may go down: a backup stepping in needlessly is safe,
+    /// one standing by for a claim that never reached etcd loses the tick.
+    fn horizon_with(&self, mode: ClaimMode, adding: Option<i64>) -> Horizon {
+        let field = |m: ClaimMode| {
+            let mut high = self.sent_max.get(&m).copied().unwrap_or(0);
+            if m == mode {
+                if let Some(at) = adding {
+                    high = high.max(at);
+                }
+            }
+            match self.in_doubt.range((m, i64::MIN)..=(m, i64::MAX)).next() {
+                Some(((_, doubt), _)) => high.min(doubt - 1),
+                None => high,
+            }
+        };
+        Horizon {
+            ahead: field(ClaimMode::Ahead),
+            at_tick: field(ClaimMode::AtTick),
+        }
     }
 
     fn apply_result(&mut self, result: BatchResult) {
@@ -417,7 +444,15 @@ impl Planner {
             match (outcome, go) {
                 (Some(Claim::Won { revision }), Some(go)) => {
                     if go.send(Go::Run { revision }).is_err() {
-                        tracing::error!(job = %slot.due.job.name, "a won tick's run task is gone");
+                        // Its run task is gone: the tick is run from scratch.
+                        tracing::warn!(job = %slot.due.job.name, "a won tick's run task is gone; starting it anew");
+                        self.runs.spawn(run::claimed_tick(
+                            self.ctx.clone(),
+                            slot.due.job.clone(),
+                            slot.due.job_revision,
+                            slot.due.tick,
+                            Claim::Won { revision },
+                        ));
                     }
                 }
                 (
@@ -665,22 +700,40 @@ fn drop_prepared(state: &mut SlotState) {
     }
 }
 
+/// The horizon to send with an owner's claims of one instant: raised to the
+/// instant only if every other transaction of the instant was answered.
+#[derive(Clone, Copy)]
+struct HorizonChoice {
+    if_all_answered: Horizon,
+    otherwise: Horizon,
+}
+
 /// Claims `requests` in transactions of at most `CLAIM_BATCH`; when a
-/// horizon is given, the last transaction carries it and is sent only after
-/// the others are answered, so a horizon never covers a claim still in doubt.
+/// horizon is given, the last transaction carries it and is sent once the
+/// others are answered, so a horizon never covers a claim still in doubt.
 async fn claim_in_batches(
     ctx: &RunContext,
     requests: &[ClaimRequest],
-    horizon: Option<Horizon>,
+    horizon: Option<HorizonChoice>,
 ) -> Vec<Option<Claim>> {
+    let lease = ctx.claimer.registration_lease_id();
     let chunks: Vec<&[ClaimRequest]> = requests.chunks(CLAIM_BATCH).collect();
     let (last, first) = chunks.split_last().expect("at least one request");
-    let mut outcomes: Vec<Option<Claim>> =
-        futures::future::join_all(first.iter().map(|c| run::claim_many(ctx, c, None)))
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-    outcomes.extend(run::claim_many(ctx, last, horizon).await);
+    let first_results =
+        futures::future::join_all(first.iter().map(|c| run::send_claims(ctx, c, None))).await;
+    let all_answered = first_results.iter().all(Result::is_ok);
+    let horizon = horizon.map(|h| {
+        if all_answered {
+            h.if_all_answered
+        } else {
+            h.otherwise
+        }
+    });
+    let last_result = run::send_claims(ctx, last, horizon).await;
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for (chunk, result) in first.iter().zip(first_results) {
+        outcomes.extend(run::settle_claims(ctx, chunk, result, lease).await);
+    }
+    outcomes.extend(run::settle_claims(ctx, last, last_result, lease).await);
     outcomes
 }

@@ -47,10 +47,15 @@ impl Registration {
             r = self.ready.wait_for(|ready| *ready) => if r.is_err() { return },
         }
         loop {
+            let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = self.keep_registered(&mut lease) => r,
             };
+            if started.elapsed() > self.ttl {
+                // It had been registered for a while: retry quickly again.
+                backoff = Duration::from_millis(200);
+            }
             if let Err(e) = result {
                 self.health.set_registered(false);
                 self.lease_id.send_replace(0);

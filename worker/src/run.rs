@@ -48,6 +48,9 @@ pub struct RunContext {
     pub metrics: Arc<Metrics>,
     /// Cancelled at shutdown: pending retries are abandoned.
     pub stop_scheduling: CancellationToken,
+    /// Cancelled only once every run is over: a claim whose answer was lost
+    /// is still resolved while the worker drains.
+    pub stop_resolving: CancellationToken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +90,7 @@ pub struct Preparer {
 
 /// Threads starting processes: a start blocks its thread until the new
 /// process has called exec, which on a busy machine waits for a CPU.
-const PREPARER_THREADS: usize = 2;
+const PREPARER_THREADS: usize = 3;
 
 struct PrepareJob {
     /// Wanted now (a run starting at once): first in line, no pacing.
@@ -100,6 +103,13 @@ struct PrepareJob {
     not_after: std::time::Instant,
     reply: oneshot::Sender<Result<Prepared, String>>,
 }
+
+/// The preparer's answer for a start it dequeued after the tick.
+const TOO_LATE_TO_PREPARE: &str = "too late to start ahead";
+
+/// The `err` of a won tick whose process could not be started before it.
+pub const MISSED_NOT_PREPARED: &str = "missed: this worker won the tick but could not start its \
+     process before it (overloaded)";
 
 /// Starts of one instant are spread out to finish this long before it.
 const PREPARE_DONE_BEFORE: Duration = Duration::from_millis(150);
@@ -121,9 +131,9 @@ fn prepare_gap(
 
 impl Preparer {
     /// Runs until every handle is dropped.
-    pub fn start(runtime: tokio::runtime::Handle) -> Preparer {
+    pub fn start(runtime: tokio::runtime::Handle, nice: i32) -> Preparer {
         let queues = (0..PREPARER_THREADS)
-            .map(|i| Self::start_thread(runtime.clone(), i))
+            .map(|i| Self::start_thread(runtime.clone(), i, nice))
             .collect();
         Preparer {
             queues: Arc::new(queues),
@@ -134,6 +144,7 @@ impl Preparer {
     fn start_thread(
         runtime: tokio::runtime::Handle,
         i: usize,
+        nice: i32,
     ) -> std::sync::mpsc::Sender<PrepareJob> {
         let (queue, jobs) = std::sync::mpsc::channel::<PrepareJob>();
         std::thread::Builder::new()
@@ -159,10 +170,14 @@ impl Preparer {
                         continue;
                     };
                     let now = std::time::Instant::now();
-                    let result = if now > job.not_after {
-                        Err("too late to start ahead".to_string())
+                    let result = if job.reply.is_closed() {
+                        // Nobody waits for it any more.
+                        continue;
+                    } else if now > job.not_after {
+                        Err(TOO_LATE_TO_PREPARE.to_string())
                     } else {
                         executor::prepare_shell(&job.shell, &job.command, &job.env, &job.vars)
+                            .inspect(|p| p.lower_priority(nice))
                     };
                     let ready_by = job
                         .not_after
@@ -265,6 +280,22 @@ pub async fn prepared_tick(
         Ok(Go::Run { revision }) => {
             let prepared = match prepared {
                 Ok(p) => Some(p),
+                Err(e) if e == TOO_LATE_TO_PREPARE => {
+                    // The preparer is behind: this worker is overloaded.
+                    // Starting the process late would only add to it.
+                    ctx.metrics.tick_missed(MISSED_NOT_PREPARED);
+                    log_not_run(
+                        &ctx,
+                        &job,
+                        &run,
+                        Trigger::Schedule,
+                        revision,
+                        "missed",
+                        MISSED_NOT_PREPARED,
+                    )
+                    .await;
+                    return;
+                }
                 Err(e) => {
                     tracing::debug!(job = %job.name, error = %e, "not prepared ahead; starting at the tick");
                     None
@@ -403,6 +434,10 @@ pub async fn catch_up_ticks(
     // in tick order until it is drained; then the planner claims as usual.
     let mut next = Some(first);
     while let Some(due) = next {
+        if ctx.stop_scheduling.is_cancelled() {
+            // Shutting down: claim nothing new.
+            return;
+        }
         let tick_ms = due.tick.timestamp_millis();
         if tick_ms > mark {
             if let Some(won) = catch_up_one(&ctx, &job, due, &tasks).await {
@@ -411,9 +446,10 @@ pub async fn catch_up_ticks(
         }
         next = match queue.try_recv() {
             Ok(due) => Some(due),
-            // Give a tick the planner is handing over right now its chance.
+            // Drained: close the queue (the planner then claims as usual)
+            // and take whatever it handed over before it saw it closed.
             Err(_) => {
-                tokio::task::yield_now().await;
+                queue.close();
                 queue.try_recv().ok()
             }
         };
@@ -491,13 +527,36 @@ pub async fn claim_many(
     requests: &[ClaimRequest],
     horizon: Option<gdts_common::values::Horizon>,
 ) -> Vec<Option<Claim>> {
+    let lease = ctx.claimer.registration_lease_id();
+    let result = send_claims(ctx, requests, horizon).await;
+    settle_claims(ctx, requests, result, lease).await
+}
+
+/// Sends one claim transaction (waiting a little for a registration first).
+pub async fn send_claims(
+    ctx: &RunContext,
+    requests: &[ClaimRequest],
+    horizon: Option<gdts_common::values::Horizon>,
+) -> Result<Vec<Claim>, ClaimError> {
     if ctx.claimer.registration_lease_id() == 0 {
         ctx.claimer.wait_registered(WAIT_FOR_REGISTRATION).await;
     }
-    let lease = ctx.claimer.registration_lease_id();
-    let failure = match ctx.claimer.claim_batch(requests, horizon).await {
+    ctx.claimer.claim_batch(requests, horizon).await
+}
+
+/// The outcomes of a sent batch: its answer, or what etcd says when asked
+/// after the answer was lost. `lease` is the registration lease the claims
+/// were sent under.
+pub async fn settle_claims(
+    ctx: &RunContext,
+    requests: &[ClaimRequest],
+    result: Result<Vec<Claim>, ClaimError>,
+    lease: i64,
+) -> Vec<Option<Claim>> {
+    let failure = match result {
         Ok(claims) => return claims.into_iter().map(Some).collect(),
-        Err(e @ ClaimError::NotRegistered) => {
+        Err(e @ (ClaimError::NotRegistered | ClaimError::NotSent(_))) => {
+            // Never reached etcd: nothing to ask about.
             tracing::warn!(runs = requests.len(), error = %e, "claims not sent; not run here");
             return vec![None; requests.len()];
         }
@@ -505,7 +564,7 @@ pub async fn claim_many(
     };
     tracing::warn!(runs = requests.len(), first = %requests[0].job, error = %failure,
         "claims got no answer; asking etcd whether they were won");
-    let outcomes = ctx.claimer.resolve(requests, &ctx.stop_scheduling).await;
+    let outcomes = ctx.claimer.resolve(requests, &ctx.stop_resolving).await;
     let registration_changed = ctx.claimer.registration_lease_id() != lease;
     requests
         .iter()
@@ -655,6 +714,31 @@ async fn execute(
         at: release_at,
         ahead: claimed_ahead,
     } = start;
+    // A claim-ahead tick this worker could not release within the lateness
+    // bound (it is overloaded, or learned of its claim late) is recorded as
+    // missed, never started late. (A claim made at the tick whose answer
+    // came late still runs, late.)
+    if let Some(at) = release_at {
+        let late = (Utc::now() - at).to_std().unwrap_or_default();
+        if claimed_ahead && late > MAX_TICK_LATENESS && run.is_scheduled_tick() {
+            if let Some(p) = prepared.take() {
+                p.abort();
+            }
+            drop(guard);
+            ctx.metrics.tick_missed(MISSED_OVERLOADED);
+            log_not_run(
+                ctx,
+                job,
+                run,
+                trigger,
+                claim_revision,
+                "missed",
+                MISSED_OVERLOADED,
+            )
+            .await;
+            return None;
+        }
+    }
     // A prepared process's gate goes to the releaser at once, which opens it
     // at the tick (this task may be woken late on a busy machine); until
     // then a kill or a change of the job still keeps it closed.
@@ -673,32 +757,6 @@ async fn execute(
             _ = guard.kill.cancelled() => {
                 stop_before_release(&handed);
             }
-        }
-        // A claim-ahead tick this worker could not release within the
-        // lateness bound (it is overloaded) is recorded as missed. (A claim
-        // made at the tick whose answer came late still runs, late.)
-        let late = (Utc::now() - at).to_std().unwrap_or_default();
-        if claimed_ahead
-            && late > MAX_TICK_LATENESS
-            && run.is_scheduled_tick()
-            && stop_before_release(&handed)
-        {
-            if let Some(p) = prepared.take() {
-                p.abort();
-            }
-            drop(guard);
-            ctx.metrics.tick_missed(MISSED_OVERLOADED);
-            log_not_run(
-                ctx,
-                job,
-                run,
-                trigger,
-                claim_revision,
-                "missed",
-                MISSED_OVERLOADED,
-            )
-            .await;
-            return None;
         }
     }
     if claimed_ahead {

@@ -5,11 +5,14 @@ cd "$(dirname "$0")/.."
 
 profile=${GDTS_IMAGE_PROFILE:-release}
 case "$profile" in
-  dev) target_dir=target/debug ;;
-  release) target_dir=target/release ;;
+  dev | release) ;;
   *) echo "images: GDTS_IMAGE_PROFILE must be dev or release" >&2; exit 2 ;;
 esac
 cargo build --profile "$profile" --bins
+
+# Temporary directories go, whether the build succeeds or not.
+temp_dirs=()
+trap 'rm -rf "${temp_dirs[@]}"' EXIT
 
 base=${GDTS_BASE_IMAGE:-}
 if [ -z "$base" ]; then
@@ -23,7 +26,7 @@ if [ -z "$base" ]; then
       [ -n "$mirror" ] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
       [ -n "$mirror" ] || { echo "images: no Debian mirror found in the apt configuration" >&2; exit 1; }
       rootfs=$(mktemp -d)
-      trap 'rm -rf "$rootfs"' EXIT
+      temp_dirs+=("$rootfs")
       echo "images: building $base with debootstrap from $mirror"
       debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/dev/null
       rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
@@ -46,16 +49,10 @@ build() { # image dockerfile context
 }
 
 ctx=$(mktemp -d)
-cp "$target_dir/gdts-manager" "$target_dir/gdts-worker" "$ctx/"
+temp_dirs+=("$ctx")
+scripts/image-context.sh "$ctx"
 cp "$(command -v etcd)" "$ctx/etcd"
-# The web UI: its own files and the parts of its npm packages it loads.
-[ -d webroot/node_modules/bootstrap ] || scripts/deps.sh
-mkdir -p "$ctx/webroot/node_modules/bootstrap" "$ctx/webroot/node_modules/cronstrue"
-cp webroot/*.html webroot/*.js webroot/*.css webroot/*.svg "$ctx/webroot/"
-cp -r webroot/node_modules/bootstrap/dist "$ctx/webroot/node_modules/bootstrap/"
-cp -r webroot/node_modules/cronstrue/dist "$ctx/webroot/node_modules/cronstrue/"
 build gdts-manager:local images/manager/Dockerfile "$ctx"
 build gdts-worker:local images/worker/Dockerfile "$ctx"
 build gdts-etcd:local images/etcd/Dockerfile "$ctx"
 build gdts-example-job:local images/example-job/Dockerfile images/example-job
-rm -rf "$ctx"

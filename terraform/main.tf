@@ -7,10 +7,17 @@ locals {
   worker_health_port = 8081
 }
 
+module "services" {
+  source     = "./modules/services"
+  project_id = var.project_id
+}
+
 module "iam" {
   source     = "./modules/iam"
   project_id = var.project_id
   name       = var.name
+
+  depends_on = [module.services]
 }
 
 module "network" {
@@ -21,6 +28,8 @@ module "network" {
   vm_cidr            = var.vm_cidr
   run_egress_cidr    = var.run_egress_cidr
   worker_health_port = local.worker_health_port
+
+  depends_on = [module.services]
 }
 
 module "registry" {
@@ -29,6 +38,8 @@ module "registry" {
   name       = var.name
   region     = var.region
   readers    = [module.iam.worker_email]
+
+  depends_on = [module.services]
 }
 
 module "storage" {
@@ -39,6 +50,8 @@ module "storage" {
   retention_days = var.output_retention_days
   writers        = [module.iam.worker_email]
   readers        = [module.iam.manager_email]
+
+  depends_on = [module.services]
 }
 
 module "etcd" {
@@ -54,6 +67,8 @@ module "etcd" {
   disk_gb                 = var.etcd_disk_gb
   snapshot_retention_days = var.snapshot_retention_days
   deletion_protection     = var.deletion_protection
+
+  depends_on = [module.services, module.network]
 }
 
 module "mongodb" {
@@ -68,27 +83,34 @@ module "mongodb" {
   machine_type            = var.mongodb_machine_type
   disk_gb                 = var.mongodb_disk_gb
   snapshot_retention_days = var.snapshot_retention_days
+  external                = var.mongodb_external
   external_uri            = var.mongodb_uri
+  uri_version             = var.mongodb_uri_version
   uri_readers             = [module.iam.manager_email, module.iam.worker_email]
   deletion_protection     = var.deletion_protection
+
+  depends_on = [module.services, module.network]
 }
 
 module "manager" {
-  source              = "./modules/manager"
-  project_id          = var.project_id
-  name                = var.name
-  region              = var.region
-  image               = var.manager_image
-  service_account     = module.iam.manager_email
-  network             = module.network.network_id
-  subnetwork          = module.network.run_subnet_id
-  etcd_endpoints      = module.etcd.client_endpoints
-  mongodb_uri_secret  = module.mongodb.uri_secret_id
-  gcs_bucket          = module.storage.bucket_name
-  min_instances       = var.manager_min_instances
-  max_instances       = var.manager_max_instances
-  invokers            = var.manager_invokers
-  deletion_protection = var.deletion_protection
+  source             = "./modules/manager"
+  project_id         = var.project_id
+  name               = var.name
+  region             = var.region
+  image              = var.manager_image
+  service_account    = module.iam.manager_email
+  network            = module.network.network_id
+  subnetwork         = module.network.run_subnet_id
+  etcd_endpoints     = module.etcd.client_endpoints
+  mongodb_uri_secret = module.mongodb.uri_secret_id
+  gcs_bucket         = module.storage.bucket_name
+  min_instances      = var.manager_min_instances
+  max_instances      = var.manager_max_instances
+  invokers           = var.manager_invokers
+  log_retention_days = var.output_retention_days
+  egress_all_traffic = var.manager_egress_all_traffic
+
+  depends_on = [module.services]
 }
 
 module "workers" {
@@ -109,4 +131,6 @@ module "workers" {
   health_port        = local.worker_health_port
   size               = var.worker_count
   autoscaling_max    = var.worker_autoscaling_max
+
+  depends_on = [module.services, module.network]
 }

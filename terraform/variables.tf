@@ -12,7 +12,7 @@ variable "region" {
   type        = string
   default     = "europe-west1"
   validation {
-    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]{1,2}$", var.region))
     error_message = "region must look like europe-west1."
   }
 }
@@ -163,19 +163,42 @@ variable "mongodb_disk_gb" {
   }
 }
 
+variable "mongodb_external" {
+  description = "Use an existing MongoDB (e.g. Atlas) instead of the self-managed replica set; its connection string is mongodb_uri."
+  type        = bool
+  default     = false
+}
+
 variable "mongodb_uri" {
-  description = "Use an existing MongoDB (e.g. Atlas) instead of the self-managed replica set: its connection string. Empty deploys the replica set."
+  description = "With mongodb_external: the connection string. Ephemeral (pass it as TF_VAR_mongodb_uri): it goes to Secret Manager as write-only data and never into the state or a plan file. Needed on the first apply and whenever mongodb_uri_version changes."
   type        = string
-  default     = ""
+  default     = null
   sensitive   = true
+  ephemeral   = true
   validation {
-    condition     = var.mongodb_uri == "" || can(regex("^mongodb(\\+srv)?://", var.mongodb_uri))
-    error_message = "mongodb_uri must be empty or start with mongodb:// or mongodb+srv://."
+    condition     = var.mongodb_uri == null || can(regex("^mongodb(\\+srv)?://", var.mongodb_uri))
+    error_message = "mongodb_uri must start with mongodb:// or mongodb+srv://."
   }
 }
 
+variable "mongodb_uri_version" {
+  description = "Version of the MongoDB connection string in Secret Manager: bump it to write mongodb_uri (or, self-managed, newly generated passwords) again."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.mongodb_uri_version >= 1 && floor(var.mongodb_uri_version) == var.mongodb_uri_version
+    error_message = "mongodb_uri_version must be a whole number, at least 1."
+  }
+}
+
+variable "manager_egress_all_traffic" {
+  description = "Route all of the manager's egress through the VPC and Cloud NAT (stable NAT addresses), not only private ranges: for a MongoDB (e.g. Atlas) reached at a public address."
+  type        = bool
+  default     = false
+}
+
 variable "output_retention_days" {
-  description = "Days large run outputs are kept in the bucket before the lifecycle rule deletes them."
+  description = "Days large run outputs are kept in the bucket before the lifecycle rule deletes them; run records are kept as long (the manager deletes older ones), so no record links to a deleted output."
   type        = number
   default     = 30
   validation {

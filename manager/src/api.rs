@@ -44,6 +44,7 @@ pub fn router(state: AppState, webroot: Option<&std::path::Path>) -> Router {
         .route("/job/log", get(job_log))
         .route("/worker/list", get(list_workers))
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
         .route("/job/output", get(crate::outputs::job_output))
         .nest("/api/v1", crate::api_v1::router());
     let router = match webroot {
@@ -284,7 +285,14 @@ async fn list_workers(State(store): State<Store>) -> ApiResult<Vec<String>> {
     ok(store.list_workers().await?)
 }
 
-/// Liveness and readiness: 200 when etcd answers, 503 otherwise.
+/// Liveness: 200 while the process serves HTTP, whatever etcd does (a
+/// restart would not bring etcd back). For Cloud Run's startup and liveness
+/// probes.
+async fn livez() -> &'static str {
+    "ok"
+}
+
+/// Readiness: 200 when etcd answers, 503 otherwise.
 async fn healthz(State(store): State<Store>) -> Response {
     if store.etcd_reachable().await {
         (StatusCode::OK, "ok").into_response()
@@ -306,7 +314,8 @@ async fn index() -> &'static str {
      GET  /job/log?name=&skip=&limit=\n\
      GET  /job/output?name=&runId=  (a run's whole output)\n\
      GET  /worker/list\n\
-     GET  /healthz\n"
+     GET  /healthz  (200 when etcd answers)\n\
+     GET  /livez    (200 while the process serves)\n"
 }
 
 #[cfg(test)]

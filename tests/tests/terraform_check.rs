@@ -81,3 +81,38 @@ fn a_firewall_open_to_the_world_fails_the_check() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The plan step of tf-check (scripts/tfplan) evaluates the configuration
+/// against the providers' real schemas: each deliberately broken copy of
+/// terraform/ (an unknown argument or block, a missing required argument,
+/// wrong types, an undefined variable or module input, a for_each over a
+/// sensitive value) fails the plan with Terraform's own message, and the
+/// unbroken tree plans (scripts/tfplan/test_plan_check.py).
+#[test]
+fn the_offline_plan_refuses_broken_copies() -> anyhow::Result<()> {
+    let root = workspace_root();
+    // tf-check installs the tools (make test runs it before the tests).
+    let python = root.join(".venv-tf/bin/python");
+    anyhow::ensure!(
+        python.exists(),
+        "{} is missing: run scripts/tf-check.sh first",
+        python.display()
+    );
+    let out = Command::new(python)
+        .arg(root.join("scripts/tfplan/test_plan_check.py"))
+        .arg(root.join("terraform"))
+        .arg(root.join("terraform/terraform.tfvars.example"))
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "broken copies passed the plan:\n{text}"
+    );
+    assert!(text.contains("9 of 9 checks as expected"), "{text}");
+    Ok(())
+}

@@ -1,6 +1,7 @@
 # Three etcd members, one per zone, on static internal addresses with SSD
-# persistent disks for their data and a daily snapshot schedule. They form one
-# cluster at first boot from the addresses alone (no discovery service).
+# persistent disks for their data and a daily snapshot schedule (the shared
+# data-vms module). They form one cluster at first boot from the addresses
+# alone (no discovery service).
 
 variable "project_id" {
   type = string
@@ -62,97 +63,56 @@ resource "google_compute_address" "member" {
   address_type = "INTERNAL"
 }
 
-resource "google_compute_resource_policy" "snapshots" {
-  project = var.project_id
-  name    = "${var.name}-etcd-daily"
-  region  = var.region
-  snapshot_schedule_policy {
-    schedule {
-      daily_schedule {
-        days_in_cycle = 1
-        start_time    = "03:00"
-      }
-    }
-    retention_policy {
-      max_retention_days    = var.snapshot_retention_days
-      on_source_disk_delete = "KEEP_AUTO_SNAPSHOTS"
-    }
-    snapshot_properties {
-      storage_locations = [var.region]
-      labels            = { app = "gdts", component = "etcd" }
+module "vms" {
+  source                  = "../data-vms"
+  project_id              = var.project_id
+  region                  = var.region
+  component               = "etcd"
+  name                    = var.name
+  boot_image              = "debian-cloud/debian-12"
+  subnetwork              = var.subnetwork
+  network_tag             = var.network_tag
+  service_account         = var.service_account
+  machine_type            = var.machine_type
+  disk_gb                 = var.disk_gb
+  snapshot_start_time     = "03:00"
+  snapshot_retention_days = var.snapshot_retention_days
+  deletion_protection     = var.deletion_protection
+  boot_key                = "startup-script"
+  members = {
+    for member, zone in local.members : member => {
+      zone    = zone
+      address = google_compute_address.member[member].address
+      boot = templatefile("${path.module}/startup.sh.tftpl", {
+        member          = member
+        address         = google_compute_address.member[member].address
+        initial_cluster = local.initial_cluster
+        cluster_token   = "${var.name}-etcd"
+      })
     }
   }
 }
 
-resource "google_compute_disk" "data" {
-  for_each = local.members
-  project  = var.project_id
-  name     = "${each.key}-data"
-  zone     = each.value
-  type     = "pd-ssd"
-  size     = var.disk_gb
-  labels   = { app = "gdts", component = "etcd" }
+# Where these lived before the shared module: moved, never replaced (the
+# data disks hold the cluster).
+moved {
+  from = google_compute_resource_policy.snapshots
+  to   = module.vms.google_compute_resource_policy.snapshots[0]
 }
 
-resource "google_compute_disk_resource_policy_attachment" "snapshots" {
-  for_each = local.members
-  project  = var.project_id
-  name     = google_compute_resource_policy.snapshots.name
-  disk     = google_compute_disk.data[each.key].name
-  zone     = each.value
+moved {
+  from = google_compute_disk.data
+  to   = module.vms.google_compute_disk.data
 }
 
-resource "google_compute_instance" "member" {
-  for_each                  = local.members
-  project                   = var.project_id
-  name                      = each.key
-  zone                      = each.value
-  machine_type              = var.machine_type
-  tags                      = [var.network_tag]
-  labels                    = { app = "gdts", component = "etcd" }
-  deletion_protection       = var.deletion_protection
-  allow_stopping_for_update = true
+moved {
+  from = google_compute_disk_resource_policy_attachment.snapshots
+  to   = module.vms.google_compute_disk_resource_policy_attachment.snapshots
+}
 
-  boot_disk {
-    initialize_params {
-      image = "debian-cloud/debian-12"
-      size  = 20
-      type  = "pd-balanced"
-    }
-  }
-
-  attached_disk {
-    source      = google_compute_disk.data[each.key].id
-    device_name = "etcd-data"
-  }
-
-  network_interface {
-    subnetwork = var.subnetwork
-    network_ip = google_compute_address.member[each.key].address
-  }
-
-  service_account {
-    email  = var.service_account
-    scopes = ["cloud-platform"]
-  }
-
-  shielded_instance_config {
-    enable_secure_boot          = true
-    enable_vtpm                 = true
-    enable_integrity_monitoring = true
-  }
-
-  metadata = {
-    enable-oslogin         = "TRUE"
-    block-project-ssh-keys = "true"
-    serial-port-enable     = "false"
-    startup-script = templatefile("${path.module}/startup.sh.tftpl", {
-      member          = each.key
-      address         = google_compute_address.member[each.key].address
-      initial_cluster = local.initial_cluster
-      cluster_token   = "${var.name}-etcd"
-    })
-  }
+moved {
+  from = google_compute_instance.member
+  to   = module.vms.google_compute_instance.member
 }
 
 output "client_endpoints" {

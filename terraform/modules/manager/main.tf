@@ -54,16 +54,24 @@ variable "invokers" {
   type = list(string)
 }
 
-variable "deletion_protection" {
-  type = bool
+variable "log_retention_days" {
+  description = "Run records older than this are deleted (GDTS_LOG_RETENTION_DAYS), as the bucket's lifecycle deletes their outputs."
+  type        = number
+}
+
+variable "egress_all_traffic" {
+  description = "Send all egress through the VPC (and Cloud NAT), not only private ranges: for a MongoDB reached at a public address that allows the NAT addresses."
+  type        = bool
 }
 
 resource "google_cloud_run_v2_service" "manager" {
-  project             = var.project_id
-  name                = "${var.name}-manager"
-  location            = var.region
-  ingress             = "INGRESS_TRAFFIC_ALL"
-  deletion_protection = var.deletion_protection
+  project  = var.project_id
+  name     = "${var.name}-manager"
+  location = var.region
+  ingress  = "INGRESS_TRAFFIC_ALL"
+  # Stateless: protecting it only blocks replacing a create that failed
+  # (Terraform taints it) without protecting any data.
+  deletion_protection = false
 
   template {
     service_account = var.service_account
@@ -77,7 +85,7 @@ resource "google_cloud_run_v2_service" "manager" {
     }
 
     vpc_access {
-      egress = "PRIVATE_RANGES_ONLY"
+      egress = var.egress_all_traffic ? "ALL_TRAFFIC" : "PRIVATE_RANGES_ONLY"
       network_interfaces {
         network    = var.network
         subnetwork = var.subnetwork
@@ -108,6 +116,10 @@ resource "google_cloud_run_v2_service" "manager" {
         value = "json"
       }
       env {
+        name  = "GDTS_LOG_RETENTION_DAYS"
+        value = tostring(var.log_retention_days)
+      }
+      env {
         name = "GDTS_MONGO_URI"
         value_source {
           secret_key_ref {
@@ -116,16 +128,19 @@ resource "google_cloud_run_v2_service" "manager" {
           }
         }
       }
+      # Both probe the process only (/livez): etcd still booting on the
+      # first apply, or an etcd outage later, must not fail the deployment
+      # or restart every manager (which would not bring etcd back).
       startup_probe {
         http_get {
-          path = "/healthz"
+          path = "/livez"
         }
         period_seconds    = 5
         failure_threshold = 12
       }
       liveness_probe {
         http_get {
-          path = "/healthz"
+          path = "/livez"
         }
         period_seconds    = 30
         failure_threshold = 3

@@ -1,9 +1,11 @@
 # MongoDB for run records: by default a self-managed three-member replica set
 # (one VM per zone, Container-Optimized OS running the official image, SSD
-# data disks with daily snapshots, keyfile auth). With `external_uri` set
-# (e.g. MongoDB Atlas) no VM is made and that URI is stored instead. Either
+# data disks with daily snapshots, keyfile auth). With `external` (e.g.
+# MongoDB Atlas) no VM is made and `external_uri` is stored instead. Either
 # way the connection string lives in Secret Manager, readable only by the
-# service accounts in `uri_readers`.
+# service accounts in `uri_readers`. Generated passwords and the URI are
+# ephemeral values written to Secret Manager as write-only data: they never
+# enter the Terraform state or the plan.
 
 variable "project_id" {
   type = string
@@ -45,9 +47,21 @@ variable "snapshot_retention_days" {
   type = number
 }
 
+variable "external" {
+  description = "Use an existing MongoDB (e.g. Atlas) instead of the replica set: no VM is made."
+  type        = bool
+}
+
 variable "external_uri" {
-  type      = string
-  sensitive = true
+  description = "The existing MongoDB's connection string (external only). Ephemeral: written to Secret Manager, never kept in the state; needed on the first apply and whenever uri_version changes."
+  type        = string
+  default     = null
+  ephemeral   = true
+}
+
+variable "uri_version" {
+  description = "Bump to write the connection string (and, self-managed, the generated secrets) again."
+  type        = number
 }
 
 variable "uri_readers" {
@@ -65,37 +79,29 @@ variable "image" {
 }
 
 locals {
-  self_managed = var.external_uri == ""
-  members      = local.self_managed ? { for i, zone in var.zones : "${var.name}-mongodb-${i}" => zone } : {}
-  hosts        = [for m, _ in local.members : "${google_compute_address.member[m].address}:27017"]
-  generated_uri = local.self_managed ? format(
+  # Whether to deploy the replica set is a plain setting, never derived from
+  # the (secret) URI: keys of for_each must not be sensitive.
+  self_managed        = !var.external
+  members             = local.self_managed ? { for i, zone in var.zones : "${var.name}-mongodb-${i}" => zone } : {}
+  hosts               = [for m, _ in local.members : "${google_compute_address.member[m].address}:27017"]
+  member_secret_names = local.self_managed ? toset(["keyfile", "admin-password", "app-password"]) : toset([])
+}
+
+# Generated once per uri_version, written only to Secret Manager.
+ephemeral "random_password" "member" {
+  for_each = local.member_secret_names
+  length   = each.key == "keyfile" ? 96 : 32
+  special  = false
+}
+
+locals {
+  # Ephemeral (they hold the generated passwords or the given URI): used only
+  # in write-only arguments.
+  uri = local.self_managed ? format(
     "mongodb://gdts:%s@%s/gdts?replicaSet=rs0&authSource=admin",
-    random_password.app[0].result,
+    try(ephemeral.random_password.member["app-password"].result, ""),
     join(",", local.hosts),
-  ) : ""
-  secrets_for_members = local.self_managed ? {
-    keyfile        = random_password.keyfile[0].result
-    admin-password = random_password.admin[0].result
-    app-password   = random_password.app[0].result
-  } : {}
-}
-
-resource "random_password" "keyfile" {
-  count   = local.self_managed ? 1 : 0
-  length  = 96
-  special = false
-}
-
-resource "random_password" "admin" {
-  count   = local.self_managed ? 1 : 0
-  length  = 32
-  special = false
-}
-
-resource "random_password" "app" {
-  count   = local.self_managed ? 1 : 0
-  length  = 32
-  special = false
+  ) : var.external_uri
 }
 
 resource "google_secret_manager_secret" "uri" {
@@ -111,8 +117,9 @@ resource "google_secret_manager_secret" "uri" {
 }
 
 resource "google_secret_manager_secret_version" "uri" {
-  secret      = google_secret_manager_secret.uri.id
-  secret_data = local.self_managed ? local.generated_uri : var.external_uri
+  secret                 = google_secret_manager_secret.uri.id
+  secret_data_wo         = local.uri
+  secret_data_wo_version = var.uri_version
 }
 
 resource "google_secret_manager_secret_iam_member" "uri_reader" {
@@ -126,7 +133,7 @@ resource "google_secret_manager_secret_iam_member" "uri_reader" {
 # Secrets only the members read at boot: the replica-set keyfile and the
 # admin and application passwords.
 resource "google_secret_manager_secret" "member" {
-  for_each  = local.secrets_for_members
+  for_each  = local.member_secret_names
   project   = var.project_id
   secret_id = "${var.name}-mongodb-${each.key}"
   replication {
@@ -139,13 +146,14 @@ resource "google_secret_manager_secret" "member" {
 }
 
 resource "google_secret_manager_secret_version" "member" {
-  for_each    = local.secrets_for_members
-  secret      = google_secret_manager_secret.member[each.key].id
-  secret_data = each.value
+  for_each               = local.member_secret_names
+  secret                 = google_secret_manager_secret.member[each.key].id
+  secret_data_wo         = ephemeral.random_password.member[each.key].result
+  secret_data_wo_version = var.uri_version
 }
 
 resource "google_secret_manager_secret_iam_member" "member_reader" {
-  for_each  = local.secrets_for_members
+  for_each  = local.member_secret_names
   project   = var.project_id
   secret_id = google_secret_manager_secret.member[each.key].secret_id
   role      = "roles/secretmanager.secretAccessor"
@@ -161,105 +169,65 @@ resource "google_compute_address" "member" {
   address_type = "INTERNAL"
 }
 
-resource "google_compute_resource_policy" "snapshots" {
-  count   = local.self_managed ? 1 : 0
-  project = var.project_id
-  name    = "${var.name}-mongodb-daily"
-  region  = var.region
-  snapshot_schedule_policy {
-    schedule {
-      daily_schedule {
-        days_in_cycle = 1
-        start_time    = "04:00"
-      }
-    }
-    retention_policy {
-      max_retention_days    = var.snapshot_retention_days
-      on_source_disk_delete = "KEEP_AUTO_SNAPSHOTS"
-    }
-    snapshot_properties {
-      storage_locations = [var.region]
-      labels            = { app = "gdts", component = "mongodb" }
-    }
-  }
-}
-
-resource "google_compute_disk" "data" {
-  for_each = local.members
-  project  = var.project_id
-  name     = "${each.key}-data"
-  zone     = each.value
-  type     = "pd-ssd"
-  size     = var.disk_gb
-  labels   = { app = "gdts", component = "mongodb" }
-}
-
-resource "google_compute_disk_resource_policy_attachment" "snapshots" {
-  for_each = local.members
-  project  = var.project_id
-  name     = google_compute_resource_policy.snapshots[0].name
-  disk     = google_compute_disk.data[each.key].name
-  zone     = each.value
-}
-
-resource "google_compute_instance" "member" {
-  for_each                  = local.members
-  project                   = var.project_id
-  name                      = each.key
-  zone                      = each.value
-  machine_type              = var.machine_type
-  tags                      = [var.network_tag]
-  labels                    = { app = "gdts", component = "mongodb" }
-  deletion_protection       = var.deletion_protection
-  allow_stopping_for_update = true
-
-  boot_disk {
-    initialize_params {
-      image = "cos-cloud/cos-stable"
-      size  = 20
-      type  = "pd-balanced"
+module "vms" {
+  source                  = "../data-vms"
+  project_id              = var.project_id
+  region                  = var.region
+  component               = "mongodb"
+  name                    = var.name
+  boot_image              = "cos-cloud/cos-stable"
+  subnetwork              = var.subnetwork
+  network_tag             = var.network_tag
+  service_account         = var.service_account
+  machine_type            = var.machine_type
+  disk_gb                 = var.disk_gb
+  snapshot_start_time     = "04:00"
+  snapshot_retention_days = var.snapshot_retention_days
+  deletion_protection     = var.deletion_protection
+  boot_key                = "user-data"
+  members = {
+    for member, zone in local.members : member => {
+      zone    = zone
+      address = google_compute_address.member[member].address
+      boot = templatefile("${path.module}/cloud-init.yaml.tftpl", {
+        image          = var.image
+        project_id     = var.project_id
+        secret_prefix  = "${var.name}-mongodb"
+        initiator      = member == keys(local.members)[0]
+        members_json   = jsonencode([for i, h in local.hosts : { _id = i, host = h }])
+        member_address = google_compute_address.member[member].address
+      })
     }
   }
 
-  attached_disk {
-    source      = google_compute_disk.data[each.key].id
-    device_name = "mongodb-data"
-  }
-
-  network_interface {
-    subnetwork = var.subnetwork
-    network_ip = google_compute_address.member[each.key].address
-  }
-
-  service_account {
-    email  = var.service_account
-    scopes = ["cloud-platform"]
-  }
-
-  shielded_instance_config {
-    enable_secure_boot          = true
-    enable_vtpm                 = true
-    enable_integrity_monitoring = true
-  }
-
-  metadata = {
-    enable-oslogin         = "TRUE"
-    block-project-ssh-keys = "true"
-    serial-port-enable     = "false"
-    user-data = templatefile("${path.module}/cloud-init.yaml.tftpl", {
-      image          = var.image
-      project_id     = var.project_id
-      secret_prefix  = "${var.name}-mongodb"
-      initiator      = each.key == keys(local.members)[0]
-      members_json   = jsonencode([for i, h in local.hosts : { _id = i, host = h }])
-      member_address = google_compute_address.member[each.key].address
-    })
-  }
-
+  # The members read their secrets at boot.
   depends_on = [google_secret_manager_secret_version.member, google_secret_manager_secret_iam_member.member_reader]
 }
 
+# Where these lived before the shared module: moved, never replaced (the
+# data disks hold the records).
+moved {
+  from = google_compute_resource_policy.snapshots
+  to   = module.vms.google_compute_resource_policy.snapshots
+}
+
+moved {
+  from = google_compute_disk.data
+  to   = module.vms.google_compute_disk.data
+}
+
+moved {
+  from = google_compute_disk_resource_policy_attachment.snapshots
+  to   = module.vms.google_compute_disk_resource_policy_attachment.snapshots
+}
+
+moved {
+  from = google_compute_instance.member
+  to   = module.vms.google_compute_instance.member
+}
+
 output "uri_secret_id" {
-  description = "Secret Manager secret id of the MongoDB URI."
+  description = "Secret Manager secret id of the MongoDB URI: known once the URI is written and readable by uri_readers."
   value       = google_secret_manager_secret.uri.secret_id
+  depends_on  = [google_secret_manager_secret_version.uri, google_secret_manager_secret_iam_member.uri_reader]
 }

@@ -1,5 +1,6 @@
 # A custom VPC with one subnet for the VMs and one dedicated to Cloud Run
-# Direct VPC egress, Cloud NAT for VM egress (no VM has an external address),
+# Direct VPC egress, Cloud NAT for the egress of both (no VM has an external
+# address; the manager's internet traffic takes it with all-traffic egress),
 # and firewall rules that open only what GDTS needs.
 
 variable "project_id" {
@@ -86,6 +87,12 @@ resource "google_compute_router_nat" "nat" {
   source_subnetwork_ip_ranges_to_nat = "LIST_OF_SUBNETWORKS"
   subnetwork {
     name                    = google_compute_subnetwork.vms.id
+    source_ip_ranges_to_nat = ["ALL_IP_RANGES"]
+  }
+  # The manager's Direct VPC egress: with manager_egress_all_traffic (a
+  # public MongoDB endpoint such as Atlas) its internet traffic leaves here.
+  subnetwork {
+    name                    = google_compute_subnetwork.run_egress.id
     source_ip_ranges_to_nat = ["ALL_IP_RANGES"]
   }
   log_config {

@@ -125,6 +125,11 @@ resource "google_compute_instance_template" "worker" {
       etcd_endpoints = var.etcd_endpoints
       gcs_bucket     = var.gcs_bucket
       health_port    = var.health_port
+      # Jobs get 30 s to finish, records 45 s to reach MongoDB; docker
+      # waits for both plus 10 s before it kills the worker.
+      shutdown_grace_ms = 30000
+      flush_timeout_ms  = 45000
+      stop_timeout_s    = 85
     })
   }
 

@@ -397,9 +397,21 @@ pub async fn put_jobs(cluster: &Cluster, specs: &[JobSpec]) -> anyhow::Result<()
             let name = JobName::parse(&spec.name).map_err(|e| anyhow::anyhow!("{e}"))?;
             ops.push(TxnOp::put(keys.job(&name), serde_json::to_vec(spec)?, None));
         }
-        etcd.txn(Txn::new().and_then(ops))
-            .await
-            .context("putting jobs into etcd")?;
+        // Puts are idempotent: an overloaded etcd that times out is asked
+        // again (the overload scenario fills it while workers already run).
+        let txn = Txn::new().and_then(ops);
+        let mut attempt = 1;
+        loop {
+            match etcd.txn(txn.clone()).await {
+                Ok(_) => break,
+                Err(e) if attempt < 5 => {
+                    eprintln!("putting jobs into etcd failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_secs(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e).context("putting jobs into etcd"),
+            }
+        }
     }
     Ok(())
 }
@@ -627,7 +639,10 @@ fn count_lines(path: &Path, from: u64, to: u64, pred: impl Fn(&str) -> bool) -> 
 /// count: they name no registration.
 pub fn is_registration_loss(line: &str) -> bool {
     let l = line.to_ascii_lowercase();
+    // A keep-alive retried while the lease is still valid is not a loss:
+    // the worker stays registered.
     l.contains("registration")
+        && !l.contains("still valid")
         && ["interrupted", "lost", "expired"]
             .iter()
             .any(|w| l.contains(w))

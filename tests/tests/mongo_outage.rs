@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use gdts_tests::{now_ms, record_key, wait_until, Cluster, TickReport, WorkerOptions};
+use gdts_tests::{now_ms, record_key, wait_until, Cluster, FakeGcs, TickReport, WorkerOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_during_a_mongo_outage_are_all_logged() -> anyhow::Result<()> {
@@ -124,5 +124,125 @@ async fn records_unwritten_at_shutdown_are_spooled_and_replayed() -> anyhow::Res
         || async { !files[0].exists() },
     )
     .await?;
+    Ok(())
+}
+
+/// With a bucket, records a stopping worker could not write go to the bucket
+/// (not only its own disk), and another worker writes them: the first one's
+/// machine may be gone for good (a scale-in) and its id never come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_spooled_to_the_bucket_are_written_by_another_worker() -> anyhow::Result<()> {
+    let mut c = Cluster::start("mongo_spool_bucket").await?;
+    let bucket = "gdts-test-spool";
+    let gcs = FakeGcs::start(c.dir.path(), bucket).await?;
+    let dir = c.dir.path().to_path_buf();
+    let options = |spool: &str| WorkerOptions {
+        env: vec![
+            ("GDTS_LOG_FLUSH_TIMEOUT_MS".into(), "1000".into()),
+            (
+                "GDTS_SPOOL_DIR".into(),
+                dir.join(spool).display().to_string(),
+            ),
+            ("GDTS_GCS_BUCKET".into(), bucket.into()),
+            ("GDTS_GCS_ENDPOINT".into(), gcs.endpoint.clone()),
+        ],
+        ..Default::default()
+    };
+    let gone_options = options("spool-gone");
+    c.start_worker("gone", gone_options)?;
+    c.wait_for_workers(&["gone"], Duration::from_secs(20))
+        .await?;
+    c.save_job("spooled", "echo tick", "* * * * * * *").await?;
+    wait_until("first records", Duration::from_secs(15), || async {
+        c.run_records().await.map(|r| r.len() >= 2).unwrap_or(false)
+    })
+    .await?;
+
+    c.mongo.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.delete_job("spooled").await?;
+    assert!(
+        c.worker("gone").terminate(Duration::from_secs(30)),
+        "the worker should stop cleanly after spooling"
+    );
+    let on_disk: Vec<_> = std::fs::read_dir(dir.join("spool-gone"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        on_disk.is_empty(),
+        "the spool should have left the disk: {on_disk:?}"
+    );
+
+    let http = reqwest::Client::new();
+    let list = format!("{}/storage/v1/b/{bucket}/o?prefix=spool/", gcs.endpoint);
+    let listing: serde_json::Value = http.get(&list).send().await?.json().await?;
+    let objects: Vec<String> = listing["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|o| o["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        objects.len(),
+        1,
+        "one spool object in the bucket: {listing}"
+    );
+    let object = objects[0].replace('/', "%2F");
+    let url = format!(
+        "{}/storage/v1/b/{bucket}/o/{object}?alt=media",
+        gcs.endpoint
+    );
+    let spooled: Vec<i64> = http
+        .get(&url)
+        .send()
+        .await?
+        .text()
+        .await?
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["planTime"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(spooled.len() >= 2, "only {} records spooled", spooled.len());
+
+    c.mongo.start_again().await?;
+    c.start_worker("other", options("spool-other"))?;
+    wait_until(
+        "another worker to write the spooled records",
+        Duration::from_secs(30),
+        || async {
+            let Ok(records) = c.run_records().await else {
+                return false;
+            };
+            let have: std::collections::HashSet<i64> =
+                records.iter().map(|d| record_key(d).1).collect();
+            spooled.iter().all(|t| have.contains(t))
+        },
+    )
+    .await?;
+    wait_until(
+        "the spool object to be deleted",
+        Duration::from_secs(10),
+        || async {
+            let Ok(resp) = http.get(&list).send().await else {
+                return false;
+            };
+            let listing: serde_json::Value = resp.json().await.unwrap_or_default();
+            listing["items"]
+                .as_array()
+                .is_none_or(|items| items.is_empty())
+        },
+    )
+    .await?;
+    let records = c.run_records().await?;
+    let mut seen = std::collections::HashSet::new();
+    for d in &records {
+        assert!(seen.insert(record_key(d)), "a record written twice: {d:?}");
+    }
     Ok(())
 }

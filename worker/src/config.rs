@@ -47,6 +47,13 @@ pub struct WorkerConfig {
     /// run (0-19, default 10), so an overloaded machine still serves the
     /// worker (its lease, its claims) first.
     pub shell: crate::executor::ShellConfig,
+    /// `GDTS_JOB_CGROUP`: `auto` (default), `off`, or a cgroup directory
+    /// that holds every shell run (see `cgroup.rs`).
+    pub job_cgroup: crate::cgroup::CgroupSetting,
+    /// `GDTS_JOB_CPU_WEIGHT`: what all shell runs together weigh on a busy
+    /// machine, in cgroup v2 units (100 = one ordinary process; 1-10000).
+    /// Default 100.
+    pub job_cpu_weight: u32,
     /// `GDTS_HEALTH_PORT`: serve `/healthz` and `/readyz` on this port (all
     /// interfaces). Unset: no health endpoint.
     pub health_port: Option<u16>,
@@ -104,6 +111,13 @@ impl WorkerConfig {
                     n @ 0..=19 => n as i32,
                     n => return Err(format!("GDTS_JOB_NICE: {n} is outside 0..=19")),
                 },
+            },
+            job_cgroup: crate::cgroup::CgroupSetting::parse(
+                &get("GDTS_JOB_CGROUP").unwrap_or_default(),
+            )?,
+            job_cpu_weight: match number(get, "GDTS_JOB_CPU_WEIGHT", 100)? {
+                n @ 1..=10_000 => n as u32,
+                n => return Err(format!("GDTS_JOB_CPU_WEIGHT: {n} is outside 1..=10000")),
             },
             health_port: match get("GDTS_HEALTH_PORT") {
                 None => None,

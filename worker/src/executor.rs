@@ -178,6 +178,11 @@ impl Prepared {
     /// yield the CPU to the worker itself (and to etcd where it shares the
     /// machine) when the machine is overloaded, so the worker keeps its lease
     /// and sends its claims on time instead of every run being late together.
+    /// The process id (also its process group's).
+    pub fn pid(&self) -> Option<u32> {
+        self.pgid.map(|p| p.as_raw() as u32)
+    }
+
     pub fn lower_priority(&self, by: i32) {
         if by <= 0 {
             return;

@@ -9,9 +9,17 @@
 //! At shutdown the writer keeps retrying for the flush timeout; what is still
 //! unwritten then goes to a spool file (`gdts-unsent-{worker}-{ms}.jsonl` in
 //! the spool dir), which the next start of the same worker id writes first.
+//! With a bucket, the spool file is uploaded to it (`spool/...`) and removed
+//! from the disk, and any worker writes it: at its start and every
+//! `BUCKET_SPOOL_EVERY`. So records outlive a worker whose machine is gone
+//! for good (a scale-in deletes the VM and its disk, and its name never
+//! comes back).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::gcs::OutputStore;
 
 use gdts_common::log_record::{LogRecord, LOG_COLLECTION};
 use mongodb::bson::{self, Document};
@@ -27,7 +35,12 @@ pub struct SinkConfig {
     /// Where records that could not be written by shutdown are kept.
     pub spool_dir: PathBuf,
     pub worker_id: String,
+    /// Where spool files go for any worker to write (the outputs bucket).
+    pub bucket: Option<Arc<OutputStore>>,
 }
+
+/// How often a worker looks for run records spooled to the bucket.
+pub const BUCKET_SPOOL_EVERY: Duration = Duration::from_secs(300);
 
 impl SinkConfig {
     fn spool_prefix(&self) -> String {
@@ -83,7 +96,7 @@ pub async fn run_log_writer(
                     }
                     return match spool(&config, &rest) {
                         Ok(path) => {
-                            tracing::warn!(records = rest.len(), file = %path.display(), "MongoDB unreachable at shutdown; records spooled for the next start");
+                            hand_to_bucket(&config, &path, rest.len()).await;
                             0
                         }
                         Err(e) => {
@@ -120,9 +133,102 @@ fn spool(config: &SinkConfig, records: &[LogRecord]) -> std::io::Result<PathBuf>
     Ok(path)
 }
 
+/// Uploads a spool file to the bucket, if there is one, and removes it from
+/// the disk; otherwise (or if the upload fails) it stays for the next start.
+async fn hand_to_bucket(config: &SinkConfig, path: &std::path::Path, records: usize) {
+    let file = path.display();
+    let Some(bucket) = &config.bucket else {
+        tracing::warn!(records, file = %file, "MongoDB unreachable at shutdown; records spooled for the next start");
+        return;
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("unsent.jsonl");
+    let object = format!("{}{name}", crate::gcs::SPOOL_PREFIX);
+    match bucket.upload(&object, path).await {
+        Ok(uri) => {
+            if let Err(e) = std::fs::remove_file(path) {
+                // Both copies are written (idempotently) later: harmless.
+                tracing::warn!(file = %file, error = %e, "cannot remove a spool file handed to the bucket");
+            }
+            tracing::warn!(records, object = %uri, "MongoDB unreachable at shutdown; records spooled to the bucket for any worker to write");
+        }
+        Err(e) => {
+            tracing::warn!(records, file = %file, error = %e, "MongoDB unreachable at shutdown and the bucket refused the spool; records spooled for the next start");
+        }
+    }
+}
+
+/// Writes the run records spooled to the bucket (by any worker) and deletes
+/// them there. Records carry their run id as `_id`, so two workers writing
+/// the same file at once write nothing twice. Gives up for now (to try again
+/// later) while MongoDB or the bucket fails.
+pub async fn replay_bucket(collection: &mongodb::Collection<Document>, bucket: &OutputStore) {
+    let objects = match bucket.spooled().await {
+        Ok(objects) => objects,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list spooled run records in the bucket; trying later");
+            return;
+        }
+    };
+    for (object, generation) in objects {
+        let data = match bucket.download(&object).await {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::warn!(object, error = %e, "cannot read spooled run records from the bucket; trying later");
+                continue;
+            }
+        };
+        let docs = spooled_documents(&String::from_utf8_lossy(&data));
+        if let Err(e) = insert_idempotent(collection, &docs).await {
+            tracing::warn!(object, error = %e, "writing spooled run records from the bucket failed; trying later");
+            return;
+        }
+        if let Err(e) = bucket.delete(&object, generation).await {
+            tracing::warn!(object, error = %e, "cannot delete replayed spooled run records in the bucket");
+        }
+        tracing::info!(
+            records = docs.len(),
+            object,
+            "spooled run records from the bucket written"
+        );
+    }
+}
+
+/// `replay_bucket` every `BUCKET_SPOOL_EVERY` until `stop`.
+pub async fn replay_bucket_periodically(
+    db: mongodb::Database,
+    bucket: Arc<OutputStore>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let collection = db.collection::<Document>(LOG_COLLECTION);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(BUCKET_SPOOL_EVERY) => replay_bucket(&collection, &bucket).await,
+        }
+    }
+}
+
+fn spooled_documents(text: &str) -> Vec<Document> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<LogRecord>(l).ok())
+        .map(|r| to_document(&r))
+        .collect()
+}
+
 /// Writes the records an earlier life of this worker spooled, then removes
-/// their files. Retries while MongoDB is down (new records wait meanwhile).
+/// their files, then those in the bucket. Retries the files while MongoDB is
+/// down (new records wait meanwhile).
 async fn replay_spool(collection: &mongodb::Collection<Document>, config: &SinkConfig) {
+    replay_spool_files(collection, config).await;
+    if let Some(bucket) = &config.bucket {
+        replay_bucket(collection, bucket).await;
+    }
+}
+
+async fn replay_spool_files(collection: &mongodb::Collection<Document>, config: &SinkConfig) {
     let prefix = config.spool_prefix();
     let Ok(entries) = std::fs::read_dir(&config.spool_dir) else {
         return;
@@ -144,11 +250,7 @@ async fn replay_spool(collection: &mongodb::Collection<Document>, config: &SinkC
                 continue;
             }
         };
-        let docs: Vec<Document> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<LogRecord>(l).ok())
-            .map(|r| to_document(&r))
-            .collect();
+        let docs = spooled_documents(&text);
         let mut backoff = Duration::from_millis(200);
         while let Err(e) = insert_idempotent(collection, &docs).await {
             tracing::warn!(file = %file.display(), error = %e, "writing spooled run records failed; retrying");

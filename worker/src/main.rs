@@ -1,6 +1,7 @@
 //! `gdts-worker`: follows the jobs in etcd, claims each tick it is due for,
 //! runs the ticks it wins and writes their records to MongoDB.
 
+mod cgroup;
 mod claim;
 mod config;
 mod container;
@@ -41,11 +42,11 @@ async fn main() -> anyhow::Result<()> {
 
     let keys = Keys::new(&config.store.etcd_prefix);
     let outputs = match config.gcs.clone() {
-        Some(gcs) => Some(
+        Some(gcs) => Some(Arc::new(
             gcs::OutputStore::connect(gcs)
                 .await
                 .context("setting up the outputs bucket client")?,
-        ),
+        )),
         None => None,
     };
     let docker = container::DockerConn::connect();
@@ -101,8 +102,17 @@ async fn main() -> anyhow::Result<()> {
             flush_timeout: config.log_flush_timeout,
             spool_dir: config.spool_dir.clone(),
             worker_id: config.worker_id.clone(),
+            bucket: outputs.clone(),
         },
     ));
+    if let Some(bucket) = &outputs {
+        // Records other workers spooled to the bucket when they stopped.
+        background.spawn(log_sink::replay_bucket_periodically(
+            mongo.database(&config.store.mongo_db),
+            bucket.clone(),
+            stop_all.clone(),
+        ));
+    }
 
     let keys_for_registration = keys.clone();
     // The registration keeps its lease alive on a thread and etcd connection
@@ -181,7 +191,26 @@ async fn main() -> anyhow::Result<()> {
         workers: follow(keys.workers_prefix(), &stop_all),
         horizons: follow(keys.horizons_prefix(), &stop_all),
     };
-    let preparer = run::Preparer::start(tokio::runtime::Handle::current(), config.shell.nice);
+    let job_cgroup = match cgroup::JobCgroup::open(
+        &config.job_cgroup,
+        &config.worker_id,
+        config.job_cpu_weight,
+    ) {
+        Ok(Some(group)) => {
+            tracing::info!(cgroup = %group.dir().display(), weight = config.job_cpu_weight, "shell runs share one CPU cgroup");
+            Some(Arc::new(group))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "no CPU cgroup for shell runs (GDTS_JOB_CGROUP); they run at their nice level only");
+            None
+        }
+    };
+    let preparer = run::Preparer::start(
+        tokio::runtime::Handle::current(),
+        config.shell.nice,
+        job_cgroup.clone(),
+    );
     let claimer = Arc::new(claim::Claimer::new(
         etcd.clone(),
         keys.clone(),
@@ -271,6 +300,9 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("registration thread panicked"))?;
     background.close();
     background.wait().await;
+    if let Some(group) = &job_cgroup {
+        group.remove();
+    }
     if unwritten > 0 {
         anyhow::bail!("{unwritten} run records could not be written to MongoDB");
     }

@@ -20,6 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
 
+/// What the registration knows across interruptions of its keep-alive.
+#[derive(Default)]
+struct Renewals {
+    written_with: Option<i64>,
+    last_renewed: Option<tokio::time::Instant>,
+}
+
 pub struct Registration {
     pub client: Client,
     pub keys: Keys,
@@ -41,6 +48,12 @@ impl Registration {
     /// `/worker/list` at once.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut lease: Option<i64> = None;
+        // The lease the registration key was last written with, and when the
+        // lease was last renewed: an interrupted keep-alive stream (an etcd
+        // too busy to answer in time) does not end a registration whose
+        // lease is still alive; the worker stays registered and keeps
+        // claiming until the lease may have expired.
+        let mut state = Renewals::default();
         let mut backoff = Duration::from_millis(200);
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -50,21 +63,27 @@ impl Registration {
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = self.keep_registered(&mut lease) => r,
+                r = self.keep_registered(&mut lease, &mut state) => r,
             };
             if started.elapsed() > self.ttl {
                 // It had been registered for a while: retry quickly again.
                 backoff = Duration::from_millis(200);
             }
             if let Err(e) = result {
-                self.health.set_registered(false);
-                self.lease_id.send_replace(0);
-                tracing::warn!(error = %e, "worker registration interrupted; retrying");
                 if let Some(id) = lease {
                     if !self.lease_alive(id).await {
                         // Expired while we were cut off: start over with a new one.
                         lease = None;
                     }
+                }
+                let renewed_within_ttl =
+                    state.last_renewed.is_some_and(|at| at.elapsed() < self.ttl);
+                if lease.is_some() && renewed_within_ttl {
+                    tracing::warn!(error = %e, "worker registration's keep-alive interrupted; its lease is still valid, renewing it again");
+                } else {
+                    self.health.set_registered(false);
+                    self.lease_id.send_replace(0);
+                    tracing::warn!(error = %e, "worker registration interrupted; retrying");
                 }
             }
             tokio::select! {
@@ -94,7 +113,11 @@ impl Registration {
         }
     }
 
-    async fn keep_registered(&mut self, lease: &mut Option<i64>) -> anyhow::Result<()> {
+    async fn keep_registered(
+        &mut self,
+        lease: &mut Option<i64>,
+        state: &mut Renewals,
+    ) -> anyhow::Result<()> {
         let id = match *lease {
             Some(id) => id,
             None => {
@@ -121,14 +144,20 @@ impl Registration {
                         .ok_or_else(|| anyhow::anyhow!("keep-alive stream ended"))?;
                     if resp.ttl() <= 0 {
                         *lease = None;
+                        state.last_renewed = None;
                         anyhow::bail!("registration lease {id:x} expired");
                     }
+                    state.last_renewed = Some(tokio::time::Instant::now());
                     if !registered {
-                        self.write(id).await?;
+                        // The key lives as long as its lease: written once.
+                        if state.written_with != Some(id) {
+                            self.write(id).await?;
+                            state.written_with = Some(id);
+                            tracing::info!(worker = %self.info.id, lease = format!("{id:x}"), "registered");
+                        }
                         registered = true;
                         self.health.set_registered(true);
                         self.lease_id.send_replace(id);
-                        tracing::info!(worker = %self.info.id, lease = format!("{id:x}"), "registered");
                     }
                 }
                 r = self.draining.changed(), if draining_open => {

@@ -43,7 +43,7 @@ pub struct RunContext {
     /// at its release).
     pub jobs: SharedJobs,
     /// Where outputs larger than the inline cap go, when a bucket is set.
-    pub outputs: Option<crate::gcs::OutputStore>,
+    pub outputs: Option<Arc<crate::gcs::OutputStore>>,
     pub log_records: mpsc::Sender<LogRecord>,
     pub metrics: Arc<Metrics>,
     /// Cancelled at shutdown: pending retries are abandoned.
@@ -131,9 +131,13 @@ fn prepare_gap(
 
 impl Preparer {
     /// Runs until every handle is dropped.
-    pub fn start(runtime: tokio::runtime::Handle, nice: i32) -> Preparer {
+    pub fn start(
+        runtime: tokio::runtime::Handle,
+        nice: i32,
+        cgroup: Option<Arc<crate::cgroup::JobCgroup>>,
+    ) -> Preparer {
         let queues = (0..PREPARER_THREADS)
-            .map(|i| Self::start_thread(runtime.clone(), i, nice))
+            .map(|i| Self::start_thread(runtime.clone(), i, nice, cgroup.clone()))
             .collect();
         Preparer {
             queues: Arc::new(queues),
@@ -145,12 +149,17 @@ impl Preparer {
         runtime: tokio::runtime::Handle,
         i: usize,
         nice: i32,
+        cgroup: Option<Arc<crate::cgroup::JobCgroup>>,
     ) -> std::sync::mpsc::Sender<PrepareJob> {
         let (queue, jobs) = std::sync::mpsc::channel::<PrepareJob>();
         std::thread::Builder::new()
             .name(format!("gdts-preparer-{i}"))
             .spawn(move || {
                 let _entered = runtime.enter();
+                // Processes this thread starts are born in the job cgroup.
+                if let Some(group) = &cgroup {
+                    group.add_current_thread();
+                }
                 let mut queued = std::collections::VecDeque::new();
                 loop {
                     if queued.is_empty() {
@@ -177,7 +186,17 @@ impl Preparer {
                         Err(TOO_LATE_TO_PREPARE.to_string())
                     } else {
                         executor::prepare_shell(&job.shell, &job.command, &job.env, &job.vars)
-                            .inspect(|p| p.lower_priority(nice))
+                            .inspect(|p| {
+                                if let (Some(group), Some(pid)) = (&cgroup, p.pid()) {
+                                    // ESRCH: it already exited (a syntax error).
+                                    if let Err(e) = group.add(pid) {
+                                        if e.raw_os_error() != Some(nix::errno::Errno::ESRCH as i32) {
+                                            tracing::debug!(error = %e, "could not move a run into the job cgroup");
+                                        }
+                                    }
+                                }
+                                p.lower_priority(nice)
+                            })
                     };
                     let ready_by = job
                         .not_after

@@ -47,7 +47,6 @@ enum Version {
 #[derive(Debug)]
 pub struct JobCgroup {
     dir: PathBuf,
-    version: Version,
     procs: std::fs::File,
     /// Made by this worker (so removed by it), not given.
     made: bool,
@@ -91,12 +90,7 @@ impl JobCgroup {
             .append(true)
             .open(dir.join("cgroup.procs"));
         match (set, procs) {
-            (Ok(()), Ok(procs)) => Ok(Some(JobCgroup {
-                dir,
-                version,
-                procs,
-                made,
-            })),
+            (Ok(()), Ok(procs)) => Ok(Some(JobCgroup { dir, procs, made })),
             (Err(e), _) | (_, Err(e)) => {
                 if made {
                     let _ = std::fs::remove_dir(&dir);
@@ -113,23 +107,6 @@ impl JobCgroup {
     /// Moves a process (a run just started) into the cgroup.
     pub fn add(&self, pid: u32) -> std::io::Result<()> {
         (&self.procs).write_all(pid.to_string().as_bytes())
-    }
-
-    /// Moves the calling thread (alone) into the cgroup, so the processes it
-    /// starts are born there: starting a shell (exec, loading its libraries)
-    /// then weighs as a run too, not as the worker. cgroup v1 only (v2 keeps
-    /// all threads of a process in one cgroup); false where not done.
-    pub fn add_current_thread(&self) -> bool {
-        if self.version != Version::V1 {
-            return false;
-        }
-        let tid = rustix::thread::gettid().as_raw_nonzero().get();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.join("tasks"))
-            .and_then(|mut tasks| tasks.write_all(tid.to_string().as_bytes()))
-            .inspect_err(|e| tracing::debug!(error = %e, "could not move a preparer thread into the job cgroup"))
-            .is_ok()
     }
 
     /// Removes the cgroup if this worker made it; call once every run has

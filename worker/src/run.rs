@@ -156,10 +156,6 @@ impl Preparer {
             .name(format!("gdts-preparer-{i}"))
             .spawn(move || {
                 let _entered = runtime.enter();
-                // Processes this thread starts are born in the job cgroup.
-                if let Some(group) = &cgroup {
-                    group.add_current_thread();
-                }
                 let mut queued = std::collections::VecDeque::new();
                 loop {
                     if queued.is_empty() {

@@ -60,6 +60,19 @@ async fn runs_during_a_mongo_outage_are_all_logged() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until MongoDB holds a record of each tick in `ticks`.
+async fn wait_for_ticks_logged(c: &Cluster, ticks: &[i64], what: &str) -> anyhow::Result<()> {
+    wait_until(what, Duration::from_secs(30), || async {
+        let Ok(records) = c.run_records().await else {
+            return false;
+        };
+        let have: std::collections::HashSet<i64> =
+            records.iter().map(|d| record_key(d).1).collect();
+        ticks.iter().all(|t| have.contains(t))
+    })
+    .await
+}
+
 /// Records a worker could not write before it stopped (MongoDB down past
 /// the flush timeout) are spooled to disk and written by its next start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,19 +118,7 @@ async fn records_unwritten_at_shutdown_are_spooled_and_replayed() -> anyhow::Res
 
     c.mongo.start_again().await?;
     c.start_worker("w1", options)?;
-    wait_until(
-        "the spooled records to be written",
-        Duration::from_secs(30),
-        || async {
-            let Ok(records) = c.run_records().await else {
-                return false;
-            };
-            let have: std::collections::HashSet<i64> =
-                records.iter().map(|d| record_key(d).1).collect();
-            spooled.iter().all(|t| have.contains(t))
-        },
-    )
-    .await?;
+    wait_for_ticks_logged(&c, &spooled, "the spooled records to be written").await?;
     wait_until(
         "the spool file to be removed",
         Duration::from_secs(10),
@@ -212,19 +213,7 @@ async fn records_spooled_to_the_bucket_are_written_by_another_worker() -> anyhow
 
     c.mongo.start_again().await?;
     c.start_worker("other", options("spool-other"))?;
-    wait_until(
-        "another worker to write the spooled records",
-        Duration::from_secs(30),
-        || async {
-            let Ok(records) = c.run_records().await else {
-                return false;
-            };
-            let have: std::collections::HashSet<i64> =
-                records.iter().map(|d| record_key(d).1).collect();
-            spooled.iter().all(|t| have.contains(t))
-        },
-    )
-    .await?;
+    wait_for_ticks_logged(&c, &spooled, "another worker to write the spooled records").await?;
     wait_until(
         "the spool object to be deleted",
         Duration::from_secs(10),

@@ -73,6 +73,32 @@ async fn wait_for_ticks_logged(c: &Cluster, ticks: &[i64], what: &str) -> anyhow
     .await
 }
 
+/// Starts worker `id`, runs an every-second job until records are written,
+/// stops MongoDB, lets the job run on for 3 s (records it cannot write),
+/// deletes the job and stops the worker, which must stop cleanly (spooling).
+async fn run_until_mongo_stops_then_stop(
+    c: &mut Cluster,
+    id: &str,
+    options: WorkerOptions,
+) -> anyhow::Result<()> {
+    c.start_worker(id, options)?;
+    c.wait_for_workers(&[id], Duration::from_secs(20)).await?;
+    c.save_job("spooled", "echo tick", "* * * * * * *").await?;
+    wait_until("first records", Duration::from_secs(15), || async {
+        c.run_records().await.map(|r| r.len() >= 2).unwrap_or(false)
+    })
+    .await?;
+
+    c.mongo.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.delete_job("spooled").await?;
+    assert!(
+        c.worker(id).terminate(Duration::from_secs(30)),
+        "{id} should stop cleanly after spooling"
+    );
+    Ok(())
+}
+
 /// Records a worker could not write before it stopped (MongoDB down past
 /// the flush timeout) are spooled to disk and written by its next start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,21 +112,7 @@ async fn records_unwritten_at_shutdown_are_spooled_and_replayed() -> anyhow::Res
         ],
         ..Default::default()
     };
-    c.start_worker("w1", options.clone())?;
-    c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
-    c.save_job("spooled", "echo tick", "* * * * * * *").await?;
-    wait_until("first records", Duration::from_secs(15), || async {
-        c.run_records().await.map(|r| r.len() >= 2).unwrap_or(false)
-    })
-    .await?;
-
-    c.mongo.stop();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    c.delete_job("spooled").await?;
-    assert!(
-        c.worker("w1").terminate(Duration::from_secs(30)),
-        "w1 should stop cleanly after spooling"
-    );
+    run_until_mongo_stops_then_stop(&mut c, "w1", options.clone()).await?;
     let files: Vec<_> = std::fs::read_dir(&spool_dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -149,23 +161,7 @@ async fn records_spooled_to_the_bucket_are_written_by_another_worker() -> anyhow
         ],
         ..Default::default()
     };
-    let gone_options = options("spool-gone");
-    c.start_worker("gone", gone_options)?;
-    c.wait_for_workers(&["gone"], Duration::from_secs(20))
-        .await?;
-    c.save_job("spooled", "echo tick", "* * * * * * *").await?;
-    wait_until("first records", Duration::from_secs(15), || async {
-        c.run_records().await.map(|r| r.len() >= 2).unwrap_or(false)
-    })
-    .await?;
-
-    c.mongo.stop();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    c.delete_job("spooled").await?;
-    assert!(
-        c.worker("gone").terminate(Duration::from_secs(30)),
-        "the worker should stop cleanly after spooling"
-    );
+    run_until_mongo_stops_then_stop(&mut c, "gone", options("spool-gone")).await?;
     let on_disk: Vec<_> = std::fs::read_dir(dir.join("spool-gone"))
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();

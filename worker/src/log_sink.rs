@@ -164,7 +164,7 @@ async fn hand_to_bucket(config: &SinkConfig, path: &std::path::Path, records: us
 /// them there. Records carry their run id as `_id`, so two workers writing
 /// the same file at once write nothing twice. Gives up for now (to try again
 /// later) while MongoDB or the bucket fails.
-pub async fn replay_bucket(collection: &mongodb::Collection<Document>, bucket: &OutputStore) {
+async fn replay_bucket(collection: &mongodb::Collection<Document>, bucket: &OutputStore) {
     let objects = match bucket.spooled().await {
         Ok(objects) => objects,
         Err(e) => {
@@ -196,7 +196,8 @@ pub async fn replay_bucket(collection: &mongodb::Collection<Document>, bucket: &
     }
 }
 
-/// `replay_bucket` every `BUCKET_SPOOL_EVERY` until `stop`.
+/// `replay_bucket` at once and then every `BUCKET_SPOOL_EVERY` until `stop`,
+/// beside the log writer (never in its way).
 pub async fn replay_bucket_periodically(
     db: mongodb::Database,
     bucket: Arc<OutputStore>,
@@ -206,7 +207,11 @@ pub async fn replay_bucket_periodically(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(BUCKET_SPOOL_EVERY) => replay_bucket(&collection, &bucket).await,
+            _ = replay_bucket(&collection, &bucket) => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(BUCKET_SPOOL_EVERY) => {}
         }
     }
 }
@@ -219,16 +224,10 @@ fn spooled_documents(text: &str) -> Vec<Document> {
 }
 
 /// Writes the records an earlier life of this worker spooled, then removes
-/// their files, then those in the bucket. Retries the files while MongoDB is
-/// down (new records wait meanwhile).
+/// their files. Retries while MongoDB is down (new records wait meanwhile).
+/// Records in the bucket are other workers' and need not hold up this
+/// worker's own: `replay_bucket_periodically` writes them.
 async fn replay_spool(collection: &mongodb::Collection<Document>, config: &SinkConfig) {
-    replay_spool_files(collection, config).await;
-    if let Some(bucket) = &config.bucket {
-        replay_bucket(collection, bucket).await;
-    }
-}
-
-async fn replay_spool_files(collection: &mongodb::Collection<Document>, config: &SinkConfig) {
     let prefix = config.spool_prefix();
     let Ok(entries) = std::fs::read_dir(&config.spool_dir) else {
         return;

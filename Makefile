@@ -2,7 +2,7 @@
 # Both install what is missing first (scripts/deps.sh).
 CARGO ?= cargo
 
-.PHONY: dev test deps build lint images docker-up tf-check bench-deps bench soak
+.PHONY: dev test deps build lint images docker-up tf-check rehearse bench-deps bench soak
 
 deps:
 	scripts/deps.sh
@@ -24,6 +24,12 @@ images: docker-up
 # Offline checks of terraform/: fmt, get, validate, checkov.
 tf-check:
 	scripts/tf-check.sh
+
+# The boot rehearsal alone (README, "Boot rehearsal"): the boot templates,
+# rendered by Terraform, booted in local containers that mimic the VMs.
+rehearse: build docker-up
+	GDTS_IMAGE_PROFILE=dev scripts/images.sh
+	$(CARGO) test -p gdts-tests --test boot_rehearsal
 
 # Every test: unit tests and the integration tests in tests/, which start
 # their own etcd, Mongo-protocol server, managers, workers and containers.

@@ -13,6 +13,13 @@ command -v etcdctl >/dev/null 2>&1 || apt_packages+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || apt_packages+=(protobuf-compiler)
 compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || apt_packages+=(faketime)
 command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
+[ -s /etc/ssl/certs/ca-certificates.crt ] || apt_packages+=(ca-certificates)
+# The boot rehearsal: certificates for its HTTPS stand-ins, a local apt repository.
+command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
+command -v dpkg-scanpackages >/dev/null 2>&1 || apt_packages+=(dpkg-dev)
+# ... and journalctl, to read the rehearsed VMs' journals on this machine.
+command -v journalctl >/dev/null 2>&1 || apt_packages+=(systemd)
+command -v losetup >/dev/null 2>&1 || apt_packages+=(mount)
 command -v cc >/dev/null 2>&1 || apt_packages+=(build-essential)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
 # Container jobs and images: the Docker daemon, and debootstrap for a base

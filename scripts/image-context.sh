@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Assembles the build context of the manager and worker images in DIR: the
 # binaries (from target/release, or target/debug with GDTS_IMAGE_PROFILE=dev)
-# and the web UI the manager image serves (webroot/ with the parts of its npm
-# packages it loads). Used by scripts/images.sh and by the registry build in
+# the web UI the manager image serves (webroot/ with the parts of its npm
+# packages it loads), and the CA bundle both need for TLS (Google APIs,
+# MongoDB Atlas; the slim Debian base has none). Used by scripts/images.sh and by the registry build in
 # images/README.md and docs/deploy-gcp.md. Build the binaries first.
 #   scripts/image-context.sh DIR
 set -euo pipefail
@@ -18,6 +19,9 @@ for bin in gdts-manager gdts-worker; do
   [ -x "$target_dir/$bin" ] || { echo "image-context: $target_dir/$bin is missing: cargo build first" >&2; exit 1; }
 done
 [ -d webroot/node_modules/bootstrap ] || scripts/deps.sh
+bundle=/etc/ssl/certs/ca-certificates.crt
+[ -s "$bundle" ] || { echo "image-context: $bundle is missing: install ca-certificates" >&2; exit 1; }
+cp "$bundle" "$ctx/ca-certificates.crt"
 mkdir -p "$ctx/webroot/node_modules/bootstrap" "$ctx/webroot/node_modules/cronstrue"
 cp "$target_dir/gdts-manager" "$target_dir/gdts-worker" "$ctx/"
 cp webroot/*.html webroot/*.js webroot/*.css webroot/*.svg "$ctx/webroot/"

@@ -88,7 +88,9 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(
+    /// Starts `cmd` with its output in `log`; on drop it gets SIGTERM and
+    /// `polite_stop` to exit (when given), then SIGKILL.
+    pub fn spawn(
         name: &str,
         mut cmd: Command,
         log: &Path,

@@ -176,3 +176,46 @@ async fn a_restarted_worker_removes_the_containers_it_left_behind() -> anyhow::R
     wait_for_no_containers(&docker, &c.prefix, Duration::from_secs(20)).await?;
     Ok(())
 }
+
+/// As the original ran every command with `/bin/bash -c`, a container job's
+/// command runs in bash where the image has it (bash syntax works), and in
+/// `sh` where it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_commands_run_in_bash_where_the_image_has_it() -> anyhow::Result<()> {
+    if docker_or_skip().await?.is_none() {
+        return Ok(());
+    }
+    // The job image without bash.
+    let context = tempfile::Builder::new().prefix("gdts-nobash-").tempdir()?;
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {JOB_IMAGE}\nRUN rm -f /bin/bash /usr/bin/bash\nENTRYPOINT []\n"),
+    )?;
+    let built = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", NO_BASH_IMAGE])
+        .arg(context.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()?;
+    assert!(
+        built.status.success(),
+        "building {NO_BASH_IMAGE}: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+
+    let mut c = Cluster::start("container_bash").await?;
+    c.start_worker("w1", WorkerOptions::default())?;
+    c.wait_for_workers(&["w1"], Duration::from_secs(15)).await?;
+    let cron = once_soon(2);
+    save_job_json(&c, &json!({"name": "bash-syntax", "image": JOB_IMAGE, "command": "[[ 2 -gt 1 ]] && words=(in bash) && echo \"${words[@]}\"", "cronExpr": cron, "pull": "never"})).await?;
+    save_job_json(&c, &json!({"name": "no-bash", "image": NO_BASH_IMAGE, "command": "echo in sh; command -v bash || echo no bash here", "cronExpr": cron, "pull": "never"})).await?;
+
+    let bash = first_record(&c, "bash-syntax").await?;
+    assert_eq!(bash.get_str("status")?, "succeeded", "{bash}");
+    assert_eq!(bash.get_str("output")?, "in bash\n", "{bash}");
+    let sh = first_record(&c, "no-bash").await?;
+    assert_eq!(sh.get_str("status")?, "succeeded", "{sh}");
+    assert_eq!(sh.get_str("output")?, "in sh\nno bash here\n", "{sh}");
+    Ok(())
+}
+
+const NO_BASH_IMAGE: &str = "gdts-test-nobash:local";

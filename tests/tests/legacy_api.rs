@@ -258,3 +258,29 @@ async fn bad_inputs_get_errno_minus_one_and_say_why() -> anyhow::Result<()> {
     assert_eq!(c.get("/job/list", &[]).await?.data, json!([]));
     Ok(())
 }
+
+/// The original ran every command with `/bin/bash -c`: bash syntax in a job
+/// saved through the legacy API (`[[ ]]`, arrays, `$EPOCHREALTIME`) works.
+#[tokio::test]
+async fn commands_run_in_bash_as_in_the_original() -> anyhow::Result<()> {
+    let mut c = Cluster::start("legacy_bash").await?;
+    c.start_worker("w1", WorkerOptions::default())?;
+    c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
+    let command = r#"[[ -n "$EPOCHREALTIME" ]] && words=(bash arrays) && echo "${words[1]}""#;
+    let job = json!({"name": "bashisms", "command": command, "cronExpr": gdts_tests::once_soon(2)});
+    let r = c
+        .post_form("/job/save", &[("job", &job.to_string())])
+        .await?;
+    assert_eq!(r.errno, 0, "{}", r.msg);
+    wait_until("a run of bashisms", Duration::from_secs(20), || async {
+        c.get("/job/log", &[("name", "bashisms")])
+            .await
+            .is_ok_and(|r| r.data.as_array().is_some_and(|a| !a.is_empty()))
+    })
+    .await?;
+    let r = c.get("/job/log", &[("name", "bashisms")]).await?;
+    let run = &r.data[0];
+    assert_eq!(run["output"], "arrays\n", "{run}");
+    assert_eq!(run["err"], "", "{run}");
+    Ok(())
+}

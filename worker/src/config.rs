@@ -42,7 +42,9 @@ pub struct WorkerConfig {
     pub log_flush_timeout: Duration,
     pub log_format: LogFormat,
     /// `GDTS_SHELL`: the shell that runs shell jobs with `-c`. Default `bash`
-    /// (as the original system); it must support `read -r`.
+    /// (as the original system); it must support `read -r`. Container jobs'
+    /// commands run in it too (with `bash`: where the image has bash, `sh`
+    /// otherwise).
     /// `GDTS_JOB_NICE`: how many nice levels below the worker shell runs
     /// run (0-19, default 10), so an overloaded machine still serves the
     /// worker (its lease, its claims) first.

@@ -87,14 +87,38 @@ impl DockerConn {
     }
 }
 
-/// Identity of one container run, for its name and labels.
+/// Identity of one container run, for its name and labels, and the shell
+/// its command runs in.
 pub struct ContainerRun<'a> {
+    /// The configured shell (`GDTS_SHELL`): `bash` (the default) runs the
+    /// command in bash where the image has it and in `sh` where it does not;
+    /// any other shell is run as named.
+    pub shell: &'a str,
     pub prefix: &'a str,
     pub worker: &'a str,
     pub job: &'a str,
     pub tick_ms: i64,
     pub run_id: &'a str,
     pub claim_revision: i64,
+}
+
+/// The entrypoint that runs `command`. With bash (the original system ran
+/// every command with `bash -c`), images without bash (busybox, alpine)
+/// still run it, in `sh`.
+fn shell_entrypoint(shell: &str, command: &str) -> Vec<String> {
+    let name = std::path::Path::new(shell)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(shell);
+    if name == "bash" {
+        const BASH_WHERE_PRESENT: &str =
+            r#"if command -v bash >/dev/null 2>&1; then exec bash -c "$1"; fi; exec sh -c "$1""#;
+        ["sh", "-c", BASH_WHERE_PRESENT, "gdts", command]
+            .map(String::from)
+            .to_vec()
+    } else {
+        vec![shell.to_string(), "-c".to_string(), command.to_string()]
+    }
 }
 
 /// Runs one container job and returns how it ended; never leaves the
@@ -134,10 +158,9 @@ pub async fn run_container(
     ]);
     let body = ContainerCreateBody {
         image: Some(spec.image.clone()),
-        // `sh -c COMMAND` replaces the image's entrypoint; an empty command
-        // runs the image as it was built.
-        entrypoint: (!command.trim().is_empty())
-            .then(|| vec!["sh".to_string(), "-c".to_string(), command.to_string()]),
+        // The shell with `-c COMMAND` replaces the image's entrypoint; an
+        // empty command runs the image as it was built.
+        entrypoint: (!command.trim().is_empty()).then(|| shell_entrypoint(run.shell, command)),
         cmd: None,
         env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(labels),

@@ -888,6 +888,7 @@ async fn execute(
                         tokio::time::sleep(wait).await;
                     }
                     let identity = container::ContainerRun {
+                        shell: &ctx.shell.program,
                         prefix: &ctx.prefix,
                         worker: &ctx.worker_id,
                         job: job.name.as_str(),

@@ -374,6 +374,9 @@ pub struct WorkerOptions {
     /// Clock offset under libfaketime, e.g. "+1.5s".
     pub clock_offset: Option<String>,
     pub env: Vec<(String, String)>,
+    /// `GDTS_WORKER_ID` when it differs from the name the test gives the
+    /// process (two processes claiming one id).
+    pub worker_id: Option<String>,
 }
 
 impl Cluster {
@@ -425,7 +428,7 @@ impl Cluster {
     pub fn start_worker(&mut self, id: &str, options: WorkerOptions) -> anyhow::Result<()> {
         let mut cmd = Command::new(binary("gdts-worker"));
         self.store_env(&mut cmd);
-        cmd.env("GDTS_WORKER_ID", id)
+        cmd.env("GDTS_WORKER_ID", options.worker_id.as_deref().unwrap_or(id))
             .env("GDTS_LOG_BATCH_WAIT_MS", "100")
             .env("GDTS_SHUTDOWN_GRACE_MS", "3000")
             .env("GDTS_KILL_GRACE_MS", "500");

@@ -177,6 +177,67 @@ async fn a_restarted_worker_removes_the_containers_it_left_behind() -> anyhow::R
     Ok(())
 }
 
+/// A second worker started with the id of a live one is refused: it stops
+/// with an error naming the id, and removes nothing of the first one's (its
+/// start-up clean-up of "its" leftover containers would kill the first
+/// one's runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_worker_with_a_live_workers_id_is_refused() -> anyhow::Result<()> {
+    let Some(docker) = docker_or_skip().await? else {
+        return Ok(());
+    };
+    let mut c = Cluster::start("duplicate_id").await?;
+    let ttl = [("GDTS_WORKER_LEASE_TTL_SECS".to_string(), "4".to_string())];
+    c.start_worker(
+        "w1",
+        WorkerOptions {
+            env: ttl.to_vec(),
+            ..Default::default()
+        },
+    )?;
+    c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
+    save_job_json(&c, &json!({"name": "long", "image": JOB_IMAGE, "command": "sleep 120", "cronExpr": once_soon(3)})).await?;
+    wait_until("the container to run", Duration::from_secs(20), || async {
+        containers_of(&docker, &c.prefix)
+            .await
+            .map(|v| v.len() == 1)
+            .unwrap_or(false)
+    })
+    .await?;
+
+    c.start_worker(
+        "impostor",
+        WorkerOptions {
+            env: ttl.to_vec(),
+            worker_id: Some("w1".into()),
+            ..Default::default()
+        },
+    )?;
+    wait_until("the second w1 to stop", Duration::from_secs(20), || {
+        let running = c.worker("impostor").is_running();
+        async move { !running }
+    })
+    .await?;
+    let log = std::fs::read_to_string(c.worker_log("impostor"))?;
+    assert!(
+        log.contains("another live worker is registered as w1"),
+        "the refusal says why: {log}"
+    );
+    let containers = containers_of(&docker, &c.prefix).await?;
+    assert_eq!(containers.len(), 1, "the first w1's container was removed");
+    assert_eq!(
+        containers[0]
+            .state
+            .as_ref()
+            .map(|s| s.to_string())
+            .as_deref(),
+        Some("running")
+    );
+    assert_eq!(c.worker_list().await?, vec!["w1".to_string()]);
+    assert!(c.worker("w1").is_running());
+    Ok(())
+}
+
 /// As the original ran every command with `/bin/bash -c`, a container job's
 /// command runs in bash where the image has it (bash syntax works), and in
 /// `sh` where it does not.

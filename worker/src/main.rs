@@ -49,6 +49,9 @@ async fn main() -> anyhow::Result<()> {
         )),
         None => None,
     };
+    // One process per worker id: a second one would take the first one's
+    // containers for its own leftovers and remove them.
+    registration::wait_for_id(&etcd, &keys, &config.worker_id, config.lease_ttl).await?;
     let docker = container::DockerConn::connect();
     match docker.get().await {
         Ok(d) => remove_leftover_containers(&d, &etcd, &keys, &config).await,
@@ -130,7 +133,11 @@ async fn main() -> anyhow::Result<()> {
         containers: false,
     };
     let (ttl, registration_health) = (config.lease_ttl, health.clone());
+    // Cancelled when another process holds this worker's id.
+    let id_taken = CancellationToken::new();
+    let id_taken_for_registration = id_taken.clone();
     let registration = move |client| registration::Registration {
+        id_taken: id_taken_for_registration,
         client,
         keys: keys_for_registration,
         info,
@@ -268,7 +275,10 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
-    gdts_runtime::shutdown_signal().await;
+    tokio::select! {
+        _ = gdts_runtime::shutdown_signal() => {}
+        _ = id_taken.cancelled() => {}
+    }
     tracing::info!("shutting down: no new ticks; waiting for running jobs");
     // The others take over this worker's ticks; the claims it has run.
     draining_tx.send_replace(true);
@@ -305,6 +315,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if unwritten > 0 {
         anyhow::bail!("{unwritten} run records could not be written to MongoDB");
+    }
+    if id_taken.is_cancelled() {
+        anyhow::bail!(
+            "another live worker is registered as {}: stopped (each worker needs its own GDTS_WORKER_ID)",
+            config.worker_id
+        );
     }
     tracing::info!("worker stopped");
     Ok(())

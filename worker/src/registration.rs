@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, PutOptions};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use gdts_common::keys::Keys;
 use gdts_common::values::WorkerInfo;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +41,63 @@ pub struct Registration {
     pub draining: tokio::sync::watch::Receiver<bool>,
     /// Whether a Docker daemon answers.
     pub containers: tokio::sync::watch::Receiver<bool>,
+    /// Cancelled when another live process is registered under this id:
+    /// the worker stops.
+    pub id_taken: CancellationToken,
+}
+
+/// Writing the registration found the key held under another lease.
+#[derive(Debug)]
+struct IdTaken {
+    lease: i64,
+}
+
+impl std::fmt::Display for IdTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "registered under another process's lease {:x}",
+            self.lease
+        )
+    }
+}
+
+impl std::error::Error for IdTaken {}
+
+/// Waits until no live process is registered as `id`: a worker restarted
+/// after a crash waits for its earlier life's lease to expire (at most
+/// `ttl`); if the registration is still kept alive after that, another
+/// worker runs with this id, and starting would remove its containers and
+/// share its claims: an error.
+pub async fn wait_for_id(
+    client: &Client,
+    keys: &Keys,
+    id: &str,
+    ttl: Duration,
+) -> anyhow::Result<()> {
+    let key = keys.worker(id);
+    let deadline = tokio::time::Instant::now() + ttl + Duration::from_secs(2);
+    let mut said = false;
+    loop {
+        let resp = client.kv_client().get(key.as_str(), None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(());
+        };
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "another live worker is registered as {id} (lease {:x}, kept alive for more than \
+                 {}s): refusing to start a second worker with this id (set GDTS_WORKER_ID)",
+                kv.lease(),
+                ttl.as_secs()
+            );
+        }
+        if !said {
+            tracing::info!(worker = id, lease = format!("{:x}", kv.lease()),
+                "a registration of this worker id exists: waiting for it to expire (an earlier life of this worker) or refusing to start (another worker with this id)");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 impl Registration {
@@ -70,6 +127,13 @@ impl Registration {
                 backoff = Duration::from_millis(200);
             }
             if let Err(e) = result {
+                if let Some(taken) = e.downcast_ref::<IdTaken>() {
+                    tracing::error!(worker = %self.info.id, "another live worker is registered as this worker ({taken}); stopping");
+                    self.health.set_registered(false);
+                    self.lease_id.send_replace(0);
+                    self.id_taken.cancel();
+                    break;
+                }
                 if let Some(id) = lease {
                     if !self.lease_alive(id).await {
                         // Expired while we were cut off: start over with a new one.
@@ -177,17 +241,32 @@ impl Registration {
         }
     }
 
-    async fn write(&mut self, lease: i64) -> Result<(), etcd_client::Error> {
+    /// Writes the registration under `lease`, if the key is free or already
+    /// ours; held under another lease, it is another process's: `IdTaken`.
+    async fn write(&mut self, lease: i64) -> anyhow::Result<()> {
         self.info.draining = *self.draining.borrow();
         self.info.containers = *self.containers.borrow();
         let value = serde_json::to_vec(&self.info).expect("worker info serializes");
-        self.client
-            .put(
-                self.keys.worker(&self.info.id),
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            )
-            .await?;
-        Ok(())
+        let key = self.keys.worker(&self.info.id);
+        let put = TxnOp::put(
+            key.as_str(),
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        );
+        // A missing key compares as lease 0.
+        for held_by in [lease, 0] {
+            let txn = Txn::new()
+                .when([Compare::lease(key.as_str(), CompareOp::Equal, held_by)])
+                .and_then([put.clone()]);
+            if self.client.txn(txn).await?.succeeded() {
+                return Ok(());
+            }
+        }
+        let resp = self.client.get(key.as_str(), None).await?;
+        match resp.kvs().first() {
+            Some(kv) => Err(IdTaken { lease: kv.lease() }.into()),
+            // Gone meanwhile (its lease expired): the next attempt writes it.
+            None => anyhow::bail!("the registration key changed while being written"),
+        }
     }
 }

@@ -20,18 +20,7 @@ if [ -z "$base" ]; then
     base=debian:bookworm-slim
   else
     base=gdts-base:bookworm
-    if ! docker image inspect "$base" >/dev/null 2>&1; then
-      # The machine's own Debian mirror, from its apt configuration.
-      mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-      [ -n "$mirror" ] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-      [ -n "$mirror" ] || { echo "images: no Debian mirror found in the apt configuration" >&2; exit 1; }
-      rootfs=$(mktemp -d)
-      temp_dirs+=("$rootfs")
-      echo "images: building $base with debootstrap from $mirror"
-      debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/dev/null
-      rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-      tar -C "$rootfs" -c . | docker import - "$base" >/dev/null
-    fi
+    docker image inspect "$base" >/dev/null 2>&1 || scripts/debootstrap-image.sh "$base"
   fi
 fi
 

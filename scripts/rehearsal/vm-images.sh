@@ -19,16 +19,8 @@ temp_dirs=()
 trap 'rm -rf "${temp_dirs[@]}"' EXIT
 
 if ! docker image inspect "$base" >/dev/null 2>&1; then
-  # The machine's own Debian mirror, from its apt configuration.
-  mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-  [ -n "$mirror" ] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-  [ -n "$mirror" ] || { echo "rehearsal: no Debian mirror found in the apt configuration" >&2; exit 1; }
-  rootfs=$(mktemp -d)
-  temp_dirs+=("$rootfs")
-  echo "rehearsal: building $base with debootstrap from $mirror (a few minutes, once)"
-  debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$mirror" >/dev/null
-  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-  tar -C "$rootfs" -c . | docker import - "$base" >/dev/null
+  echo "rehearsal: building $base (a few minutes, once)"
+  "$here/../debootstrap-image.sh" "$base" "$packages"
 fi
 
 # The registry the worker VM pulls its image from: Debian's docker-registry,

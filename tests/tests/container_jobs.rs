@@ -10,6 +10,17 @@ use gdts_tests::{
 use mongodb::bson::Document;
 use serde_json::json;
 
+/// Waits until the test's one container exists.
+async fn wait_for_one_container(docker: &bollard::Docker, c: &Cluster) -> anyhow::Result<()> {
+    wait_until("the container to run", Duration::from_secs(20), || async {
+        containers_of(docker, &c.prefix)
+            .await
+            .map(|v| v.len() == 1)
+            .unwrap_or(false)
+    })
+    .await
+}
+
 async fn first_record(c: &Cluster, job: &str) -> anyhow::Result<Document> {
     wait_until(
         &format!("a record of {job}"),
@@ -160,13 +171,7 @@ async fn a_restarted_worker_removes_the_containers_it_left_behind() -> anyhow::R
     c.start_worker("w1", WorkerOptions::default())?;
     c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
     save_job_json(&c, &json!({"name": "orphan", "image": JOB_IMAGE, "command": "sleep 120", "cronExpr": once_soon(3)})).await?;
-    wait_until("the container to run", Duration::from_secs(20), || async {
-        containers_of(&docker, &c.prefix)
-            .await
-            .map(|v| v.len() == 1)
-            .unwrap_or(false)
-    })
-    .await?;
+    wait_for_one_container(&docker, &c).await?;
     // A crash: the worker dies, its container lives on.
     c.worker("w1").kill9();
     c.delete_job("orphan").await?;
@@ -197,13 +202,7 @@ async fn a_second_worker_with_a_live_workers_id_is_refused() -> anyhow::Result<(
     )?;
     c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
     save_job_json(&c, &json!({"name": "long", "image": JOB_IMAGE, "command": "sleep 120", "cronExpr": once_soon(3)})).await?;
-    wait_until("the container to run", Duration::from_secs(20), || async {
-        containers_of(&docker, &c.prefix)
-            .await
-            .map(|v| v.len() == 1)
-            .unwrap_or(false)
-    })
-    .await?;
+    wait_for_one_container(&docker, &c).await?;
 
     c.start_worker(
         "impostor",

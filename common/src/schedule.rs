@@ -10,6 +10,13 @@
 //! Day-of-week numbers follow crontab and the original system: 0-6 is
 //! Sunday-Saturday and 7 is Sunday too. The `cron` crate numbers days 1-7 from
 //! Sunday, so numeric days are rewritten to names before parsing.
+//!
+//! Day of month and day of week combine as in the original system
+//! (gorhill/cronexpr) and classic cron: when both are restricted (neither is
+//! `*` nor `?`), a day matching either one fires (`0 0 0 13 * FRI *` is every
+//! 13th and every Friday); when one is `*` or `?`, the other alone decides.
+//! The `cron` crate requires both, so such an expression is kept as two
+//! schedules (one per day field) whose fire times are merged.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -36,6 +43,9 @@ pub struct CronSchedule {
     /// a parsed schedule holds a few kilobytes of sets, and a worker keeps
     /// one per job.
     schedule: Arc<cron::Schedule>,
+    /// With both day fields restricted: `schedule` has the day of month
+    /// (any weekday) and this the day of week (any day of month).
+    by_weekday: Option<Arc<cron::Schedule>>,
     tz: Tz,
 }
 
@@ -95,18 +105,41 @@ impl CronSchedule {
             )));
         }
         let normalized = normalize(trimmed)?;
-        let schedule = interned(&normalized)
-            .map_err(|e| CronError(format!("{trimmed:?} is not a valid cron expression: {e}")))?;
-        // A schedule that can never fire (e.g. only in a past year) is almost
-        // certainly a mistake; reject it rather than store a job that never runs.
-        if schedule.after(&Utc::now()).next().is_none() {
-            return Err(CronError(format!("{trimmed:?} never fires in the future")));
-        }
-        Ok(CronSchedule {
+        let invalid = |e: cron::error::Error| {
+            CronError(format!("{trimmed:?} is not a valid cron expression: {e}"))
+        };
+        let (schedule, by_weekday) = match either_day(&normalized) {
+            Some((by_day_of_month, by_weekday)) => (
+                interned(&by_day_of_month).map_err(invalid)?,
+                Some(interned(&by_weekday).map_err(invalid)?),
+            ),
+            None => (interned(&normalized).map_err(invalid)?, None),
+        };
+        let parsed = CronSchedule {
             expr: trimmed.to_string(),
             schedule,
+            by_weekday,
             tz: Tz::UTC,
-        })
+        };
+        // A schedule that can never fire (e.g. only in a past year) is almost
+        // certainly a mistake; reject it rather than store a job that never runs.
+        if parsed.next_wall_clock(&Utc::now()).is_none() {
+            return Err(CronError(format!("{trimmed:?} never fires in the future")));
+        }
+        Ok(parsed)
+    }
+
+    /// The first wall-clock fire time strictly after `after` (times of the
+    /// zone, in a UTC wrapper): the earlier of the two day schedules'.
+    fn next_wall_clock(&self, after: &DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let first = self.schedule.after(after).next();
+        match &self.by_weekday {
+            None => first,
+            Some(other) => match (first, other.after(after).next()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
     }
 
     /// The same schedule read in time zone `tz`.
@@ -128,14 +161,15 @@ impl CronSchedule {
     /// has no more fire times.
     pub fn next_fire(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if self.tz == Tz::UTC {
-            return self.schedule.after(&after).next();
+            return self.next_wall_clock(&after);
         }
         // Walk the schedule over wall-clock times of the zone (represented as
         // naive times in a UTC wrapper), and map each to its instant.
-        let local = Utc.from_utc_datetime(&after.with_timezone(&self.tz).naive_local());
+        let mut candidate = Utc.from_utc_datetime(&after.with_timezone(&self.tz).naive_local());
         // The repeated hour can put at most an hour of candidates behind
         // `after`; skipped hours yield none. Bound the walk all the same.
-        for candidate in self.schedule.after(&local).take(100_000) {
+        for _ in 0..100_000 {
+            candidate = self.next_wall_clock(&candidate)?;
             let instant = match self.tz.from_local_datetime(&candidate.naive_utc()) {
                 LocalResult::Single(t) => t,
                 LocalResult::Ambiguous(first, _) => first,
@@ -256,6 +290,23 @@ fn normalize(expr: &str) -> Result<String, CronError> {
     }
     fields[5] = day_of_week_to_names(&fields[5])?;
     Ok(fields.join(" "))
+}
+
+/// For a normalized expression whose day of month and day of week are both
+/// restricted: the expression with any weekday, and the one with any day of
+/// month (see the module documentation).
+fn either_day(normalized: &str) -> Option<(String, String)> {
+    let fields: Vec<&str> = normalized.split(' ').collect();
+    let restricted = |f: &str| f != "*" && f != "?";
+    if fields.len() < 6 || !restricted(fields[3]) || !restricted(fields[5]) {
+        return None;
+    }
+    let with = |i: usize| {
+        let mut f = fields.clone();
+        f[i] = "*";
+        f.join(" ")
+    };
+    Some((with(5), with(3)))
 }
 
 /// Rewrites the numbers of a day-of-week field (0-7, Sunday = 0 or 7) as day
@@ -478,6 +529,56 @@ mod tests {
         assert_eq!(
             fall,
             vec![at("2030-11-03T05:30:00Z"), at("2030-11-04T06:30:00Z")]
+        );
+    }
+
+    /// As the original system (gorhill/cronexpr) and classic cron: when both
+    /// day of month and day of week are restricted, a day matching either
+    /// fires; when one is `*` or `?`, the other alone decides.
+    #[test]
+    fn restricted_day_of_month_and_day_of_week_fire_on_either() {
+        let days = |expr: &str, from: &str, n: usize| -> Vec<String> {
+            CronSchedule::parse(expr)
+                .unwrap()
+                .upcoming(at(from), n)
+                .iter()
+                .map(|t| t.format("%a %d").to_string())
+                .collect()
+        };
+        // From Saturday 2026-10-31 noon; 1 November is a Sunday, and its
+        // Fridays are the 6th, 13th, 20th and 27th.
+        let start = "2026-10-31T12:00:00Z";
+        assert_eq!(
+            days("0 0 0 13 * FRI *", start, 4),
+            ["Fri 06", "Fri 13", "Fri 20", "Fri 27"]
+        );
+        assert_eq!(
+            days("0 0 0 10,13 * 5 *", start, 5),
+            ["Fri 06", "Tue 10", "Fri 13", "Fri 20", "Fri 27"]
+        );
+        assert_eq!(
+            days("0 0 0 1-3 * MON *", start, 5),
+            ["Sun 01", "Mon 02", "Tue 03", "Mon 09", "Mon 16"]
+        );
+        // `*` or `?` in either field: the other alone.
+        assert_eq!(days("0 0 0 ? * FRI *", start, 2), ["Fri 06", "Fri 13"]);
+        assert_eq!(days("0 0 0 * * FRI", start, 2), ["Fri 06", "Fri 13"]);
+        assert_eq!(days("0 0 0 13 * ? *", start, 2), ["Fri 13", "Sun 13"]);
+        assert_eq!(days("0 0 0 13 * *", start, 1), ["Fri 13"]);
+        // `*/1` is restricted (as in the original): with a weekday, every day.
+        assert_eq!(
+            days("0 0 0 */1 * FRI *", start, 3),
+            ["Sun 01", "Mon 02", "Tue 03"]
+        );
+        // fires_at and a time zone follow the same rule.
+        let s = CronSchedule::parse("0 0 0 13 * FRI *").unwrap();
+        assert!(s.fires_at(at("2026-11-06T00:00:00Z")));
+        assert!(s.fires_at(at("2026-12-13T00:00:00Z")));
+        assert!(!s.fires_at(at("2026-12-14T00:00:00Z")));
+        let berlin = s.in_timezone(tz("Europe/Berlin"));
+        assert_eq!(
+            berlin.next_fire(at("2026-11-01T00:00:00Z")),
+            Some(at("2026-11-05T23:00:00Z"))
         );
     }
 

@@ -8,7 +8,7 @@
 //! | `run.finished` | each entry of a `run-feed/` put | `{job, run, worker, status, runId, startTime, endTime}` |
 //! | `run.finished` | a `running/` delete that no feed entry of the same watch response reports (its worker died) | `{job, run}` |
 //! | `worker.joined` / `worker.updated` / `worker.left` | `workers/` | `{id, worker?}` |
-//! | `reset` | compaction | the client should reload its state |
+//! | `reset` | resuming from compacted history | the client should reload its state; the event's id (the current revision) is where the stream goes on |
 //!
 //! Short runs get no running mark, so their `run.finished` comes without a
 //! `run.started`. An event's id is the etcd revision of its change; when one
@@ -16,7 +16,8 @@
 //! carries the id, so a client that reconnects with `Last-Event-ID` never
 //! skips the rest of a revision. It resumes right after that revision
 //! (watches start from the next one); if etcd compacted that history, it gets
-//! `reset` and the stream goes on from now.
+//! `reset` with an id of its own and the stream goes on from that revision (a
+//! reconnect with that id resumes there, never with the compacted one).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use etcd_client::{EventType, WatchOptions, WatchResponse, WatchStream};
+use etcd_client::{Client, EventType, WatchOptions, WatchResponse, WatchStream};
 use futures::stream::{self, Stream, StreamExt};
 use gdts_common::keys::Keys;
 use gdts_common::values::{RunFeed, RunningRecord, WorkerInfo};
@@ -66,23 +67,47 @@ pub async fn events(
         }
     };
     let events = stream::iter(watch)
-        .flat_map(move |watch| watch_events(watch, keys.clone()))
+        .flat_map(move |watch| watch_events(watch, keys.clone(), etcd.clone()))
         .map(|e| Ok(e.into_sse()));
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 /// The events of one watch as a stream; it ends when the watch fails (the
-/// client reconnects and resumes from its last id).
-fn watch_events(watch: WatchStream, keys: Keys) -> impl Stream<Item = Outgoing> + Send {
+/// client reconnects and resumes from its last id). When the client asked
+/// to resume from history etcd has compacted away, it gets `reset` with the
+/// current revision as its id (reconnecting with it resumes from there),
+/// and the stream goes on from that revision on a new watch.
+fn watch_events(
+    watch: WatchStream,
+    keys: Keys,
+    etcd: Client,
+) -> impl Stream<Item = Outgoing> + Send {
     stream::unfold(Some(watch), move |state| {
         let keys = keys.clone();
+        let etcd = etcd.clone();
         async move {
             let mut watch = state?;
             loop {
                 match watch.message().await {
                     Ok(Some(resp)) => {
                         if resp.compact_revision() > 0 {
-                            return Some((vec![Outgoing::reset()], None));
+                            let now = resp
+                                .header()
+                                .map(|h| h.revision())
+                                .unwrap_or_default()
+                                .max(resp.compact_revision());
+                            let (start, end) = keys.event_range();
+                            let options = WatchOptions::new()
+                                .with_range(end)
+                                .with_start_revision(now + 1);
+                            let next = match etcd.clone().watch(start, Some(options)).await {
+                                Ok(w) => Some(w),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "event stream: watch after a reset failed");
+                                    None
+                                }
+                            };
+                            return Some((vec![Outgoing::reset(now)], next));
                         }
                         if resp.canceled() {
                             return None;
@@ -147,8 +172,12 @@ impl Outgoing {
         }
     }
 
-    fn reset() -> Self {
-        Outgoing::new("reset", 0, json!({}))
+    /// Reload your state; events go on after `revision` (the event's id).
+    fn reset(revision: i64) -> Self {
+        Outgoing {
+            id: Some(revision),
+            ..Outgoing::new("reset", revision, json!({}))
+        }
     }
 
     fn into_sse(self) -> Event {

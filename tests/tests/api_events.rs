@@ -331,3 +331,53 @@ async fn events_follow_jobs_runs_and_workers_and_resume() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// A client resuming after an id etcd has compacted away gets `reset` with
+/// an id of its own, and the stream goes on from there: reconnecting with
+/// that id resumes normally (before, the reset had no id and the stream
+/// ended, so a browser reconnected with the compacted id forever).
+#[tokio::test]
+async fn a_compacted_last_event_id_gets_a_reset_with_an_id_and_goes_on() -> anyhow::Result<()> {
+    let c = Cluster::start("api_events_compacted").await?;
+    let url = format!("{}/api/v1/events", c.manager_url);
+    let wait = Duration::from_secs(20);
+    let http = reqwest::Client::new();
+    let save = |name: &str| {
+        http.put(format!("{}/api/v1/jobs/{name}", c.manager_url))
+            .json(&json!({"command": "echo hi", "cronExpr": "@yearly"}))
+            .send()
+    };
+    let old = c.etcd_revision().await?;
+    for name in ["a1", "a2", "a3"] {
+        assert_eq!(save(name).await?.status(), 201);
+    }
+    let now = c.etcd_revision().await?;
+    c.etcd.client().await.compact(now, None).await?;
+
+    let mut events = SseClient::connect(&url, Some(&old.to_string())).await?;
+    let reset = events.next_matching(wait, |_| true).await?;
+    assert_eq!(reset.event, "reset", "{reset:?}");
+    let reset_id: i64 = reset
+        .id
+        .as_deref()
+        .expect("the reset carries an id")
+        .parse()?;
+    assert!(
+        reset_id >= now,
+        "reset id {reset_id} before the compaction at {now}"
+    );
+    // The same stream goes on.
+    assert_eq!(save("b1").await?.status(), 201);
+    let saved = events
+        .next_matching(wait, |e| e.event == "job.saved")
+        .await?;
+    assert_eq!(saved.data["name"], "b1", "{saved:?}");
+    // Reconnecting with the reset's id resumes without another reset.
+    let mut resumed = SseClient::connect(&url, Some(&reset_id.to_string())).await?;
+    let first = resumed.next_matching(wait, |_| true).await?;
+    assert_eq!(
+        (first.event.as_str(), &first.data["name"]),
+        ("job.saved", &json!("b1"))
+    );
+    Ok(())
+}

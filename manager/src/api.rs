@@ -22,6 +22,9 @@ use crate::store::{Store, StoreError};
 pub struct AppState {
     pub store: Store,
     pub outputs: Option<std::sync::Arc<crate::outputs::OutputBucket>>,
+    /// Cancelled when the manager shuts down: open event streams end, so
+    /// they do not hold up the graceful shutdown.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl axum::extract::FromRef<AppState> for Store {

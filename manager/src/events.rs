@@ -68,7 +68,8 @@ pub async fn events(
     };
     let events = stream::iter(watch)
         .flat_map(move |watch| watch_events(watch, keys.clone(), etcd.clone()))
-        .map(|e| Ok(e.into_sse()));
+        .map(|e| Ok(e.into_sse()))
+        .take_until(state.shutdown.clone().cancelled_owned());
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 

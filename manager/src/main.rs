@@ -45,11 +45,19 @@ async fn main() -> anyhow::Result<()> {
         )),
         None => None,
     };
-    let app = api::router(api::AppState { store, outputs }, config.webroot.as_deref());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let state = api::AppState {
+        store,
+        outputs,
+        shutdown: shutdown.clone(),
+    };
+    let app = api::router(state, config.webroot.as_deref());
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
+        .with_graceful_shutdown(async move {
             gdts_runtime::shutdown_signal().await;
             tracing::info!("shutting down");
+            // Requests in flight finish; event streams end now.
+            shutdown.cancel();
         })
         .await
         .context("serving HTTP")?;

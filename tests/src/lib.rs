@@ -858,6 +858,14 @@ impl FakeGcs {
 }
 
 impl Cluster {
+    /// SIGTERM to the manager; whether it exited by itself, with status 0,
+    /// within `timeout`.
+    pub fn stop_manager(&mut self, timeout: Duration) -> bool {
+        self.manager
+            .take()
+            .is_some_and(|mut m| m.terminate(timeout))
+    }
+
     /// Restarts the manager with extra environment (e.g. a bucket).
     pub async fn restart_manager_with(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
         self.manager.take();

@@ -381,3 +381,23 @@ async fn a_compacted_last_event_id_gets_a_reset_with_an_id_and_goes_on() -> anyh
     );
     Ok(())
 }
+
+/// An open event stream (a browser tab) does not hold up the manager's
+/// graceful shutdown: streams end and the manager exits at once.
+#[tokio::test]
+async fn open_event_streams_do_not_hold_up_shutdown() -> anyhow::Result<()> {
+    let mut c = Cluster::start("api_events_shutdown").await?;
+    let url = format!("{}/api/v1/events", c.manager_url);
+    let _open = SseClient::connect(&url, None).await?;
+    let stopped = tokio::task::spawn_blocking(move || {
+        let stopped = c.stop_manager(Duration::from_secs(8));
+        (c, stopped)
+    })
+    .await?
+    .1;
+    assert!(
+        stopped,
+        "the manager did not stop within 8 s with an event stream open"
+    );
+    Ok(())
+}

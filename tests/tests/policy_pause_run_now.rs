@@ -141,3 +141,57 @@ async fn pause_resume_and_run_now() -> anyhow::Result<()> {
         .all(|d| d.get_str("trigger") == Ok("manual")));
     Ok(())
 }
+
+/// A run-now request the worker sees before the job itself (its job watch
+/// lags its run-now watch) is kept until the job arrives, then run once:
+/// the API had already answered 202 for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_seen_before_its_job_still_runs() -> anyhow::Result<()> {
+    use gdts_tests::gdts_common::keys::Keys;
+    use gdts_tests::gdts_common::values::RunNowRequest;
+    use gdts_tests::gdts_common::JobName;
+
+    let mut c = Cluster::start("run_now_lag").await?;
+    c.start_worker("w1", WorkerOptions::default())?;
+    c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
+    // The request first, as the worker would see it with its job watch behind.
+    let mut etcd = c.etcd.client().await;
+    let lease = etcd.lease_grant(30, None).await?.id();
+    let requested_at = gdts_tests::now_ms();
+    let key = Keys::new(&c.prefix).run_now(
+        &JobName::parse("late")?,
+        &format!("{requested_at}-{lease:x}"),
+    );
+    let value = serde_json::to_vec(&RunNowRequest { requested_at })?;
+    etcd.put(
+        key,
+        value,
+        Some(etcd_client::PutOptions::new().with_lease(lease)),
+    )
+    .await?;
+    // Time for the worker to take the request while it knows no such job
+    // (nothing to poll: it only logs at debug level without the fix).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    save_job_json(
+        &c,
+        &json!({"name": "late", "command": "echo manual", "cronExpr": "@yearly"}),
+    )
+    .await?;
+    wait_until(
+        "the manual run of late",
+        Duration::from_secs(20),
+        || async {
+            c.run_records()
+                .await
+                .map(|r| !records_of(&r, "late").is_empty())
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    let records = c.run_records().await?;
+    let runs = records_of(&records, "late");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].get_str("trigger")?, "manual");
+    assert_eq!(int_field(runs[0], "planTime"), requested_at);
+    Ok(())
+}

@@ -135,6 +135,16 @@ struct Planner {
     results: mpsc::UnboundedSender<BatchResult>,
     in_flight: usize,
     draining: bool,
+    /// Run-now requests for jobs this worker does not know yet (its job
+    /// watch behind its run-now watch), by key, until their lease would end:
+    /// started when the job arrives.
+    pending_run_now: HashMap<Vec<u8>, (Entry, std::time::Instant)>,
+}
+
+/// How long a run-now request for a job not known yet is kept: as long as
+/// the request itself lives in etcd.
+fn run_now_keep_until() -> std::time::Instant {
+    std::time::Instant::now() + gdts_common::timing::RUN_NOW_REQUEST_TTL
 }
 
 fn ms(d: Duration) -> i64 {
@@ -166,6 +176,7 @@ pub async fn run_planner(
         results,
         in_flight: 0,
         draining: false,
+        pending_run_now: HashMap::new(),
     };
     let mut next_wake = 0i64;
     loop {
@@ -204,13 +215,17 @@ pub async fn run_planner(
             request = inputs.run_now.recv(), if !p.draining => match request {
                 // After a resync, requests still alive are offered again; their
                 // claim keys make sure each runs once.
-                Some(PrefixEvent::Put(entry)) => p.start_manual_run(&entry),
+                Some(PrefixEvent::Put(entry)) => p.start_manual_run(&entry, run_now_keep_until()),
                 Some(PrefixEvent::Reset(entries)) => {
                     for entry in &entries {
-                        p.start_manual_run(entry);
+                        p.start_manual_run(entry, run_now_keep_until());
                     }
                 }
-                _ => {}
+                // The request is gone (run, or expired): no longer pending.
+                Some(PrefixEvent::Delete(entry)) => {
+                    p.pending_run_now.remove(&entry.key);
+                }
+                None => {}
             },
             Some(event) = inputs.workers.recv() => {
                 p.apply_worker_event(event);
@@ -484,6 +499,19 @@ impl Planner {
     /// (the table gives the new definition's ticks again); claimed ones check
     /// their definition when released (`run::execute`).
     fn apply_job_event(&mut self, event: PrefixEvent) {
+        self.apply_job_table_event(event);
+        if !self.pending_run_now.is_empty() {
+            let now = std::time::Instant::now();
+            let pending = std::mem::take(&mut self.pending_run_now);
+            for (entry, until) in pending.into_values() {
+                if until > now {
+                    self.start_manual_run(&entry, until);
+                }
+            }
+        }
+    }
+
+    fn apply_job_table_event(&mut self, event: PrefixEvent) {
         let decoded = JobTable::decode(&self.keys, event);
         let touched: Vec<JobName> = match &decoded {
             crate::jobs::DecodedEvent::Put(d) => vec![d.name().clone()],
@@ -612,7 +640,10 @@ impl Planner {
         ));
     }
 
-    fn start_manual_run(&self, entry: &Entry) {
+    /// Starts a run-now request (its claim key makes sure it runs once in
+    /// the fleet); one for a job not known here yet waits for the job until
+    /// `keep_until`.
+    fn start_manual_run(&mut self, entry: &Entry, keep_until: std::time::Instant) {
         let Some((job, request)) = self.keys.parse_run_now_key(&entry.key) else {
             return;
         };
@@ -630,7 +661,11 @@ impl Planner {
                     request,
                 ));
             }
-            None => tracing::debug!(job = %job, "run-now for a job this worker does not know"),
+            None => {
+                tracing::info!(job = %job, "run-now for a job this worker does not know yet; kept until the job arrives");
+                self.pending_run_now
+                    .insert(entry.key.clone(), (entry.clone(), keep_until));
+            }
         }
     }
 

@@ -94,6 +94,11 @@ pub struct KillRequest {
     /// (overlap `replace`); absent for an operator's kill.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// With `replaced`: the tick of the run that replaces; only runs of
+    /// older ticks are ended (a retry of an older tick never replaces a
+    /// newer tick's run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick: Option<i64>,
 }
 
 /// A run in progress somewhere in the fleet.

@@ -326,6 +326,7 @@ impl Store {
         let value = serde_json::to_vec(&KillRequest {
             requested_at: chrono::Utc::now().timestamp_millis(),
             reason: None,
+            tick: None,
         })
         .expect("a kill request serializes");
         self.etcd

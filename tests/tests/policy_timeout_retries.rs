@@ -72,3 +72,37 @@ async fn timeouts_and_retries() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A kill request stops a run's retries too: one that arrives while a
+/// failed attempt waits out its backoff leaves no further attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_the_retry_backoff_stops_the_retries() -> anyhow::Result<()> {
+    let mut c = Cluster::start("retry_kill").await?;
+    c.start_worker("w1", WorkerOptions::default())?;
+    c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
+    save_job_json(&c, &json!({"name": "flaky", "command": "exit 3", "cronExpr": once_soon(2), "retries": 3, "retryBackoffSeconds": 4})).await?;
+    wait_until(
+        "the first attempt's record",
+        Duration::from_secs(20),
+        || async {
+            c.run_records()
+                .await
+                .map(|r| !records_of(&r, "flaky").is_empty())
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    let r = c.post_form("/job/kill", &[("name", "flaky")]).await?;
+    assert_eq!(r.errno, 0, "{}", r.msg);
+    // The retry was due 4 s (±20 %) after the first attempt: wait past it.
+    // (Nothing to poll for: what is checked is that nothing happens.)
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let records = c.run_records().await?;
+    let attempts = records_of(&records, "flaky");
+    assert_eq!(
+        attempts.len(),
+        1,
+        "a retry ran after the kill: {attempts:?}"
+    );
+    Ok(())
+}

@@ -498,6 +498,7 @@ impl Claimer {
                 let kill = serde_json::to_vec(&KillRequest {
                     requested_at: req.now_ms,
                     reason: Some("replaced".into()),
+                    tick: Some(req.run.tick_ms),
                 })
                 .expect("a kill request serializes");
                 Txn::new().and_then(run_it(vec![TxnOp::put(

@@ -9,7 +9,7 @@ use gdts_common::values::KillRequest;
 
 use crate::etcd_watch::{Entry, PrefixEvent};
 use crate::executor::KillReason;
-use crate::runs::Runs;
+use crate::runs::{Kill, Runs};
 
 pub async fn apply_kill_requests(
     keys: Keys,
@@ -30,11 +30,19 @@ pub async fn apply_kill_requests(
 fn apply(keys: &Keys, runs: &Runs, entry: &Entry) {
     if let Some(job) = keys.parse_kill_key(&entry.key) {
         let request = serde_json::from_slice::<KillRequest>(&entry.value).ok();
-        let reason = match request.and_then(|r| r.reason).as_deref() {
-            Some("replaced") => KillReason::Replaced,
-            _ => KillReason::Requested,
+        let replaced = request.as_ref().and_then(|r| r.reason.as_deref()) == Some("replaced");
+        let kill = Kill {
+            revision: entry.mod_revision,
+            reason: if replaced {
+                KillReason::Replaced
+            } else {
+                KillReason::Requested
+            },
+            // A replacement written before ticks were recorded in it hits
+            // every run claimed before it, as it always did.
+            before_tick: request.and_then(|r| r.tick).filter(|_| replaced),
         };
-        let killed = runs.kill_job(&job, entry.mod_revision, reason);
+        let killed = runs.kill_job(&job, kill);
         if killed > 0 {
             tracing::info!(job = %job, runs = killed, "kill request applied");
         }

@@ -671,13 +671,23 @@ async fn execute_and_retry(
         }
         let wait = retry_backoff(job.policy.retry_backoff, run.attempt);
         tracing::info!(job = %job.name, attempt = run.attempt, retry_in = ?wait, "run failed; will retry");
+        // Waiting for its retry, the run can still be killed: a kill
+        // request for the job (written after this attempt's claim) ends it.
+        let waiting = ctx
+            .runs
+            .start(job.name.clone(), run.tick_ms, claim_revision);
         tokio::select! {
             _ = ctx.stop_scheduling.cancelled() => {
                 tracing::warn!(job = %job.name, attempt = run.attempt + 1, "shutting down; retry abandoned");
                 return;
             }
+            _ = waiting.kill.cancelled() => {
+                tracing::info!(job = %job.name, attempt = run.attempt + 1, "killed while waiting to retry; no more attempts");
+                return;
+            }
             _ = tokio::time::sleep(wait) => {}
         }
+        drop(waiting);
         run = run.next_attempt();
         let request = ClaimRequest::new(&job, job_revision, run.clone(), now_ms());
         match claim_one(ctx, &request).await {
@@ -723,7 +733,9 @@ async fn execute(
 ) -> Option<Outcome> {
     let schedule_time = now_ms();
     let run_id = LogRecord::run_id(job.name.as_str(), run.tick_ms, claim_revision);
-    let guard = ctx.runs.start(job.name.clone(), claim_revision);
+    let guard = ctx
+        .runs
+        .start(job.name.clone(), run.tick_ms, claim_revision);
     let Start {
         mut prepared,
         at: release_at,

@@ -12,6 +12,8 @@ use crate::executor::KillReason;
 
 struct Entry {
     job: JobName,
+    /// The tick the run is for (a retry keeps its tick).
+    tick_ms: i64,
     claim_revision: i64,
     kill: CancellationToken,
     reason: Arc<Mutex<KillReason>>,
@@ -24,9 +26,28 @@ pub struct Runs {
     /// The newest kill request seen per job (its revision and reason), so a
     /// run whose claim came before a kill but which registers only after it
     /// (a claim answered late, a run claimed ahead) is killed all the same.
-    kills: Mutex<HashMap<JobName, (i64, KillReason)>>,
+    kills: Mutex<HashMap<JobName, Kill>>,
     /// Set by [`Runs::kill_all`]: runs starting after it are killed at once.
     closed: std::sync::atomic::AtomicBool,
+}
+
+/// A kill request: its etcd revision, why, and for a replacement the tick
+/// of the run that replaces (only runs of older ticks are replaced).
+#[derive(Clone, Copy, Debug)]
+pub struct Kill {
+    pub revision: i64,
+    pub reason: KillReason,
+    pub before_tick: Option<i64>,
+}
+
+impl Kill {
+    /// Whether this kill ends a run of `tick_ms` claimed at `claim_revision`:
+    /// claimed before the request (etcd revisions, never clocks) and, for a
+    /// replacement, of an older tick (a retry of an older tick, claimed after
+    /// a newer tick's run, does not replace it).
+    fn hits(&self, tick_ms: i64, claim_revision: i64) -> bool {
+        claim_revision < self.revision && self.before_tick.is_none_or(|t| tick_ms < t)
+    }
 }
 
 /// A run's place in the registry; leaving it (drop) removes the run.
@@ -54,8 +75,9 @@ impl Drop for RunGuard<'_> {
 }
 
 impl Runs {
-    /// Registers a run whose claim was written at `claim_revision`.
-    pub fn start(&self, job: JobName, claim_revision: i64) -> RunGuard<'_> {
+    /// Registers a run of tick `tick_ms` whose claim was written at
+    /// `claim_revision`.
+    pub fn start(&self, job: JobName, tick_ms: i64, claim_revision: i64) -> RunGuard<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kill = CancellationToken::new();
         let reason = Arc::new(Mutex::new(KillReason::Requested));
@@ -64,8 +86,8 @@ impl Runs {
             .lock()
             .expect("kills lock")
             .get(&job)
-            .filter(|(revision, _)| claim_revision < *revision)
-            .map(|(_, why)| *why);
+            .filter(|k| k.hits(tick_ms, claim_revision))
+            .map(|k| k.reason);
         if let Some(why) = killed_before {
             *reason.lock().expect("kill reason lock") = why;
             kill.cancel();
@@ -77,6 +99,7 @@ impl Runs {
             id,
             Entry {
                 job,
+                tick_ms,
                 claim_revision,
                 kill: kill.clone(),
                 reason: reason.clone(),
@@ -94,22 +117,22 @@ impl Runs {
         self.entries.lock().expect("runs lock").len()
     }
 
-    /// Kills the runs of `job` claimed before the kill request was written
-    /// (`kill_revision`): comparing etcd revisions, never clocks, so a run
-    /// that starts after the request is not hit by it. Returns how many.
-    pub fn kill_job(&self, job: &JobName, kill_revision: i64, reason: KillReason) -> usize {
+    /// Kills the runs of `job` the request hits (see [`Kill::hits`]).
+    /// Returns how many.
+    pub fn kill_job(&self, job: &JobName, request: Kill) -> usize {
         {
             let mut kills = self.kills.lock().expect("kills lock");
-            let newest = kills.entry(job.clone()).or_insert((kill_revision, reason));
-            if newest.0 < kill_revision {
-                *newest = (kill_revision, reason);
+            let newest = kills.entry(job.clone()).or_insert(request);
+            if newest.revision < request.revision {
+                *newest = request;
             }
         }
         let entries = self.entries.lock().expect("runs lock");
         let mut n = 0;
         for e in entries.values() {
-            if &e.job == job && e.claim_revision < kill_revision && !e.kill.is_cancelled() {
-                *e.reason.lock().expect("kill reason lock") = reason;
+            if &e.job == job && request.hits(e.tick_ms, e.claim_revision) && !e.kill.is_cancelled()
+            {
+                *e.reason.lock().expect("kill reason lock") = request.reason;
                 e.kill.cancel();
                 n += 1;
             }
@@ -131,15 +154,23 @@ impl Runs {
 mod tests {
     use super::*;
 
+    fn kill(revision: i64, reason: KillReason, before_tick: Option<i64>) -> Kill {
+        Kill {
+            revision,
+            reason,
+            before_tick,
+        }
+    }
+
     #[test]
     fn kill_hits_only_runs_claimed_before_it() {
         let runs = Runs::default();
         let a = JobName::parse("a").unwrap();
         let b = JobName::parse("b").unwrap();
-        let old = runs.start(a.clone(), 10);
-        let newer = runs.start(a.clone(), 30);
-        let other = runs.start(b, 5);
-        assert_eq!(runs.kill_job(&a, 20, KillReason::Requested), 1);
+        let old = runs.start(a.clone(), 1_000, 10);
+        let newer = runs.start(a.clone(), 2_000, 30);
+        let other = runs.start(b, 1_000, 5);
+        assert_eq!(runs.kill_job(&a, kill(20, KillReason::Requested, None)), 1);
         assert!(old.kill.is_cancelled());
         assert!(!newer.kill.is_cancelled());
         assert!(!other.kill.is_cancelled());
@@ -150,7 +181,7 @@ mod tests {
         assert_eq!(newer.kill_reason(), KillReason::Shutdown);
         // After kill_all, a run that starts is killed at once.
         assert!(runs
-            .start(JobName::parse("c").unwrap(), 99)
+            .start(JobName::parse("c").unwrap(), 1_000, 99)
             .kill
             .is_cancelled());
     }
@@ -159,11 +190,39 @@ mod tests {
     fn a_run_registered_after_a_kill_of_its_claim_is_killed() {
         let runs = Runs::default();
         let a = JobName::parse("a").unwrap();
-        assert_eq!(runs.kill_job(&a, 20, KillReason::Replaced), 0);
-        let claimed_before = runs.start(a.clone(), 10);
+        assert_eq!(
+            runs.kill_job(&a, kill(20, KillReason::Replaced, Some(5_000))),
+            0
+        );
+        let claimed_before = runs.start(a.clone(), 1_000, 10);
         assert!(claimed_before.kill.is_cancelled());
         assert_eq!(claimed_before.kill_reason(), KillReason::Replaced);
-        let claimed_after = runs.start(a, 30);
+        let claimed_after = runs.start(a, 1_000, 30);
         assert!(!claimed_after.kill.is_cancelled());
+    }
+
+    /// Under `replace`, a retry of an older tick (claimed after a newer
+    /// tick's run) replaces runs of older ticks only, never the newer run.
+    #[test]
+    fn a_replacement_hits_only_older_ticks() {
+        let runs = Runs::default();
+        let a = JobName::parse("a").unwrap();
+        let older = runs.start(a.clone(), 1_000, 10);
+        let newer = runs.start(a.clone(), 2_000, 20);
+        // The retry of tick 1000 (attempt 2) is claimed at revision 30.
+        assert_eq!(
+            runs.kill_job(&a, kill(30, KillReason::Replaced, Some(1_000))),
+            0
+        );
+        assert!(!older.kill.is_cancelled() && !newer.kill.is_cancelled());
+        // Tick 3000's claim replaces both.
+        assert_eq!(
+            runs.kill_job(&a, kill(40, KillReason::Replaced, Some(3_000))),
+            2
+        );
+        // An operator's kill hits every run claimed before it, whatever its tick.
+        let later = runs.start(a.clone(), 9_000, 50);
+        assert_eq!(runs.kill_job(&a, kill(60, KillReason::Requested, None)), 1);
+        assert!(later.kill.is_cancelled());
     }
 }

@@ -13,7 +13,10 @@ port=${PORT:-8070}
 mkdir -p "$dev/etcd" "$dev/mongo" "$dev/logs"
 
 pids=()
+# Ctrl-C stops everything and exits 0; any other way out keeps its status
+# (a process that died, a failed start), so `make dev` fails when dev does.
 stop_all() {
+  local status=${1:-$?}
   trap - INT TERM EXIT
   echo "dev: stopping"
   # Workers and manager first so the workers can flush their run records.
@@ -21,9 +24,10 @@ stop_all() {
     kill "${pids[i]}" 2>/dev/null || true
     wait "${pids[i]}" 2>/dev/null || true
   done
-  exit 0
+  exit "$status"
 }
-trap stop_all INT TERM EXIT
+trap 'stop_all 0' INT TERM
+trap stop_all EXIT
 
 wait_for() { # what, command...
   local what=$1

@@ -16,7 +16,9 @@ pub struct LogRecord {
     pub command: String,
     /// Why the run failed (spawn error, non-zero exit, killed); empty on success.
     pub err: String,
-    /// Combined stdout and stderr, at most the configured cap (the tail is kept).
+    /// Combined stdout and stderr, at most the configured cap (the tail is
+    /// kept). Empty in listings, which leave it out.
+    #[serde(default)]
     pub output: String,
     /// The scheduled tick this run is for.
     pub plan_time: i64,

@@ -531,13 +531,10 @@ async fn list_runs(
     let name = name_of(&name)?;
     let (page, page_size) = paging(&query(q)?)?;
     let total = state.store.count_job_logs(&name).await?;
-    let mut items = state
+    let items = state
         .store
-        .job_logs(&name, (page - 1) * page_size, page_size as i64)
+        .job_logs_without_output(&name, (page - 1) * page_size, page_size as i64)
         .await?;
-    for r in &mut items {
-        r.output.clear();
-    }
     Ok(Json(Page {
         items,
         total,

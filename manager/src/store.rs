@@ -359,6 +359,29 @@ impl Store {
         skip: u64,
         limit: i64,
     ) -> Result<Vec<LogRecord>, StoreError> {
+        self.find_job_logs(name, skip, limit, doc! { "_id": 0 })
+            .await
+    }
+
+    /// A job's runs, newest tick first, without their output (left empty):
+    /// MongoDB does not send it.
+    pub async fn job_logs_without_output(
+        &self,
+        name: &JobName,
+        skip: u64,
+        limit: i64,
+    ) -> Result<Vec<LogRecord>, StoreError> {
+        self.find_job_logs(name, skip, limit, doc! { "_id": 0, "output": 0 })
+            .await
+    }
+
+    async fn find_job_logs(
+        &self,
+        name: &JobName,
+        skip: u64,
+        limit: i64,
+        projection: Document,
+    ) -> Result<Vec<LogRecord>, StoreError> {
         use futures::TryStreamExt;
         let cursor = self
             .logs
@@ -366,7 +389,7 @@ impl Store {
             .sort(doc! { "planTime": -1, "startTime": -1 })
             .skip(skip)
             .limit(limit)
-            .projection(doc! { "_id": 0 })
+            .projection(projection)
             .await?;
         let docs: Vec<Document> = cursor.try_collect().await?;
         Ok(docs
@@ -383,10 +406,7 @@ impl Store {
 
     /// A job's newest run (newest tick), without its output.
     pub async fn last_run(&self, name: &JobName) -> Result<Option<LogRecord>, StoreError> {
-        Ok(self.job_logs(name, 0, 1).await?.pop().map(|mut r| {
-            r.output.clear();
-            r
-        }))
+        Ok(self.job_logs_without_output(name, 0, 1).await?.pop())
     }
 
     pub fn keys(&self) -> &Keys {

@@ -44,8 +44,13 @@ pub async fn follow_prefix(
     events: mpsc::Sender<PrefixEvent>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+    /// A watch that lasted this long was healthy: its break starts the
+    /// backoff over rather than doubling the last one.
+    const HEALTHY_WATCH: Duration = Duration::from_secs(30);
+    let mut backoff = FIRST_BACKOFF;
     loop {
+        let started = tokio::time::Instant::now();
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = follow_once(client.clone(), &prefix, &events) => r,
@@ -53,8 +58,11 @@ pub async fn follow_prefix(
         if events.is_closed() {
             return;
         }
+        if started.elapsed() >= HEALTHY_WATCH {
+            backoff = FIRST_BACKOFF;
+        }
         match result {
-            Ok(()) => backoff = Duration::from_millis(100),
+            Ok(()) => backoff = FIRST_BACKOFF,
             Err(e) => {
                 tracing::warn!(prefix = %prefix, error = %e, "watch broke; resyncing");
             }

@@ -702,14 +702,21 @@ async fn execute_and_retry(
     }
 }
 
-/// `base * 2^(attempt-1)`, ±20 % jitter, capped at an hour.
+/// `base * 2^(attempt-1)`, ±20 % jitter, at most an hour.
 fn retry_backoff(base: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << (attempt - 1).min(16));
-    let capped = exp.min(Duration::from_secs(3600));
     // Jitter from the clock's nanoseconds: no RNG dependency needed for this.
     let nanos = u64::from(Utc::now().timestamp_subsec_nanos());
-    let factor = 0.8 + 0.4 * (nanos % 1000) as f64 / 1000.0;
-    capped.mul_f64(factor)
+    retry_backoff_with(base, attempt, 0.8 + 0.4 * (nanos % 1000) as f64 / 1000.0)
+}
+
+/// [`retry_backoff`] with its jitter factor given; the hour caps the
+/// jittered wait, so no retry waits longer (README).
+fn retry_backoff_with(base: Duration, attempt: u32, jitter: f64) -> Duration {
+    const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(3600);
+    let exp = base.saturating_mul(1u32 << (attempt - 1).min(16));
+    exp.min(MAX_RETRY_BACKOFF)
+        .mul_f64(jitter)
+        .min(MAX_RETRY_BACKOFF)
 }
 
 /// The skip record of a claimed tick whose job changed or was deleted
@@ -1076,6 +1083,17 @@ mod tests {
                 "attempt {attempt}: {got}"
             );
         }
-        assert!(retry_backoff(Duration::from_secs(3600), 10) <= Duration::from_secs(4320));
+        // The hour caps the jittered wait, whatever the jitter.
+        for jitter in [0.8, 1.0, 1.2] {
+            let longest = retry_backoff_with(Duration::from_secs(3600), 10, jitter);
+            assert!(
+                longest <= Duration::from_secs(3600),
+                "{longest:?} with jitter {jitter}"
+            );
+        }
+        assert_eq!(
+            retry_backoff_with(Duration::from_secs(10), 2, 1.2),
+            Duration::from_secs(24)
+        );
     }
 }

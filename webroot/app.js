@@ -416,6 +416,11 @@ function jobPage(name) {
   const PAGE_SIZE = 20;
   let page = 1;
   let job = null;
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) {
+    // Not a name a job can have (a mistyped address): nothing to ask for.
+    main.innerHTML = `<div class="alert alert-warning" role="alert">There is no job named <strong>${esc(name)}</strong>. <a href="#/jobs" class="alert-link">Back to jobs</a></div>`;
+    return {};
+  }
 
   main.innerHTML = `
     <nav aria-label="breadcrumb"><ol class="breadcrumb">
@@ -917,7 +922,9 @@ function route() {
   for (const timer of pending.values()) clearTimeout(timer);
   pending.clear();
   const hash = location.hash.replace(/^#\/?/, '');
-  const parts = hash.split('/').map(decodeURIComponent);
+  // A hand-typed address may hold a broken %-escape: keep that part as typed.
+  const decode = (part) => { try { return decodeURIComponent(part); } catch { return part; } };
+  const parts = hash.split('/').map(decode);
   let section = 'jobs';
   if (parts[0] === 'workers') {
     section = 'workers';

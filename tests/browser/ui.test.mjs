@@ -258,6 +258,11 @@ step('a job deleted while its page is open says so', async () => {
   await assertNoReload(desktop);
 });
 
+step('a malformed address (a broken %-escape) says there is no such job, with no exception', async () => {
+  await desktop.goto(`${base}/#/jobs/%E0%A4%A`);
+  await desktop.getByText('There is no job named %E0%A4%A').waitFor();
+});
+
 step('the form refuses a new job with a taken name, on the name field', async () => {
   await desktop.goto(`${base}/#/jobs/new`);
   await desktop.getByLabel('Name', { exact: true }).fill('nightly-report');

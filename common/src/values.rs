@@ -27,6 +27,14 @@ pub struct WorkerInfo {
     /// container ticks are owned by workers that can.
     #[serde(default)]
     pub containers: bool,
+    /// The reference clock (MongoDB's) minus the worker's, in milliseconds,
+    /// as last measured; absent until measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
+    /// The worker's clock is off by more than `MAX_CLOCK_SKEW`: it claims
+    /// nothing and owns no ticks until it is back within the bound.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clock_skewed: bool,
 }
 
 /// Who won a (job, tick).

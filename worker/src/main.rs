@@ -3,6 +3,7 @@
 
 mod cgroup;
 mod claim;
+mod clock;
 mod config;
 mod container;
 mod etcd_watch;
@@ -63,6 +64,14 @@ async fn main() -> anyhow::Result<()> {
     let stop_scheduling = CancellationToken::new();
     let stop_all = CancellationToken::new();
     let background = TaskTracker::new();
+    // The clock is checked before anything is claimed, then kept checked.
+    let (clock_tx, clock_rx) = tokio::sync::watch::channel(clock::ClockReading::default());
+    clock::check(&mongo, &clock_tx).await;
+    background.spawn(clock::keep_checking(
+        mongo.clone(),
+        clock_tx,
+        stop_all.clone(),
+    ));
     let run_tasks = TaskTracker::new();
     let runs = Arc::new(runs::Runs::default());
     let metrics = Arc::new(metrics::Metrics::default());
@@ -131,13 +140,17 @@ async fn main() -> anyhow::Result<()> {
         last_seen: 0,
         draining: false,
         containers: false,
+        clock_offset_ms: None,
+        clock_skewed: false,
     };
     let (ttl, registration_health) = (config.lease_ttl, health.clone());
     // Cancelled when another process holds this worker's id.
     let id_taken = CancellationToken::new();
     let id_taken_for_registration = id_taken.clone();
+    let registration_clock = clock_rx.clone();
     let registration = move |client| registration::Registration {
         id_taken: id_taken_for_registration,
+        clock: registration_clock,
         client,
         keys: keys_for_registration,
         info,
@@ -252,6 +265,7 @@ async fn main() -> anyhow::Result<()> {
         metrics: metrics.clone(),
         stop_scheduling: stop_scheduling.clone(),
         stop_resolving: stop_all.clone(),
+        clock: clock_rx.clone(),
     });
     let stop_side = CancellationToken::new();
     let side_writer = {

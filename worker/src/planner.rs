@@ -99,14 +99,14 @@ impl Fleet {
         let mut all: Vec<String> = self
             .infos
             .values()
-            .filter(|i| !i.draining)
+            .filter(|i| !i.draining && !i.clock_skewed)
             .map(|i| i.id.clone())
             .collect();
         all.sort();
         let mut containers: Vec<String> = self
             .infos
             .values()
-            .filter(|i| !i.draining && i.containers)
+            .filter(|i| !i.draining && !i.clock_skewed && i.containers)
             .map(|i| i.id.clone())
             .collect();
         containers.sort();
@@ -268,6 +268,9 @@ impl Planner {
         let mut next = now_ms + 100;
         let mut groups: BTreeMap<(i64, ClaimMode, Role), Vec<usize>> = BTreeMap::new();
         let horizon_end = now_ms + ms(PREPARE_LEAD);
+        // A worker whose clock is beyond the bound claims nothing (the
+        // others own its ticks: its registration says it is skewed).
+        let skewed = self.ctx.clock.borrow().skewed;
         for (&tick_ms, slots) in self.window.range_mut(..=horizon_end) {
             for (i, slot) in slots.iter_mut().enumerate() {
                 if !matches!(slot.state, SlotState::Idle | SlotState::Prepared(_)) {
@@ -280,6 +283,13 @@ impl Planner {
                 if self.draining {
                     drop_prepared(&mut slot.state);
                     slot.state = SlotState::Done;
+                    continue;
+                }
+                if skewed {
+                    drop_prepared(&mut slot.state);
+                    // Looked at again when the fleet changes (this worker's
+                    // own registration, once its clock is sound).
+                    slot.state = SlotState::Passed;
                     continue;
                 }
                 let workers = if slot.due.job.container.is_some() {
@@ -620,6 +630,10 @@ impl Planner {
     /// Past catch-up ticks of a job, claimed in order by one task; its later
     /// ticks join the same queue while it drains.
     fn dispatch_catch_up(&mut self, due: DueTick) {
+        if self.ctx.clock.borrow().skewed {
+            tracing::warn!(job = %due.job.name, "clock skewed: not catching up");
+            return;
+        }
         let name = due.job.name.clone();
         if let Some(queue) = self.catching_up.get(&name) {
             match queue.send(due) {
@@ -644,6 +658,10 @@ impl Planner {
     /// the fleet); one for a job not known here yet waits for the job until
     /// `keep_until`.
     fn start_manual_run(&mut self, entry: &Entry, keep_until: std::time::Instant) {
+        if self.ctx.clock.borrow().skewed {
+            // Another worker takes it (run-now requests go to every worker).
+            return;
+        }
         let Some((job, request)) = self.keys.parse_run_now_key(&entry.key) else {
             return;
         };

@@ -44,6 +44,9 @@ pub struct Registration {
     /// Cancelled when another live process is registered under this id:
     /// the worker stops.
     pub id_taken: CancellationToken,
+    /// This worker's clock against the reference: shown, and a skewed
+    /// worker owns no ticks.
+    pub clock: tokio::sync::watch::Receiver<crate::clock::ClockReading>,
 }
 
 /// Writing the registration found the key held under another lease.
@@ -197,7 +200,7 @@ impl Registration {
         let renew_every = self.ttl / 3;
         let mut renew = tokio::time::interval(renew_every);
         let mut registered = false;
-        let (mut draining_open, mut containers_open) = (true, true);
+        let (mut draining_open, mut containers_open, mut clock_open) = (true, true, true);
         loop {
             tokio::select! {
                 _ = renew.tick() => {
@@ -237,6 +240,12 @@ impl Registration {
                         self.write(id).await?;
                     }
                 }
+                r = self.clock.changed(), if clock_open => {
+                    clock_open = r.is_ok();
+                    if r.is_ok() && registered {
+                        self.write(id).await?;
+                    }
+                }
             }
         }
     }
@@ -246,6 +255,9 @@ impl Registration {
     async fn write(&mut self, lease: i64) -> anyhow::Result<()> {
         self.info.draining = *self.draining.borrow();
         self.info.containers = *self.containers.borrow();
+        let clock = *self.clock.borrow();
+        self.info.clock_offset_ms = clock.offset_ms;
+        self.info.clock_skewed = clock.skewed;
         let value = serde_json::to_vec(&self.info).expect("worker info serializes");
         let key = self.keys.worker(&self.info.id);
         let put = TxnOp::put(

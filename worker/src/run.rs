@@ -51,6 +51,8 @@ pub struct RunContext {
     /// Cancelled only once every run is over: a claim whose answer was lost
     /// is still resolved while the worker drains.
     pub stop_resolving: CancellationToken,
+    /// This worker's clock against the reference (see `clock.rs`).
+    pub clock: tokio::sync::watch::Receiver<crate::clock::ClockReading>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -411,6 +411,15 @@ function pager(page, pages, label) {
     ${item(page + 1, 'Older', page >= pages, false)}</ul></nav>`;
 }
 
+/** A worker's clock against the reference (MongoDB's): skewed ones claim nothing. */
+function clockCell(w) {
+  if (w.clockOffsetMs === undefined || w.clockOffsetMs === null) return '<span class="text-body-secondary">not measured</span>';
+  const off = `${w.clockOffsetMs > 0 ? 'behind' : 'ahead'} ${(Math.abs(w.clockOffsetMs) / 1000).toFixed(1)} s`;
+  return w.clockSkewed
+    ? `<span class="badge text-bg-danger" title="off by more than the 30 s bound: claims nothing">skewed</span> ${esc(off)}`
+    : esc(off);
+}
+
 /** One job: its definition, actions, and its runs, paged, newest first. */
 function jobPage(name) {
   const PAGE_SIZE = 20;
@@ -584,7 +593,7 @@ function workersPage() {
       holder.innerHTML = workers.length ? `
         <table class="table align-middle table-stack" aria-label="Workers">
           <thead><tr><th scope="col">Worker</th><th scope="col">Host</th><th scope="col">Version</th><th scope="col">Started</th>
-            <th scope="col">Running</th><th scope="col">Last seen</th></tr></thead>
+            <th scope="col">Running</th><th scope="col">Last seen</th><th scope="col">Clock</th></tr></thead>
           <tbody>${workers.map((w) => `
             <tr data-worker="${esc(w.id)}">
               <td data-label="Worker" class="fw-semibold text-break"><div class="cell">${esc(w.id)}</div></td>
@@ -593,6 +602,7 @@ function workersPage() {
               <td data-label="Started"><div class="cell">${timeTag(w.startTime)}</div></td>
               <td data-label="Running"><div class="cell">${esc(w.running)}</div></td>
               <td data-label="Last seen"><div class="cell">${timeTag(w.lastSeen)}</div></td>
+              <td data-label="Clock"><div class="cell">${clockCell(w)}</div></td>
             </tr>`).join('')}</tbody>
         </table>
         <p class="small text-body-secondary">${workers.length} worker${workers.length === 1 ? '' : 's'} alive</p>`

@@ -49,28 +49,35 @@ pub async fn events(
         .and_then(|v| v.trim().parse::<i64>().ok());
     let keys = state.store.keys().clone();
     let etcd = state.store.etcd();
-    // One watcher over the range from `jobs/` to the end of `workers/`: etcd
-    // delivers one watcher's events in revision order, and never splits a
-    // revision across responses, so event ids only grow and a resumed client
-    // misses nothing and sees nothing twice. (The busy `claims/`,
-    // `high-water/` and `horizon/` keys sort before `jobs/`, outside it.)
-    let (start, end) = keys.event_range();
-    let mut options = WatchOptions::new().with_range(end);
-    if let Some(rev) = resume_after {
-        options = options.with_start_revision(rev + 1);
-    }
-    let watch = match etcd.clone().watch(start, Some(options)).await {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "event stream: watch failed");
-            None
-        }
-    };
+    let watch = watch_after(&etcd, &keys, resume_after).await;
     let events = stream::iter(watch)
         .flat_map(move |watch| watch_events(watch, keys.clone(), etcd.clone()))
         .map(|e| Ok(e.into_sse()))
         .take_until(state.shutdown.clone().cancelled_owned());
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// The events watch, from the revision after `after` (from now if none),
+/// or `None` if etcd refused it (the stream then ends, and the client
+/// reconnects). One watcher over the range from `jobs/` to the end of
+/// `workers/`: etcd delivers one watcher's events in revision order, and
+/// never splits a revision across responses, so event ids only grow and a
+/// resumed client misses nothing and sees nothing twice. (The busy
+/// `claims/`, `high-water/` and `horizon/` keys sort before `jobs/`,
+/// outside it.)
+async fn watch_after(etcd: &Client, keys: &Keys, after: Option<i64>) -> Option<WatchStream> {
+    let (start, end) = keys.event_range();
+    let mut options = WatchOptions::new().with_range(end);
+    if let Some(rev) = after {
+        options = options.with_start_revision(rev + 1);
+    }
+    match etcd.clone().watch(start, Some(options)).await {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "event stream: watch failed");
+            None
+        }
+    }
 }
 
 /// The events of one watch as a stream; it ends when the watch fails (the
@@ -97,17 +104,7 @@ fn watch_events(
                                 .map(|h| h.revision())
                                 .unwrap_or_default()
                                 .max(resp.compact_revision());
-                            let (start, end) = keys.event_range();
-                            let options = WatchOptions::new()
-                                .with_range(end)
-                                .with_start_revision(now + 1);
-                            let next = match etcd.clone().watch(start, Some(options)).await {
-                                Ok(w) => Some(w),
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "event stream: watch after a reset failed");
-                                    None
-                                }
-                            };
+                            let next = watch_after(&etcd, &keys, Some(now)).await;
                             return Some((vec![Outgoing::reset(now)], next));
                         }
                         if resp.canceled() {

@@ -532,6 +532,19 @@ impl Cluster {
         Ok(cursor.try_collect().await?)
     }
 
+    /// Waits up to `timeout` until `job` has a run record; returns the first.
+    pub async fn first_record(&self, job: &str, timeout: Duration) -> anyhow::Result<Document> {
+        wait_until(&format!("a record of {job}"), timeout, || async {
+            self.run_records()
+                .await
+                .map(|r| !records_of(&r, job).is_empty())
+                .unwrap_or(false)
+        })
+        .await?;
+        let records = self.run_records().await?;
+        Ok(records_of(&records, job)[0].clone())
+    }
+
     /// The current etcd revision.
     pub async fn etcd_revision(&self) -> anyhow::Result<i64> {
         let mut c = self.etcd.client().await;

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use gdts_tests::{
-    containers_of, docker_or_skip, once_soon, records_of, save_job_json, wait_for_no_containers,
-    wait_until, Cluster, WorkerOptions, JOB_IMAGE,
+    containers_of, docker_or_skip, once_soon, save_job_json, wait_for_no_containers, wait_until,
+    Cluster, WorkerOptions, JOB_IMAGE,
 };
 use mongodb::bson::Document;
 use serde_json::json;
@@ -22,19 +22,7 @@ async fn wait_for_one_container(docker: &bollard::Docker, c: &Cluster) -> anyhow
 }
 
 async fn first_record(c: &Cluster, job: &str) -> anyhow::Result<Document> {
-    wait_until(
-        &format!("a record of {job}"),
-        Duration::from_secs(30),
-        || async {
-            c.run_records()
-                .await
-                .map(|r| !records_of(&r, job).is_empty())
-                .unwrap_or(false)
-        },
-    )
-    .await?;
-    let records = c.run_records().await?;
-    Ok(records_of(&records, job)[0].clone())
+    c.first_record(job, Duration::from_secs(30)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,17 +177,7 @@ async fn run_now_seen_before_its_job_still_runs() -> anyhow::Result<()> {
         &json!({"name": "late", "command": "echo manual", "cronExpr": "@yearly"}),
     )
     .await?;
-    wait_until(
-        "the manual run of late",
-        Duration::from_secs(20),
-        || async {
-            c.run_records()
-                .await
-                .map(|r| !records_of(&r, "late").is_empty())
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    c.first_record("late", Duration::from_secs(20)).await?;
     let records = c.run_records().await?;
     let runs = records_of(&records, "late");
     assert_eq!(runs.len(), 1, "{runs:?}");

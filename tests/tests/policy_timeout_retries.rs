@@ -81,17 +81,7 @@ async fn a_kill_during_the_retry_backoff_stops_the_retries() -> anyhow::Result<(
     c.start_worker("w1", WorkerOptions::default())?;
     c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
     save_job_json(&c, &json!({"name": "flaky", "command": "exit 3", "cronExpr": once_soon(2), "retries": 3, "retryBackoffSeconds": 4})).await?;
-    wait_until(
-        "the first attempt's record",
-        Duration::from_secs(20),
-        || async {
-            c.run_records()
-                .await
-                .map(|r| !records_of(&r, "flaky").is_empty())
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    c.first_record("flaky", Duration::from_secs(20)).await?;
     let r = c.post_form("/job/kill", &[("name", "flaky")]).await?;
     assert_eq!(r.errno, 0, "{}", r.msg);
     // The retry was due 4 s (±20 %) after the first attempt: wait past it.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{Timelike, Utc};
-use gdts_tests::{int_field, records_of, save_job_json, wait_until, Cluster, WorkerOptions};
+use gdts_tests::{int_field, records_of, save_job_json, Cluster, WorkerOptions};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,15 +31,8 @@ async fn a_job_in_kolkata_time_fires_at_its_local_second() -> anyhow::Result<()>
         &json!({"name": "utc-twin", "command": "echo hi", "cronExpr": cron}),
     )
     .await?;
-    wait_until("the Kolkata run", Duration::from_secs(20), || async {
-        c.run_records()
-            .await
-            .map(|r| !records_of(&r, "kolkata").is_empty())
-            .unwrap_or(false)
-    })
-    .await?;
+    let run = &c.first_record("kolkata", Duration::from_secs(20)).await?;
     let records = c.run_records().await?;
-    let run = records_of(&records, "kolkata")[0];
     assert_eq!(
         int_field(run, "planTime"),
         target.timestamp_millis(),

@@ -92,6 +92,12 @@ pub const CATCH_UP_KEY_SAFE_AGE: Duration = Duration::from_secs(
     CLAIM_TTL.as_secs() - 2 * MAX_CLOCK_SKEW.as_secs() - CLAIM_TIMEOUT.as_secs() - 10,
 );
 
+/// A worker that cannot renew its registration lease stops its `forbid` and
+/// `replace` runs this long (at most a quarter of the lease TTL) before the
+/// lease may expire, since their running marks go with it and another
+/// worker could then start the job again (`registration::fence_guarded_runs`).
+pub const LEASE_FENCE_MARGIN: Duration = Duration::from_secs(1);
+
 /// A run that started ahead of its claim-ahead tick and is still going after
 /// this long is marked as running in etcd (so the API counts it and a kill
 /// finds it listed). Shorter runs never write a running mark.

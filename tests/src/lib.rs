@@ -923,11 +923,14 @@ impl TickReport {
 /// A TCP proxy on loopback whose replies can be held: while held, bytes from
 /// the target to clients wait (requests still go through). A claim sent then
 /// commits in etcd while its answer never reaches the worker in time: the
-/// "answer lost" half of a partition, made on demand.
+/// "answer lost" half of a partition, made on demand. A partition holds the
+/// requests too: nothing the client sends reaches etcd (not even lease
+/// renewals) until it ends.
 pub struct ReplyHoldProxy {
     /// `http://127.0.0.1:{port}`, for a client's endpoint list.
     pub url: String,
     held: tokio::sync::watch::Sender<bool>,
+    cut: tokio::sync::watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -937,24 +940,39 @@ impl ReplyHoldProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (held, _) = tokio::sync::watch::channel(false);
+        let (cut, _) = tokio::sync::watch::channel(false);
         let target = target.to_string();
         let held_rx = held.subscribe();
+        let cut_rx = cut.subscribe();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let target = target.clone();
                 let held = held_rx.clone();
+                let cut = cut_rx.clone();
                 tokio::spawn(async move {
                     if let Ok(server) = tokio::net::TcpStream::connect(&target).await {
-                        proxy_connection(client, server, held).await;
+                        proxy_connection(client, server, held, cut).await;
                     }
                 });
             }
         });
-        Ok(ReplyHoldProxy { url, held, accept })
+        Ok(ReplyHoldProxy {
+            url,
+            held,
+            cut,
+            accept,
+        })
     }
 
     /// Holds (true) or releases (false) every reply.
     pub fn hold(&self, on: bool) {
+        self.held.send_replace(on);
+    }
+
+    /// Starts (true) or ends (false) a partition: requests and replies both
+    /// wait.
+    pub fn partition(&self, on: bool) {
+        self.cut.send_replace(on);
         self.held.send_replace(on);
     }
 }
@@ -968,34 +986,40 @@ impl Drop for ReplyHoldProxy {
 async fn proxy_connection(
     client: tokio::net::TcpStream,
     server: tokio::net::TcpStream,
+    held: tokio::sync::watch::Receiver<bool>,
+    cut: tokio::sync::watch::Receiver<bool>,
+) {
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    tokio::select! {
+        _ = copy_unless_held(client_read, server_write, cut) => {}
+        _ = copy_unless_held(server_read, client_write, held) => {}
+    }
+}
+
+/// Copies bytes from `from` to `to`, waiting while `held` is true (bytes
+/// read just before a hold wait for its end too).
+async fn copy_unless_held(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
     mut held: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let requests = tokio::io::copy(&mut client_read, &mut server_write);
-    let replies = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            // Bytes read just before a hold wait for its end too.
-            if held.wait_for(|h| !*h).await.is_err() {
-                return;
-            }
-            let n = match server_read.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if held.wait_for(|h| !*h).await.is_err() {
-                return;
-            }
-            if client_write.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if held.wait_for(|h| !*h).await.is_err() {
+            return;
         }
-    };
-    tokio::select! {
-        _ = requests => {}
-        _ = replies => {}
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if held.wait_for(|h| !*h).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

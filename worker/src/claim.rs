@@ -147,6 +147,11 @@ struct SideOps {
     /// Marks whose put went out in a transaction whose answer was lost: it
     /// may have been applied, so their deletion is always sent.
     maybe_written: std::collections::HashSet<String>,
+    /// The marks of runs in progress here: key -> (value, the registration
+    /// lease it was written under; 0 if not known). When the worker
+    /// registers under a new lease (the old one expired, taking the marks
+    /// with it), the marks of runs still going are written again.
+    live: HashMap<String, (Vec<u8>, i64)>,
 }
 
 /// Most side writes per transaction (etcd allows 128 operations a list).
@@ -304,7 +309,7 @@ impl Claimer {
         };
         let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
         let answers = resp.op_responses();
-        Ok(reqs
+        let claims: Vec<Claim> = reqs
             .iter()
             .zip(answers)
             .map(|(req, answer)| match answer {
@@ -313,7 +318,67 @@ impl Claimer {
                 }
                 _ => Claim::Lost,
             })
-            .collect())
+            .collect();
+        self.note_marks(reqs, &claims, running_lease);
+        Ok(claims)
+    }
+
+    /// Remembers the running marks that won claims wrote (under `lease`).
+    fn note_marks(&self, reqs: &[ClaimRequest], claims: &[Claim], lease: i64) {
+        let won = reqs
+            .iter()
+            .zip(claims)
+            .filter(|(r, c)| r.mark_running && matches!(c, Claim::Won { .. }));
+        let mut side = self.side.lock().expect("side ops lock");
+        for (req, _) in won {
+            let value = self.running_value(req.now_ms);
+            side.live
+                .insert(self.keys.running(&req.job, &req.run), (value, lease));
+        }
+    }
+
+    fn running_value(&self, started_at: i64) -> Vec<u8> {
+        serde_json::to_vec(&RunningRecord {
+            worker: self.worker_id.clone(),
+            started_at,
+        })
+        .expect("a running record serializes")
+    }
+
+    /// Queues again the marks of runs in progress not written under the
+    /// current registration lease: after a new registration, the runs this
+    /// worker still has are listed as running again (a `forbid` run that
+    /// could have overlapped was stopped before its lease could expire, see
+    /// `registration::fence_guarded_runs`).
+    pub fn rewrite_stale_marks(&self) {
+        let lease = self.registration_lease_id();
+        if lease == 0 {
+            return;
+        }
+        let mut side = self.side.lock().expect("side ops lock");
+        let stale: Vec<(String, Vec<u8>)> = side
+            .live
+            .iter_mut()
+            .filter(|(_, (_, written))| *written != lease)
+            .map(|(key, (value, written))| {
+                *written = lease;
+                (key.clone(), value.clone())
+            })
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        tracing::info!(
+            marks = stale.len(),
+            "registered under a new lease: writing the running marks of runs in progress again"
+        );
+        for (key, value) in stale {
+            side.marks.insert(key, Some(value));
+        }
+        let due = Instant::now() + MARK_WRITE_DELAY;
+        side.due = Some(side.due.map_or(due, |d| d.min(due)));
+        drop(side);
+        self.side_ready.notify_one();
     }
 
     /// Asks etcd, until it answers or `CLAIM_RESOLVE_WINDOW` is over, what
@@ -407,6 +472,18 @@ impl Claimer {
                 // The claim key is created by the claim transaction, so its
                 // create revision is the transaction's revision.
                 let revision = kv.create_revision();
+                if req.mark_running && !r.missed && !r.skipped {
+                    // Written under a lease not known here: rewritten under
+                    // the current one should that be another.
+                    let key = self.keys.running(&req.job, &req.run);
+                    let value = self.running_value(req.now_ms);
+                    self.side
+                        .lock()
+                        .expect("side ops lock")
+                        .live
+                        .insert(key, (value, 0));
+                    self.rewrite_stale_marks();
+                }
                 if r.missed {
                     Claim::Missed { revision }
                 } else if r.skipped {
@@ -464,14 +541,9 @@ impl Claimer {
                 claim_options(),
             ));
             if req.mark_running {
-                let running = serde_json::to_vec(&RunningRecord {
-                    worker: self.worker_id.clone(),
-                    started_at: req.now_ms,
-                })
-                .expect("a running record serializes");
                 ops.push(TxnOp::put(
                     self.keys.running(&req.job, &req.run),
-                    running,
+                    self.running_value(req.now_ms),
                     Some(PutOptions::new().with_lease(running_lease)),
                 ));
             }
@@ -537,11 +609,7 @@ impl Claimer {
 
     /// Marks a run as running (a claim-ahead run that is taking long).
     pub fn mark_running(&self, job: &JobName, run: &RunKey, started_at: i64) {
-        let value = serde_json::to_vec(&RunningRecord {
-            worker: self.worker_id.clone(),
-            started_at,
-        })
-        .expect("a running record serializes");
+        let value = self.running_value(started_at);
         self.queue_mark(self.keys.running(job, run), Some(value));
     }
 
@@ -552,7 +620,12 @@ impl Claimer {
     }
 
     fn queue_mark(&self, key: String, value: Option<Vec<u8>>) {
+        let lease = self.registration_lease_id();
         let mut side = self.side.lock().expect("side ops lock");
+        match &value {
+            Some(v) => side.live.insert(key.clone(), (v.clone(), lease)),
+            None => side.live.remove(&key),
+        };
         let maybe_written = side.maybe_written.contains(&key);
         match (side.marks.get(&key), &value) {
             // A put that never went out, then its deletion: nothing to write.
@@ -667,6 +740,8 @@ impl Claimer {
     /// Writes side writes that no claim batch took along, by their deadline.
     /// Runs until `stop`; then flushes what is left once.
     pub async fn run_side_writer(&self, stop: tokio_util::sync::CancellationToken) {
+        let mut lease = self.registration_lease.clone();
+        let mut lease_open = true;
         loop {
             let (due, in_flight) = {
                 let side = self.side.lock().expect("side ops lock");
@@ -683,6 +758,13 @@ impl Claimer {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = self.side_ready.notified() => continue,
+                changed = lease.changed(), if lease_open => {
+                    lease_open = changed.is_ok();
+                    if lease_open {
+                        self.rewrite_stale_marks();
+                    }
+                    continue;
+                }
                 _ = wait => {}
             }
             self.flush_side_ops().await;

@@ -261,9 +261,10 @@ async fn supervise(
                 drain_until = Instant::now() + Duration::from_secs(2);
             },
             _ = kill.cancelled(), if killed.is_none() => {
-                killed = Some(kill_reason());
+                let why = kill_reason();
+                killed = Some(why);
                 signal(docker, id, "SIGTERM").await;
-                sigkill_at = Instant::now() + limits.kill_grace;
+                sigkill_at = Instant::now() + why.grace(limits.kill_grace);
             },
             _ = tokio::time::sleep_until(timeout_at), if killed.is_none() && exit.is_none() => {
                 killed = timeout.map(KillReason::TimedOut);

@@ -79,6 +79,21 @@ pub enum KillReason {
     Shutdown,
     /// It ran longer than the job's timeout.
     TimedOut(Duration),
+    /// Its running mark was about to expire with the worker's registration
+    /// lease, which the worker could not renew (cut off from etcd): a run
+    /// under `forbid` or `replace` stops before another worker can start
+    /// the job again. Killed at once, without the grace.
+    LeaseLost,
+}
+
+impl KillReason {
+    /// How long after SIGTERM the run gets SIGKILL.
+    pub fn grace(self, configured: Duration) -> Duration {
+        match self {
+            KillReason::LeaseLost => Duration::ZERO,
+            _ => configured,
+        }
+    }
 }
 
 /// After the shell exits, how long to keep reading output that processes it
@@ -449,9 +464,10 @@ pub async fn supervise(
                 drain_until = Instant::now() + DRAIN_AFTER_EXIT;
             },
             _ = kill.cancelled(), if killed.is_none() => {
-                killed = Some(kill_reason());
+                let why = kill_reason();
+                killed = Some(why);
                 signal_group(pgid, Signal::SIGTERM);
-                sigkill_at = Instant::now() + limits.kill_grace;
+                sigkill_at = Instant::now() + why.grace(limits.kill_grace);
             },
             _ = tokio::time::sleep_until(timeout_at), if killed.is_none() && status.is_none() => {
                 killed = timeout.map(KillReason::TimedOut);
@@ -504,6 +520,11 @@ pub fn finished(
             )
         }
         Some(KillReason::Shutdown) => format!("killed: worker shutting down ({})", nonempty(&err)),
+        Some(KillReason::LeaseLost) => format!(
+            "killed: this worker could not renew its registration lease, with which the run's \
+             running mark would expire; stopped so that no other run of the job overlaps it ({})",
+            nonempty(&err)
+        ),
         Some(KillReason::TimedOut(t)) => {
             format!(
                 "timed out after {}s (timeoutSeconds) ({})",

@@ -77,6 +77,13 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::default());
     let health = Arc::new(health::Health::new(metrics.clone()));
     let (lease_id, lease_rx) = tokio::sync::watch::channel(0i64);
+    let (valid_until, valid_until_rx) = tokio::sync::watch::channel(None);
+    background.spawn(registration::fence_guarded_runs(
+        valid_until_rx,
+        config.lease_ttl,
+        runs.clone(),
+        stop_all.clone(),
+    ));
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let (draining_tx, draining_rx) = tokio::sync::watch::channel(false);
     let (containers_tx, containers_rx) =
@@ -157,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
         ttl,
         health: registration_health,
         lease_id,
+        valid_until,
         ready: ready_rx,
         draining: draining_rx,
         containers: containers_rx,

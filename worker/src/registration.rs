@@ -35,6 +35,9 @@ pub struct Registration {
     pub health: Arc<Health>,
     /// The current lease id (0 while unregistered), for running marks.
     pub lease_id: tokio::sync::watch::Sender<i64>,
+    /// Until when the lease surely lives: the send time of the last renewal
+    /// etcd answered, plus the TTL it granted. See [`fence_guarded_runs`].
+    pub valid_until: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
     /// True once the worker has read its jobs.
     pub ready: tokio::sync::watch::Receiver<bool>,
     /// Set at shutdown: the worker takes no new ticks.
@@ -204,6 +207,7 @@ impl Registration {
         loop {
             tokio::select! {
                 _ = renew.tick() => {
+                    let sent = tokio::time::Instant::now();
                     keeper.keep_alive().await?;
                     let resp = tokio::time::timeout(renew_every, responses.message())
                         .await
@@ -212,9 +216,15 @@ impl Registration {
                     if resp.ttl() <= 0 {
                         *lease = None;
                         state.last_renewed = None;
+                        self.valid_until.send_replace(Some(tokio::time::Instant::now()));
                         anyhow::bail!("registration lease {id:x} expired");
                     }
                     state.last_renewed = Some(tokio::time::Instant::now());
+                    // etcd renewed it after the request left: it lives at
+                    // least the granted TTL from then.
+                    self.valid_until.send_replace(Some(
+                        sent + Duration::from_secs(resp.ttl() as u64),
+                    ));
                     if !registered {
                         // The key lives as long as its lease: written once.
                         if state.written_with != Some(id) {
@@ -279,6 +289,50 @@ impl Registration {
             Some(kv) => Err(IdTaken { lease: kv.lease() }.into()),
             // Gone meanwhile (its lease expired): the next attempt writes it.
             None => anyhow::bail!("the registration key changed while being written"),
+        }
+    }
+}
+
+/// Stops the runs whose overlap policy rests on their running mark
+/// (`forbid`, `replace`) before the registration lease that mark lives on
+/// can expire: a worker cut off from etcd cannot renew its lease, and once
+/// it expires another worker sees no run in progress and starts the job
+/// again. The lease surely lives until `valid_until` (see
+/// [`Registration::valid_until`]); `LEASE_FENCE_MARGIN` before that (a
+/// quarter of the TTL at most, which renewals every third of it never
+/// reach), the runs are killed without grace. Runs until `stop`.
+pub async fn fence_guarded_runs(
+    mut valid_until: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+    ttl: Duration,
+    runs: Arc<crate::runs::Runs>,
+    stop: CancellationToken,
+) {
+    let margin = gdts_common::timing::LEASE_FENCE_MARGIN.min(ttl / 4);
+    loop {
+        let until = *valid_until.borrow_and_update();
+        let fence = async {
+            match until {
+                Some(at) => tokio::time::sleep_until(at - margin).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = valid_until.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = fence => {
+                let killed = runs.kill_guarded(crate::executor::KillReason::LeaseLost);
+                if killed > 0 {
+                    tracing::error!(runs = killed, "the registration lease could not be renewed and may expire: stopped the forbid/replace runs its running marks protect");
+                }
+                // Until the next renewal or registration.
+                if valid_until.changed().await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

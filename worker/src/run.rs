@@ -595,6 +595,9 @@ pub async fn settle_claims(
                 // could break the overlap policy. The tick is recorded instead.
                 tracing::warn!(job = %request.job, run = %request.run,
                     "won a claim, learned too late to run it under its overlap policy");
+                // Its mark, should it still be there, must not hold up the
+                // job's later ticks.
+                ctx.claimer.clear_running(&request.job, &request.run);
                 Some(Claim::Skipped {
                     revision,
                     reason: SKIP_LEARNED_LATE,
@@ -677,7 +680,7 @@ async fn execute_and_retry(
         // request for the job (written after this attempt's claim) ends it.
         let waiting = ctx
             .runs
-            .start(job.name.clone(), run.tick_ms, claim_revision);
+            .start(job.name.clone(), run.tick_ms, claim_revision, false);
         tokio::select! {
             _ = ctx.stop_scheduling.cancelled() => {
                 tracing::warn!(job = %job.name, attempt = run.attempt + 1, "shutting down; retry abandoned");
@@ -742,9 +745,12 @@ async fn execute(
 ) -> Option<Outcome> {
     let schedule_time = now_ms();
     let run_id = LogRecord::run_id(job.name.as_str(), run.tick_ms, claim_revision);
-    let guard = ctx
-        .runs
-        .start(job.name.clone(), run.tick_ms, claim_revision);
+    let guard = ctx.runs.start(
+        job.name.clone(),
+        run.tick_ms,
+        claim_revision,
+        job.policy.overlap != Overlap::Allow,
+    );
     let Start {
         mut prepared,
         at: release_at,

@@ -15,6 +15,8 @@ struct Entry {
     /// The tick the run is for (a retry keeps its tick).
     tick_ms: i64,
     claim_revision: i64,
+    /// Held in place by a running mark (overlap `forbid`/`replace`).
+    guarded: bool,
     kill: CancellationToken,
     reason: Arc<Mutex<KillReason>>,
 }
@@ -76,8 +78,15 @@ impl Drop for RunGuard<'_> {
 
 impl Runs {
     /// Registers a run of tick `tick_ms` whose claim was written at
-    /// `claim_revision`.
-    pub fn start(&self, job: JobName, tick_ms: i64, claim_revision: i64) -> RunGuard<'_> {
+    /// `claim_revision`; `guarded` if its overlap policy rests on its
+    /// running mark.
+    pub fn start(
+        &self,
+        job: JobName,
+        tick_ms: i64,
+        claim_revision: i64,
+        guarded: bool,
+    ) -> RunGuard<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kill = CancellationToken::new();
         let reason = Arc::new(Mutex::new(KillReason::Requested));
@@ -101,6 +110,7 @@ impl Runs {
                 job,
                 tick_ms,
                 claim_revision,
+                guarded,
                 kill: kill.clone(),
                 reason: reason.clone(),
             },
@@ -140,6 +150,20 @@ impl Runs {
         n
     }
 
+    /// Kills the runs held in place by a running mark (see
+    /// [`KillReason::LeaseLost`]). Returns how many.
+    pub fn kill_guarded(&self, reason: KillReason) -> usize {
+        let mut n = 0;
+        for e in self.entries.lock().expect("runs lock").values() {
+            if e.guarded && !e.kill.is_cancelled() {
+                *e.reason.lock().expect("kill reason lock") = reason;
+                e.kill.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Kills every run (shutdown grace expired).
     pub fn kill_all(&self, reason: KillReason) {
         self.closed.store(true, Ordering::Release);
@@ -167,9 +191,9 @@ mod tests {
         let runs = Runs::default();
         let a = JobName::parse("a").unwrap();
         let b = JobName::parse("b").unwrap();
-        let old = runs.start(a.clone(), 1_000, 10);
-        let newer = runs.start(a.clone(), 2_000, 30);
-        let other = runs.start(b, 1_000, 5);
+        let old = runs.start(a.clone(), 1_000, 10, false);
+        let newer = runs.start(a.clone(), 2_000, 30, false);
+        let other = runs.start(b, 1_000, 5, false);
         assert_eq!(runs.kill_job(&a, kill(20, KillReason::Requested, None)), 1);
         assert!(old.kill.is_cancelled());
         assert!(!newer.kill.is_cancelled());
@@ -181,7 +205,7 @@ mod tests {
         assert_eq!(newer.kill_reason(), KillReason::Shutdown);
         // After kill_all, a run that starts is killed at once.
         assert!(runs
-            .start(JobName::parse("c").unwrap(), 1_000, 99)
+            .start(JobName::parse("c").unwrap(), 1_000, 99, false)
             .kill
             .is_cancelled());
     }
@@ -194,10 +218,10 @@ mod tests {
             runs.kill_job(&a, kill(20, KillReason::Replaced, Some(5_000))),
             0
         );
-        let claimed_before = runs.start(a.clone(), 1_000, 10);
+        let claimed_before = runs.start(a.clone(), 1_000, 10, false);
         assert!(claimed_before.kill.is_cancelled());
         assert_eq!(claimed_before.kill_reason(), KillReason::Replaced);
-        let claimed_after = runs.start(a, 1_000, 30);
+        let claimed_after = runs.start(a, 1_000, 30, false);
         assert!(!claimed_after.kill.is_cancelled());
     }
 
@@ -207,8 +231,8 @@ mod tests {
     fn a_replacement_hits_only_older_ticks() {
         let runs = Runs::default();
         let a = JobName::parse("a").unwrap();
-        let older = runs.start(a.clone(), 1_000, 10);
-        let newer = runs.start(a.clone(), 2_000, 20);
+        let older = runs.start(a.clone(), 1_000, 10, false);
+        let newer = runs.start(a.clone(), 2_000, 20, false);
         // The retry of tick 1000 (attempt 2) is claimed at revision 30.
         assert_eq!(
             runs.kill_job(&a, kill(30, KillReason::Replaced, Some(1_000))),
@@ -221,8 +245,21 @@ mod tests {
             2
         );
         // An operator's kill hits every run claimed before it, whatever its tick.
-        let later = runs.start(a.clone(), 9_000, 50);
+        let later = runs.start(a.clone(), 9_000, 50, false);
         assert_eq!(runs.kill_job(&a, kill(60, KillReason::Requested, None)), 1);
         assert!(later.kill.is_cancelled());
+    }
+
+    /// A lost lease stops the runs a running mark protects, and only them.
+    #[test]
+    fn a_lost_lease_kills_only_guarded_runs() {
+        let runs = Runs::default();
+        let a = JobName::parse("a").unwrap();
+        let guarded = runs.start(a.clone(), 1_000, 10, true);
+        let free = runs.start(a, 2_000, 20, false);
+        assert_eq!(runs.kill_guarded(KillReason::LeaseLost), 1);
+        assert!(guarded.kill.is_cancelled() && !free.kill.is_cancelled());
+        assert_eq!(guarded.kill_reason(), KillReason::LeaseLost);
+        assert_eq!(runs.kill_guarded(KillReason::LeaseLost), 0);
     }
 }

@@ -925,12 +925,14 @@ impl TickReport {
 /// commits in etcd while its answer never reaches the worker in time: the
 /// "answer lost" half of a partition, made on demand. A partition holds the
 /// requests too: nothing the client sends reaches etcd (not even lease
-/// renewals) until it ends.
+/// renewals) until it ends. Severing closes every connection and refuses new
+/// ones until it ends: requests in flight fail for good.
 pub struct ReplyHoldProxy {
     /// `http://127.0.0.1:{port}`, for a client's endpoint list.
     pub url: String,
     held: tokio::sync::watch::Sender<bool>,
     cut: tokio::sync::watch::Sender<bool>,
+    severed: tokio::sync::watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -941,17 +943,26 @@ impl ReplyHoldProxy {
         let url = format!("http://{}", listener.local_addr()?);
         let (held, _) = tokio::sync::watch::channel(false);
         let (cut, _) = tokio::sync::watch::channel(false);
+        let (severed, _) = tokio::sync::watch::channel(false);
         let target = target.to_string();
         let held_rx = held.subscribe();
         let cut_rx = cut.subscribe();
+        let severed_rx = severed.subscribe();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if *severed_rx.borrow() {
+                    continue;
+                }
                 let target = target.clone();
                 let held = held_rx.clone();
                 let cut = cut_rx.clone();
+                let mut severed = severed_rx.clone();
                 tokio::spawn(async move {
                     if let Ok(server) = tokio::net::TcpStream::connect(&target).await {
-                        proxy_connection(client, server, held, cut).await;
+                        tokio::select! {
+                            _ = proxy_connection(client, server, held, cut) => {}
+                            _ = severed.wait_for(|s| *s) => {}
+                        }
                     }
                 });
             }
@@ -960,6 +971,7 @@ impl ReplyHoldProxy {
             url,
             held,
             cut,
+            severed,
             accept,
         })
     }
@@ -967,6 +979,12 @@ impl ReplyHoldProxy {
     /// Holds (true) or releases (false) every reply.
     pub fn hold(&self, on: bool) {
         self.held.send_replace(on);
+    }
+
+    /// Closes every connection and refuses new ones (true), or accepts
+    /// them again (false).
+    pub fn sever(&self, on: bool) {
+        self.severed.send_replace(on);
     }
 
     /// Starts (true) or ends (false) a partition: requests and replies both

@@ -69,23 +69,7 @@ async fn a_forbid_run_stops_before_its_lease_can_expire() -> anyhow::Result<()> 
             .collect()
     };
     // w2's run starts (it has no record until it ends; its mark shows it).
-    let etcd = c.etcd.client().await;
-    let running = format!("{}running/guarded/", c.prefix);
-    wait_until("w2 to start a run", Duration::from_secs(20), || {
-        let (mut etcd, running) = (etcd.clone(), running.clone());
-        async move {
-            let options = etcd_client::GetOptions::new().with_prefix();
-            etcd.get(running.as_str(), Some(options))
-                .await
-                .map(|r| {
-                    r.kvs()
-                        .iter()
-                        .any(|kv| String::from_utf8_lossy(kv.value()).contains("\"w2\""))
-                })
-                .unwrap_or(false)
-        }
-    })
-    .await?;
+    wait_for_mark(&c, "guarded", "w2").await?;
     proxy.partition(false);
     c.wait_for_workers(&["w1", "w2"], Duration::from_secs(20))
         .await?;
@@ -116,4 +100,80 @@ async fn a_forbid_run_stops_before_its_lease_can_expire() -> anyhow::Result<()> 
         "w1's run should say it was stopped for its lease: {first:?}"
     );
     Ok(())
+}
+
+/// A running mark whose deletion fails (the worker's connection to etcd
+/// cut as the run ends) is deleted once etcd answers again: the job's later ticks run,
+/// rather than being skipped as "still in progress" for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mark_whose_deletion_failed_does_not_block_the_job() -> anyhow::Result<()> {
+    let mut c = Cluster::start("mark_deletion_failed").await?;
+    let target = c.etcd.endpoint.trim_start_matches("http://").to_string();
+    let proxy = ReplyHoldProxy::start(&target).await?;
+    c.start_worker(
+        "w1",
+        WorkerOptions {
+            env: vec![
+                ("GDTS_ETCD_ENDPOINTS".into(), proxy.url.clone()),
+                // Longer than the hold: the registration (and the mark) outlive it.
+                ("GDTS_WORKER_LEASE_TTL_SECS".into(), "30".into()),
+            ],
+            ..Default::default()
+        },
+    )?;
+    c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
+    save_job_json(
+        &c,
+        &json!({"name": "short", "command": "sleep 2", "cronExpr": "*/4 * * * * * *",
+                "overlap": "forbid"}),
+    )
+    .await?;
+    c.first_record("short", Duration::from_secs(20)).await?;
+    wait_for_mark(&c, "short", "w1").await?;
+    // The run going now ends while the worker's connections to etcd are
+    // cut: the deletion of its mark fails.
+    proxy.sever(true);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.sever(false);
+    let released = gdts_tests::now_ms();
+    wait_until("a run after the cut", Duration::from_secs(30), || async {
+        c.run_records()
+            .await
+            .map(|r| {
+                records_of(&r, "short").iter().any(|d| {
+                    d.get_str("status") == Ok("succeeded")
+                        && int_field(d, "planTime") > released + 4000
+                })
+            })
+            .unwrap_or(false)
+    })
+    .await?;
+    c.delete_job("short").await?;
+    Ok(())
+}
+
+/// Waits until `worker` has a running mark of `job` in etcd.
+async fn wait_for_mark(c: &Cluster, job: &str, worker: &str) -> anyhow::Result<()> {
+    let etcd = c.etcd.client().await;
+    let running = format!("{}running/{job}/", c.prefix);
+    let named = format!("\"{worker}\"");
+    wait_until(
+        &format!("a run of {job} on {worker}"),
+        Duration::from_secs(20),
+        || {
+            let (mut etcd, running, named) = (etcd.clone(), running.clone(), named.clone());
+            async move {
+                let options = etcd_client::GetOptions::new().with_prefix();
+                etcd.get(running.as_str(), Some(options))
+                    .await
+                    .map(|r| {
+                        r.kvs()
+                            .iter()
+                            .any(|kv| String::from_utf8_lossy(kv.value()).contains(&named))
+                    })
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await
 }

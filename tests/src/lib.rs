@@ -253,6 +253,11 @@ impl Etcd {
         }
     }
 
+    /// Starts a stopped etcd again on the same ports and data.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.launch().await
+    }
+
     pub async fn client(&self) -> etcd_client::Client {
         etcd_client::Client::connect([self.endpoint.clone()], None)
             .await

@@ -1,11 +1,12 @@
 //! Catch-up: all workers stopped for 10 s, then started again. A job with
 //! `catchUpSeconds` runs each missed tick exactly once; a job without it
-//! runs none of them.
+//! runs none of them. And with etcd down while the worker stays up, the
+//! ticks whose claims failed are caught up once it is back.
 
 use std::time::Duration;
 
 use gdts_tests::{
-    int_field, now_ms, records_of, save_job_json, Cluster, TickReport, WorkerOptions,
+    int_field, now_ms, records_of, save_job_json, wait_until, Cluster, TickReport, WorkerOptions,
 };
 use serde_json::json;
 
@@ -124,5 +125,71 @@ async fn old_ticks_are_caught_up_only_above_the_watermark() -> anyhow::Result<()
         report.expected, report.missing
     );
     report.assert_exactly_once(38);
+    Ok(())
+}
+
+/// etcd down for 15 s while the worker stays up: the ticks whose claims
+/// failed meanwhile are caught up once etcd is back, each exactly once, in
+/// order (the oldest already past the age where the watermark guards them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_missed_in_an_etcd_outage_are_caught_up() -> anyhow::Result<()> {
+    let mut c = Cluster::with_workers("policy_catch_up_etcd_outage", &["w1"]).await?;
+    save_job_json(&c, &json!({"name": "catch", "command": "echo tick", "cronExpr": "* * * * * * *", "catchUpSeconds": 60})).await?;
+    save_job_json(
+        &c,
+        &json!({"name": "skip", "command": "echo tick", "cronExpr": "* * * * * * *"}),
+    )
+    .await?;
+    let from = now_ms() + 2000;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    c.etcd.stop();
+    let down_from = now_ms();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    c.etcd.start_again().await?;
+    let down_to = now_ms();
+    let outage_recorded = || async {
+        let records = c.run_records().await.unwrap_or_default();
+        TickReport::every_second(&records, &["catch".to_string()], from, down_to)
+            .missing
+            .is_empty()
+    };
+    // Failing here leaves the assertions below to say what is missing.
+    let _ = wait_until(
+        "the outage's ticks",
+        Duration::from_secs(60),
+        outage_recorded,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let to = now_ms() - 2000;
+    c.delete_job("catch").await?;
+    c.delete_job("skip").await?;
+    assert!(
+        c.worker("w1").terminate(Duration::from_secs(30)),
+        "w1 stopped uncleanly"
+    );
+
+    let records = c.run_records().await?;
+    let report = TickReport::every_second(&records, &["catch".to_string()], from, to);
+    let in_outage = |d: &&&mongodb::bson::Document| {
+        (down_from + 1000..down_to - 1000).contains(&int_field(d, "planTime"))
+    };
+    let caught = records_of(&records, "catch")
+        .iter()
+        .filter(in_outage)
+        .filter(|d| d.get_str("status") == Ok("succeeded"))
+        .count();
+    let skipped_ran = records_of(&records, "skip")
+        .iter()
+        .filter(in_outage)
+        .filter(|d| d.get_str("status") == Ok("succeeded"))
+        .count();
+    println!(
+        "etcd outage: {} ticks, {caught} caught up in the outage, missing {:?}, duplicated {:?}; \
+         {skipped_ran} outage ticks of the job without catch-up ran",
+        report.expected, report.missing, report.duplicated
+    );
+    report.assert_exactly_once(20);
+    assert!(caught >= 12, "{caught} outage ticks caught up");
     Ok(())
 }

@@ -384,7 +384,10 @@ impl Claimer {
     /// Asks etcd, until it answers or `CLAIM_RESOLVE_WINDOW` is over, what
     /// became of claims sent without learning the answer: the claim record
     /// names the worker and its `claimedAt`, so this worker recognises its
-    /// own attempt. `None` where that could not be learned in time.
+    /// own attempt. `None` where that could not be learned in time, and
+    /// where the claim is taken not to have been made (its key still absent
+    /// past its send deadline): either way it is not known to be anybody's,
+    /// so a catch-up job claims that tick again (`planner::Owed`).
     pub async fn resolve(
         &self,
         reqs: &[ClaimRequest],
@@ -395,10 +398,12 @@ impl Claimer {
         const ABSENT_FOR: Duration = Duration::from_secs(2);
         let deadline = Instant::now() + CLAIM_RESOLVE_WINDOW;
         let mut outcomes: Vec<Option<Claim>> = vec![None; reqs.len()];
+        // Known to be won, skipped, missed or lost, or taken as not made.
+        let mut settled = vec![false; reqs.len()];
         let mut absent_since: Vec<Option<Instant>> = vec![None; reqs.len()];
         let mut pause = Duration::from_millis(500);
         while Instant::now() < deadline && !stop.is_cancelled() {
-            let open: Vec<usize> = (0..reqs.len()).filter(|&i| outcomes[i].is_none()).collect();
+            let open: Vec<usize> = (0..reqs.len()).filter(|&i| !settled[i]).collect();
             if open.is_empty() {
                 break;
             }
@@ -415,7 +420,10 @@ impl Claimer {
                         continue;
                     };
                     match get.kvs().first() {
-                        Some(kv) => outcomes[i] = Some(self.recognise(&reqs[i], kv)),
+                        Some(kv) => {
+                            outcomes[i] = Some(self.recognise(&reqs[i], kv));
+                            settled[i] = true;
+                        }
                         None => absent.push(i),
                     }
                 }
@@ -439,6 +447,7 @@ impl Claimer {
                     for (&i, claim) in again.iter().zip(claims) {
                         if claim != Claim::Lost {
                             outcomes[i] = Some(claim);
+                            settled[i] = true;
                         }
                     }
                 }
@@ -447,7 +456,7 @@ impl Claimer {
                 match absent_since[i] {
                     None => absent_since[i] = Some(Instant::now()),
                     Some(t) if t.elapsed() >= ABSENT_FOR => {
-                        outcomes[i] = Some(Claim::Lost);
+                        settled[i] = true;
                         if reqs[i].mark_running {
                             // Should the attempt commit after all, its mark
                             // must not block the job's later ticks.
@@ -457,7 +466,7 @@ impl Claimer {
                     Some(_) => {}
                 }
             }
-            if outcomes.iter().all(Option::is_some) {
+            if settled.iter().all(|s| *s) {
                 break;
             }
             tokio::time::sleep(pause).await;

@@ -118,6 +118,18 @@ impl Fleet {
     }
 }
 
+/// A catch-up job's ticks whose claims this worker (their owner) sent
+/// without learning the outcome, and the ticks that came due meanwhile. The
+/// watermark only lets a tick older than `CATCH_UP_KEY_SAFE_AGE` be claimed
+/// while no later tick was, so the job's claims must stay in tick order:
+/// while one is open, later ticks wait here; when none is, the unsettled
+/// ones and those that waited go to the job's catch-up queue, oldest first.
+#[derive(Default)]
+struct Owed {
+    open: usize,
+    ticks: Vec<DueTick>,
+}
+
 struct Planner {
     ctx: Arc<RunContext>,
     keys: Keys,
@@ -132,6 +144,10 @@ struct Planner {
     in_doubt: BTreeMap<(ClaimMode, i64), usize>,
     window: BTreeMap<i64, Vec<Slot>>,
     catching_up: HashMap<JobName, mpsc::UnboundedSender<DueTick>>,
+    /// Ticks of catch-up jobs whose outcome is not known yet or was never
+    /// settled (etcd unreachable), kept so that they are claimed again, in
+    /// order, once etcd answers. See [`Owed`].
+    owed: HashMap<JobName, Owed>,
     results: mpsc::UnboundedSender<BatchResult>,
     in_flight: usize,
     draining: bool,
@@ -173,6 +189,7 @@ pub async fn run_planner(
         in_doubt: BTreeMap::new(),
         window: BTreeMap::new(),
         catching_up: HashMap::new(),
+        owed: HashMap::new(),
         results,
         in_flight: 0,
         draining: false,
@@ -373,6 +390,21 @@ impl Planner {
                     }
                     self.catching_up.remove(&job.name);
                 }
+                if !job.policy.catch_up.is_zero() {
+                    let owed = self.owed.entry(job.name.clone()).or_default();
+                    if owed.open > 0 {
+                        // An earlier tick's claim is still in doubt: this one
+                        // waits, so the job's claims stay in order.
+                        owed.ticks.push(DueTick {
+                            catch_up: true,
+                            ..slot.due.clone()
+                        });
+                        slot.state = SlotState::Done;
+                        handed_off = true;
+                        continue;
+                    }
+                    owed.open += 1;
+                }
             }
             let run = RunKey::scheduled(tick_ms);
             let mut request = match mode {
@@ -459,8 +491,25 @@ impl Planner {
         let Some(slots) = self.window.get_mut(&result.tick_ms) else {
             return;
         };
+        let mut settle_owed = Vec::new();
         for (i, outcome) in result.outcomes {
             let slot = &mut slots[i];
+            if result.owned == Some(ClaimMode::AtTick) && !slot.due.job.policy.catch_up.is_zero() {
+                if let Some(owed) = self.owed.get_mut(&slot.due.job.name) {
+                    owed.open = owed.open.saturating_sub(1);
+                    if outcome.is_none() {
+                        // Never settled: claimed again once etcd answers.
+                        tracing::warn!(job = %slot.due.job.name, tick = %slot.due.tick, "a catch-up job's claim was not settled; it will be claimed again");
+                        owed.ticks.push(DueTick {
+                            catch_up: true,
+                            ..slot.due.clone()
+                        });
+                    }
+                    if owed.open == 0 {
+                        settle_owed.push(slot.due.job.name.clone());
+                    }
+                }
+            }
             let go = match std::mem::replace(&mut slot.state, SlotState::Done) {
                 SlotState::Claiming(go) => go,
                 _ => None,
@@ -502,6 +551,22 @@ impl Planner {
                 }
                 (_, None) => {}
             }
+        }
+        for name in settle_owed {
+            self.settle_owed(&name);
+        }
+    }
+
+    /// No claim of the job is in doubt any more: the ticks it owes go to its
+    /// catch-up queue, oldest first.
+    fn settle_owed(&mut self, name: &JobName) {
+        let Some(owed) = self.owed.remove(name) else {
+            return;
+        };
+        let mut ticks = owed.ticks;
+        ticks.sort_by_key(|due| due.tick);
+        for due in ticks {
+            self.dispatch_catch_up(due);
         }
     }
 
@@ -701,6 +766,7 @@ impl Planner {
             }
         }
         self.catching_up.clear();
+        self.owed.clear();
     }
 
     /// Drops instants too old for anything to happen to them.

@@ -481,21 +481,40 @@ async fn catch_up_one(
     tasks: &TaskTracker,
 ) -> Option<i64> {
     let tick_ms = due.tick.timestamp_millis();
-    let age = (Utc::now() - due.tick).to_std().unwrap_or_default();
-    let trigger = if age > CATCH_UP_LABEL_AGE {
-        Trigger::CatchUp
-    } else {
-        Trigger::Schedule
-    };
-    if age > MAX_TICK_LATENESS && !due.catch_up {
-        return None;
-    }
     let run = RunKey::scheduled(tick_ms);
-    let request = ClaimRequest {
-        catch_up: age > CATCH_UP_KEY_SAFE_AGE,
-        ..ClaimRequest::new(job, due.job_revision, run.clone(), now_ms())
+    let mut pause = Duration::from_secs(1);
+    let (claim, trigger) = loop {
+        let age = (Utc::now() - due.tick).to_std().unwrap_or_default();
+        let trigger = if age > CATCH_UP_LABEL_AGE {
+            Trigger::CatchUp
+        } else {
+            Trigger::Schedule
+        };
+        if age > MAX_TICK_LATENESS && !due.catch_up {
+            return None;
+        }
+        if age > job.policy.catch_up.max(MAX_TICK_LATENESS) {
+            tracing::warn!(job = %job.name, tick = %due.tick, "not caught up: older than catchUpSeconds before etcd settled its claim");
+            return None;
+        }
+        let request = ClaimRequest {
+            catch_up: age > CATCH_UP_KEY_SAFE_AGE,
+            ..ClaimRequest::new(job, due.job_revision, run.clone(), now_ms())
+        };
+        match claim_one(ctx, &request).await {
+            Some(claim) => break (claim, trigger),
+            // Not settled (etcd unreachable): the same tick again, so the
+            // job's ticks stay in order.
+            None => {
+                tokio::select! {
+                    _ = ctx.stop_scheduling.cancelled() => return None,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
     };
-    match claim_one(ctx, &request).await? {
+    match claim {
         Claim::Won { revision } => {
             let ctx = ctx.clone();
             let job = job.clone();

@@ -131,6 +131,8 @@ const STATUS_CLASS = {
   killed: 'text-bg-warning',
   'timed-out': 'text-bg-warning',
   skipped: 'text-bg-secondary',
+  missed: 'text-bg-secondary',
+  lost: 'text-bg-dark',
   running: 'text-bg-primary',
 };
 const statusBadge = (status) =>

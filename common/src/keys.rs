@@ -97,6 +97,15 @@ impl Keys {
         Some((JobName::parse(name).ok()?, tick.parse().ok()?))
     }
 
+    /// `(job, run)` of a claim key.
+    pub fn parse_claim_run_key(&self, key: &[u8]) -> Option<(JobName, RunKey)> {
+        let rest = std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(&self.claims_prefix())?;
+        let (name, run) = rest.split_once('/')?;
+        Some((JobName::parse(name).ok()?, RunKey::parse(run)?))
+    }
+
     pub fn running_prefix(&self, name: &JobName) -> String {
         format!("{}running/{}/", self.prefix, name)
     }
@@ -238,6 +247,29 @@ impl RunKey {
         }
     }
 
+    /// The inverse of `Display`: `{tick:020}[.m{request}][.a{n}]`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let tick_ms = s.get(..20)?.parse().ok()?;
+        let mut rest = &s[20..];
+        let mut run = RunKey::scheduled(tick_ms);
+        if let Some(after) = rest.strip_prefix(".m") {
+            let (request, tail) = match after.find(".a") {
+                Some(i) => (&after[..i], &after[i..]),
+                None => (after, ""),
+            };
+            if request.is_empty() {
+                return None;
+            }
+            run.manual = Some(request.to_string());
+            rest = tail;
+        }
+        if let Some(n) = rest.strip_prefix(".a") {
+            run.attempt = n.parse().ok().filter(|n| *n > 1)?;
+            rest = "";
+        }
+        rest.is_empty().then_some(run)
+    }
+
     /// A scheduled first attempt: the runs the watermark and catch-up track.
     pub fn is_scheduled_tick(&self) -> bool {
         self.manual.is_none() && self.attempt == 1
@@ -278,6 +310,34 @@ pub fn prefix_range_end(prefix: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_keys_round_trip() {
+        let runs = [
+            RunKey::scheduled(1_700_000_000_000),
+            RunKey::scheduled(5).next_attempt().next_attempt(),
+            RunKey::manual(1_700_000_000_123, "1700000000123-7a3f"),
+            RunKey::manual(9, "9-a").next_attempt(),
+        ];
+        for run in runs {
+            assert_eq!(RunKey::parse(&run.to_string()), Some(run.clone()), "{run}");
+        }
+        for bad in [
+            "123",
+            "00000000000000000005.a1",
+            "00000000000000000005.m",
+            "00000000000000000005x",
+        ] {
+            assert_eq!(RunKey::parse(bad), None, "{bad}");
+        }
+        let k = Keys::new("/t1");
+        let job = JobName::parse("j").unwrap();
+        let run = RunKey::manual(7, "7-ab").next_attempt();
+        assert_eq!(
+            k.parse_claim_run_key(k.claim_run(&job, &run).as_bytes()),
+            Some((job, run))
+        );
+    }
 
     #[test]
     fn layout_round_trips() {

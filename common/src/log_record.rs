@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 /// MongoDB collection holding run records.
 pub const LOG_COLLECTION: &str = "job_logs";
 
+/// The status of a run whose worker died (or was cut off past its lease)
+/// before it recorded the run: claimed, but nobody knows how it ended.
+pub const STATUS_LOST: &str = "lost";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogRecord {
@@ -44,7 +48,10 @@ pub struct LogRecord {
     /// True when the run was ended by a kill request (an operator's, or a
     /// newer run replacing it).
     pub killed: bool,
-    /// `succeeded`, `failed`, `killed`, `timed-out` or `skipped`.
+    /// `succeeded`, `failed`, `killed`, `timed-out`, `skipped`, `missed`, or
+    /// [`STATUS_LOST`]: the run's worker stopped before it recorded the run
+    /// (written by another worker; the real record replaces it should it
+    /// come after all).
     pub status: String,
     /// 1 for the first attempt; n for retry n - 1.
     #[serde(default = "first_attempt")]

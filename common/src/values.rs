@@ -35,6 +35,10 @@ pub struct WorkerInfo {
     /// nothing and owns no ticks until it is back within the bound.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clock_skewed: bool,
+    /// The worker cannot write run records (MongoDB refuses them): it
+    /// journals them to disk and owns no ticks while another worker can.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub records_blocked: bool,
 }
 
 /// Who won a (job, tick).

@@ -231,3 +231,123 @@ async fn records_spooled_to_the_bucket_are_written_by_another_worker() -> anyhow
     }
     Ok(())
 }
+
+/// One worker cut off from MongoDB: it journals its records to disk, says
+/// so in its registration, and takes no ticks while the other can write;
+/// once MongoDB is back its journal is written and it takes ticks again.
+/// Every tick has one record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_write_records_hands_its_ticks_over() -> anyhow::Result<()> {
+    let mut c = Cluster::start("records_blocked").await?;
+    let mongo = c
+        .mongo
+        .uri
+        .trim_start_matches("mongodb://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = gdts_tests::ReplyHoldProxy::start(&mongo).await?;
+    let spool_dir = c.dir.path().join("spool-w1");
+    c.start_worker(
+        "w1",
+        WorkerOptions {
+            env: vec![
+                (
+                    "GDTS_MONGO_URI".into(),
+                    format!(
+                        "{}/?directConnection=true",
+                        proxy.url.replace("http://", "mongodb://")
+                    ),
+                ),
+                ("GDTS_SPOOL_DIR".into(), spool_dir.display().to_string()),
+            ],
+            ..Default::default()
+        },
+    )?;
+    c.start_worker("w2", WorkerOptions::default())?;
+    c.wait_for_workers(&["w1", "w2"], Duration::from_secs(20))
+        .await?;
+    let names: Vec<String> = (0..6).map(|i| format!("job-{i}")).collect();
+    for n in &names {
+        c.save_job(n, "echo tick", "* * * * * * *").await?;
+    }
+    let start = now_ms() + 2000;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let blocked = |want: bool| {
+        let c = &c;
+        async move {
+            let url = format!("{}/api/v1/workers", c.manager_url);
+            reqwest::get(url)
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+                .is_some_and(|text| {
+                    let w1 = text.find("\"w1\"").map(|i| &text[i..]).unwrap_or("");
+                    let w1 = &w1[..w1.find('}').unwrap_or(w1.len())];
+                    w1.contains("\"recordsBlocked\":true") == want
+                })
+                .then_some(())
+        }
+    };
+    proxy.sever(true);
+    let cut_at = now_ms();
+    wait_until(
+        "w1 to say its records are blocked",
+        Duration::from_secs(15),
+        || async { blocked(true).await.is_some() },
+    )
+    .await?;
+    let blocked_at = now_ms();
+    println!("w1 blocked {} ms after the cut", blocked_at - cut_at);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let journal_files = std::fs::read_dir(&spool_dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+                .count()
+        })
+        .unwrap_or(0);
+    proxy.sever(false);
+    let healed_at = now_ms();
+    wait_until(
+        "w1 to take records again",
+        Duration::from_secs(20),
+        || async { blocked(false).await.is_some() },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let end = now_ms() - 2000;
+    for n in &names {
+        c.delete_job(n).await?;
+    }
+    for id in ["w1", "w2"] {
+        assert!(
+            c.worker(id).terminate(Duration::from_secs(60)),
+            "{id} stopped uncleanly"
+        );
+    }
+    let records = c.run_records().await?;
+    TickReport::every_second(&records, &names, start, end).assert_exactly_once(60);
+    assert!(
+        journal_files > 0,
+        "w1 journaled nothing to {}",
+        spool_dir.display()
+    );
+    // While blocked (after the others saw it), w1 took no ticks.
+    let taken: Vec<i64> = records
+        .iter()
+        .filter(|d| d.get_str("worker") == Ok("w1"))
+        .map(|d| gdts_tests::int_field(d, "planTime"))
+        .filter(|t| *t > blocked_at + 2000 && *t < healed_at)
+        .collect();
+    assert!(taken.is_empty(), "w1 ran ticks while blocked: {taken:?}");
+    // Its journal was written.
+    assert!(
+        records.iter().any(|d| d.get_str("worker") == Ok("w1")
+            && (cut_at..blocked_at).contains(&gdts_tests::int_field(d, "planTime"))),
+        "w1's journaled records are missing"
+    );
+    Ok(())
+}

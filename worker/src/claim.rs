@@ -232,6 +232,11 @@ impl Claimer {
         registered
     }
 
+    /// The etcd client claims go through.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     /// The registration lease running marks hang on now (0 if none).
     pub fn registration_lease_id(&self) -> i64 {
         *self.registration_lease.borrow()

@@ -1,9 +1,14 @@
 //! Writes run records to MongoDB in batches (by count and by time).
 //!
-//! Records wait in a bounded channel. While MongoDB is down the writer
-//! retries the same batch with backoff and the channel fills; when it is full
-//! a finished run waits to hand over its record (the worker slows down, no
-//! record is dropped). Each record's `_id` is its run id, so a batch retried
+//! Records wait in a bounded channel. While MongoDB does not take them the
+//! writer retries the same batch with backoff; once that has gone on for
+//! `JOURNAL_AFTER`, the worker is *blocked*: it journals the batch and every
+//! record after it to spool files on disk (so neither memory nor waiting
+//! runs pile up, and a worker killed then loses at most the records of the
+//! last moments, whose claims the orphan sweep finds), says so in its
+//! registration (`recordsBlocked`: the others take its ticks, unless every
+//! worker is blocked), and writes the journal to MongoDB as soon as it
+//! answers again. Each record's `_id` is its run id, so a batch retried
 //! after a partial success does not write anything twice.
 //!
 //! At shutdown the writer keeps retrying for the flush timeout; what is still
@@ -21,11 +26,20 @@ use std::time::Duration;
 
 use crate::gcs::OutputStore;
 
-use gdts_common::log_record::{LogRecord, LOG_COLLECTION};
+use futures::TryStreamExt;
+use gdts_common::log_record::{LogRecord, LOG_COLLECTION, STATUS_LOST};
 use mongodb::bson::{self, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+/// A batch MongoDB has refused for this long starts the journal.
+pub const JOURNAL_AFTER: Duration = Duration::from_secs(3);
+/// While journaling, MongoDB is tried again this often.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// An insert that takes longer than this has failed (a connection that
+/// went silent would otherwise hold the writer for good).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SinkConfig {
     pub batch_size: usize,
@@ -37,6 +51,8 @@ pub struct SinkConfig {
     pub worker_id: String,
     /// Where spool files go for any worker to write (the outputs bucket).
     pub bucket: Option<Arc<OutputStore>>,
+    /// Set while records cannot be written (journaling).
+    pub blocked: tokio::sync::watch::Sender<bool>,
 }
 
 /// How often a worker looks for run records spooled to the bucket.
@@ -56,10 +72,39 @@ pub async fn run_log_writer(
     config: SinkConfig,
 ) -> usize {
     let collection = db.collection::<Document>(LOG_COLLECTION);
-    replay_spool(&collection, &config).await;
     let mut closed_at: Option<Instant> = None;
+    // Journaling: MongoDB refused records for `JOURNAL_AFTER`. An earlier
+    // life's spool is written first; if MongoDB refuses it, this life
+    // starts journaling (and blocked) until it takes it.
+    let mut journaling = !try_replay_journal(&collection, &config).await;
+    if journaling {
+        tracing::warn!("MongoDB refuses the run records an earlier life of this worker spooled; journaling until it takes them");
+        config.blocked.send_replace(true);
+    }
+    let mut next_probe = Instant::now() + PROBE_EVERY;
     loop {
-        let Some(first) = records.recv().await else {
+        let first = if journaling {
+            // Records or not, MongoDB is tried again every `PROBE_EVERY`.
+            match tokio::time::timeout_at(next_probe, records.recv()).await {
+                Ok(Some(r)) => Some(r),
+                Ok(None) => None,
+                Err(_) => {
+                    next_probe = Instant::now() + PROBE_EVERY;
+                    if try_replay_journal(&collection, &config).await {
+                        journaling = false;
+                        config.blocked.send_replace(false);
+                        tracing::info!("MongoDB takes run records again; journal written");
+                    }
+                    continue;
+                }
+            }
+        } else {
+            records.recv().await
+        };
+        let Some(first) = first else {
+            if journaling {
+                hand_journal_to_bucket(&config).await;
+            }
             return 0;
         };
         let mut batch = vec![first];
@@ -74,10 +119,15 @@ pub async fn run_log_writer(
                 Err(_) => break,
             }
         }
+        if journaling {
+            journal(&config, &batch);
+            continue;
+        }
         let docs: Vec<Document> = batch.iter().map(to_document).collect();
         let mut backoff = Duration::from_millis(100);
+        let failing_since = Instant::now();
         loop {
-            match insert_idempotent(&collection, &docs).await {
+            match insert_with_timeout(&collection, &docs).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(records = docs.len(), error = %e, retry_in = ?backoff, "writing run records failed");
@@ -97,6 +147,7 @@ pub async fn run_log_writer(
                     return match spool(&config, &rest) {
                         Ok(path) => {
                             hand_to_bucket(&config, &path, rest.len()).await;
+                            hand_journal_to_bucket(&config).await;
                             0
                         }
                         Err(e) => {
@@ -105,6 +156,17 @@ pub async fn run_log_writer(
                         }
                     };
                 }
+            } else if failing_since.elapsed() >= JOURNAL_AFTER {
+                tracing::error!(
+                    "MongoDB has refused run records for {JOURNAL_AFTER:?}: journaling them to {} \
+                     and taking no ticks while another worker can",
+                    config.spool_dir.display()
+                );
+                journaling = true;
+                config.blocked.send_replace(true);
+                next_probe = Instant::now() + PROBE_EVERY;
+                journal(&config, &batch);
+                break;
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -112,12 +174,84 @@ pub async fn run_log_writer(
     }
 }
 
+/// Appends a batch to the journal (a spool file of its own); should the
+/// disk refuse it, the records are lost (and said so): their claims still
+/// get `lost` records only if this worker dies, so this is logged loudly.
+fn journal(config: &SinkConfig, batch: &[LogRecord]) {
+    if let Err(e) = spool(config, batch) {
+        tracing::error!(records = batch.len(), error = %e, "cannot journal run records; they are lost");
+    }
+}
+
+/// Writes this worker's journal (its spool files) to MongoDB, oldest first;
+/// true once none is left. Stops at the first failure.
+async fn try_replay_journal(
+    collection: &mongodb::Collection<Document>,
+    config: &SinkConfig,
+) -> bool {
+    for file in own_spool_files(config) {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(file = %file.display(), error = %e, "cannot read spooled run records");
+                continue;
+            }
+        };
+        let docs = spooled_documents(&text);
+        if docs.is_empty() {
+            let _ = std::fs::remove_file(&file);
+            continue;
+        }
+        if let Err(e) = insert_with_timeout(collection, &docs).await {
+            tracing::debug!(error = %e, "MongoDB still refuses run records");
+            return false;
+        }
+        if let Err(e) = std::fs::remove_file(&file) {
+            tracing::warn!(file = %file.display(), error = %e, "cannot remove a written journal file");
+        }
+        tracing::info!(records = docs.len(), file = %file.display(), "spooled run records written");
+    }
+    true
+}
+
+/// At shutdown while journaling: with a bucket, the journal goes there for
+/// any worker to write; without, it stays for the next start.
+async fn hand_journal_to_bucket(config: &SinkConfig) {
+    let files = own_spool_files(config);
+    if config.bucket.is_none() {
+        if !files.is_empty() {
+            tracing::warn!(files = files.len(), dir = %config.spool_dir.display(), "MongoDB unreachable at shutdown; journaled records stay for the next start");
+        }
+        return;
+    }
+    for file in files {
+        let records = std::fs::read_to_string(&file)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        hand_to_bucket(config, &file, records).await;
+    }
+}
+
+async fn insert_with_timeout(
+    collection: &mongodb::Collection<Document>,
+    docs: &[Document],
+) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, insert_idempotent(collection, docs)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer from MongoDB in {WRITE_TIMEOUT:?}")),
+    }
+}
+
 /// Writes `records` as JSON lines to a new spool file (atomically: a
 /// temporary name, then a rename).
 fn spool(config: &SinkConfig, records: &[LogRecord]) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(&config.spool_dir)?;
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Time, then a sequence: names sort in the order written.
     let name = format!(
-        "{}{}.jsonl",
+        "{}{:013}-{seq:08}.jsonl",
         config.spool_prefix(),
         chrono::Utc::now().timestamp_millis()
     );
@@ -223,14 +357,11 @@ fn spooled_documents(text: &str) -> Vec<Document> {
         .collect()
 }
 
-/// Writes the records an earlier life of this worker spooled, then removes
-/// their files. Retries while MongoDB is down (new records wait meanwhile).
-/// Records in the bucket are other workers' and need not hold up this
-/// worker's own: `replay_bucket_periodically` writes them.
-async fn replay_spool(collection: &mongodb::Collection<Document>, config: &SinkConfig) {
+/// This worker id's spool files, oldest first.
+fn own_spool_files(config: &SinkConfig) -> Vec<PathBuf> {
     let prefix = config.spool_prefix();
     let Ok(entries) = std::fs::read_dir(&config.spool_dir) else {
-        return;
+        return Vec::new();
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -241,26 +372,7 @@ async fn replay_spool(collection: &mongodb::Collection<Document>, config: &SinkC
         })
         .collect();
     files.sort();
-    for file in files {
-        let text = match std::fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(file = %file.display(), error = %e, "cannot read spooled run records");
-                continue;
-            }
-        };
-        let docs = spooled_documents(&text);
-        let mut backoff = Duration::from_millis(200);
-        while let Err(e) = insert_idempotent(collection, &docs).await {
-            tracing::warn!(file = %file.display(), error = %e, "writing spooled run records failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-        if let Err(e) = std::fs::remove_file(&file) {
-            tracing::warn!(file = %file.display(), error = %e, "cannot remove a replayed spool file");
-        }
-        tracing::info!(records = docs.len(), file = %file.display(), "spooled run records written");
-    }
+    files
 }
 
 fn to_document(record: &LogRecord) -> Document {
@@ -271,30 +383,72 @@ fn to_document(record: &LogRecord) -> Document {
     doc
 }
 
-/// Inserts `docs`, treating "already there" (duplicate `_id`) as success.
+/// Inserts `docs`, treating "already there" (duplicate `_id`) as success,
+/// except that a real record replaces a `lost` one another worker wrote
+/// for the same run (see `orphans.rs`), so a tick keeps one record and the
+/// one that knows.
 async fn insert_idempotent(
     collection: &mongodb::Collection<Document>,
     docs: &[Document],
 ) -> Result<(), mongodb::error::Error> {
     match collection.insert_many(docs).ordered(false).await {
         Ok(_) => Ok(()),
-        Err(e) if only_duplicate_keys(&e) => Ok(()),
-        Err(e) => Err(e),
+        Err(e) => match duplicate_indices(&e) {
+            Some(already) => replace_lost(collection, docs, &already).await,
+            None => Err(e),
+        },
     }
+}
+
+/// Replaces the `lost` records among those already there by the real
+/// ones in `docs` (`already`: their indices).
+async fn replace_lost(
+    collection: &mongodb::Collection<Document>,
+    docs: &[Document],
+    already: &[usize],
+) -> Result<(), mongodb::error::Error> {
+    let real: Vec<&Document> = already
+        .iter()
+        .filter_map(|&i| docs.get(i))
+        .filter(|d| d.get_str("status") != Ok(STATUS_LOST))
+        .collect();
+    if real.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<bson::Bson> = real.iter().filter_map(|d| d.get("_id").cloned()).collect();
+    let lost: Vec<Document> = collection
+        .find(bson::doc! {"_id": {"$in": ids}, "status": STATUS_LOST})
+        .projection(bson::doc! {"_id": 1})
+        .await?
+        .try_collect()
+        .await?;
+    for found in lost {
+        let Some(id) = found.get("_id") else {
+            continue;
+        };
+        if let Some(doc) = real.iter().find(|d| d.get("_id") == Some(id)) {
+            // Only while it still says lost: a retry finds nothing to do.
+            collection
+                .replace_one(bson::doc! {"_id": id.clone(), "status": STATUS_LOST}, *doc)
+                .await?;
+            tracing::info!(run = %id, "a run recorded as lost has its real record now");
+        }
+    }
+    Ok(())
 }
 
 const DUPLICATE_KEY: i32 = 11000;
 
-fn only_duplicate_keys(e: &mongodb::error::Error) -> bool {
+/// The indices of the documents refused only for being there already;
+/// `None` if anything else failed.
+fn duplicate_indices(e: &mongodb::error::Error) -> Option<Vec<usize>> {
     match e.kind.as_ref() {
         ErrorKind::InsertMany(err) => {
-            err.write_concern_error.is_none()
-                && err
-                    .write_errors
-                    .as_ref()
-                    .is_some_and(|errs| errs.iter().all(|w| w.code == DUPLICATE_KEY))
+            let errs = err.write_errors.as_ref()?;
+            (err.write_concern_error.is_none() && errs.iter().all(|w| w.code == DUPLICATE_KEY))
+                .then(|| errs.iter().map(|w| w.index).collect())
         }
-        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
-        _ => false,
+        ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY => Some(vec![0]),
+        _ => None,
     }
 }

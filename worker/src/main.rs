@@ -14,6 +14,7 @@ mod jobs;
 mod kills;
 mod log_sink;
 mod metrics;
+mod orphans;
 mod output;
 mod planner;
 mod registration;
@@ -112,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let (log_tx, log_rx) = mpsc::channel(config.log_buffer);
+    let (records_blocked_tx, records_blocked_rx) = tokio::sync::watch::channel(false);
     let log_writer = tokio::spawn(log_sink::run_log_writer(
         mongo.database(&config.store.mongo_db),
         log_rx,
@@ -122,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             spool_dir: config.spool_dir.clone(),
             worker_id: config.worker_id.clone(),
             bucket: outputs.clone(),
+            blocked: records_blocked_tx,
         },
     ));
     if let Some(bucket) = &outputs {
@@ -149,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         containers: false,
         clock_offset_ms: None,
         clock_skewed: false,
+        records_blocked: false,
     };
     let (ttl, registration_health) = (config.lease_ttl, health.clone());
     // Cancelled when another process holds this worker's id.
@@ -158,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
     let registration = move |client| registration::Registration {
         id_taken: id_taken_for_registration,
         clock: registration_clock,
+        records_blocked: records_blocked_rx,
         client,
         keys: keys_for_registration,
         info,

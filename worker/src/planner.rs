@@ -96,17 +96,26 @@ struct Fleet {
 
 impl Fleet {
     fn recompute(&mut self) {
-        let mut all: Vec<String> = self
+        // A worker that cannot write records owns no ticks while another
+        // can; when none can, all take ticks (their records are journaled).
+        let all_blocked = self
             .infos
             .values()
             .filter(|i| !i.draining && !i.clock_skewed)
+            .all(|i| i.records_blocked);
+        let takes_ticks =
+            |i: &WorkerInfo| !i.draining && !i.clock_skewed && (all_blocked || !i.records_blocked);
+        let mut all: Vec<String> = self
+            .infos
+            .values()
+            .filter(|i| takes_ticks(i))
             .map(|i| i.id.clone())
             .collect();
         all.sort();
         let mut containers: Vec<String> = self
             .infos
             .values()
-            .filter(|i| !i.draining && !i.clock_skewed && i.containers)
+            .filter(|i| takes_ticks(i) && i.containers)
             .map(|i| i.id.clone())
             .collect();
         containers.sort();
@@ -628,15 +637,29 @@ impl Planner {
 
     fn apply_worker_event(&mut self, event: PrefixEvent) {
         let decode = |entry: &Entry| serde_json::from_slice::<WorkerInfo>(&entry.value).ok();
+        let mut departed = Vec::new();
         match event {
             PrefixEvent::Reset(entries) => {
-                self.fleet.infos = entries
+                let infos: HashMap<String, WorkerInfo> = entries
                     .iter()
                     .filter_map(|e| {
                         let id = self.keys.parse_worker_key(&e.key)?;
                         Some((id, decode(e)?))
                     })
                     .collect();
+                // Registrations gone while the watch was down.
+                departed.extend(
+                    self.fleet
+                        .infos
+                        .values()
+                        .filter(|old| {
+                            infos
+                                .get(&old.id)
+                                .is_none_or(|new| new.start_time != old.start_time)
+                        })
+                        .cloned(),
+                );
+                self.fleet.infos = infos;
             }
             PrefixEvent::Put(entry) => {
                 if let (Some(id), Some(info)) =
@@ -647,13 +670,24 @@ impl Planner {
             }
             PrefixEvent::Delete(entry) => {
                 if let Some(id) = self.keys.parse_worker_key(&entry.key) {
-                    self.fleet.infos.remove(&id);
+                    departed.extend(self.fleet.infos.remove(&id));
                     self.fleet.horizons.remove(&id);
                 }
             }
         }
         let before = (self.fleet.all.clone(), self.fleet.containers.clone());
         self.fleet.recompute();
+        for gone in departed {
+            if gone.id != self.ctx.worker_id
+                && crate::orphans::sweeper(&self.fleet.all, &gone) == Some(&self.ctx.worker_id)
+            {
+                self.runs.spawn(crate::orphans::sweep(
+                    self.ctx.clone(),
+                    self.keys.clone(),
+                    gone,
+                ));
+            }
+        }
         if before != (self.fleet.all.clone(), self.fleet.containers.clone()) {
             tracing::info!(workers = ?self.fleet.all, "fleet changed");
             // Ownership moved: look at every open tick again.

@@ -50,6 +50,8 @@ pub struct Registration {
     /// This worker's clock against the reference: shown, and a skewed
     /// worker owns no ticks.
     pub clock: tokio::sync::watch::Receiver<crate::clock::ClockReading>,
+    /// Whether run records cannot be written (the log writer journals).
+    pub records_blocked: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Writing the registration found the key held under another lease.
@@ -204,6 +206,7 @@ impl Registration {
         let mut renew = tokio::time::interval(renew_every);
         let mut registered = false;
         let (mut draining_open, mut containers_open, mut clock_open) = (true, true, true);
+        let mut blocked_open = true;
         loop {
             tokio::select! {
                 _ = renew.tick() => {
@@ -256,6 +259,12 @@ impl Registration {
                         self.write(id).await?;
                     }
                 }
+                r = self.records_blocked.changed(), if blocked_open => {
+                    blocked_open = r.is_ok();
+                    if r.is_ok() && registered {
+                        self.write(id).await?;
+                    }
+                }
             }
         }
     }
@@ -268,6 +277,7 @@ impl Registration {
         let clock = *self.clock.borrow();
         self.info.clock_offset_ms = clock.offset_ms;
         self.info.clock_skewed = clock.skewed;
+        self.info.records_blocked = *self.records_blocked.borrow();
         let value = serde_json::to_vec(&self.info).expect("worker info serializes");
         let key = self.keys.worker(&self.info.id);
         let put = TxnOp::put(

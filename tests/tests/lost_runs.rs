@@ -1,0 +1,200 @@
+//! Every claimed tick ends with a record. A worker killed with -9 in the
+//! middle of its runs never writes their records: the worker that finds
+//! its claims orphaned writes a `lost` record for each, under the run's own
+//! id, so the log never silently lacks a run; and a real record that comes
+//! later (a cut-off worker that was not dead after all) replaces it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use gdts_common::values::ClaimRecord;
+use gdts_tests::{records_of, save_job_json, wait_until, Cluster, ReplyHoldProxy, WorkerOptions};
+use serde_json::json;
+
+/// The claims `worker` holds now: run id -> claim record.
+async fn claims_of(c: &Cluster, worker: &str) -> anyhow::Result<HashMap<String, ClaimRecord>> {
+    let mut etcd = c.etcd.client().await;
+    let prefix = format!("{}claims/", c.prefix);
+    let resp = etcd
+        .get(
+            prefix.as_str(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await?;
+    let mut claims = HashMap::new();
+    for kv in resp.kvs() {
+        let Ok(record) = serde_json::from_slice::<ClaimRecord>(kv.value()) else {
+            continue;
+        };
+        if record.worker != worker {
+            continue;
+        }
+        // {prefix}claims/{job}/{tick}
+        let key = String::from_utf8_lossy(kv.key()).to_string();
+        let rest = key.trim_start_matches(&prefix);
+        let (job, run) = rest.split_once('/').expect("claims/{job}/{run}");
+        let tick: i64 = run.parse()?;
+        claims.insert(
+            gdts_common::log_record::LogRecord::run_id(job, tick, kv.create_revision()),
+            record,
+        );
+    }
+    Ok(claims)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_runs_get_lost_records() -> anyhow::Result<()> {
+    let mut c = Cluster::with_workers("lost_runs", &["w1", "w2"]).await?;
+    save_job_json(
+        &c,
+        &json!({"name": "long", "command": "sleep 30", "cronExpr": "* * * * * * *"}),
+    )
+    .await?;
+    // Both workers have runs going.
+    wait_until("runs on w1", Duration::from_secs(20), || async {
+        claims_of(&c, "w1")
+            .await
+            .map(|m| m.len() >= 3)
+            .unwrap_or(false)
+    })
+    .await?;
+    c.worker("w1").kill9();
+    let orphaned = claims_of(&c, "w1").await?;
+    c.delete_job("long").await?;
+    println!("w1 held {} claims when killed", orphaned.len());
+    assert!(orphaned.len() >= 3);
+
+    let by_id = |records: &[mongodb::bson::Document]| -> HashMap<String, String> {
+        records_of(records, "long")
+            .iter()
+            .map(|d| {
+                (
+                    d.get_str("_id").unwrap_or_default().to_string(),
+                    d.get_str("status").unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    wait_until(
+        "a record for each claim of the killed worker",
+        Duration::from_secs(60),
+        || async {
+            let records = c.run_records().await.unwrap_or_default();
+            let have = by_id(&records);
+            orphaned.keys().all(|id| have.contains_key(id))
+        },
+    )
+    .await?;
+    let records = c.run_records().await?;
+    let have = by_id(&records);
+    for id in orphaned.keys() {
+        assert_eq!(have[id], "lost", "{id}");
+    }
+    let lost = records_of(&records, "long")
+        .into_iter()
+        .find(|d| d.get_str("status") == Ok("lost"))
+        .expect("a lost record");
+    assert_eq!(lost.get_str("worker")?, "w1");
+    assert!(lost.get_str("err")?.contains("w1"), "{lost}");
+    // One record per tick: none lost and also recorded otherwise.
+    let mut ticks: Vec<i64> = records_of(&records, "long")
+        .iter()
+        .map(|d| gdts_tests::int_field(d, "planTime"))
+        .collect();
+    let n = ticks.len();
+    ticks.sort();
+    ticks.dedup();
+    assert_eq!(ticks.len(), n, "a tick has two records");
+    // w2 was not killed: its runs are not called lost.
+    assert!(records_of(&records, "long")
+        .iter()
+        .all(|d| d.get_str("status") != Ok("lost") || d.get_str("worker") == Ok("w1")));
+    Ok(())
+}
+
+/// Statuses of the records of `job` by run id.
+fn statuses(records: &[mongodb::bson::Document], job: &str) -> HashMap<String, String> {
+    records_of(records, job)
+        .iter()
+        .map(|d| {
+            (
+                d.get_str("_id").unwrap_or_default().to_string(),
+                d.get_str("status").unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A worker cut off from etcd past its lease looks dead: its runs get
+/// `lost` records. It was not: when its runs end, their real records
+/// replace the `lost` ones (same run id), so each tick keeps one record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_record_replaces_a_lost_one() -> anyhow::Result<()> {
+    let mut c = Cluster::start("lost_then_found").await?;
+    let target = c.etcd.endpoint.trim_start_matches("http://").to_string();
+    let proxy = ReplyHoldProxy::start(&target).await?;
+    c.start_worker(
+        "w1",
+        WorkerOptions {
+            env: vec![
+                ("GDTS_ETCD_ENDPOINTS".into(), proxy.url.clone()),
+                ("GDTS_WORKER_LEASE_TTL_SECS".into(), "4".into()),
+            ],
+            ..Default::default()
+        },
+    )?;
+    c.start_worker("w2", WorkerOptions::default())?;
+    c.wait_for_workers(&["w1", "w2"], Duration::from_secs(20))
+        .await?;
+    save_job_json(
+        &c,
+        &json!({"name": "mid", "command": "sleep 14", "cronExpr": "* * * * * * *"}),
+    )
+    .await?;
+    wait_until("runs on w1", Duration::from_secs(20), || async {
+        claims_of(&c, "w1")
+            .await
+            .map(|m| m.len() >= 3)
+            .unwrap_or(false)
+    })
+    .await?;
+    proxy.partition(true);
+    let cut_off = claims_of(&c, "w1").await?;
+    c.wait_for_workers(&["w2"], Duration::from_secs(15)).await?;
+    wait_until(
+        "lost records for w1's runs",
+        Duration::from_secs(20),
+        || async {
+            let records = c.run_records().await.unwrap_or_default();
+            let have = statuses(&records, "mid");
+            cut_off
+                .keys()
+                .any(|id| have.get(id).map(String::as_str) == Some("lost"))
+        },
+    )
+    .await?;
+    proxy.partition(false);
+    c.delete_job("mid").await?;
+    wait_until(
+        "w1's real records to replace the lost ones",
+        Duration::from_secs(40),
+        || async {
+            let records = c.run_records().await.unwrap_or_default();
+            let have = statuses(&records, "mid");
+            cut_off
+                .keys()
+                .all(|id| have.get(id).map(String::as_str) == Some("succeeded"))
+        },
+    )
+    .await?;
+    let records = c.run_records().await?;
+    let mut ticks: Vec<i64> = records_of(&records, "mid")
+        .iter()
+        .map(|d| gdts_tests::int_field(d, "planTime"))
+        .collect();
+    let n = ticks.len();
+    ticks.sort();
+    ticks.dedup();
+    assert_eq!(ticks.len(), n, "a tick has two records");
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Records for claims whose worker is gone. A worker killed with -9 (or cut
+//! off from etcd past its lease) never writes the records of the runs it
+//! had claimed; so when a registration disappears, one surviving worker
+//! reads the claims that name the departed worker and hands a record for
+//! each to its own log writer: `lost` for a run, `skipped`/`missed` for a
+//! tick claimed only to record that. Each record has the run's own id
+//! (`{job}@{tick}#{claim revision}`), so a claim whose record was written
+//! keeps it (a duplicate id writes nothing), and a real record that comes
+//! later (the worker was only cut off, or replays its spool) replaces a
+//! `lost` one (`log_sink::insert_idempotent`). Claim keys live `CLAIM_TTL`
+//! (90 s) and longer: a run claimed longer ago than that when its worker
+//! died has no key left to find.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gdts_common::keys::Keys;
+use gdts_common::log_record::{LogRecord, STATUS_LOST};
+use gdts_common::values::{ClaimRecord, WorkerInfo};
+use gdts_runtime::etcd_pages::RangePages;
+
+use crate::run::RunContext;
+
+/// How long after a registration disappears its claims are swept: a worker
+/// only cut off for a moment registers again meanwhile (same start time)
+/// and writes its own records.
+pub const SWEEP_AFTER: Duration = Duration::from_secs(2);
+
+/// The sweeper of a departed worker among the live ones (ids sorted): one
+/// deterministic worker, so the claims are read once.
+pub fn sweeper<'a>(live: &'a [String], gone: &WorkerInfo) -> Option<&'a str> {
+    gdts_common::ownership::ranking(live, &format!("departed.{}", gone.id), gone.start_time)
+        .first()
+        .copied()
+}
+
+/// Writes records for the claims of `gone` (the registration as it was
+/// last seen) that have none. Gives up quietly if etcd cannot be read: the
+/// claims stay, and a sweep is only triggered by a departure.
+pub async fn sweep(ctx: Arc<RunContext>, keys: Keys, gone: WorkerInfo) {
+    tokio::time::sleep(SWEEP_AFTER).await;
+    let client = ctx.claimer.client();
+    // Registered again? The same life (cut off for a moment) writes its own
+    // records; a new life (restarted) leaves the earlier life's claims.
+    let until = match client.kv_client().get(keys.worker(&gone.id), None).await {
+        Ok(resp) => match resp
+            .kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice::<WorkerInfo>(kv.value()).ok())
+        {
+            Some(now) if now.start_time == gone.start_time => return,
+            Some(now) => now.start_time,
+            None => i64::MAX,
+        },
+        Err(e) => {
+            tracing::warn!(worker = %gone.id, error = %e, "cannot read the registration of a departed worker; its claims are not swept");
+            return;
+        }
+    };
+    let mut pages = RangePages::prefix(client, &keys.claims_prefix());
+    let mut handed = 0usize;
+    loop {
+        let page = match pages.next_page().await {
+            Ok(Some(page)) => page,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(worker = %gone.id, error = %e, "reading claims of a departed worker failed");
+                break;
+            }
+        };
+        for kv in page {
+            let Ok(claim) = serde_json::from_slice::<ClaimRecord>(kv.value()) else {
+                continue;
+            };
+            if claim.worker != gone.id || claim.claimed_at >= until {
+                continue;
+            }
+            let Some((job, run)) = keys.parse_claim_run_key(kv.key()) else {
+                continue;
+            };
+            let command = ctx
+                .jobs
+                .current(&job)
+                .map(|(j, _)| j.command.clone())
+                .unwrap_or_default();
+            let now = chrono::Utc::now().timestamp_millis();
+            let (status, err) = if claim.missed {
+                ("missed", crate::run::MISSED_LATE.to_string())
+            } else if claim.skipped {
+                ("skipped", crate::claim::SKIP_OVERLAP.to_string())
+            } else {
+                (
+                    STATUS_LOST,
+                    format!(
+                        "lost: worker {} stopped (its registration expired) before it recorded \
+                         this run; the command may have run in part, in full, or not at all",
+                        gone.id
+                    ),
+                )
+            };
+            let record = LogRecord {
+                run_id: LogRecord::run_id(job.as_str(), run.tick_ms, kv.create_revision()),
+                job_name: job.to_string(),
+                command,
+                err,
+                output: String::new(),
+                plan_time: run.tick_ms,
+                schedule_time: claim.claimed_at,
+                start_time: claim.claimed_at,
+                end_time: now,
+                exit_code: None,
+                signal: None,
+                worker: gone.id.clone(),
+                truncated: false,
+                output_bytes: 0,
+                output_uri: None,
+                killed: false,
+                status: status.into(),
+                attempt: run.attempt,
+                trigger: if run.manual.is_some() {
+                    "manual"
+                } else {
+                    "schedule"
+                }
+                .into(),
+            };
+            if ctx.log_records.send(record).await.is_err() {
+                return;
+            }
+            handed += 1;
+        }
+    }
+    tracing::info!(worker = %gone.id, records = handed,
+        "a departed worker's claims: a record handed over for each (written where it has none)");
+}

@@ -392,7 +392,13 @@ impl Planner {
             // A job catching up claims its ticks in order, in its queue.
             if role == Role::Owner && mode == ClaimMode::AtTick {
                 if let Some(queue) = self.catching_up.get(&job.name) {
-                    if queue.send(slot.due.clone()).is_ok() {
+                    // Caught up however late its turn comes (within the
+                    // job's catchUpSeconds).
+                    let due = DueTick {
+                        catch_up: true,
+                        ..slot.due.clone()
+                    };
+                    if queue.send(due).is_ok() {
                         slot.state = SlotState::Done;
                         handed_off = true;
                         continue;

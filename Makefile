@@ -2,7 +2,7 @@
 # Both install what is missing first (scripts/deps.sh).
 CARGO ?= cargo
 
-.PHONY: dev test deps build lint images docker-up tf-check rehearse bench-deps bench soak
+.PHONY: dev test deps build lint images docker-up tf-check rehearse bench-deps bench soak chaos
 
 deps:
 	scripts/deps.sh
@@ -69,3 +69,11 @@ bench: bench-deps
 soak: bench-deps
 	$(CARGO) build --release --workspace --bins
 	$(BENCH) soak --jobs 1000 --workers 3 --seconds 1800
+
+# Faults under load (docs/benchmarks.md, "Chaos"): 200 ticks/s for 5 minutes
+# on three workers and a 3-member etcd while workers are killed, etcd members
+# stopped, the leader killed, a worker cut off and MongoDB stopped. About 9
+# minutes. tests/tests/chaos_short.rs runs a short variant in `make test`.
+chaos: bench-deps
+	$(CARGO) build --release --workspace --bins
+	$(BENCH) chaos --jobs 200 --seconds 300

@@ -51,6 +51,21 @@ pub async fn connect_etcd(endpoints: &[String]) -> anyhow::Result<etcd_client::C
         .context("connecting to etcd")
 }
 
+/// Whether an etcd request failed before it left this process: no
+/// connection to the member the client's balancer picked could be made
+/// ("tcp connect error"; a member that is down answers so until the
+/// balancer stops picking it). Such a request is safe to send again at
+/// once; any other failure may have reached etcd.
+pub fn etcd_never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            // 14: gRPC UNAVAILABLE.
+            i32::from(status.code()) == 14 && status.message().contains("tcp connect error")
+        }
+        _ => false,
+    }
+}
+
 /// A MongoDB client that fails a request after a few seconds without a
 /// server instead of waiting the driver's default 30 s.
 pub async fn mongo_client(uri: &str, app_name: &str) -> anyhow::Result<mongodb::Client> {

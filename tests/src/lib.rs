@@ -159,11 +159,16 @@ impl Drop for Proc {
     }
 }
 
-/// A single-member etcd on loopback.
+/// An etcd on loopback: a single member, or one member of a cluster
+/// ([`Etcd::start_members`]).
 pub struct Etcd {
     pub endpoint: String,
+    /// The member name (`n1`, `n2`, ...).
+    pub name: String,
     client_port: u16,
     peer_port: u16,
+    /// `--initial-cluster` of a multi-member cluster (None: just this one).
+    initial_cluster: Option<String>,
     data_dir: PathBuf,
     log_dir: PathBuf,
     proc: Option<Proc>,
@@ -188,8 +193,10 @@ impl Etcd {
     pub async fn start_with_flags(dir: &Path, flags: &[&str]) -> anyhow::Result<Etcd> {
         let mut etcd = Etcd {
             endpoint: String::new(),
+            name: "n1".into(),
             client_port: free_port(),
             peer_port: free_port(),
+            initial_cluster: None,
             data_dir: dir.join("etcd-data"),
             log_dir: dir.to_path_buf(),
             proc: None,
@@ -201,12 +208,55 @@ impl Etcd {
         Ok(etcd)
     }
 
+    /// A cluster of `n` members on loopback, started together (a member
+    /// answers only once a quorum is up).
+    pub async fn start_members(dir: &Path, n: usize, flags: &[&str]) -> anyhow::Result<Vec<Etcd>> {
+        let mut members: Vec<Etcd> = (1..=n)
+            .map(|i| {
+                let client_port = free_port();
+                Etcd {
+                    endpoint: format!("http://127.0.0.1:{client_port}"),
+                    name: format!("n{i}"),
+                    client_port,
+                    peer_port: free_port(),
+                    initial_cluster: None,
+                    data_dir: dir.join(format!("etcd-data-n{i}")),
+                    log_dir: dir.to_path_buf(),
+                    proc: None,
+                    starts: 0,
+                    extra_flags: flags.iter().map(|f| f.to_string()).collect(),
+                }
+            })
+            .collect();
+        let initial: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect();
+        for m in &mut members {
+            m.initial_cluster = Some(initial.join(","));
+            m.spawn()?;
+        }
+        for m in &members {
+            m.wait_ready().await?;
+        }
+        Ok(members)
+    }
+
     async fn launch(&mut self) -> anyhow::Result<()> {
+        self.spawn()?;
+        self.wait_ready().await
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let initial = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={peer}", self.name));
         let mut cmd =
             Command::new(std::env::var("GDTS_ETCD_BIN").unwrap_or_else(|_| "etcd".into()));
-        cmd.args(["--name", "n1", "--data-dir"])
+        cmd.args(["--name", &self.name, "--data-dir"])
             .arg(&self.data_dir)
             .args([
                 "--listen-client-urls",
@@ -220,14 +270,23 @@ impl Etcd {
                 "--initial-advertise-peer-urls",
                 &peer,
             ])
-            .args(["--initial-cluster", &format!("n1={peer}")])
+            .args(["--initial-cluster", &initial])
             .args(ETCD_COMPACTION)
             .args(&self.extra_flags);
         self.starts += 1;
-        let log = self.log_dir.join(format!("etcd-{}.log", self.starts));
+        let log = match self.initial_cluster {
+            None => self.log_dir.join(format!("etcd-{}.log", self.starts)),
+            Some(_) => self
+                .log_dir
+                .join(format!("etcd-{}-{}.log", self.name, self.starts)),
+        };
         self.proc = Some(Proc::spawn("etcd", cmd, &log, None).context(
             "starting etcd (install it with `make deps` or apt-get install etcd-server)",
         )?);
+        Ok(())
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
         let endpoint = self.endpoint.clone();
         wait_until("etcd to answer", Duration::from_secs(20), || {
             let endpoint = endpoint.clone();
@@ -256,6 +315,23 @@ impl Etcd {
     /// Starts a stopped etcd again on the same ports and data.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         self.launch().await
+    }
+
+    /// Kills the member with SIGKILL (no clean shutdown).
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    /// Whether this member runs (not stopped or killed by the test).
+    pub fn is_up(&self) -> bool {
+        self.proc.is_some()
+    }
+
+    /// `host:port` of the client URL (for a proxy in front of it).
+    pub fn client_address(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
     }
 
     pub async fn client(&self) -> etcd_client::Client {
@@ -363,7 +439,10 @@ impl Mongo {
 /// database, plus the managers and workers it started.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// etcd (with [`Cluster::start_with_etcd_members`], its first member).
     pub etcd: Etcd,
+    /// The other members of a multi-member etcd (empty otherwise).
+    pub etcd_peers: Vec<Etcd>,
     pub mongo: Mongo,
     pub prefix: String,
     pub db: String,
@@ -394,7 +473,7 @@ impl Cluster {
     }
 
     fn store_env(&self, cmd: &mut Command) {
-        cmd.env("GDTS_ETCD_ENDPOINTS", &self.etcd.endpoint)
+        cmd.env("GDTS_ETCD_ENDPOINTS", self.etcd_endpoints())
             .env("GDTS_ETCD_PREFIX", &self.prefix)
             .env("GDTS_MONGO_URI", &self.mongo.uri)
             .env("GDTS_MONGO_DB", &self.db)
@@ -434,6 +513,12 @@ impl Cluster {
         let mut cmd = Command::new(binary("gdts-worker"));
         self.store_env(&mut cmd);
         cmd.env("GDTS_WORKER_ID", options.worker_id.as_deref().unwrap_or(id))
+            // Spool and journal files of this cluster's worker only (tests
+            // running at once use the same worker ids).
+            .env(
+                "GDTS_SPOOL_DIR",
+                self.dir.path().join(format!("spool-{id}")),
+            )
             .env("GDTS_LOG_BATCH_WAIT_MS", "100")
             .env("GDTS_SHUTDOWN_GRACE_MS", "3000")
             .env("GDTS_KILL_GRACE_MS", "500");
@@ -1047,6 +1132,7 @@ async fn copy_unless_held(
 }
 
 pub mod bench;
+pub mod chaos;
 
 // Benchmark support (tests/src/bench.rs): etcd with extra flags, a cluster in
 // a directory the caller picks, and the pids and logs a benchmark watches.
@@ -1079,9 +1165,28 @@ impl Cluster {
         etcd_flags: &[&str],
     ) -> anyhow::Result<Cluster> {
         let etcd = Etcd::start_with_flags(dir.path(), etcd_flags).await?;
+        Self::start_on(test, dir, vec![etcd]).await
+    }
+
+    /// Like [`Cluster::start`], on an etcd cluster of `members` members.
+    pub async fn start_with_etcd_members(test: &str, members: usize) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("gdts-{test}-"))
+            .tempdir()?;
+        let etcd = Etcd::start_members(dir.path(), members, &[]).await?;
+        Self::start_on(test, dir, etcd).await
+    }
+
+    async fn start_on(
+        test: &str,
+        dir: tempfile::TempDir,
+        mut etcd: Vec<Etcd>,
+    ) -> anyhow::Result<Cluster> {
         let mongo = Mongo::start(dir.path()).await?;
+        let first = etcd.remove(0);
         let mut cluster = Cluster {
-            etcd,
+            etcd: first,
+            etcd_peers: etcd,
             mongo,
             prefix: format!("/gdts-test-{test}/"),
             db: format!("gdts_{test}"),
@@ -1093,6 +1198,28 @@ impl Cluster {
         };
         cluster.start_manager().await?;
         Ok(cluster)
+    }
+
+    /// A client of the cluster's etcd (every member).
+    pub async fn etcd_client(&self) -> anyhow::Result<etcd_client::Client> {
+        let endpoints: Vec<String> = self.etcd_endpoints().split(',').map(String::from).collect();
+        Ok(etcd_client::Client::connect(endpoints, None).await?)
+    }
+
+    /// Every etcd member.
+    pub fn etcd_members(&mut self) -> Vec<&mut Etcd> {
+        std::iter::once(&mut self.etcd)
+            .chain(self.etcd_peers.iter_mut())
+            .collect()
+    }
+
+    /// `GDTS_ETCD_ENDPOINTS` for the cluster's etcd: every member.
+    pub fn etcd_endpoints(&self) -> String {
+        std::iter::once(&self.etcd)
+            .chain(&self.etcd_peers)
+            .map(|e| e.endpoint.clone())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The pid of the running manager, if it runs.

@@ -154,6 +154,10 @@ struct SideOps {
     live: HashMap<String, (Vec<u8>, i64)>,
 }
 
+/// How often a claim transaction that never left this process (no
+/// connection to the etcd member picked) is sent again at once.
+const MAX_UNSENT_RETRIES: usize = 3;
+
 /// Most side writes per transaction (etcd allows 128 operations a list).
 const MAX_SIDE_OPS: usize = 100;
 /// A mark's deletion (the next `forbid` tick waits for it) goes out this soon.
@@ -294,11 +298,30 @@ impl Claimer {
             ops.extend(taken.ops.iter().cloned());
         }
         let mut kv = self.client.kv_client();
-        let sent = kv.txn(Txn::new().and_then(ops));
-        let result = match tokio::time::timeout(CLAIM_TIMEOUT, sent).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(ClaimError::from(e)),
-            Err(_) => Err(ClaimError::TimedOut(CLAIM_TIMEOUT)),
+        let answer_by = Instant::now() + CLAIM_TIMEOUT;
+        let mut tries = 0;
+        let result = loop {
+            let sent = kv.txn(Txn::new().and_then(ops.clone()));
+            match tokio::time::timeout_at(answer_by, sent).await {
+                Ok(Ok(resp)) => break Ok(resp),
+                // Never left this process (the balancer picked a member
+                // that is down): sent again at once, to another member,
+                // still within the claims' send deadlines.
+                Ok(Err(e))
+                    if gdts_runtime::etcd_never_sent(&e)
+                        && tries < MAX_UNSENT_RETRIES
+                        && reqs
+                            .iter()
+                            .all(|r| chrono::Utc::now().timestamp_millis() <= r.send_by()) =>
+                {
+                    tries += 1;
+                }
+                Ok(Err(e)) if gdts_runtime::etcd_never_sent(&e) => {
+                    break Err(ClaimError::NotSent("no etcd member could be reached"))
+                }
+                Ok(Err(e)) => break Err(ClaimError::from(e)),
+                Err(_) => break Err(ClaimError::TimedOut(CLAIM_TIMEOUT)),
+            }
         };
         if let Some(taken) = side {
             self.side_sent(taken, result.is_ok());

@@ -141,11 +141,12 @@ async fn main() -> anyhow::Result<()> {
     // of its own: a worker whose runtime is busy (hundreds of runs starting
     // at one tick) must never lose its registration for it.
     let endpoints = config.store.etcd_endpoints.clone();
+    let started_at = executor::now_ms();
     let info = WorkerInfo {
         id: config.worker_id.clone(),
         hostname: config::hostname(),
         version: env!("CARGO_PKG_VERSION").into(),
-        start_time: executor::now_ms(),
+        start_time: started_at,
         running: 0,
         last_seen: 0,
         draining: false,
@@ -285,6 +286,12 @@ async fn main() -> anyhow::Result<()> {
         let stop = stop_side.clone();
         tokio::spawn(async move { claimer.run_side_writer(stop).await })
     };
+    // Claims an earlier life of this worker left without a record.
+    run_tasks.spawn(orphans::sweep_earlier_lives(
+        ctx.clone(),
+        keys.clone(),
+        started_at,
+    ));
     let planner = {
         let health = health.clone();
         let run = planner::run_planner(

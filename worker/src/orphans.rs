@@ -27,11 +27,24 @@ use crate::run::RunContext;
 pub const SWEEP_AFTER: Duration = Duration::from_secs(2);
 
 /// The sweeper of a departed worker among the live ones (ids sorted): one
-/// deterministic worker, so the claims are read once.
+/// deterministic worker, so the claims are read once. Never a new life of
+/// the departed worker itself (it sweeps its earlier lives at its start,
+/// [`sweep_earlier_lives`], but may have started before this departure was
+/// seen).
 pub fn sweeper<'a>(live: &'a [String], gone: &WorkerInfo) -> Option<&'a str> {
-    gdts_common::ownership::ranking(live, &format!("departed.{}", gone.id), gone.start_time)
-        .first()
-        .copied()
+    let others: Vec<String> = live.iter().filter(|w| **w != gone.id).cloned().collect();
+    let first =
+        gdts_common::ownership::ranking(&others, &format!("departed.{}", gone.id), gone.start_time)
+            .first()
+            .map(|w| w.to_string())?;
+    live.iter().find(|w| **w == first).map(String::as_str)
+}
+
+/// At a worker's start: records for the claims an earlier life of it left
+/// without one (killed with -9, with nobody else alive to sweep them).
+pub async fn sweep_earlier_lives(ctx: Arc<RunContext>, keys: Keys, started_at: i64) {
+    let id = ctx.worker_id.clone();
+    sweep_claims(&ctx, &keys, &id, started_at).await;
 }
 
 /// Writes records for the claims of `gone` (the registration as it was
@@ -57,6 +70,13 @@ pub async fn sweep(ctx: Arc<RunContext>, keys: Keys, gone: WorkerInfo) {
             return;
         }
     };
+    sweep_claims(&ctx, &keys, &gone.id, until).await;
+}
+
+/// Hands a record to the log writer for every claim of worker `id` made
+/// before `until` (its clock).
+async fn sweep_claims(ctx: &RunContext, keys: &Keys, id: &str, until: i64) {
+    let client = ctx.claimer.client();
     let mut pages = RangePages::prefix(client, &keys.claims_prefix());
     let mut handed = 0usize;
     loop {
@@ -64,7 +84,7 @@ pub async fn sweep(ctx: Arc<RunContext>, keys: Keys, gone: WorkerInfo) {
             Ok(Some(page)) => page,
             Ok(None) => break,
             Err(e) => {
-                tracing::warn!(worker = %gone.id, error = %e, "reading claims of a departed worker failed");
+                tracing::warn!(worker = %id, error = %e, "reading claims of a departed worker failed");
                 break;
             }
         };
@@ -72,7 +92,7 @@ pub async fn sweep(ctx: Arc<RunContext>, keys: Keys, gone: WorkerInfo) {
             let Ok(claim) = serde_json::from_slice::<ClaimRecord>(kv.value()) else {
                 continue;
             };
-            if claim.worker != gone.id || claim.claimed_at >= until {
+            if claim.worker != id || claim.claimed_at >= until {
                 continue;
             }
             let Some((job, run)) = keys.parse_claim_run_key(kv.key()) else {
@@ -92,9 +112,8 @@ pub async fn sweep(ctx: Arc<RunContext>, keys: Keys, gone: WorkerInfo) {
                 (
                     STATUS_LOST,
                     format!(
-                        "lost: worker {} stopped (its registration expired) before it recorded \
-                         this run; the command may have run in part, in full, or not at all",
-                        gone.id
+                        "lost: worker {id} stopped (its registration expired) before it recorded \
+                         this run; the command may have run in part, in full, or not at all"
                     ),
                 )
             };
@@ -110,7 +129,7 @@ pub async fn sweep(ctx: Arc<RunContext>, keys: Keys, gone: WorkerInfo) {
                 end_time: now,
                 exit_code: None,
                 signal: None,
-                worker: gone.id.clone(),
+                worker: id.to_string(),
                 truncated: false,
                 output_bytes: 0,
                 output_uri: None,
@@ -130,6 +149,8 @@ pub async fn sweep(ctx: Arc<RunContext>, keys: Keys, gone: WorkerInfo) {
             handed += 1;
         }
     }
-    tracing::info!(worker = %gone.id, records = handed,
-        "a departed worker's claims: a record handed over for each (written where it has none)");
+    if handed > 0 {
+        tracing::info!(worker = %id, records = handed,
+            "claims of a departed worker (or an earlier life): a record handed over for each (written where it has none)");
+    }
 }

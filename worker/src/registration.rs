@@ -86,8 +86,19 @@ pub async fn wait_for_id(
     let key = keys.worker(id);
     let deadline = tokio::time::Instant::now() + ttl + Duration::from_secs(2);
     let mut said = false;
+    let mut backoff = Duration::from_millis(200);
     loop {
-        let resp = client.kv_client().get(key.as_str(), None).await?;
+        // etcd (or the member this request went to) may be down for a
+        // moment: a worker starting then waits for it, as it would later.
+        let resp = match client.kv_client().get(key.as_str(), None).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot read this worker's registration from etcd; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
         let Some(kv) = resp.kvs().first() else {
             return Ok(());
         };

@@ -9,6 +9,7 @@
 //! gdts-bench jobs     --total 100000 --per-second 100 [--requests 200]
 //! gdts-bench floor    --n 1000
 //! gdts-bench soak     --jobs 1000 --workers 3 --seconds 1800 [--sample-every 30] [--warmup S]
+//! gdts-bench chaos    --jobs 200 --seconds 300
 //!
 //! common: --doc PATH (default docs/benchmarks.md)  --no-doc  --no-logs  --strict
 //! ```
@@ -88,7 +89,7 @@ impl Args {
     }
 }
 
-const USAGE: &str = "usage: gdts-bench ticks|fleet|overload|jobs|floor|soak [options] (see the source header or docs/benchmarks.md)";
+const USAGE: &str = "usage: gdts-bench ticks|fleet|overload|jobs|floor|soak|chaos [options] (see the source header or docs/benchmarks.md)";
 
 /// What one scenario produced: its section and targets.
 struct Outcome {
@@ -331,6 +332,26 @@ async fn run(args: &Args, keep_logs: Option<PathBuf>, plots: &Path) -> anyhow::R
             p.keep_logs_under = keep_logs;
             let r = bench::run_load(&p).await?;
             Ok(soak_outcome(&r, plots))
+        }
+        "chaos" => {
+            args.check_known(&["jobs", "seconds"])?;
+            let mut p = gdts_tests::chaos::ChaosParams::full();
+            p.jobs = args.number("jobs", Some(p.jobs))?;
+            p.duration = Duration::from_secs(args.number("seconds", Some(300))?);
+            p.keep_under = keep_logs;
+            let r = gdts_tests::chaos::run_chaos(&p).await?;
+            Ok(Outcome {
+                id: "chaos".into(),
+                title: "Chaos: faults under load".into(),
+                targets: r.targets(),
+                body: format!(
+                    "Each tick must run at most once; a tick may go without a record \
+                     only inside the documented window of a fault (README, \"Failure \
+                     windows\"); every claim must end with a record (`lost` for the \
+                     runs of a killed worker).\n\n{}",
+                    r.markdown()
+                ),
+            })
         }
         other => bail!("unknown scenario {other:?}\n{USAGE}"),
     }

@@ -108,10 +108,16 @@ pub fn decide(view: &View, job: &str, tick_ms: i64, mode: ClaimMode, now_ms: i64
             }
         }
         1 | 2 => {
-            let owner_horizon = view.horizons.get(owner).map(|h| match mode {
-                ClaimMode::Ahead => h.ahead,
-                ClaimMode::AtTick => h.at_tick,
-            });
+            // A horizon says nothing of ticks before its owner started
+            // taking ticks into account (a worker that just joined).
+            let owner_horizon = view
+                .horizons
+                .get(owner)
+                .filter(|h| h.since <= tick_ms)
+                .map(|h| match mode {
+                    ClaimMode::Ahead => h.ahead,
+                    ClaimMode::AtTick => h.at_tick,
+                });
             let covered = owner_horizon.is_some_and(|h| h >= tick_ms);
             // An owner whose horizon is close behind is alive, only slow.
             let slow = owner_horizon.is_some_and(|h| h >= tick_ms - ms(SLOW_OWNER_WINDOW));
@@ -195,6 +201,7 @@ mod tests {
             Horizon {
                 ahead: t,
                 at_tick: 0,
+                since: 0,
             },
         );
         let covered = View {
@@ -221,6 +228,57 @@ mod tests {
         );
     }
 
+    /// A worker that joins (restarted, its clock ahead) claims from its
+    /// start on and publishes a horizon past earlier ticks it never took
+    /// into account: for those its backups step in as for a dead owner.
+    #[test]
+    fn a_horizon_covers_nothing_before_its_owner_started() {
+        let workers = fleet(3);
+        let t = 70_000;
+        let ranked = ranking(&workers, "j", t);
+        let horizons = HashMap::from([(
+            ranked[0].to_string(),
+            Horizon {
+                ahead: t + 2000,
+                at_tick: t + 2000,
+                since: t + 500,
+            },
+        )]);
+        let view = View {
+            me: ranked[1],
+            workers: &workers,
+            horizons: &horizons,
+        };
+        assert_eq!(
+            decide(&view, "j", t, ClaimMode::Ahead, t - 250),
+            Decision::Claim { rank: 1 }
+        );
+        assert_eq!(
+            decide(&view, "j", t, ClaimMode::AtTick, t + 300),
+            Decision::Claim { rank: 1 }
+        );
+        // From its start on, it is covered as usual.
+        let t2 = t + 1000;
+        let ranked2 = ranking(&workers, "j", t2);
+        let horizons2 = HashMap::from([(
+            ranked2[0].to_string(),
+            Horizon {
+                ahead: t + 2000,
+                at_tick: t + 2000,
+                since: t + 500,
+            },
+        )]);
+        let view2 = View {
+            me: ranked2[1],
+            workers: &workers,
+            horizons: &horizons2,
+        };
+        assert_eq!(
+            decide(&view2, "j", t2, ClaimMode::Ahead, t2 - 250),
+            Decision::NotMine
+        );
+    }
+
     #[test]
     fn backups_give_a_slow_owner_more_time() {
         let workers = fleet(3);
@@ -232,6 +290,7 @@ mod tests {
             Horizon {
                 ahead: t - 1000,
                 at_tick: t - 1000,
+                since: 0,
             },
         )]);
         let view = |me| View {

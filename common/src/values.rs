@@ -69,6 +69,11 @@ pub struct ClaimRecord {
 pub struct Horizon {
     pub ahead: i64,
     pub at_tick: i64,
+    /// The first tick time this worker (this life of it) took into
+    /// account: it says nothing of ticks before it, which a worker that
+    /// joins with its clock ahead never saw. 0: no such bound.
+    #[serde(default)]
+    pub since: i64,
 }
 
 /// The runs a worker finished since it last wrote its `run-feed/` key: the

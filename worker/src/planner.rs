@@ -151,6 +151,9 @@ struct Planner {
     /// horizon never passes an instant still in doubt, or a backup would
     /// take it as settled when the claim in fact never reached etcd.
     in_doubt: BTreeMap<(ClaimMode, i64), usize>,
+    /// When this planner started (its clock): its horizon says nothing of
+    /// earlier ticks, which it never took into account.
+    since: i64,
     window: BTreeMap<i64, Vec<Slot>>,
     catching_up: HashMap<JobName, mpsc::UnboundedSender<DueTick>>,
     /// Ticks of catch-up jobs whose outcome is not known yet or was never
@@ -196,6 +199,7 @@ pub async fn run_planner(
         fleet: Fleet::default(),
         sent_max: HashMap::new(),
         in_doubt: BTreeMap::new(),
+        since: Utc::now().timestamp_millis(),
         window: BTreeMap::new(),
         catching_up: HashMap::new(),
         owed: HashMap::new(),
@@ -489,6 +493,7 @@ impl Planner {
         Horizon {
             ahead: field(ClaimMode::Ahead),
             at_tick: field(ClaimMode::AtTick),
+            since: self.since,
         }
     }
 

@@ -113,6 +113,7 @@ impl WorkerConfig {
                     n @ 0..=19 => n as i32,
                     n => return Err(format!("GDTS_JOB_NICE: {n} is outside 0..=19")),
                 },
+                inherited: env_pass(get)?,
             },
             job_cgroup: crate::cgroup::CgroupSetting::parse(
                 &get("GDTS_JOB_CGROUP").unwrap_or_default(),
@@ -161,6 +162,35 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// `GDTS_JOB_ENV_PASS`: the names of the worker's variables shell runs get
+/// (comma-separated; default [`crate::executor::DEFAULT_ENV_PASS`]), with
+/// their values. Nothing else of the worker's environment reaches a job.
+fn env_pass(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>, String> {
+    let names: Vec<String> = match get("GDTS_JOB_ENV_PASS") {
+        Some(list) => list
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect(),
+        None => crate::executor::DEFAULT_ENV_PASS
+            .iter()
+            .map(|n| n.to_string())
+            .collect(),
+    };
+    for n in &names {
+        if !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("GDTS_JOB_ENV_PASS: {n:?} is not a variable name"));
+        }
+    }
+    Ok(names
+        .into_iter()
+        .filter_map(|n| {
+            let v = get(&n)?;
+            Some((n, v))
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +202,33 @@ mod tests {
         assert_eq!(WorkerConfig::from_lookup(&get).unwrap().worker_id, "w-1");
         let get = |k: &str| (k == "GDTS_WORKER_LEASE_TTL_SECS").then(|| "1".to_string());
         assert!(WorkerConfig::from_lookup(&get).is_err());
+    }
+
+    #[test]
+    fn shell_runs_get_only_the_variables_let_through() {
+        let env = |pass: Option<&'static str>| {
+            move |k: &str| match k {
+                "GDTS_JOB_ENV_PASS" => pass.map(String::from),
+                "PATH" => Some("/usr/bin".into()),
+                "GDTS_MONGO_URI" => Some("mongodb://user:secret@db/".into()),
+                "EXTRA" => Some("x".into()),
+                _ => None,
+            }
+        };
+        let inherited = |pass| {
+            WorkerConfig::from_lookup(&env(pass))
+                .unwrap()
+                .shell
+                .inherited
+        };
+        assert_eq!(inherited(None), vec![("PATH".into(), "/usr/bin".into())]);
+        assert_eq!(
+            inherited(Some("EXTRA, PATH")),
+            vec![
+                ("EXTRA".into(), "x".into()),
+                ("PATH".into(), "/usr/bin".into())
+            ]
+        );
+        assert!(WorkerConfig::from_lookup(&env(Some("PATH,A=B"))).is_err());
     }
 }

@@ -109,13 +109,28 @@ pub struct ShellConfig {
     /// How much lower than the worker's a run's CPU priority is
     /// (`GDTS_JOB_NICE`, 0-19): see [`Prepared::lower_priority`].
     pub nice: i32,
+    /// The only variables of the worker's environment a shell run gets
+    /// (names from `GDTS_JOB_ENV_PASS`, default [`DEFAULT_ENV_PASS`], with
+    /// the worker's values): runs start from a clean environment, so the
+    /// worker's secrets (`GDTS_MONGO_URI`, credentials) never reach a job.
+    pub inherited: Vec<(String, String)>,
 }
+
+/// The variables a shell run takes from the worker's environment by default.
+pub const DEFAULT_ENV_PASS: &[&str] = &[
+    "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "SHELL",
+    "TMPDIR",
+];
 
 impl Default for ShellConfig {
     fn default() -> Self {
         ShellConfig {
             program: "bash".into(),
             nice: 0,
+            inherited: DEFAULT_ENV_PASS
+                .iter()
+                .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
+                .collect(),
         }
     }
 }
@@ -343,7 +358,8 @@ fn release_loop(gates: std::sync::mpsc::Receiver<Gate>) {
 }
 
 /// Starts `command` held at its gate. `vars` are set for the command on top
-/// of the job's `env` (the worker's own environment is inherited).
+/// of the job's `env`, on a clean environment but for the variables
+/// [`ShellConfig::inherited`] passes on.
 pub fn prepare_shell(
     shell: &ShellConfig,
     command: &str,
@@ -362,6 +378,12 @@ pub fn prepare_shell(
     let child = Command::new(&shell.program)
         .arg("-c")
         .arg(script)
+        .env_clear()
+        // bash whose stdin is a socket and that thinks it is a top-level
+        // shell (SHLVL unset) takes itself for a shell run by sshd and reads
+        // ~/.bashrc (which may print, prompt or take seconds): never for a run.
+        .env("SHLVL", "1")
+        .envs(shell.inherited.iter().map(|(k, v)| (k, v)))
         .envs(env)
         .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
         // stdin, stdout and stderr are one socket (see `Prepared::io`):
@@ -620,6 +642,47 @@ mod tests {
         )
         .await;
         assert_eq!(o.output, "v 1\n");
+    }
+
+    /// A run gets the variables let through and its own, nothing else of the
+    /// worker's, and bash never reads ~/.bashrc (its stdin is a socket,
+    /// which bash takes for sshd's unless SHLVL says it is nested).
+    #[tokio::test]
+    async fn runs_start_from_a_clean_environment_without_bashrc() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join(".bashrc"), "echo BASHRC-READ\n").unwrap();
+        let shell = ShellConfig {
+            inherited: vec![
+                ("HOME".into(), home.path().display().to_string()),
+                ("PATH".into(), "/usr/bin:/bin".into()),
+            ],
+            ..ShellConfig::default()
+        };
+        let env = BTreeMap::from([("MINE".to_string(), "x".to_string())]);
+        let o = run_shell(
+            &shell,
+            "env | grep -v '^_=' | sort",
+            &env,
+            &limits(4096),
+            None,
+            &CancellationToken::new(),
+            || KillReason::Requested,
+        )
+        .await;
+        assert!(!o.output.contains("BASHRC-READ"), "{}", o.output);
+        let names: Vec<&str> = o
+            .output
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .collect();
+        // What bash sets itself besides what the run was given.
+        let allowed = ["HOME", "MINE", "OLDPWD", "PATH", "PWD", "SHLVL"];
+        assert!(names.iter().all(|n| allowed.contains(n)), "{}", o.output);
+        assert!(
+            names.contains(&"MINE") && names.contains(&"PATH"),
+            "{}",
+            o.output
+        );
     }
 
     #[tokio::test]

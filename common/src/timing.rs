@@ -103,6 +103,14 @@ pub const LEASE_FENCE_MARGIN: Duration = Duration::from_secs(1);
 /// finds it listed). Shorter runs never write a running mark.
 pub const LAZY_RUNNING_MARK_AFTER: Duration = Duration::from_secs(1);
 
+/// A run in progress puts its claim key again under a current claim lease
+/// this often, so the key lives as long as the run (and `CLAIM_TTL` more): a
+/// worker that dies in the middle of a long run leaves a claim for the
+/// orphan sweep to find and record as `lost`. The first refresh must come
+/// before the key can expire even for a claim learned late:
+/// `CLAIM_TIMEOUT + CLAIM_RESOLVE_WINDOW + CLAIM_REFRESH_EVERY + CLAIM_TIMEOUT < CLAIM_TTL`.
+pub const CLAIM_REFRESH_EVERY: Duration = Duration::from_secs(15);
+
 /// A run-now request lives this long in etcd (workers act on it at once;
 /// the claim keys, which live longer, make sure it runs once).
 pub const RUN_NOW_REQUEST_TTL: Duration = Duration::from_secs(30);
@@ -133,6 +141,13 @@ mod tests {
     #[test]
     fn a_claim_that_lost_its_answer_can_be_resolved_while_its_key_lives() {
         assert!(CLAIM_TIMEOUT + CLAIM_RESOLVE_WINDOW < CLAIM_TTL);
+    }
+
+    #[test]
+    fn a_long_runs_claim_is_refreshed_before_it_can_expire() {
+        assert!(
+            CLAIM_TIMEOUT + CLAIM_RESOLVE_WINDOW + CLAIM_REFRESH_EVERY + CLAIM_TIMEOUT < CLAIM_TTL
+        );
     }
 
     #[test]

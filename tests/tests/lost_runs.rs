@@ -198,3 +198,51 @@ async fn a_real_record_replaces_a_lost_one() -> anyhow::Result<()> {
     assert_eq!(ticks.len(), n, "a tick has two records");
     Ok(())
 }
+
+/// A run longer than a claim's lifetime keeps its claim alive (it is put
+/// again every `CLAIM_REFRESH_EVERY`), so a worker killed in the middle of
+/// it still leaves a claim for the sweep: the run gets its `lost` record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_longer_than_a_claim_lives_still_gets_its_lost_record() -> anyhow::Result<()> {
+    use gdts_common::timing::{CLAIM_LEASE_ROTATION, CLAIM_TIMEOUT, CLAIM_TTL};
+    let mut c = Cluster::start("lost_long_run").await?;
+    c.start_worker("w1", WorkerOptions::default())?;
+    c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
+    save_job_json(
+        &c,
+        &json!({"name": "marathon", "command": "sleep 600", "cronExpr": gdts_tests::once_soon(2)}),
+    )
+    .await?;
+    wait_until("the run's claim", Duration::from_secs(20), || async {
+        claims_of(&c, "w1")
+            .await
+            .map(|m| !m.is_empty())
+            .unwrap_or(false)
+    })
+    .await?;
+    let claimed = claims_of(&c, "w1").await?;
+    c.start_worker("w2", WorkerOptions::default())?;
+    // Past the longest a claim key lives without a refresh.
+    tokio::time::sleep(CLAIM_TTL + CLAIM_LEASE_ROTATION + CLAIM_TIMEOUT + Duration::from_secs(3))
+        .await;
+    let still = claims_of(&c, "w1").await?;
+    assert!(
+        claimed.keys().all(|id| still.contains_key(id)),
+        "the long run's claim expired: {claimed:?} then {still:?}"
+    );
+    c.worker("w1").kill9();
+    c.delete_job("marathon").await?;
+    wait_until(
+        "the long run's lost record",
+        Duration::from_secs(40),
+        || async {
+            let records = c.run_records().await.unwrap_or_default();
+            let have = statuses(&records, "marathon");
+            claimed
+                .keys()
+                .all(|id| have.get(id).map(String::as_str) == Some("lost"))
+        },
+    )
+    .await?;
+    Ok(())
+}

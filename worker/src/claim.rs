@@ -644,6 +644,30 @@ impl Claimer {
         Txn::new().when(when).and_then(then)
     }
 
+    /// Puts a run's claim key again, value unchanged, under the current
+    /// claim lease: the claim of a run in progress lives as long as the run
+    /// (see `CLAIM_REFRESH_EVERY`). A key already gone stays gone.
+    pub async fn refresh_claim(&self, job: &JobName, run: &RunKey) {
+        let key = self.keys.claim_run(job, run);
+        let refresh = async {
+            let lease = self.current_lease().await?;
+            let options = PutOptions::new().with_lease(lease).with_ignore_value();
+            self.client
+                .kv_client()
+                .put(key.as_str(), "", Some(options))
+                .await
+        };
+        match tokio::time::timeout(CLAIM_TIMEOUT, refresh).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(job = %job, run = %run, error = %e, "could not refresh a long run's claim")
+            }
+            Err(_) => {
+                tracing::warn!(job = %job, run = %run, "refreshing a long run's claim timed out")
+            }
+        }
+    }
+
     /// Marks a run as running (a claim-ahead run that is taking long).
     pub fn mark_running(&self, job: &JobName, run: &RunKey, started_at: i64) {
         let value = self.running_value(started_at);

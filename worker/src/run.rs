@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use gdts_common::job::{Job, Overlap};
 use gdts_common::keys::RunKey;
 use gdts_common::log_record::LogRecord;
-use gdts_common::timing::{CATCH_UP_KEY_SAFE_AGE, LAZY_RUNNING_MARK_AFTER, MAX_TICK_LATENESS};
+use gdts_common::timing::{
+    CATCH_UP_KEY_SAFE_AGE, CLAIM_REFRESH_EVERY, LAZY_RUNNING_MARK_AFTER, MAX_TICK_LATENESS,
+};
 use gdts_common::values::FinishedRun;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -962,9 +964,18 @@ async fn execute(
         tokio::pin!(running);
         let mark_after = tokio::time::sleep(LAZY_RUNNING_MARK_AFTER);
         tokio::pin!(mark_after);
+        let mut refresh = tokio::time::interval_at(
+            tokio::time::Instant::now() + CLAIM_REFRESH_EVERY,
+            CLAIM_REFRESH_EVERY,
+        );
         loop {
             tokio::select! {
                 outcome = &mut running => break outcome,
+                _ = refresh.tick() => {
+                    // A long run: its claim lives as long as it does.
+                    let (claimer, name, run) = (ctx.claimer.clone(), job.name.clone(), run.clone());
+                    tokio::spawn(async move { claimer.refresh_claim(&name, &run).await });
+                }
                 _ = &mut mark_after, if !marked => {
                     // A long run: list it as running, for the API and kills.
                     ctx.claimer.mark_running(&job.name, run, now_ms());

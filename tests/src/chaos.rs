@@ -111,6 +111,9 @@ pub struct ChaosReport {
     /// and 5 s (a restarted worker registers once its earlier life's lease
     /// expires), or listed an unknown one.
     pub list_longest_wrong_ms: i64,
+    /// When that stretch began (ms) and what was wrong at its start.
+    pub list_wrong_at_ms: i64,
+    pub list_wrong_why: String,
     pub list_polls: usize,
 }
 
@@ -175,7 +178,16 @@ impl ChaosReport {
             ),
             (
                 "longest time `/worker/list` was wrong (lacked a worker up for more than the lease TTL + 5 s)",
-                format!("{:.1} s", self.list_longest_wrong_ms as f64 / 1000.0),
+                if self.list_longest_wrong_ms == 0 {
+                    "0 s".to_string()
+                } else {
+                    format!(
+                        "{:.1} s (from {:.1} s: {})",
+                        self.list_longest_wrong_ms as f64 / 1000.0,
+                        (self.list_wrong_at_ms - self.from_ms) as f64 / 1000.0,
+                        self.list_wrong_why
+                    )
+                },
             ),
         ] {
             out.push_str(&format!("| {k} | {v} |\n"));
@@ -253,12 +265,24 @@ struct Life {
 /// seconds), or lists an unknown one. (A killed worker is listed until its
 /// lease expires, and restarted at once under the same id: being listed
 /// across a restart is right.)
-fn list_is_wrong(listed: &BTreeSet<String>, lives: &HashMap<String, Life>, now: i64) -> bool {
+fn list_is_wrong(
+    listed: &BTreeSet<String>,
+    lives: &HashMap<String, Life>,
+    now: i64,
+) -> Option<String> {
     let settle = LEASE_TTL_SECS * 1000 + 5000;
-    listed.iter().any(|w| !lives.contains_key(w))
-        || lives
-            .iter()
-            .any(|(w, l)| !l.cut_off && now > l.since + settle && !listed.contains(w))
+    if let Some(w) = listed.iter().find(|w| !lives.contains_key(*w)) {
+        return Some(format!("listed the unknown {w}"));
+    }
+    lives
+        .iter()
+        .find(|(w, l)| !l.cut_off && now > l.since + settle && !listed.contains(*w))
+        .map(|(w, l)| {
+            format!(
+                "lacked {w}, up since {:.1} s before",
+                (now - l.since) as f64 / 1000.0
+            )
+        })
 }
 
 /// Polls `/worker/list` every 250 ms until `stop`: the longest stretch it
@@ -267,13 +291,14 @@ async fn watch_list(
     url: String,
     lives: Arc<Mutex<HashMap<String, Life>>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> (i64, i64, usize) {
+) -> (i64, (i64, i64, String), usize) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
         .expect("an HTTP client");
-    let (mut down_since, mut wrong_since): (Option<i64>, Option<i64>) = (None, None);
-    let (mut longest_down, mut longest_wrong, mut polls) = (0i64, 0i64, 0usize);
+    let (mut down_since, mut wrong_since): (Option<i64>, Option<(i64, String)>) = (None, None);
+    let (mut longest_down, mut longest_wrong, mut polls) =
+        (0i64, (0i64, 0i64, String::new()), 0usize);
     let mut every = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
@@ -305,10 +330,17 @@ async fn watch_list(
                     longest_down = longest_down.max(now - t);
                 }
                 let wrong = list_is_wrong(&listed, &lives.lock().expect("lives lock"), now);
-                if wrong {
-                    wrong_since.get_or_insert(now);
-                } else if let Some(t) = wrong_since.take() {
-                    longest_wrong = longest_wrong.max(now - t);
+                match wrong {
+                    Some(why) => {
+                        wrong_since.get_or_insert((now, why));
+                    }
+                    None => {
+                        if let Some((t, why)) = wrong_since.take() {
+                            if now - t > longest_wrong.0 {
+                                longest_wrong = (now - t, t, why);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -317,8 +349,10 @@ async fn watch_list(
     if let Some(t) = down_since {
         longest_down = longest_down.max(now - t);
     }
-    if let Some(t) = wrong_since {
-        longest_wrong = longest_wrong.max(now - t);
+    if let Some((t, why)) = wrong_since {
+        if now - t > longest_wrong.0 {
+            longest_wrong = (now - t, t, why);
+        }
     }
     (longest_down, longest_wrong, polls)
 }
@@ -717,7 +751,9 @@ async fn chaos_on(c: &mut Cluster, p: &ChaosParams) -> anyhow::Result<ChaosRepor
         claims_seen: claims.len(),
         claims_without_record: without,
         api_longest_down_ms: api_down,
-        list_longest_wrong_ms: list_wrong,
+        list_longest_wrong_ms: list_wrong.0,
+        list_wrong_at_ms: list_wrong.1,
+        list_wrong_why: list_wrong.2,
         list_polls: polls,
         ..Default::default()
     };

@@ -808,10 +808,14 @@ impl Claimer {
                 let side = self.side.lock().expect("side ops lock");
                 (side.due, side.in_flight)
             };
+            let unregistered = self.registration_lease_id() == 0;
             let wait = async {
                 match due {
                     // A transaction carrying side writes is out: its end notifies.
                     _ if in_flight => std::future::pending().await,
+                    // Nothing can be written without a registration lease:
+                    // wait for one (the lease branch), never spin.
+                    _ if unregistered && lease_open => std::future::pending().await,
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }

@@ -84,8 +84,18 @@ pub async fn run_log_writer(
     let mut next_probe = Instant::now() + PROBE_EVERY;
     loop {
         let first = if journaling {
-            // Records or not, MongoDB is tried again every `PROBE_EVERY`.
-            match tokio::time::timeout_at(next_probe, records.recv()).await {
+            // Records or not, MongoDB is tried again every `PROBE_EVERY`
+            // (checked first: with records always waiting, the receive
+            // below would never time out).
+            let probe_due = Instant::now() >= next_probe;
+            let received = if probe_due {
+                Err(())
+            } else {
+                tokio::time::timeout_at(next_probe, records.recv())
+                    .await
+                    .map_err(|_| ())
+            };
+            match received {
                 Ok(Some(r)) => Some(r),
                 Ok(None) => None,
                 Err(_) => {

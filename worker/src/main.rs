@@ -42,6 +42,10 @@ async fn main() -> anyhow::Result<()> {
     let etcd = gdts_runtime::connect_etcd(&config.store.etcd_endpoints).await?;
     let mongo = gdts_runtime::mongo_client(&config.store.mongo_uri, "gdts-worker").await?;
 
+    // Outputs waiting for upload and records waiting for MongoDB go here.
+    if let Err(e) = std::fs::create_dir_all(&config.spool_dir) {
+        tracing::warn!(dir = %config.spool_dir.display(), error = %e, "cannot create the spool directory (GDTS_SPOOL_DIR)");
+    }
     let keys = Keys::new(&config.store.etcd_prefix);
     let outputs = match config.gcs.clone() {
         Some(gcs) => Some(Arc::new(

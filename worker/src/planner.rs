@@ -151,9 +151,10 @@ struct Planner {
     /// horizon never passes an instant still in doubt, or a backup would
     /// take it as settled when the claim in fact never reached etcd.
     in_doubt: BTreeMap<(ClaimMode, i64), usize>,
-    /// When this planner started (its clock): its horizon says nothing of
-    /// earlier ticks, which it never took into account.
+    /// When this planner first read its jobs (its clock): its horizon
+    /// says nothing of earlier ticks, which it never took into account.
     since: i64,
+    jobs_loaded: bool,
     window: BTreeMap<i64, Vec<Slot>>,
     catching_up: HashMap<JobName, mpsc::UnboundedSender<DueTick>>,
     /// Ticks of catch-up jobs whose outcome is not known yet or was never
@@ -200,6 +201,7 @@ pub async fn run_planner(
         sent_max: HashMap::new(),
         in_doubt: BTreeMap::new(),
         since: Utc::now().timestamp_millis(),
+        jobs_loaded: false,
         window: BTreeMap::new(),
         catching_up: HashMap::new(),
         owed: HashMap::new(),
@@ -615,11 +617,18 @@ impl Planner {
             crate::jobs::DecodedEvent::None => Vec::new(),
         };
         let reset = matches!(decoded, crate::jobs::DecodedEvent::Reset(_));
+        let now = Utc::now();
+        if reset && !self.jobs_loaded {
+            // The table takes ticks from now on: the horizon says nothing of
+            // earlier ones.
+            self.jobs_loaded = true;
+            self.since = now.timestamp_millis();
+        }
         let mut jobs = self.ctx.jobs.lock();
         // A job new to this worker has no ticks in the window yet (the common
         // case when many jobs are saved at once): nothing to look through.
         let known = reset || touched.iter().any(|name| jobs.get(name).is_some());
-        jobs.apply_decoded(decoded, Utc::now());
+        jobs.apply_decoded(decoded, now);
         if !known {
             return;
         }

@@ -240,9 +240,12 @@ impl Registration {
                         sent + Duration::from_secs(resp.ttl() as u64),
                     ));
                     if !registered {
-                        // The key lives as long as its lease: written once.
+                        // Written at every (re)registration, also under the
+                        // same lease: a change of what it says (draining,
+                        // clock, records blocked) may have come while the
+                        // keep-alive was interrupted, and was not written.
+                        self.write(id).await?;
                         if state.written_with != Some(id) {
-                            self.write(id).await?;
                             state.written_with = Some(id);
                             tracing::info!(worker = %self.info.id, lease = format!("{id:x}"), "registered");
                         }
@@ -343,6 +346,10 @@ pub async fn fence_guarded_runs(
                 if changed.is_err() {
                     return;
                 }
+                // Renewed: its marks live on.
+                if valid_until.borrow().is_some_and(|at| at - margin > tokio::time::Instant::now()) {
+                    runs.unfence();
+                }
             }
             _ = fence => {
                 let killed = runs.kill_guarded(crate::executor::KillReason::LeaseLost);
@@ -352,6 +359,9 @@ pub async fn fence_guarded_runs(
                 // Until the next renewal or registration.
                 if valid_until.changed().await.is_err() {
                     return;
+                }
+                if valid_until.borrow().is_some_and(|at| at - margin > tokio::time::Instant::now()) {
+                    runs.unfence();
                 }
             }
         }

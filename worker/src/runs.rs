@@ -31,6 +31,9 @@ pub struct Runs {
     kills: Mutex<HashMap<JobName, Kill>>,
     /// Set by [`Runs::kill_all`]: runs starting after it are killed at once.
     closed: std::sync::atomic::AtomicBool,
+    /// Set by [`Runs::kill_guarded`] until [`Runs::unfence`] (the lease was
+    /// renewed): guarded runs starting meanwhile are killed at once.
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 /// A kill request: its etcd revision, why, and for a replacement the tick
@@ -103,6 +106,9 @@ impl Runs {
         } else if self.closed.load(Ordering::Acquire) {
             *reason.lock().expect("kill reason lock") = KillReason::Shutdown;
             kill.cancel();
+        } else if guarded && self.fenced.load(Ordering::Acquire) {
+            *reason.lock().expect("kill reason lock") = KillReason::LeaseLost;
+            kill.cancel();
         }
         self.entries.lock().expect("runs lock").insert(
             id,
@@ -153,6 +159,7 @@ impl Runs {
     /// Kills the runs held in place by a running mark (see
     /// [`KillReason::LeaseLost`]). Returns how many.
     pub fn kill_guarded(&self, reason: KillReason) -> usize {
+        self.fenced.store(true, Ordering::Release);
         let mut n = 0;
         for e in self.entries.lock().expect("runs lock").values() {
             if e.guarded && !e.kill.is_cancelled() {
@@ -162,6 +169,12 @@ impl Runs {
             }
         }
         n
+    }
+
+    /// The lease was renewed (or a new one registered): guarded runs may
+    /// start again.
+    pub fn unfence(&self) {
+        self.fenced.store(false, Ordering::Release);
     }
 
     /// Kills every run (shutdown grace expired).
@@ -261,5 +274,14 @@ mod tests {
         assert!(guarded.kill.is_cancelled() && !free.kill.is_cancelled());
         assert_eq!(guarded.kill_reason(), KillReason::LeaseLost);
         assert_eq!(runs.kill_guarded(KillReason::LeaseLost), 0);
+        // Until the lease is renewed, a guarded run that starts is stopped.
+        let late = runs.start(JobName::parse("b").unwrap(), 3_000, 30, true);
+        assert_eq!(late.kill_reason(), KillReason::LeaseLost);
+        assert!(late.kill.is_cancelled());
+        runs.unfence();
+        assert!(!runs
+            .start(JobName::parse("b").unwrap(), 4_000, 40, true)
+            .kill
+            .is_cancelled());
     }
 }

@@ -13,7 +13,10 @@ use chrono::{DateTime, Utc};
 use gdts_common::job::{Job, Overlap};
 use gdts_common::keys::{Keys, RunKey};
 use gdts_common::plan::{decide, ClaimMode, Decision, View};
-use gdts_common::timing::{CLAIM_BATCH, MAX_TICK_LATENESS, MISSED_RECORD_WINDOW, PREPARE_LEAD};
+use gdts_common::timing::{
+    AT_TICK_BACKUP_DELAYS, CLAIM_BATCH, MAX_TICK_LATENESS, MISSED_RECORD_WINDOW, PREPARE_LEAD,
+    SLOW_OWNER_GRACE,
+};
 use gdts_common::values::{Horizon, RunNowRequest, WorkerInfo};
 use gdts_common::JobName;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -151,6 +154,12 @@ struct Planner {
     /// horizon never passes an instant still in doubt, or a backup would
     /// take it as settled when the claim in fact never reached etcd.
     in_doubt: BTreeMap<(ClaimMode, i64), usize>,
+    /// Its own instants with claims that ended unsettled (not sent, or
+    /// unknown), until their backups have had their turn (by mode and
+    /// instant, until when): the horizon stays below them meanwhile, or a
+    /// later instant's batch would cover them before backups giving a slow
+    /// owner its grace look, and nobody would claim them.
+    unsettled: BTreeMap<(ClaimMode, i64), i64>,
     /// When this planner first read its jobs (its clock): its horizon
     /// says nothing of earlier ticks, which it never took into account.
     since: i64,
@@ -200,6 +209,7 @@ pub async fn run_planner(
         fleet: Fleet::default(),
         sent_max: HashMap::new(),
         in_doubt: BTreeMap::new(),
+        unsettled: BTreeMap::new(),
         since: Utc::now().timestamp_millis(),
         jobs_loaded: false,
         window: BTreeMap::new(),
@@ -487,10 +497,12 @@ impl Planner {
                     high = high.max(at);
                 }
             }
-            match self.in_doubt.range((m, i64::MIN)..=(m, i64::MAX)).next() {
-                Some(((_, doubt), _)) => high.min(doubt - 1),
-                None => high,
-            }
+            let doubt = self.in_doubt.range((m, i64::MIN)..=(m, i64::MAX)).next();
+            let unsettled = self.unsettled.range((m, i64::MIN)..=(m, i64::MAX)).next();
+            [doubt.map(|((_, t), _)| *t), unsettled.map(|((_, t), _)| *t)]
+                .into_iter()
+                .flatten()
+                .fold(high, |h, t| h.min(t - 1))
         };
         Horizon {
             ahead: field(ClaimMode::Ahead),
@@ -508,6 +520,13 @@ impl Planner {
                 if *n == 0 {
                     self.in_doubt.remove(&key);
                 }
+            }
+        }
+        if let Some(mode) = result.owned {
+            if result.outcomes.iter().any(|(_, o)| o.is_none()) {
+                let keep_until =
+                    result.tick_ms + ms(SLOW_OWNER_GRACE + AT_TICK_BACKUP_DELAYS[1]) + 1000;
+                self.unsettled.insert((mode, result.tick_ms), keep_until);
             }
         }
         let Some(slots) = self.window.get_mut(&result.tick_ms) else {
@@ -825,6 +844,7 @@ impl Planner {
 
     /// Drops instants too old for anything to happen to them.
     fn forget_old(&mut self, now_ms: i64) {
+        self.unsettled.retain(|_, until| *until > now_ms);
         let oldest = now_ms - ms(MAX_TICK_LATENESS + MISSED_RECORD_WINDOW) - 2_000;
         while let Some((&tick_ms, slots)) = self.window.first_key_value() {
             if tick_ms >= oldest {

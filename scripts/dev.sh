@@ -54,7 +54,8 @@ wait_for "the Mongo server" bash -c "exec 3<>/dev/tcp/127.0.0.1/$mongo_port"
 
 export GDTS_ETCD_ENDPOINTS="http://127.0.0.1:$etcd_port"
 export GDTS_MONGO_URI="mongodb://127.0.0.1:$mongo_port"
-PORT=$port GDTS_WEBROOT=webroot target/debug/gdts-manager >"$dev/logs/manager.log" 2>&1 &
+# Authentication off, so listen on loopback only (unless GDTS_BIND says otherwise).
+GDTS_AUTH=off GDTS_BIND="${GDTS_BIND:-127.0.0.1}" PORT=$port GDTS_WEBROOT=webroot target/debug/gdts-manager >"$dev/logs/manager.log" 2>&1 &
 pids+=($!)
 for id in dev-worker-1 dev-worker-2; do
   GDTS_WORKER_ID=$id target/debug/gdts-worker >"$dev/logs/$id.log" 2>&1 &
@@ -64,6 +65,8 @@ wait_for "the manager" curl -fsS "http://127.0.0.1:$port/healthz"
 
 cat <<MSG
 GDTS is running (logs in $dev/logs):
+  !! AUTHENTICATION IS OFF in this dev cluster: anyone who can reach port $port
+  !! can run any command here. Images and Terraform turn it on (GDTS_ADMIN_TOKEN).
   web UI:      http://127.0.0.1:$port/
   JSON API:    http://127.0.0.1:$port/api/v1/jobs  (OpenAPI: /api/v1/openapi.json)
   try:         curl -s -d 'job={"name":"hello","command":"echo hi","cronExpr":"*/5 * * * * * *"}' http://127.0.0.1:$port/job/save

@@ -12,6 +12,8 @@
 //! | `{p}run-now/{job}/{request}`     | `RunNowRequest` JSON  | a short lease, never renewed |
 //! | `{p}horizon/{worker}`            | `Horizon` JSON        | the worker's lease           |
 //! | `{p}run-feed/{worker}`           | `RunFeed` JSON        | the worker's lease           |
+//! | `{p}auth/tokens/{id}`            | `TokenRecord` JSON (SHA-256 of the token, never the token) | none |
+//! | `{p}auth/sessions/{sha256}`      | `SessionRecord` JSON (keyed by the SHA-256 of the cookie) | a session lease (12 h) |
 //!
 //! `{run}` is a [`RunKey`]: the tick zero-padded to 20 digits (so key order is
 //! time order), then `.m{request}` for a manual run and `.a{n}` for retry
@@ -184,6 +186,22 @@ impl Keys {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-');
         request_ok.then(|| Some((JobName::parse(name).ok()?, request.to_string())))?
+    }
+
+    /// API tokens (manager only). `auth/` sorts before `jobs/`, so no
+    /// token or session is in the event stream's range.
+    pub fn tokens_prefix(&self) -> String {
+        format!("{}auth/tokens/", self.prefix)
+    }
+
+    /// A token's record; `id` is the public part of the token (hex).
+    pub fn token(&self, id: &str) -> String {
+        format!("{}auth/tokens/{}", self.prefix, id)
+    }
+
+    /// A web UI session, by the hex SHA-256 of its cookie value.
+    pub fn session(&self, digest_hex: &str) -> String {
+        format!("{}auth/sessions/{}", self.prefix, digest_hex)
     }
 
     pub fn kill_prefix(&self) -> String {
@@ -422,7 +440,13 @@ mod tests {
         ] {
             assert!(inside(&key), "{key} should be watched");
         }
-        for key in [k.claim(&n, 1), k.last_tick(&n), k.horizon("w")] {
+        for key in [
+            k.claim(&n, 1),
+            k.last_tick(&n),
+            k.horizon("w"),
+            k.token("ab12"),
+            k.session("cd34"),
+        ] {
             assert!(!inside(&key), "{key} should not be watched");
         }
     }

@@ -15,7 +15,9 @@ use gdts_common::response::Envelope;
 use gdts_common::{Job, JobError, JobName};
 use serde::Serialize;
 
+use crate::auth::Caller;
 use crate::store::{Store, StoreError};
+use serde_json::json;
 
 /// What handlers share: the stores, and the outputs bucket when configured.
 #[derive(Clone)]
@@ -25,6 +27,10 @@ pub struct AppState {
     /// Cancelled when the manager shuts down: open event streams end, so
     /// they do not hold up the graceful shutdown.
     pub shutdown: tokio_util::sync::CancellationToken,
+    pub auth: std::sync::Arc<crate::auth::AuthConfig>,
+    pub tokens: crate::tokens::Tokens,
+    pub audit: crate::audit::Audit,
+    pub streams: crate::events::StreamLimits,
 }
 
 impl axum::extract::FromRef<AppState> for Store {
@@ -63,7 +69,15 @@ pub fn router(state: AppState, webroot: Option<&std::path::Path>) -> Router {
                 .service(tower_http::services::ServeDir::new(dir)),
         ),
     };
-    router.with_state(state)
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authorize,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.auth.max_body_bytes as usize,
+        ))
+        .with_state(state)
 }
 
 /// Why a legacy request failed. The caller's mistakes carry a message that
@@ -121,72 +135,120 @@ fn job_name(fields: &Fields) -> Result<JobName, ApiError> {
 }
 
 async fn save_job(
-    State(store): State<Store>,
+    State(state): State<AppState>,
+    caller: Caller,
     form: Result<Form<Fields>, FormRejection>,
 ) -> ApiResult<Option<gdts_common::JobSpec>> {
     let fields = form_fields(form)?;
     let job = Job::from_json(required(&fields, "job")?)?;
-    let previous = store.save_job(&job).await?;
-    tracing::info!(job = %job.name, cron = job.schedule.as_str(), "job saved");
+    let previous = state.store.save_job(&job).await?;
+    tracing::info!(job = %job.name, cron = job.schedule.as_str(), by = %caller.name(), "job saved");
+    state
+        .audit
+        .record(
+            &caller,
+            "job.save",
+            job.name.as_str(),
+            previous.as_ref().map(|p| json!(p)),
+            Some(json!(job.to_spec())),
+        )
+        .await;
     ok(previous)
 }
 
 async fn delete_job(
-    State(store): State<Store>,
+    State(state): State<AppState>,
+    caller: Caller,
     form: Result<Form<Fields>, FormRejection>,
 ) -> ApiResult<Option<gdts_common::JobSpec>> {
     let name = job_name(&form_fields(form)?)?;
-    let deleted = store.delete_job(&name).await?;
-    tracing::info!(job = %name, existed = deleted.is_some(), "job deleted");
+    let deleted = state.store.delete_job(&name).await?;
+    tracing::info!(job = %name, existed = deleted.is_some(), by = %caller.name(), "job deleted");
+    if let Some(before) = &deleted {
+        state
+            .audit
+            .record(
+                &caller,
+                "job.delete",
+                name.as_str(),
+                Some(json!(before)),
+                None,
+            )
+            .await;
+    }
     ok(deleted)
 }
 
 async fn kill_job(
-    State(store): State<Store>,
+    State(state): State<AppState>,
+    caller: Caller,
     form: Result<Form<Fields>, FormRejection>,
 ) -> ApiResult<Option<()>> {
     let name = job_name(&form_fields(form)?)?;
-    store.request_kill(&name).await?;
-    tracing::info!(job = %name, "kill requested");
+    state.store.request_kill(&name).await?;
+    tracing::info!(job = %name, by = %caller.name(), "kill requested");
+    state
+        .audit
+        .record(&caller, "job.kill", name.as_str(), None, None)
+        .await;
     ok(None)
 }
 
 /// One immediate run, subject to the job's overlap policy; logged as manual.
 async fn run_job(
-    State(store): State<Store>,
+    State(state): State<AppState>,
+    caller: Caller,
     form: Result<Form<Fields>, FormRejection>,
 ) -> ApiResult<serde_json::Value> {
     let name = job_name(&form_fields(form)?)?;
-    let Some((requested_at, request)) = store.request_run(&name).await? else {
+    let Some((requested_at, request)) = state.store.request_run(&name).await? else {
         return Err(ApiError::BadRequest(format!("name: no job named {name:?}")));
     };
-    tracing::info!(job = %name, request = %request, "run requested");
-    ok(serde_json::json!({ "requestedAt": requested_at, "request": request }))
+    tracing::info!(job = %name, request = %request, by = %caller.name(), "run requested");
+    let answer = json!({ "requestedAt": requested_at, "request": request });
+    state
+        .audit
+        .record(
+            &caller,
+            "job.run",
+            name.as_str(),
+            None,
+            Some(answer.clone()),
+        )
+        .await;
+    ok(answer)
 }
 
 async fn pause_job(
-    State(store): State<Store>,
+    State(state): State<AppState>,
+    caller: Caller,
     form: Result<Form<Fields>, FormRejection>,
 ) -> ApiResult<gdts_common::JobSpec> {
-    set_paused(store, form, true).await
+    set_paused(state, caller, form, true).await
 }
 
 async fn resume_job(
-    State(store): State<Store>,
+    State(state): State<AppState>,
+    caller: Caller,
     form: Result<Form<Fields>, FormRejection>,
 ) -> ApiResult<gdts_common::JobSpec> {
-    set_paused(store, form, false).await
+    set_paused(state, caller, form, false).await
 }
 
 async fn set_paused(
-    store: Store,
+    state: AppState,
+    caller: Caller,
     form: Result<Form<Fields>, FormRejection>,
     paused: bool,
 ) -> ApiResult<gdts_common::JobSpec> {
     let name = job_name(&form_fields(form)?)?;
-    match store.set_paused(&name, paused).await? {
-        Some(spec) => {
-            tracing::info!(job = %name, paused, "job paused state changed");
+    match state.store.set_paused(&name, paused).await? {
+        Some((was, spec)) => {
+            tracing::info!(job = %name, paused, by = %caller.name(), "job paused state changed");
+            state
+                .audit
+                .record_pause(&caller, name.as_str(), was, paused)
+                .await;
             ok(spec)
         }
         None => Err(ApiError::BadRequest(format!("name: no job named {name:?}"))),

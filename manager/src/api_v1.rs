@@ -23,6 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::AppState;
+use crate::auth::Caller;
 use crate::store::{JobWindow, StoreError};
 
 #[derive(utoipa::OpenApi)]
@@ -49,6 +50,17 @@ pub fn router() -> Router<AppState> {
         .routes(routes!(list_workers))
         .routes(routes!(preview))
         .routes(routes!(crate::events::events))
+        .routes(routes!(
+            crate::tokens::list_tokens,
+            crate::tokens::create_token
+        ))
+        .routes(routes!(crate::tokens::revoke_token))
+        .routes(routes!(
+            crate::tokens::get_session,
+            crate::tokens::sign_in,
+            crate::tokens::sign_out
+        ))
+        .routes(routes!(crate::audit::list_audit))
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
     router
@@ -65,7 +77,7 @@ pub fn router() -> Router<AppState> {
 /// The error body of every failed `/api/v1` request.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // documents the JSON built in `IntoResponse for V1Error`
-struct ApiError {
+pub struct ApiError {
     error: ApiErrorBody,
 }
 
@@ -96,6 +108,15 @@ pub enum V1Error {
         message: String,
     },
     Invalid(JobError),
+    /// A field of a body other than a job's is not acceptable.
+    Unprocessable {
+        field: String,
+        message: String,
+    },
+    /// No valid credentials.
+    Unauthorized(String),
+    /// A limit on open streams was reached.
+    TooManyRequests(String),
     Internal(StoreError),
 }
 
@@ -124,6 +145,11 @@ impl IntoResponse for V1Error {
                 Some(e.field.to_string()),
                 e.reason,
             ),
+            V1Error::Unprocessable { field, message } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, Some(field), message)
+            }
+            V1Error::Unauthorized(m) => (StatusCode::UNAUTHORIZED, None, m),
+            V1Error::TooManyRequests(m) => (StatusCode::TOO_MANY_REQUESTS, None, m),
             V1Error::Internal(cause) => {
                 tracing::error!(error = %cause, "api request failed in a backing store");
                 (
@@ -133,13 +159,25 @@ impl IntoResponse for V1Error {
                 )
             }
         };
-        let body =
-            json!({ "error": { "status": status.as_u16(), "field": field, "message": message } });
-        (status, Json(body)).into_response()
+        let mut response = error_response(status, field, message);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"gdts\""),
+            );
+        }
+        response
     }
 }
 
-type V1Result<T> = Result<T, V1Error>;
+/// The error body of this API.
+pub fn error_response(status: StatusCode, field: Option<String>, message: String) -> Response {
+    let body =
+        json!({ "error": { "status": status.as_u16(), "field": field, "message": message } });
+    (status, Json(body)).into_response()
+}
+
+pub type V1Result<T> = Result<T, V1Error>;
 
 async fn not_found() -> V1Error {
     V1Error::NotFound("no such API endpoint".into())
@@ -156,7 +194,7 @@ fn name_of(raw: &str) -> V1Result<JobName> {
     })
 }
 
-fn query(
+pub fn query(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> V1Result<HashMap<String, String>> {
     q.map(|Query(m)| m).map_err(|e| V1Error::BadRequest {
@@ -166,7 +204,7 @@ fn query(
 }
 
 /// `page` (1-based) and `pageSize` (1..=500) from the query string.
-fn paging(q: &HashMap<String, String>) -> V1Result<(u64, u64)> {
+pub fn paging(q: &HashMap<String, String>) -> V1Result<(u64, u64)> {
     let number = |field: &str, default: u64, max: u64| -> V1Result<u64> {
         match q.get(field).map(|v| v.trim()).filter(|v| !v.is_empty()) {
             None => Ok(default),
@@ -377,6 +415,7 @@ fn precondition(headers: &axum::http::HeaderMap) -> V1Result<Precondition> {
               (status = 422, body = ApiError, description = "invalid job; `field` names the field")))]
 async fn put_job(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     headers: axum::http::HeaderMap,
     body: Bytes,
@@ -411,8 +450,8 @@ async fn put_job(
         }
     }
     let job = Job::from_json(&Value::Object(object).to_string()).map_err(V1Error::Invalid)?;
-    let created = match precondition {
-        Precondition::None => state.store.save_job(&job).await?.is_none(),
+    let before = match precondition {
+        Precondition::None => state.store.save_job(&job).await?,
         Precondition::Absent => {
             if !state.store.create_job(&job).await? {
                 return Err(V1Error::PreconditionFailed {
@@ -420,9 +459,10 @@ async fn put_job(
                     message: format!("a job named {name} already exists"),
                 });
             }
-            true
+            None
         }
         Precondition::At(version) => {
+            let before = state.store.get_job_versioned(&name).await?;
             if !state.store.replace_job_at(&job, version).await? {
                 return Err(V1Error::PreconditionFailed {
                     field: None,
@@ -432,10 +472,21 @@ async fn put_job(
                     ),
                 });
             }
-            false
+            before.map(|(spec, _)| spec)
         }
     };
-    tracing::info!(job = %job.name, created, "job saved (api)");
+    let created = before.is_none();
+    tracing::info!(job = %job.name, created, by = %caller.name(), "job saved (api)");
+    state
+        .audit
+        .record(
+            &caller,
+            "job.save",
+            name.as_str(),
+            before.map(|b| json!(b)),
+            Some(json!(job.to_spec())),
+        )
+        .await;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -448,11 +499,25 @@ async fn put_job(
     responses((status = 204), (status = 404, body = ApiError)))]
 async fn delete_job(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> V1Result<StatusCode> {
     let name = name_of(&name)?;
     match state.store.delete_job(&name).await? {
-        Some(_) => Ok(StatusCode::NO_CONTENT),
+        Some(before) => {
+            tracing::info!(job = %name, by = %caller.name(), "job deleted (api)");
+            state
+                .audit
+                .record(
+                    &caller,
+                    "job.delete",
+                    name.as_str(),
+                    Some(json!(before)),
+                    None,
+                )
+                .await;
+            Ok(StatusCode::NO_CONTENT)
+        }
         None => Err(no_such_job(&name)),
     }
 }
@@ -467,9 +532,17 @@ async fn existing(state: &AppState, name: &str) -> V1Result<JobName> {
 
 #[utoipa::path(post, path = "/jobs/{name}/kill", tag = "jobs", params(("name" = String, Path)),
     responses((status = 202, description = "every run in progress is being killed"), (status = 404, body = ApiError)))]
-async fn kill_job(State(state): State<AppState>, Path(name): Path<String>) -> V1Result<StatusCode> {
+async fn kill_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> V1Result<StatusCode> {
     let name = existing(&state, &name).await?;
     state.store.request_kill(&name).await?;
+    state
+        .audit
+        .record(&caller, "job.kill", name.as_str(), None, None)
+        .await;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -477,6 +550,7 @@ async fn kill_job(State(state): State<AppState>, Path(name): Path<String>) -> V1
     responses((status = 202, description = "`{requestedAt, request}`: one run now, subject to overlap"), (status = 404, body = ApiError)))]
 async fn run_job(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> V1Result<(StatusCode, Json<Value>)> {
     let name = name_of(&name)?;
@@ -485,19 +559,36 @@ async fn run_job(
         .request_run(&name)
         .await?
         .ok_or_else(|| no_such_job(&name))?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "requestedAt": requested_at, "request": request })),
-    ))
+    let answer = json!({ "requestedAt": requested_at, "request": request });
+    state
+        .audit
+        .record(
+            &caller,
+            "job.run",
+            name.as_str(),
+            None,
+            Some(answer.clone()),
+        )
+        .await;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
-async fn set_paused(state: AppState, name: String, paused: bool) -> V1Result<Json<JobView>> {
+async fn set_paused(
+    state: AppState,
+    caller: Caller,
+    name: String,
+    paused: bool,
+) -> V1Result<Json<JobView>> {
     let name = name_of(&name)?;
-    let spec = state
+    let (was, spec) = state
         .store
         .set_paused(&name, paused)
         .await?
         .ok_or_else(|| no_such_job(&name))?;
+    state
+        .audit
+        .record_pause(&caller, name.as_str(), was, paused)
+        .await;
     Ok(Json(view(spec, 0)))
 }
 
@@ -505,18 +596,20 @@ async fn set_paused(state: AppState, name: String, paused: bool) -> V1Result<Jso
     responses((status = 200, body = JobView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 async fn pause_job(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> V1Result<Json<JobView>> {
-    set_paused(state, name, true).await
+    set_paused(state, caller, name, true).await
 }
 
 #[utoipa::path(post, path = "/jobs/{name}/resume", tag = "jobs", params(("name" = String, Path)),
     responses((status = 200, body = JobView), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 async fn resume_job(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> V1Result<Json<JobView>> {
-    set_paused(state, name, false).await
+    set_paused(state, caller, name, false).await
 }
 
 /// A job's runs, newest first, without their output (see the run itself).

@@ -19,6 +19,23 @@ pub struct ManagerConfig {
     /// `GDTS_WEBROOT`: the web UI's directory (`webroot/` with its
     /// `node_modules`), served at `/`. Unset: `/` is a plain-text index.
     pub webroot: Option<std::path::PathBuf>,
+    /// Authentication, cross-origin defence, body size (see `auth.rs`).
+    pub auth: crate::auth::AuthConfig,
+    /// `GDTS_SSE_MAX_STREAMS`: event streams open at once. Default 1000.
+    pub sse_max_streams: usize,
+    /// `GDTS_SSE_MAX_PER_CLIENT`: event streams one client may hold open.
+    /// Default 10.
+    pub sse_max_per_client: usize,
+}
+
+fn count(get: Lookup, name: &str, default: usize, max: usize) -> Result<usize, String> {
+    match get(name) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(format!("{name}: {v:?} is not a whole number in 1..={max}")),
+        },
+    }
 }
 
 impl ManagerConfig {
@@ -31,6 +48,9 @@ impl ManagerConfig {
                 .map_err(|_| format!("PORT: {p:?} is not a port number"))?,
         };
         Ok(ManagerConfig {
+            auth: crate::auth::AuthConfig::from_lookup(get)?,
+            sse_max_streams: count(get, "GDTS_SSE_MAX_STREAMS", 1000, 100_000)?,
+            sse_max_per_client: count(get, "GDTS_SSE_MAX_PER_CLIENT", 10, 10_000)?,
             store: StoreConfig::from_lookup(get)?,
             bind: get("GDTS_BIND").unwrap_or_else(|| "0.0.0.0".into()),
             port,

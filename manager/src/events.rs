@@ -19,8 +19,9 @@
 //! `reset` with an id of its own and the stream goes on from that revision (a
 //! reconnect with that id resumes there, never with the compacted one).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -34,15 +35,90 @@ use gdts_common::JobSpec;
 use serde_json::{json, Value};
 
 use crate::api::AppState;
+use crate::api_v1::V1Error;
+use crate::auth::{Caller, Via};
+
+/// How many event streams may be open: in all, and per client (a token, or
+/// an address when authentication is off). Each holds an etcd watch.
+#[derive(Clone)]
+pub struct StreamLimits {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    pub max_total: usize,
+    pub max_per_client: usize,
+}
+
+/// An open stream's place, given back when the stream ends.
+struct StreamSlot {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    client: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("stream count lock");
+        if let Some(n) = open.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl StreamLimits {
+    pub fn new(max_total: usize, max_per_client: usize) -> StreamLimits {
+        StreamLimits {
+            open: Arc::default(),
+            max_total,
+            max_per_client,
+        }
+    }
+
+    fn take(&self, client: &str) -> Result<StreamSlot, String> {
+        let mut open = self.open.lock().expect("stream count lock");
+        let total: usize = open.values().sum();
+        if total >= self.max_total {
+            return Err(format!(
+                "{total} event streams are open, the most this manager serves \
+                 (GDTS_SSE_MAX_STREAMS); try again later"
+            ));
+        }
+        let mine = open.entry(client.to_string()).or_insert(0);
+        if *mine >= self.max_per_client {
+            return Err(format!(
+                "this client has {mine} event streams open, the most allowed \
+                 (GDTS_SSE_MAX_PER_CLIENT); close one first"
+            ));
+        }
+        *mine += 1;
+        Ok(StreamSlot {
+            open: self.open.clone(),
+            client: client.to_string(),
+        })
+    }
+}
 
 #[utoipa::path(get, path = "/events", tag = "events",
     params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
     responses((status = 200, content_type = "text/event-stream",
-        description = "job.saved, job.deleted, run.started, run.finished, worker.joined, worker.updated, worker.left, reset")))]
+        description = "job.saved, job.deleted, run.started, run.finished, worker.joined, worker.updated, worker.left, reset"),
+        (status = 401, body = crate::api_v1::ApiError), (status = 429, body = crate::api_v1::ApiError,
+        description = "too many event streams open, in all or from this client")))]
 pub async fn events(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, V1Error> {
+    let client = match caller.identity.as_ref() {
+        Some(i) if i.via != Via::None => {
+            format!("token:{}", i.token_id.as_deref().unwrap_or(&i.name))
+        }
+        _ => format!("address:{}", caller.from),
+    };
+    let slot = state
+        .streams
+        .take(&client)
+        .map_err(V1Error::TooManyRequests)?;
     let resume_after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -52,9 +128,13 @@ pub async fn events(
     let watch = watch_after(&etcd, &keys, resume_after).await;
     let events = stream::iter(watch)
         .flat_map(move |watch| watch_events(watch, keys.clone(), etcd.clone()))
-        .map(|e| Ok(e.into_sse()))
+        .map(move |e| {
+            // The slot lives as long as the stream.
+            let _held = &slot;
+            Ok(e.into_sse())
+        })
         .take_until(state.shutdown.clone().cancelled_owned());
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 /// The events watch, from the revision after `after` (from now if none),

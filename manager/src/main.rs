@@ -3,10 +3,13 @@
 
 mod api;
 mod api_v1;
+mod audit;
+mod auth;
 mod config;
 mod events;
 mod outputs;
 mod store;
+mod tokens;
 
 use anyhow::Context;
 use config::ManagerConfig;
@@ -22,11 +25,29 @@ async fn main() -> anyhow::Result<()> {
     let etcd = gdts_runtime::connect_etcd(&config.store.etcd_endpoints).await?;
     let mongo = gdts_runtime::mongo_client(&config.store.mongo_uri, "gdts-manager").await?;
 
-    let store = store::Store::new(
-        etcd,
-        Keys::new(&config.store.etcd_prefix),
-        &mongo.database(&config.store.mongo_db),
-    );
+    let keys = Keys::new(&config.store.etcd_prefix);
+    let db = mongo.database(&config.store.mongo_db);
+    let store = store::Store::new(etcd.clone(), keys.clone(), &db);
+    let audit = audit::Audit::new(&db);
+    if let Err(e) = audit.ensure_indexes().await {
+        tracing::warn!(error = %e, "could not create audit indexes");
+    }
+    if config.auth.enabled {
+        tracing::info!(
+            bootstrap_token = config.auth.has_bootstrap(),
+            "authentication on: every API request needs a token (GDTS_ADMIN_TOKEN or an API token)"
+        );
+        if !config.auth.has_bootstrap() {
+            tracing::warn!(
+                "authentication on without GDTS_ADMIN_TOKEN: only API tokens already in etcd can sign in"
+            );
+        }
+    } else {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (GDTS_AUTH=off): anyone who reaches this manager can run any \
+             command on every worker. Use it only on a machine of your own."
+        );
+    }
     if let Err(e) = store.ensure_log_indexes(config.log_retention_days).await {
         // Queries still work without the index, only slower; a later start retries.
         tracing::warn!(error = %e, "could not create log indexes");
@@ -50,17 +71,24 @@ async fn main() -> anyhow::Result<()> {
         store,
         outputs,
         shutdown: shutdown.clone(),
+        auth: std::sync::Arc::new(config.auth.clone()),
+        tokens: tokens::Tokens::new(etcd, keys),
+        audit,
+        streams: events::StreamLimits::new(config.sse_max_streams, config.sse_max_per_client),
     };
     let app = api::router(state, config.webroot.as_deref());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            gdts_runtime::shutdown_signal().await;
-            tracing::info!("shutting down");
-            // Requests in flight finish; event streams end now.
-            shutdown.cancel();
-        })
-        .await
-        .context("serving HTTP")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        gdts_runtime::shutdown_signal().await;
+        tracing::info!("shutting down");
+        // Requests in flight finish; event streams end now.
+        shutdown.cancel();
+    })
+    .await
+    .context("serving HTTP")?;
     tracing::info!("manager stopped");
     Ok(())
 }

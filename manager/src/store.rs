@@ -153,14 +153,15 @@ impl Store {
     }
 
     /// Sets a job's `paused` flag without touching the rest of it. Returns
-    /// the job as stored after the change, or `None` if there is no such job.
+    /// the flag before and the job as stored after the change, or `None` if
+    /// there is no such job.
     /// Read-modify-write guarded by the job's `mod_revision`, retried on a
     /// concurrent change.
     pub async fn set_paused(
         &self,
         name: &JobName,
         paused: bool,
-    ) -> Result<Option<JobSpec>, StoreError> {
+    ) -> Result<Option<(bool, JobSpec)>, StoreError> {
         let key = self.keys.job(name);
         for _ in 0..5 {
             let resp = self.etcd.kv_client().get(key.as_str(), None).await?;
@@ -170,6 +171,7 @@ impl Store {
             let Some(mut spec) = decode_spec(kv.value()) else {
                 return Ok(None);
             };
+            let was_paused = spec.paused;
             spec.paused = paused;
             let value = serde_json::to_vec(&spec).expect("a job spec serializes");
             let txn = Txn::new()
@@ -180,7 +182,7 @@ impl Store {
                 )])
                 .and_then(vec![TxnOp::put(key.as_str(), value, None)]);
             if self.etcd.kv_client().txn(txn).await?.succeeded() {
-                return Ok(Some(spec));
+                return Ok(Some((was_paused, spec)));
             }
         }
         Err(StoreError::Conflict)

@@ -487,8 +487,11 @@ impl Cluster {
         let port = free_port();
         let mut cmd = Command::new(binary("gdts-manager"));
         self.store_env(&mut cmd);
+        // Authentication is on unless turned off; tests of it turn it on
+        // through `manager_env`.
         cmd.env("PORT", port.to_string())
-            .env("GDTS_BIND", "127.0.0.1");
+            .env("GDTS_BIND", "127.0.0.1")
+            .env("GDTS_AUTH", "off");
         for (k, v) in &self.manager_env {
             cmd.env(k, v);
         }

@@ -21,6 +21,13 @@ const EXPECTED: &[(&str, &str)] = &[
     ("get", "/workers"),
     ("get", "/cron/preview"),
     ("get", "/events"),
+    ("get", "/tokens"),
+    ("post", "/tokens"),
+    ("delete", "/tokens/{id}"),
+    ("get", "/session"),
+    ("post", "/session"),
+    ("delete", "/session"),
+    ("get", "/audit"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,6 +78,7 @@ async fn the_openapi_document_matches_the_routes() -> anyhow::Result<()> {
             c.manager_url,
             path.replace("{name}", "probe")
                 .replace("{run_id}", "probe-run")
+                .replace("{id}", "0123456789abcdef")
         );
         let method: reqwest::Method = method.to_uppercase().parse()?;
         let mut req = http.request(method.clone(), &url);

@@ -754,7 +754,8 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
         .env("GDTS_ETCD_ENDPOINTS", &etcd_endpoints)
         .env("GDTS_MONGO_URI", &mongo.uri)
         .env("PORT", manager_port.to_string())
-        .env("GDTS_BIND", "127.0.0.1");
+        .env("GDTS_BIND", "127.0.0.1")
+        .env("GDTS_AUTH", "off");
     let _manager = Proc::spawn(
         "manager",
         manager_cmd,

@@ -126,9 +126,14 @@ impl Created {
     }
 }
 
+/// The bootstrap admin token the containerised manager gets: the image has
+/// authentication on, as Terraform deploys it.
+const ADMIN_TOKEN: &str = "ct-admin-0123456789abcdef0123456789abcdef";
+
 async fn http_post(url: &str, form: &[(&str, &str)]) -> anyhow::Result<Value> {
     Ok(reqwest::Client::new()
         .post(url)
+        .bearer_auth(ADMIN_TOKEN)
         .form(form)
         .send()
         .await?
@@ -212,7 +217,10 @@ async fn cluster_in_containers_survives_a_killed_and_a_partitioned_worker() -> a
             &format!("{tag}-manager"),
             "gdts-manager:local",
             &[],
-            &store_env(&[("PORT", "8070".into())]),
+            &store_env(&[
+                ("PORT", "8070".into()),
+                ("GDTS_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+            ]),
             "manager",
         )
         .await?;
@@ -233,6 +241,7 @@ async fn cluster_in_containers_survives_a_killed_and_a_partitioned_worker() -> a
     let worker_list = || async {
         let v: Value = http
             .get(format!("{manager_url}/worker/list"))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .ok()?
@@ -249,6 +258,13 @@ async fn cluster_in_containers_survives_a_killed_and_a_partitioned_worker() -> a
         || async { worker_list().await == Some(vec!["cw1".into(), "cw2".into(), "cw3".into()]) },
     )
     .await?;
+
+    // Authentication is on in the image: no token, no answer.
+    let anonymous = http
+        .get(format!("{manager_url}/worker/list"))
+        .send()
+        .await?;
+    assert_eq!(anonymous.status(), 401, "the image serves without a token");
 
     // The image serves the web UI and its Bootstrap files.
     for (path, wants) in [

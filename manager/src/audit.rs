@@ -1,0 +1,214 @@
+//! The audit trail: every change made through the manager (who, when, what,
+//! the thing before and after, from where), in MongoDB's `audit` collection,
+//! read through `GET /api/v1/audit` (admin).
+//!
+//! A change is made first and recorded after: if MongoDB cannot take the
+//! entry, the change stands and the entry goes to the log at error level,
+//! whole, so it still reaches the logging backend. `before` and `after` are
+//! kept as JSON text: a job's variables may have any name, and no document
+//! store has to accept them as field names.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::Json;
+use mongodb::bson::{doc, Document};
+use mongodb::options::FindOptions;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::api::AppState;
+use crate::api_v1::{paging, query, Page, V1Result};
+use crate::auth::{Caller, Role, Via};
+use crate::store::StoreError;
+
+pub const AUDIT_COLLECTION: &str = "audit";
+const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Clone)]
+pub struct Audit {
+    entries: mongodb::Collection<Document>,
+}
+
+/// One change.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Epoch milliseconds.
+    pub at: i64,
+    /// The token's name (`anonymous` with authentication off).
+    pub actor: String,
+    pub role: Option<Role>,
+    pub via: Option<Via>,
+    pub token_id: Option<String>,
+    /// `job.save`, `job.delete`, `job.kill`, `job.run`, `job.pause`,
+    /// `job.resume`, `token.create`, `token.revoke`, `session.create`.
+    pub action: String,
+    /// The job's name, the token's id, or who signed in.
+    pub target: String,
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<Value>,
+    /// The peer address, and the `X-Forwarded-For` chain a proxy sent.
+    pub from: String,
+    pub user_agent: Option<String>,
+}
+
+impl Audit {
+    pub fn new(db: &mongodb::Database) -> Audit {
+        Audit {
+            entries: db.collection(AUDIT_COLLECTION),
+        }
+    }
+
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let by_time = mongodb::IndexModel::builder()
+            .keys(doc! { "at": -1 })
+            .build();
+        let by_target = mongodb::IndexModel::builder()
+            .keys(doc! { "target": 1, "at": -1 })
+            .build();
+        self.entries.create_indexes([by_time, by_target]).await?;
+        Ok(())
+    }
+
+    /// Records a change made by `caller`. Never fails the change: see the
+    /// module's doc.
+    pub async fn record(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) {
+        let identity = caller.identity.as_ref();
+        let entry = AuditEntry {
+            at: chrono::Utc::now().timestamp_millis(),
+            actor: caller.name(),
+            role: identity.map(|i| i.role),
+            via: identity.map(|i| i.via),
+            token_id: identity.and_then(|i| i.token_id.clone()),
+            action: action.to_string(),
+            target: target.to_string(),
+            before,
+            after,
+            from: caller.from.clone(),
+            user_agent: caller.user_agent.clone(),
+        };
+        let document = to_document(&entry);
+        let written = tokio::time::timeout(WRITE_TIMEOUT, self.entries.insert_one(document)).await;
+        let failure = match written {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {WRITE_TIMEOUT:?}"),
+        };
+        tracing::error!(
+            error = %failure,
+            entry = %serde_json::to_string(&entry).unwrap_or_default(),
+            "audit entry not stored in MongoDB; kept here"
+        );
+    }
+
+    /// A pause or resume: the flag before and after.
+    pub async fn record_pause(&self, caller: &Caller, job: &str, was: bool, paused: bool) {
+        let action = if paused { "job.pause" } else { "job.resume" };
+        let flag = |p: bool| Some(serde_json::json!({ "paused": p }));
+        self.record(caller, action, job, flag(was), flag(paused))
+            .await;
+    }
+
+    pub async fn page(
+        &self,
+        target: Option<&str>,
+        skip: u64,
+        limit: i64,
+    ) -> Result<(Vec<AuditEntry>, u64), StoreError> {
+        use futures::TryStreamExt;
+        let filter = match target {
+            Some(t) => doc! { "target": t },
+            None => doc! {},
+        };
+        let total = self.entries.count_documents(filter.clone()).await?;
+        let options = FindOptions::builder()
+            .sort(doc! { "at": -1, "_id": -1 })
+            .skip(skip)
+            .limit(limit)
+            .build();
+        let docs: Vec<Document> = self
+            .entries
+            .find(filter)
+            .with_options(options)
+            .await?
+            .try_collect()
+            .await?;
+        Ok((docs.iter().filter_map(from_document).collect(), total))
+    }
+}
+
+fn to_document(e: &AuditEntry) -> Document {
+    let json = |v: &Option<Value>| v.as_ref().map(|v| v.to_string());
+    doc! {
+        "at": e.at,
+        "actor": &e.actor,
+        "role": e.role.map(|r| r.as_str()),
+        "via": e.via.map(Via::as_str),
+        "tokenId": e.token_id.clone(),
+        "action": &e.action,
+        "target": &e.target,
+        "before": json(&e.before),
+        "after": json(&e.after),
+        "from": &e.from,
+        "userAgent": e.user_agent.clone(),
+    }
+}
+
+fn from_document(d: &Document) -> Option<AuditEntry> {
+    let text = |k: &str| d.get_str(k).ok().map(String::from);
+    let json = |k: &str| text(k).and_then(|t| serde_json::from_str(&t).ok());
+    Some(AuditEntry {
+        at: d.get_i64("at").ok()?,
+        actor: text("actor")?,
+        role: text("role").and_then(|r| serde_json::from_value(Value::String(r)).ok()),
+        via: text("via").and_then(|r| serde_json::from_value(Value::String(r)).ok()),
+        token_id: text("tokenId"),
+        action: text("action")?,
+        target: text("target")?,
+        before: json("before"),
+        after: json("after"),
+        from: text("from").unwrap_or_default(),
+        user_agent: text("userAgent"),
+    })
+}
+
+/// The audit trail, newest first; `target` keeps the entries about one job
+/// (or token).
+#[utoipa::path(get, path = "/audit", tag = "audit",
+    params(("target" = Option<String>, Query, description = "a job name or token id"),
+           ("page" = Option<u64>, Query, minimum = 1), ("pageSize" = Option<u64>, Query, minimum = 1, maximum = 500)),
+    responses((status = 200, body = Page<AuditEntry>), (status = 400, body = crate::api_v1::ApiError),
+              (status = 401, body = crate::api_v1::ApiError), (status = 403, body = crate::api_v1::ApiError)))]
+pub async fn list_audit(
+    State(state): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> V1Result<Json<Page<AuditEntry>>> {
+    let q = query(q)?;
+    let (page, page_size) = paging(&q)?;
+    let target = q
+        .get("target")
+        .map(String::as_str)
+        .filter(|t| !t.is_empty());
+    let (items, total) = state
+        .audit
+        .page(target, (page - 1) * page_size, page_size as i64)
+        .await?;
+    Ok(Json(Page {
+        items,
+        total,
+        page,
+        page_size,
+    }))
+}

@@ -93,22 +93,24 @@ module "mongodb" {
 }
 
 module "manager" {
-  source             = "./modules/manager"
-  project_id         = var.project_id
-  name               = var.name
-  region             = var.region
-  image              = var.manager_image
-  service_account    = module.iam.manager_email
-  network            = module.network.network_id
-  subnetwork         = module.network.run_subnet_id
-  etcd_endpoints     = module.etcd.client_endpoints
-  mongodb_uri_secret = module.mongodb.uri_secret_id
-  gcs_bucket         = module.storage.bucket_name
-  min_instances      = var.manager_min_instances
-  max_instances      = var.manager_max_instances
-  invokers           = var.manager_invokers
-  log_retention_days = var.output_retention_days
-  egress_all_traffic = var.manager_egress_all_traffic
+  source              = "./modules/manager"
+  project_id          = var.project_id
+  name                = var.name
+  region              = var.region
+  image               = var.manager_image
+  service_account     = module.iam.manager_email
+  network             = module.network.network_id
+  subnetwork          = module.network.run_subnet_id
+  etcd_endpoints      = module.etcd.client_endpoints
+  mongodb_uri_secret  = module.mongodb.uri_secret_id
+  gcs_bucket          = module.storage.bucket_name
+  min_instances       = var.manager_min_instances
+  max_instances       = var.manager_max_instances
+  invokers            = var.manager_invokers
+  log_retention_days  = var.output_retention_days
+  egress_all_traffic  = var.manager_egress_all_traffic
+  auth                = var.manager_auth
+  admin_token_version = var.admin_token_version
 
   depends_on = [module.services]
 }

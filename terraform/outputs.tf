@@ -18,6 +18,11 @@ output "registry" {
   value       = module.registry.repository_url
 }
 
+output "admin_token_secret" {
+  description = "Secret Manager secret holding the manager's bootstrap admin token: gcloud secrets versions access latest --secret <this>."
+  value       = module.manager.admin_token_secret
+}
+
 output "mongodb_uri_secret" {
   description = "Secret Manager secret holding the MongoDB connection string."
   value       = module.mongodb.uri_secret_id

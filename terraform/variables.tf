@@ -105,6 +105,26 @@ variable "manager_invokers" {
   }
 }
 
+variable "manager_auth" {
+  description = "Authentication on the manager (GDTS_AUTH): on, so every request needs a token (the bootstrap admin token is generated into Secret Manager, see the admin_token_secret output); off only for a throwaway project."
+  type        = string
+  default     = "on"
+  validation {
+    condition     = contains(["on", "off"], var.manager_auth)
+    error_message = "manager_auth must be on or off."
+  }
+}
+
+variable "admin_token_version" {
+  description = "Bump to generate a new bootstrap admin token into Secret Manager (rotation); new manager revisions read the latest."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.admin_token_version >= 1 && floor(var.admin_token_version) == var.admin_token_version
+    error_message = "admin_token_version must be a whole number >= 1."
+  }
+}
+
 variable "worker_count" {
   description = "Workers in the managed instance group when the autoscaler is off, and its minimum when on."
   type        = number

@@ -1,6 +1,9 @@
 # The manager on Cloud Run (v2): its own service account, Direct VPC egress to
 # reach etcd and MongoDB on private addresses, the MongoDB URI from Secret
-# Manager, a request timeout long enough for the event stream.
+# Manager, a request timeout long enough for the event stream, and
+# authentication on: a bootstrap admin token generated into Secret Manager
+# (read it with `gcloud secrets versions access latest --secret NAME-admin-token`,
+# then create per-person tokens and stop using it).
 
 variable "project_id" {
   type = string
@@ -64,6 +67,47 @@ variable "egress_all_traffic" {
   type        = bool
 }
 
+variable "auth" {
+  description = "GDTS_AUTH: on (every request needs a token) or off (anyone the invoker IAM lets through is admin)."
+  type        = string
+}
+
+variable "admin_token_version" {
+  description = "Bump to generate a new bootstrap admin token (the old one stops working once the manager restarts)."
+  type        = number
+}
+
+# Generated once per admin_token_version, written only to Secret Manager.
+ephemeral "random_password" "admin_token" {
+  length  = 48
+  special = false
+}
+
+resource "google_secret_manager_secret" "admin_token" {
+  project   = var.project_id
+  secret_id = "${var.name}-admin-token"
+  replication {
+    user_managed {
+      replicas {
+        location = var.region
+      }
+    }
+  }
+}
+
+resource "google_secret_manager_secret_version" "admin_token" {
+  secret                 = google_secret_manager_secret.admin_token.id
+  secret_data_wo         = ephemeral.random_password.admin_token.result
+  secret_data_wo_version = var.admin_token_version
+}
+
+resource "google_secret_manager_secret_iam_member" "admin_token_reader" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.admin_token.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${var.service_account}"
+}
+
 resource "google_cloud_run_v2_service" "manager" {
   project  = var.project_id
   name     = "${var.name}-manager"
@@ -72,6 +116,8 @@ resource "google_cloud_run_v2_service" "manager" {
   # Stateless: protecting it only blocks replacing a create that failed
   # (Terraform taints it) without protecting any data.
   deletion_protection = false
+  # The first revision reads the admin token at start.
+  depends_on = [google_secret_manager_secret_version.admin_token, google_secret_manager_secret_iam_member.admin_token_reader]
 
   template {
     service_account = var.service_account
@@ -102,6 +148,23 @@ resource "google_cloud_run_v2_service" "manager" {
           cpu    = "1"
           memory = "512Mi"
         }
+      }
+      env {
+        name  = "GDTS_AUTH"
+        value = var.auth
+      }
+      env {
+        name = "GDTS_ADMIN_TOKEN"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.admin_token.secret_id
+            version = "latest"
+          }
+        }
+      }
+      env {
+        name  = "GDTS_COOKIE_SECURE"
+        value = "true"
       }
       env {
         name  = "GDTS_ETCD_ENDPOINTS"
@@ -161,4 +224,10 @@ resource "google_cloud_run_v2_service_iam_member" "invoker" {
 
 output "url" {
   value = google_cloud_run_v2_service.manager.uri
+}
+
+output "admin_token_secret" {
+  description = "The Secret Manager secret holding the bootstrap admin token."
+  value       = google_secret_manager_secret.admin_token.secret_id
+  depends_on  = [google_secret_manager_secret_version.admin_token, google_secret_manager_secret_iam_member.admin_token_reader]
 }

@@ -2,188 +2,31 @@
 // from the server-sent event stream. Plain modules, no build step; Bootstrap
 // (window.bootstrap) and cronstrue (window.cronstrue) come from node_modules.
 
-const API = '/api/v1';
-const main = document.getElementById('main');
 
-// ---------- helpers ----------
-
-const esc = (v) => String(v ?? '').replace(/[&<>"']/g, (c) => ({
-  '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
-}[c]));
-
-/** A failed API call: the HTTP status and the field the server blamed. */
-class ApiError extends Error {
-  constructor(status, message, field) {
-    super(message);
-    this.status = status;
-    this.field = field ?? null;
-  }
-}
-
-/** The body of a successful API call (see apiResponse). */
-async function api(method, path, body, headers = {}) {
-  return (await apiResponse(method, path, body, headers)).data;
-}
-
-/** An API call: `{data, etag}` on success, an ApiError otherwise. */
-async function apiResponse(method, path, body, headers = {}) {
-  let res;
-  try {
-    res = await fetch(API + path, {
-      method,
-      headers: body === undefined ? headers : { ...headers, 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch {
-    throw new ApiError(0, 'The manager cannot be reached; check your connection.');
-  }
-  let data = null;
-  if (res.status !== 204) {
-    try { data = await res.json(); } catch { data = null; }
-  }
-  if (!res.ok) {
-    const e = data && data.error;
-    throw new ApiError(res.status, (e && e.message) || `Request failed (HTTP ${res.status})`, e && e.field);
-  }
-  return { data, etag: res.headers.get('ETag') };
-}
-
-const jobPath = (name) => `/jobs/${encodeURIComponent(name)}`;
-
-/** A job as listed, or null if there is none. Asked of the list (the name
- *  sorts first among names it prefixes) so that a job deleted meanwhile is
- *  an answer, not a 404 in the browser's console. */
-async function findJob(name) {
-  const data = await api('GET', `/jobs?${new URLSearchParams({ prefix: name, pageSize: 1 })}`);
-  const job = data.items[0];
-  return job && job.name === name ? job : null;
-}
-
-const MEDIUM = { dateStyle: 'medium', timeStyle: 'medium' };
-const SHORT = { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' };
-const localTime = { medium: new Intl.DateTimeFormat(undefined, MEDIUM), short: new Intl.DateTimeFormat(undefined, SHORT) };
-const relative = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
-
-/** Date and time of epoch `ms`, in `timeZone` (else local), `short` or medium. */
-function fmtTime(ms, timeZone, short = false) {
-  if (!ms) return '—';
-  if (timeZone) {
-    try {
-      return new Intl.DateTimeFormat(undefined, { ...(short ? SHORT : MEDIUM), timeZone }).format(new Date(ms));
-    } catch { /* an unknown zone: fall back to local time */ }
-  }
-  return localTime[short ? 'short' : 'medium'].format(new Date(ms));
-}
-
-function fmtRelative(ms) {
-  const s = Math.round((ms - Date.now()) / 1000);
-  const a = Math.abs(s);
-  if (a < 60) return relative.format(s, 'second');
-  if (a < 3600) return relative.format(Math.round(s / 60), 'minute');
-  if (a < 86400) return relative.format(Math.round(s / 3600), 'hour');
-  return relative.format(Math.round(s / 86400), 'day');
-}
-
-/** A <time> whose text is kept relative ("in 3 seconds") by a timer. */
-const timeTag = (ms) => ms
-  ? `<time datetime="${new Date(ms).toISOString()}" data-rel="${ms}" title="${esc(fmtTime(ms))}">${esc(fmtRelative(ms))}</time>`
-  : '—';
-
-setInterval(() => {
-  for (const t of document.querySelectorAll('time[data-rel]')) {
-    t.textContent = fmtRelative(Number(t.dataset.rel));
-  }
-}, 1000);
-
-function fmtDuration(ms) {
-  if (ms == null || ms < 0) return '—';
-  if (ms < 1000) return `${ms} ms`;
-  const s = ms / 1000;
-  if (s < 60) return `${s.toFixed(1)} s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m} min ${Math.round(s % 60)} s`;
-  return `${Math.floor(m / 60)} h ${m % 60} min`;
-}
-
-function fmtBytes(n) {
-  if (!n) return '0 B';
-  const units = ['B', 'KiB', 'MiB', 'GiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
-  return `${i ? n.toFixed(1) : n} ${units[i]}`;
-}
-
-/** A human reading of a cron expression, or '' when cronstrue cannot. */
-function describeCron(expr) {
-  try {
-    return window.cronstrue.toString(expr, { use24HourTimeFormat: true, verbose: false });
-  } catch {
-    return '';
-  }
-}
-
-/** A run's exit code, or the signal that ended it. */
-const exitText = (r) => (r.exitCode != null ? String(r.exitCode) : r.signal != null ? `signal ${r.signal}` : '—');
-
-const STATUS_CLASS = {
-  succeeded: 'text-bg-success',
-  failed: 'text-bg-danger',
-  killed: 'text-bg-warning',
-  'timed-out': 'text-bg-warning',
-  skipped: 'text-bg-secondary',
-  missed: 'text-bg-secondary',
-  lost: 'text-bg-dark',
-  running: 'text-bg-primary',
-};
-const statusBadge = (status) =>
-  `<span class="badge ${STATUS_CLASS[status] || 'text-bg-light'}" data-status="${esc(status)}">${esc(status)}</span>`;
-
-function toast(message, kind = 'success') {
-  const el = document.createElement('div');
-  el.className = `toast align-items-center text-bg-${kind} border-0`;
-  el.setAttribute('role', kind === 'danger' ? 'alert' : 'status');
-  el.innerHTML = `<div class="d-flex"><div class="toast-body">${esc(message)}</div>
-    <button type="button" class="btn-close btn-close-white me-2 m-auto" data-bs-dismiss="toast" aria-label="Close"></button></div>`;
-  document.getElementById('toasts').append(el);
-  el.addEventListener('hidden.bs.toast', () => el.remove());
-  window.bootstrap.Toast.getOrCreateInstance(el, { delay: kind === 'danger' ? 8000 : 3000 }).show();
-}
-
-/** Replaces `old` with the element `html` builds, keeping keyboard focus on
- *  the control with the same data-focus key. */
-function replaceKeepingFocus(old, html) {
-  const active = document.activeElement;
-  const key = old.contains(active) && active.dataset ? active.dataset.focus : null;
-  const tpl = document.createElement('template');
-  tpl.innerHTML = html.trim();
-  const el = tpl.content.firstElementChild;
-  old.replaceWith(el);
-  if (key) {
-    const again = el.querySelector(`[data-focus="${CSS.escape(key)}"]`);
-    if (again && !again.disabled) again.focus();
-  }
-  return el;
-}
-
-/** Runs `fn` once, `ms` after the last call with the same key. */
-const pending = new Map();
-function soon(key, fn, ms = 250) {
-  clearTimeout(pending.get(key));
-  pending.set(key, setTimeout(() => { pending.delete(key); fn(); }, ms));
-}
-
-function errorAlert(e) {
-  return `<div class="alert alert-danger" role="alert">${esc(e.message)}</div>`;
-}
-
-/** Puts keyboard focus back where it was when the modal `el` closes. */
-function returnFocusOnClose(el) {
-  const opener = document.activeElement;
-  el.addEventListener('hidden.bs.modal', () => {
-    if (opener && opener.isConnected && typeof opener.focus === 'function') opener.focus();
-  }, { once: true });
-}
-
+import {
+  API,
+  main,
+  esc,
+  api,
+  apiResponse,
+  jobPath,
+  findJob,
+  fmtTime,
+  timeTag,
+  fmtDuration,
+  fmtBytes,
+  describeCron,
+  exitText,
+  statusBadge,
+  toast,
+  replaceKeepingFocus,
+  pending,
+  soon,
+  errorAlert,
+  returnFocusOnClose,
+  pager,
+} from './core.js';
+import { currentSession, applyIdentity, signInPage, tokensPage, auditPage } from './access.js';
 // ---------- job actions (list and detail pages share them) ----------
 
 function confirmDelete(name) {
@@ -236,15 +79,16 @@ async function jobAction(action, name) {
 
 function actionButtons(job, { edit = true } = {}) {
   const n = esc(job.name);
+  // data-need: the role the action takes (hidden from roles below it).
   const btn = (action, label, cls, extra = '') =>
-    `<button type="button" class="btn btn-sm ${cls}" data-action="${action}" data-job="${n}" data-focus="${action}" ${extra}>${label}</button>`;
+    `<button type="button" class="btn btn-sm ${cls}" data-action="${action}" data-job="${n}" data-focus="${action}" data-need="${action === 'delete' ? 'admin' : 'operator'}" ${extra}>${label}</button>`;
   return [
     btn('run', 'Run now', 'btn-outline-primary', `aria-label="Run ${n} now"`),
     job.paused
       ? btn('resume', 'Resume', 'btn-outline-success', `aria-label="Resume ${n}"`)
       : btn('pause', 'Pause', 'btn-outline-secondary', `aria-label="Pause ${n}"`),
     btn('kill', 'Kill', 'btn-outline-warning', `aria-label="Kill running runs of ${n}"${job.running ? '' : ' disabled'}`),
-    edit ? `<a class="btn btn-sm btn-outline-secondary" href="#/jobs/${encodeURIComponent(job.name)}/edit" data-focus="edit" aria-label="Edit ${n}">Edit</a>` : '',
+    edit ? `<a class="btn btn-sm btn-outline-secondary" href="#/jobs/${encodeURIComponent(job.name)}/edit" data-focus="edit" data-need="admin" aria-label="Edit ${n}">Edit</a>` : '',
     btn('delete', 'Delete', 'btn-outline-danger', `aria-label="Delete ${n}"`),
   ].join('');
 }
@@ -295,7 +139,7 @@ function jobsPage() {
         <label class="visually-hidden" for="prefix">Filter jobs by name prefix</label>
         <input class="form-control form-control-sm" type="search" id="prefix" placeholder="Filter by name prefix" autocomplete="off">
       </form>
-      <a class="btn btn-primary btn-sm" href="#/jobs/new">New job</a>
+      <a class="btn btn-primary btn-sm" href="#/jobs/new" data-need="admin">New job</a>
     </div>
     <div id="jobs"></div>`;
   const holder = document.getElementById('jobs');
@@ -315,7 +159,7 @@ function jobsPage() {
     if (!items.length) {
       holder.innerHTML = prefix
         ? `<p class="text-body-secondary">No job name starts with “${esc(prefix)}”.</p>`
-        : '<div class="text-center py-5"><p class="lead">No jobs yet.</p><a class="btn btn-primary" href="#/jobs/new">Create the first job</a></div>';
+        : '<div class="text-center py-5"><p class="lead">No jobs yet.</p><a class="btn btn-primary" href="#/jobs/new" data-need="admin">Create the first job</a></div>';
       return;
     }
     const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
@@ -404,14 +248,6 @@ function jobsPage() {
   };
 }
 
-function pager(page, pages, label) {
-  const item = (p, text, disabled, current) => `<li class="page-item${disabled ? ' disabled' : ''}${current ? ' active' : ''}">
-      <button type="button" class="page-link" data-page="${p}" ${disabled ? 'disabled' : ''} ${current ? 'aria-current="page"' : ''}>${text}</button></li>`;
-  return `<nav aria-label="${esc(label)} pages"><ul class="pagination pagination-sm flex-wrap">
-    ${item(page - 1, 'Newer', page <= 1, false)}
-    <li class="page-item disabled"><span class="page-link">Page ${page} of ${pages}</span></li>
-    ${item(page + 1, 'Older', page >= pages, false)}</ul></nav>`;
-}
 
 /** A worker's clock against the reference (MongoDB's): skewed ones claim nothing. */
 function clockCell(w) {
@@ -942,6 +778,14 @@ function route() {
     section = 'workers';
     current = workersPage();
     document.title = 'Workers · GDTS';
+  } else if (parts[0] === 'tokens') {
+    section = 'tokens';
+    current = tokensPage();
+    document.title = 'Tokens · GDTS';
+  } else if (parts[0] === 'audit') {
+    section = 'audit';
+    current = auditPage();
+    document.title = 'Audit · GDTS';
   } else if (parts[0] === 'jobs' && parts[1] === 'new' && parts.length === 2) {
     current = jobForm(null);
     document.title = 'New job · GDTS';
@@ -973,8 +817,10 @@ function setLive(state) {
   live.dataset.state = state;
 }
 
+let events = null;
 function connect(again = false) {
-  const events = new EventSource(`${API}/events`);
+  if (signedOut) return;
+  events = new EventSource(`${API}/events`);
   events.addEventListener('open', () => {
     setLive('open');
     // A new stream starts from now: what happened meanwhile is re-read.
@@ -987,6 +833,9 @@ function connect(again = false) {
     // the server answered with an error; then start over a little later.
     if (events.readyState === EventSource.CLOSED) {
       events.close();
+      // A 401 here means the session ended: the next API call (the page's
+      // reload on `reset`) finds out and shows the sign-in page.
+      if (current && current.onEvent) current.onEvent('reset', {});
       setTimeout(() => connect(true), 3000);
     }
   });
@@ -1001,6 +850,40 @@ function connect(again = false) {
   }
 }
 
-window.addEventListener('hashchange', () => { route(); main.focus({ preventScroll: true }); });
-route();
-connect();
+let signedOut = false;
+function showSignIn(message) {
+  signedOut = true;
+  if (events) events.close();
+  if (current && current.dispose) current.dispose();
+  live.hidden = true;
+  current = signInPage(message);
+}
+
+// Any API call answered 401 means the session ended.
+window.addEventListener('gdts:signed-out', () => {
+  if (!signedOut) showSignIn('Your session has ended (signed out, expired, or its token was revoked). Sign in again.');
+});
+
+async function start() {
+  let session;
+  try {
+    session = await currentSession();
+  } catch (e) {
+    main.innerHTML = errorAlert(e);
+    return;
+  }
+  if (session.authEnabled && !session.identity) {
+    showSignIn();
+    return;
+  }
+  applyIdentity(session);
+  window.addEventListener('hashchange', () => {
+    if (signedOut) return;
+    route();
+    main.focus({ preventScroll: true });
+  });
+  route();
+  connect();
+}
+
+start();

@@ -6,6 +6,7 @@
 //   GDTS_SCREENSHOTS  where the page screenshots go (docs/screenshots/)
 //   GDTS_ARTIFACTS    where a failing step's screenshot goes
 //   GDTS_CHROMIUM     the browser (default /usr/bin/chromium)
+//   GDTS_ADMIN_TOKEN  the manager's bootstrap admin token (authentication is on)
 // Every step waits on a condition of the page, never on a fixed delay.
 
 import assert from 'node:assert/strict';
@@ -17,6 +18,8 @@ const base = process.env.GDTS_URL;
 const workers = (process.env.GDTS_WORKERS || '').split(',').filter(Boolean);
 const shots = process.env.GDTS_SCREENSHOTS;
 const artifacts = process.env.GDTS_ARTIFACTS || shots;
+const adminToken = process.env.GDTS_ADMIN_TOKEN;
+assert.ok(adminToken, 'GDTS_ADMIN_TOKEN is not set');
 assert.ok(base, 'GDTS_URL is not set');
 assert.ok(shots, 'GDTS_SCREENSHOTS is not set');
 mkdirSync(shots, { recursive: true });
@@ -49,7 +52,12 @@ async function newPage(viewport, label) {
     // Chromium logs every 4xx response as a console error. The bad-cron and
     // taken-name checks provoke 422s and a 412 on purpose (the form shows
     // them); those and only those are allowed.
-    if (/status of (422|412)/.test(text) && /\/api\/v1\/(jobs\/|cron\/preview)/.test(msg.location().url || '')) {
+    const url = msg.location().url || '';
+    // The wrong-token check provokes a 401 from the sign-in endpoint.
+    if ((/status of (422|412)/.test(text) && /\/api\/v1\/(jobs\/|cron\/preview)/.test(url))
+      || (/status of 401/.test(text) && /\/api\/v1\/session$/.test(url))
+      // The revoked viewer's next request is refused; the page then signs out.
+      || (label === 'viewer' && /status of 401/.test(text))) {
       handledHttpErrors.push(text);
       return;
     }
@@ -58,10 +66,13 @@ async function newPage(viewport, label) {
   return page;
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, token = adminToken) {
   const res = await fetch(`${base}/api/v1${path}`, {
     method,
-    headers: body ? { 'Content-Type': 'application/json' } : {},
+    headers: {
+      Authorization: `Bearer ${token}`,
+      ...(body ? { 'Content-Type': 'application/json' } : {}),
+    },
     body: body ? JSON.stringify(body) : undefined,
   });
   const text = await res.text();
@@ -89,11 +100,32 @@ async function noHorizontalScroll(page) {
   assert.ok(scroll <= width, `the page is ${scroll}px wide in a ${width}px viewport`);
 }
 
+/** Signs `page` in through the sign-in form, with `token`. */
+async function signIn(page, token = adminToken) {
+  await page.goto(base);
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  await page.getByLabel('Token', { exact: true }).fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('[data-identity]').waitFor();
+}
+
 const desktop = await newPage(DESKTOP, 'desktop');
 let phone;
 
-step('the page loads, connects to the event stream and shows an empty jobs list', async () => {
+step('signed out, the page asks for a token and refuses a wrong one', async () => {
   await desktop.goto(base);
+  await desktop.getByRole('heading', { name: 'Sign in' }).waitFor();
+  assert.equal(await desktop.locator('#live').isVisible(), false, 'the event stream is not for the signed out');
+  await desktop.getByLabel('Token', { exact: true }).fill('gdts_0123456789abcdef_wrong');
+  await desktop.getByRole('button', { name: 'Sign in' }).click();
+  await desktop.locator('#token.is-invalid').waitFor();
+  assert.match(await desktop.locator('#token-error').textContent(), /not valid/);
+  await desktop.screenshot({ path: join(shots, 'sign-in-desktop.png') });
+});
+
+step('the page loads, connects to the event stream and shows an empty jobs list', async () => {
+  await signIn(desktop);
+  assert.match(await desktop.locator('[data-identity]').textContent(), /bootstrap admin\s*·\s*admin/);
   await desktop.getByRole('heading', { name: 'Jobs', exact: true }).waitFor();
   await desktop.locator('#live[data-state="open"]').waitFor();
   await desktop.getByText('No jobs yet.').waitFor();
@@ -308,7 +340,8 @@ step('editing a job keeps every field it does not change', async () => {
 
 step('at phone width (390 px) every page fits and works', async () => {
   phone = await newPage(PHONE, 'phone');
-  await phone.goto(base);
+  await signIn(phone);
+  await noHorizontalScroll(phone);
   const row = phone.locator('tr[data-job-row="ui-hello"]');
   await row.waitFor();
   await row.locator('[data-last-run] [data-status]').waitFor();
@@ -341,6 +374,60 @@ step('delete the form-made job through the UI', async () => {
   await desktop.locator('#confirm-ok').click();
   await row.waitFor({ state: 'detached' });
   assert.equal((await api('GET', '/jobs/ui-hello')).status, 404);
+});
+
+let viewerToken;
+step('an admin creates a token on the Tokens page; it is shown once', async () => {
+  await nav(desktop, 'Tokens');
+  await desktop.getByLabel('Name', { exact: true }).fill('ui-viewer');
+  await desktop.getByLabel('Role', { exact: true }).selectOption('viewer');
+  await desktop.getByRole('button', { name: 'Create token' }).click();
+  viewerToken = (await desktop.locator('[data-token-value]').textContent()).trim();
+  assert.match(viewerToken, /^gdts_[0-9a-f]{16}_[0-9a-f]{64}$/);
+  await desktop.locator('tr[data-token]').filter({ hasText: 'ui-viewer' }).waitFor();
+  assert.equal(await desktop.locator('tr[data-token]').filter({ hasText: viewerToken }).count(), 0,
+    'the list shows the token value');
+  await desktop.screenshot({ path: join(shots, 'tokens-desktop.png') });
+});
+
+step('the audit page shows who changed what', async () => {
+  await nav(desktop, 'Audit');
+  await desktop.locator('tr[data-audit="token.create"]').first().waitFor();
+  const save = desktop.locator('tr[data-audit="job.save"]').filter({ hasText: 'ui-hello' }).first();
+  await save.waitFor();
+  assert.match(await save.textContent(), /bootstrap admin/);
+  await desktop.screenshot({ path: join(shots, 'audit-desktop.png') });
+});
+
+step('a viewer sees the jobs but no control it may not use', async () => {
+  const viewer = await newPage(DESKTOP, 'viewer');
+  await signIn(viewer, viewerToken);
+  assert.match(await viewer.locator('[data-identity]').textContent(), /ui-viewer\s*·\s*viewer/);
+  const row = viewer.locator('tr[data-job-row="backup-db"]');
+  await row.waitFor();
+  for (const name of ['New job']) {
+    assert.equal(await viewer.getByRole('link', { name }).isVisible(), false, `${name} is shown to a viewer`);
+  }
+  for (const label of ['Run backup-db now', 'Delete backup-db', 'Edit backup-db']) {
+    assert.equal(await row.getByLabel(label).isVisible(), false, `${label} is shown to a viewer`);
+  }
+  const mainNav = viewer.getByRole('navigation', { name: 'Main' });
+  assert.equal(await mainNav.getByRole('link', { name: 'Tokens' }).isVisible(), false);
+  assert.equal(await mainNav.getByRole('link', { name: 'Audit' }).isVisible(), false);
+  await viewer.screenshot({ path: join(shots, 'viewer-jobs-desktop.png') });
+  // Revoking the token ends the viewer's session at its next request.
+  const id = viewerToken.split('_')[1];
+  assert.equal((await api('DELETE', `/tokens/${id}`)).status, 204);
+  await nav(viewer, 'Workers');
+  await viewer.getByRole('heading', { name: 'Sign in' }).waitFor();
+  await viewer.getByText('Your session has ended').waitFor();
+  await viewer.context().close();
+});
+
+step('signing out returns to the sign-in page', async () => {
+  await desktop.getByRole('button', { name: 'Sign out' }).click();
+  await desktop.getByRole('heading', { name: 'Sign in' }).waitFor();
+  assert.equal((await desktop.evaluate(async () => (await fetch('/api/v1/session')).json())).identity, null);
 });
 
 step('no console errors and no uncaught exceptions on any page', async () => {

@@ -33,6 +33,8 @@ fn missing_prerequisite(root: &Path, chromium: &str) -> Option<String> {
     None
 }
 
+const ADMIN_TOKEN: &str = "ui-admin-0123456789abcdef0123456789abcdef";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn web_ui_in_chromium() -> anyhow::Result<()> {
     let root = workspace_root();
@@ -52,7 +54,12 @@ async fn web_ui_in_chromium() -> anyhow::Result<()> {
     let mut cluster = Cluster::with_workers("ui_browser", &workers).await?;
     let webroot = root.join("webroot");
     cluster
-        .restart_manager_with(&[("GDTS_WEBROOT", webroot.to_str().unwrap())])
+        .restart_manager_with(&[
+            ("GDTS_WEBROOT", webroot.to_str().unwrap()),
+            // As deployed: authentication on, signed in with a token.
+            ("GDTS_AUTH", "on"),
+            ("GDTS_ADMIN_TOKEN", ADMIN_TOKEN),
+        ])
         .await?;
     let artifacts = cluster.dir.path().join("browser-artifacts");
 
@@ -64,6 +71,7 @@ async fn web_ui_in_chromium() -> anyhow::Result<()> {
         .env("GDTS_SCREENSHOTS", root.join("docs/screenshots"))
         .env("GDTS_ARTIFACTS", &artifacts)
         .env("GDTS_CHROMIUM", &chromium)
+        .env("GDTS_ADMIN_TOKEN", ADMIN_TOKEN)
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(300), node.output())
         .await
@@ -104,6 +112,10 @@ async fn web_ui_in_chromium() -> anyhow::Result<()> {
         "job-phone.png",
         "form-phone.png",
         "workers-phone.png",
+        "sign-in-desktop.png",
+        "tokens-desktop.png",
+        "audit-desktop.png",
+        "viewer-jobs-desktop.png",
     ] {
         let path = root.join("docs/screenshots").join(shot);
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);

@@ -131,6 +131,7 @@ module "workers" {
   mongodb_uri_secret = module.mongodb.uri_secret_id
   gcs_bucket         = module.storage.bucket_name
   health_port        = local.worker_health_port
+  job_uid            = var.worker_job_uid
   size               = var.worker_count
   autoscaling_max    = var.worker_autoscaling_max
 

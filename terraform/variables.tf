@@ -125,6 +125,16 @@ variable "admin_token_version" {
   }
 }
 
+variable "worker_job_uid" {
+  description = "The unprivileged uid shell jobs run as on the workers (65534: nobody). The host firewall keeps it from the metadata server, etcd and MongoDB."
+  type        = number
+  default     = 65534
+  validation {
+    condition     = var.worker_job_uid >= 1000 && var.worker_job_uid <= 65534 && floor(var.worker_job_uid) == var.worker_job_uid
+    error_message = "worker_job_uid must be a whole number in 1000-65534 (never root nor a system account)."
+  }
+}
+
 variable "worker_count" {
   description = "Workers in the managed instance group when the autoscaler is off, and its minimum when on."
   type        = number

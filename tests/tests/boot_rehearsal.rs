@@ -358,7 +358,7 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
         format!(
             "{{ image = \"{image}\", registry_host = \"{registry_addr}\", project_id = \"{PROJECT}\", \
              uri_secret = \"{URI_SECRET}\", etcd_endpoints = \"{etcd_endpoints}\", \
-             gcs_bucket = \"{PROJECT}-outputs\", health_port = {HEALTH_PORT}, \
+             gcs_bucket = \"{PROJECT}-outputs\", health_port = {HEALTH_PORT}, job_uid = 65534, \
              shutdown_grace_ms = {}, flush_timeout_ms = {}, stop_timeout_s = {stop_timeout_s} }}",
             workers_module_number("shutdown_grace_ms")?,
             workers_module_number("flush_timeout_ms")?,
@@ -700,10 +700,25 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
         ),
         "a port the unit did not open answers"
     );
+    // Jobs run as 65534, which the host firewall keeps from the metadata
+    // server, etcd and MongoDB.
+    let output_rules = exec(&["iptables", "-w", "-S", "OUTPUT"])?;
+    for wanted in ["-d 169.254.169.254/32", "--dport 2379", "--dport 27017"] {
+        assert!(
+            output_rules.lines().any(|l| l.contains("--uid-owner 65534")
+                && l.contains(wanted)
+                && l.contains("REJECT")),
+            "no rule keeps jobs from {wanted}: {output_rules}"
+        );
+    }
     let env_file = exec(&["cat", "/var/lib/gdts/worker.env"])?;
     assert!(
         env_file.contains(&format!("GDTS_MONGO_URI={}", mongo.uri)),
         "the secret's URI: {env_file}"
+    );
+    assert!(
+        env_file.contains("GDTS_JOB_USER=65534:65534"),
+        "jobs run as root: {env_file}"
     );
 
     // The MongoDB member, up to where the `mongo` image is needed (none can

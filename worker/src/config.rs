@@ -114,6 +114,7 @@ impl WorkerConfig {
                     n => return Err(format!("GDTS_JOB_NICE: {n} is outside 0..=19")),
                 },
                 inherited: env_pass(get)?,
+                run_as: job_user(get("GDTS_JOB_USER").as_deref())?,
             },
             job_cgroup: crate::cgroup::CgroupSetting::parse(
                 &get("GDTS_JOB_CGROUP").unwrap_or_default(),
@@ -160,6 +161,64 @@ pub fn hostname() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_default()
+}
+
+/// `GDTS_JOB_USER`: the user shell runs run as, by name (`gdts-job`) or
+/// id (`65534` or `65534:65534`); unset or empty: the worker's own user.
+/// Never root; a worker that is not root can only name itself.
+pub fn job_user(raw: Option<&str>) -> Result<Option<crate::executor::RunAs>, String> {
+    use nix::unistd::{Uid, User};
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let err = |why: String| format!("GDTS_JOB_USER: {raw:?} {why}");
+    let numeric = |s: &str| s.parse::<u32>().ok();
+    let (uid, gid, entry) = match raw.split_once(':') {
+        Some((u, g)) => {
+            let (Some(uid), Some(gid)) = (numeric(u), numeric(g)) else {
+                return Err(err("is not uid:gid (two numbers)".into()));
+            };
+            (
+                uid,
+                Some(gid),
+                User::from_uid(Uid::from_raw(uid)).ok().flatten(),
+            )
+        }
+        None => match numeric(raw) {
+            Some(uid) => (uid, None, User::from_uid(Uid::from_raw(uid)).ok().flatten()),
+            None => match User::from_name(raw) {
+                Ok(Some(user)) => (user.uid.as_raw(), None, Some(user)),
+                _ => return Err(err("is not a user of this machine".into())),
+            },
+        },
+    };
+    if uid == 0 {
+        return Err(err(
+            "is root; running jobs as an unprivileged user is the point".into(),
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if me != 0 && me != uid {
+        return Err(err(format!(
+            "needs the worker to run as root to switch to it (the worker runs as uid {me})"
+        )));
+    }
+    let gid = gid
+        .or_else(|| entry.as_ref().map(|u| u.gid.as_raw()))
+        .unwrap_or(uid);
+    let home = entry
+        .as_ref()
+        .map(|u| u.dir.clone())
+        .filter(|d| d.is_dir())
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/tmp".into());
+    let name = entry.map(|u| u.name).unwrap_or_else(|| uid.to_string());
+    Ok(Some(crate::executor::RunAs {
+        uid,
+        gid,
+        name,
+        home,
+    }))
 }
 
 /// `GDTS_JOB_ENV_PASS`: the names of the worker's variables shell runs get
@@ -230,5 +289,29 @@ mod tests {
             ]
         );
         assert!(WorkerConfig::from_lookup(&env(Some("PATH,A=B"))).is_err());
+    }
+
+    #[test]
+    fn the_job_user_is_resolved_and_never_root() {
+        assert_eq!(job_user(None).unwrap(), None);
+        assert_eq!(job_user(Some(" ")).unwrap(), None);
+        for root in ["root", "0", "0:0"] {
+            let e = job_user(Some(root)).unwrap_err();
+            assert!(e.contains("is root"), "{e}");
+        }
+        assert!(job_user(Some("no-such-user-gdts"))
+            .unwrap_err()
+            .contains("not a user"));
+        assert!(job_user(Some("1:x")).unwrap_err().contains("uid:gid"));
+        if nix::unistd::geteuid().is_root() {
+            let nobody = job_user(Some("nobody")).unwrap().unwrap();
+            assert_eq!((nobody.uid, nobody.name.as_str()), (65534, "nobody"));
+            // nobody's home (/nonexistent) does not exist: runs start in /tmp.
+            assert_eq!(nobody.home, "/tmp");
+            let numeric = job_user(Some("65534:100")).unwrap().unwrap();
+            assert_eq!((numeric.uid, numeric.gid), (65534, 100));
+        } else {
+            assert!(job_user(Some("nobody")).unwrap_err().contains("root"));
+        }
     }
 }

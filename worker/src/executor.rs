@@ -114,6 +114,22 @@ pub struct ShellConfig {
     /// the worker's values): runs start from a clean environment, so the
     /// worker's secrets (`GDTS_MONGO_URI`, credentials) never reach a job.
     pub inherited: Vec<(String, String)>,
+    /// The unprivileged user shell runs run as (`GDTS_JOB_USER`); `None`:
+    /// the worker's own user.
+    pub run_as: Option<RunAs>,
+}
+
+/// A user shell runs run as: its ids, and the `HOME`, `USER` and `LOGNAME`
+/// a run gets instead of the worker's. Supplementary groups are dropped
+/// (the standard library calls `setgroups(0)` when a root parent sets a
+/// uid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    pub name: String,
+    /// Also the run's working directory.
+    pub home: String,
 }
 
 /// The variables a shell run takes from the worker's environment by default.
@@ -131,6 +147,7 @@ impl Default for ShellConfig {
                 .iter()
                 .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
                 .collect(),
+            run_as: None,
         }
     }
 }
@@ -375,15 +392,24 @@ pub fn prepare_shell(
     let mut script = String::with_capacity(GATE_PREFIX.len() + command.len());
     script.push_str(GATE_PREFIX);
     script.push_str(command);
-    let child = Command::new(&shell.program)
-        .arg("-c")
+    let mut cmd = Command::new(&shell.program);
+    cmd.arg("-c")
         .arg(script)
         .env_clear()
         // bash whose stdin is a socket and that thinks it is a top-level
         // shell (SHLVL unset) takes itself for a shell run by sshd and reads
         // ~/.bashrc (which may print, prompt or take seconds): never for a run.
         .env("SHLVL", "1")
-        .envs(shell.inherited.iter().map(|(k, v)| (k, v)))
+        .envs(shell.inherited.iter().map(|(k, v)| (k, v)));
+    if let Some(user) = &shell.run_as {
+        cmd.uid(user.uid)
+            .gid(user.gid)
+            .current_dir(&user.home)
+            .env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+    }
+    let child = cmd
         .envs(env)
         .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
         // stdin, stdout and stderr are one socket (see `Prepared::io`):

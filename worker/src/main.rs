@@ -38,6 +38,15 @@ async fn main() -> anyhow::Result<()> {
         .context("invalid configuration")?;
     gdts_runtime::init_tracing(config.log_format);
     tracing::info!(worker = %config.worker_id, "worker starting");
+    match &config.shell.run_as {
+        Some(user) => {
+            tracing::info!(user = %user.name, uid = user.uid, "shell jobs run as an unprivileged user")
+        }
+        None if nix::unistd::geteuid().is_root() => tracing::warn!(
+            "shell jobs run as root: set GDTS_JOB_USER (e.g. nobody) to run them unprivileged"
+        ),
+        None => {}
+    }
 
     let etcd = gdts_runtime::connect_etcd(&config.store.etcd_endpoints).await?;
     let mongo = gdts_runtime::mongo_client(&config.store.mongo_uri, "gdts-worker").await?;

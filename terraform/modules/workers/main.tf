@@ -59,6 +59,11 @@ variable "health_port" {
   type = number
 }
 
+variable "job_uid" {
+  description = "The unprivileged uid shell jobs run as (GDTS_JOB_USER); the host firewall keeps it from the metadata server, etcd and MongoDB."
+  type        = number
+}
+
 variable "size" {
   type = number
 }
@@ -125,6 +130,7 @@ resource "google_compute_instance_template" "worker" {
       etcd_endpoints = var.etcd_endpoints
       gcs_bucket     = var.gcs_bucket
       health_port    = var.health_port
+      job_uid        = var.job_uid
       # Jobs get 30 s to finish, records 45 s to reach MongoDB; docker
       # waits for both plus 10 s before it kills the worker.
       shutdown_grace_ms = 30000

@@ -267,3 +267,50 @@ async fn container_commands_run_in_bash_where_the_image_has_it() -> anyhow::Resu
 }
 
 const NO_BASH_IMAGE: &str = "gdts-test-nobash:local";
+
+/// A container job cannot reach the host: it runs unprivileged with
+/// no-new-privileges, without the Docker socket, with a process limit, and
+/// a worker refuses the host's network unless its operator allows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_job_cannot_reach_the_host() -> anyhow::Result<()> {
+    let Some(docker) = docker_or_skip().await? else {
+        return Ok(());
+    };
+    let mut c = Cluster::start("container_confined").await?;
+    c.start_worker("w1", WorkerOptions::default())?;
+    c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
+    let cron = once_soon(3);
+    let probe = "grep NoNewPrivs /proc/self/status; \
+                 echo pids=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max 2>/dev/null); \
+                 ls /var/run/docker.sock 2>/dev/null && echo HAS-SOCKET; \
+                 ip link add gdts0 type dummy 2>/dev/null && echo NET-ADMIN; echo probed";
+    save_job_json(&c, &json!({"name": "confined", "image": JOB_IMAGE, "command": probe, "cronExpr": cron, "pull": "never", "network": "bridge"})).await?;
+    save_job_json(&c, &json!({"name": "on-host-net", "image": JOB_IMAGE, "command": "echo on the host network", "cronExpr": cron, "pull": "never", "network": "host"})).await?;
+
+    let confined = first_record(&c, "confined").await?;
+    let out = confined.get_str("output")?;
+    assert!(out.contains("probed"), "{confined}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.trim_end().ends_with('1')),
+        "no-new-privileges is not set: {out}"
+    );
+    assert!(
+        !out.contains("HAS-SOCKET"),
+        "the Docker socket is mounted: {out}"
+    );
+    assert!(
+        !out.contains("NET-ADMIN"),
+        "the container has NET_ADMIN: {out}"
+    );
+    assert!(out.contains("pids=1024"), "no process limit: {out}");
+
+    let host = first_record(&c, "on-host-net").await?;
+    assert_eq!(host.get_str("status")?, "failed", "{host}");
+    assert!(
+        host.get_str("err")?.contains("GDTS_CONTAINER_HOST_NETWORK"),
+        "{host}"
+    );
+    wait_for_no_containers(&docker, &c.prefix, Duration::from_secs(10)).await?;
+    Ok(())
+}

@@ -59,6 +59,9 @@ pub struct WorkerConfig {
     /// `GDTS_HEALTH_PORT`: serve `/healthz` and `/readyz` on this port (all
     /// interfaces). Unset: no health endpoint.
     pub health_port: Option<u16>,
+    /// `GDTS_CONTAINER_HOST_NETWORK`: `true` lets container jobs ask for
+    /// `network: host`. Default `false` (such runs fail with a message).
+    pub container_host_network: bool,
 }
 
 impl WorkerConfig {
@@ -122,6 +125,18 @@ impl WorkerConfig {
             job_cpu_weight: match number(get, "GDTS_JOB_CPU_WEIGHT", 100)? {
                 n @ 1..=10_000 => n as u32,
                 n => return Err(format!("GDTS_JOB_CPU_WEIGHT: {n} is outside 1..=10000")),
+            },
+            container_host_network: match get("GDTS_CONTAINER_HOST_NETWORK")
+                .as_deref()
+                .map(str::trim)
+            {
+                None | Some("") | Some("false") | Some("0") => false,
+                Some("true") | Some("1") => true,
+                Some(other) => {
+                    return Err(format!(
+                        "GDTS_CONTAINER_HOST_NETWORK: {other:?} is not true or false"
+                    ))
+                }
             },
             health_port: match get("GDTS_HEALTH_PORT") {
                 None => None,

@@ -38,6 +38,10 @@ pub const LABEL_RUN: &str = "gdts.run";
 pub struct DockerConn {
     client: Option<Docker>,
     negotiated: std::sync::Arc<tokio::sync::Mutex<Option<Docker>>>,
+    /// `GDTS_CONTAINER_HOST_NETWORK`: whether a job may ask for the host's
+    /// network (off by default: from there a container reaches etcd,
+    /// MongoDB and the metadata server, as root).
+    pub allow_host_network: bool,
 }
 
 impl DockerConn {
@@ -53,6 +57,7 @@ impl DockerConn {
         DockerConn {
             client,
             negotiated: Default::default(),
+            allow_host_network: false,
         }
     }
 
@@ -137,6 +142,17 @@ pub async fn run_container(
 ) -> Outcome {
     let start_ms = now_ms();
     let out = OutputCapture::new(&limits.capture);
+    if spec.network == "host" && !conn.allow_host_network {
+        return finished(
+            start_ms,
+            out,
+            None,
+            None,
+            "network host is refused on this worker: a container on the host's network reaches \
+             etcd, MongoDB and the cloud metadata server (GDTS_CONTAINER_HOST_NETWORK=true allows it)"
+                .into(),
+        );
+    }
     let docker = match conn.get().await {
         Ok(d) => d,
         Err(e) => return finished(start_ms, out, None, None, e),
@@ -167,15 +183,7 @@ pub async fn run_container(
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         tty: Some(false),
-        host_config: Some(HostConfig {
-            nano_cpus: spec.cpus.map(|c| (c * 1e9).round() as i64),
-            memory: spec.memory_mb.map(|mb| (mb * 1024 * 1024) as i64),
-            network_mode: Some(spec.network.clone()),
-            // A tiny init as PID 1 forwards SIGTERM to the command, so a kill
-            // is prompt even when the command does not handle signals.
-            init: Some(true),
-            ..Default::default()
-        }),
+        host_config: Some(host_config(spec)),
         ..Default::default()
     };
     let options = CreateContainerOptionsBuilder::default().name(&name).build();
@@ -208,6 +216,32 @@ pub async fn run_container(
     .await;
     remove(docker, &id).await;
     outcome
+}
+
+/// Most processes one container run may have (a fork bomb stops there).
+pub const CONTAINER_PIDS_LIMIT: i64 = 1024;
+
+/// How a job's container is confined. A job can ask for CPU, memory and a
+/// network, nothing else: never privileged, no host path, device or the
+/// Docker socket (a job has no field for them), no new privileges through
+/// setuid binaries, no raw sockets or device nodes, a process limit.
+fn host_config(spec: &ContainerSpec) -> HostConfig {
+    HostConfig {
+        nano_cpus: spec.cpus.map(|c| (c * 1e9).round() as i64),
+        memory: spec.memory_mb.map(|mb| (mb * 1024 * 1024) as i64),
+        network_mode: Some(spec.network.clone()),
+        // A tiny init as PID 1 forwards SIGTERM to the command, so a kill
+        // is prompt even when the command does not handle signals.
+        init: Some(true),
+        privileged: Some(false),
+        binds: None,
+        mounts: None,
+        devices: None,
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        cap_drop: Some(vec!["NET_RAW".into(), "MKNOD".into(), "AUDIT_WRITE".into()]),
+        pids_limit: Some(CONTAINER_PIDS_LIMIT),
+        ..Default::default()
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -398,4 +432,34 @@ pub async fn remove_leftovers(
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gdts_common::job::PullPolicy;
+
+    #[test]
+    fn a_job_container_is_confined() {
+        let spec = ContainerSpec {
+            image: "busybox".into(),
+            cpus: Some(0.5),
+            memory_mb: Some(64),
+            network: "bridge".into(),
+            pull: PullPolicy::Never,
+        };
+        let h = host_config(&spec);
+        assert_eq!(h.privileged, Some(false));
+        assert!(h.binds.is_none() && h.mounts.is_none() && h.devices.is_none());
+        assert_eq!(
+            h.security_opt,
+            Some(vec!["no-new-privileges:true".to_string()])
+        );
+        assert!(h.cap_drop.unwrap().contains(&"NET_RAW".to_string()));
+        assert!(h.cap_add.is_none());
+        assert_eq!(h.pids_limit, Some(CONTAINER_PIDS_LIMIT));
+        assert_eq!(h.network_mode.as_deref(), Some("bridge"));
+        assert!(h.pid_mode.is_none() && h.ipc_mode.is_none() && h.userns_mode.is_none());
+        assert_eq!(h.nano_cpus, Some(500_000_000));
+    }
 }

@@ -67,7 +67,8 @@ async fn main() -> anyhow::Result<()> {
     // One process per worker id: a second one would take the first one's
     // containers for its own leftovers and remove them.
     registration::wait_for_id(&etcd, &keys, &config.worker_id, config.lease_ttl).await?;
-    let docker = container::DockerConn::connect();
+    let mut docker = container::DockerConn::connect();
+    docker.allow_host_network = config.container_host_network;
     match docker.get().await {
         Ok(d) => remove_leftover_containers(&d, &etcd, &keys, &config).await,
         Err(e) => {

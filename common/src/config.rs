@@ -20,6 +20,98 @@ pub struct StoreConfig {
     pub mongo_uri: String,
     /// `GDTS_MONGO_DB`: database holding the run log. Default `gdts`.
     pub mongo_db: String,
+    /// TLS and credentials for etcd.
+    pub etcd_security: EtcdSecurity,
+}
+
+/// How a process proves itself to etcd and checks etcd's certificate:
+/// `GDTS_ETCD_CA` (the CA that signed etcd's certificate), `GDTS_ETCD_CERT`
+/// and `GDTS_ETCD_KEY` (this process's client certificate; with etcd's
+/// `--client-cert-auth` its CN is the etcd user unless a user is given),
+/// `GDTS_ETCD_USER` and `GDTS_ETCD_PASSWORD` (etcd authentication). Each
+/// PEM variable holds the PEM text itself or the path of a file with it
+/// (Cloud Run passes secrets as variables, VMs as files).
+#[derive(Clone, PartialEq, Default)]
+pub struct EtcdSecurity {
+    pub ca_pem: Option<String>,
+    /// Certificate and key, PEM.
+    pub identity_pem: Option<(String, String)>,
+    /// User and password.
+    pub user: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for EtcdSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSecurity")
+            .field("tls", &self.ca_pem.is_some())
+            .field("client_certificate", &self.identity_pem.is_some())
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+/// PEM text from a variable that holds it or names a file with it.
+fn pem(get: Lookup, name: &str) -> Result<Option<String>, String> {
+    let Some(value) = get(name).filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let text = if value.trim_start().starts_with("-----BEGIN") {
+        value
+    } else {
+        std::fs::read_to_string(value.trim())
+            .map_err(|e| format!("{name}: reading {}: {e}", value.trim()))?
+    };
+    if !text.contains("-----BEGIN") {
+        return Err(format!("{name}: not PEM (no -----BEGIN line)"));
+    }
+    Ok(Some(text))
+}
+
+impl EtcdSecurity {
+    pub fn from_lookup(get: Lookup, endpoints: &[String]) -> Result<Self, String> {
+        let ca_pem = pem(get, "GDTS_ETCD_CA")?;
+        let identity_pem = match (pem(get, "GDTS_ETCD_CERT")?, pem(get, "GDTS_ETCD_KEY")?) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("GDTS_ETCD_CERT and GDTS_ETCD_KEY go together".into()),
+        };
+        let user = match (
+            get("GDTS_ETCD_USER").filter(|v| !v.trim().is_empty()),
+            get("GDTS_ETCD_PASSWORD").filter(|v| !v.is_empty()),
+        ) {
+            (Some(u), Some(p)) => Some((u.trim().to_string(), p)),
+            (None, None) => None,
+            (Some(_), None) => return Err("GDTS_ETCD_USER needs GDTS_ETCD_PASSWORD".into()),
+            (None, Some(_)) => return Err("GDTS_ETCD_PASSWORD needs GDTS_ETCD_USER".into()),
+        };
+        let https = endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        if https != 0 && https != endpoints.len() {
+            return Err("GDTS_ETCD_ENDPOINTS: mixes https:// and other endpoints".into());
+        }
+        match (https > 0, ca_pem.is_some()) {
+            (true, false) => {
+                return Err(
+                    "GDTS_ETCD_ENDPOINTS uses https:// but GDTS_ETCD_CA is not set (the CA that signed etcd's certificate)"
+                        .into(),
+                )
+            }
+            (false, true) => {
+                return Err("GDTS_ETCD_CA is set but GDTS_ETCD_ENDPOINTS are not https://".into())
+            }
+            (false, false) if identity_pem.is_some() => {
+                return Err("GDTS_ETCD_CERT needs https:// endpoints and GDTS_ETCD_CA".into())
+            }
+            _ => {}
+        }
+        Ok(EtcdSecurity {
+            ca_pem,
+            identity_pem,
+            user,
+        })
+    }
 }
 
 impl StoreConfig {
@@ -38,6 +130,7 @@ impl StoreConfig {
             return Err("GDTS_ETCD_PREFIX: must not be empty".into());
         }
         Ok(StoreConfig {
+            etcd_security: EtcdSecurity::from_lookup(get, &etcd_endpoints)?,
             etcd_endpoints,
             etcd_prefix,
             mongo_uri: get("GDTS_MONGO_URI").unwrap_or_else(|| "mongodb://127.0.0.1:27017".into()),
@@ -166,5 +259,36 @@ mod tests {
         assert!(e.starts_with("GDTS_ETCD_ENDPOINTS"));
         let e = duration_ms(&lookup(&[("X", "soon")]), "X", Duration::ZERO).unwrap_err();
         assert!(e.starts_with("X:"));
+    }
+
+    #[test]
+    fn etcd_security_is_checked_and_never_printed() {
+        const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let https = ("GDTS_ETCD_ENDPOINTS", "https://a:2379");
+        let c = StoreConfig::from_lookup(&lookup(&[
+            https,
+            ("GDTS_ETCD_CA", PEM),
+            ("GDTS_ETCD_CERT", PEM),
+            ("GDTS_ETCD_KEY", PEM),
+            ("GDTS_ETCD_USER", "gdts-manager"),
+            ("GDTS_ETCD_PASSWORD", "hunter2-long"),
+        ]))
+        .unwrap();
+        assert_eq!(c.etcd_security.ca_pem.as_deref(), Some(PEM));
+        assert!(c.etcd_security.identity_pem.is_some());
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("MIIB"),
+            "{shown}"
+        );
+        let err = |pairs: &[(&str, &str)]| StoreConfig::from_lookup(&lookup(pairs)).unwrap_err();
+        assert!(err(&[https]).contains("GDTS_ETCD_CA"));
+        assert!(err(&[("GDTS_ETCD_CA", PEM)]).contains("not https"));
+        assert!(
+            err(&[https, ("GDTS_ETCD_CA", PEM), ("GDTS_ETCD_CERT", PEM)]).contains("go together")
+        );
+        assert!(err(&[("GDTS_ETCD_USER", "u")]).contains("GDTS_ETCD_PASSWORD"));
+        assert!(err(&[https, ("GDTS_ETCD_CA", "/no/such/file.pem")]).contains("reading"));
+        assert!(err(&[("GDTS_ETCD_ENDPOINTS", "https://a:1,http://b:2")]).contains("mixes"));
     }
 }

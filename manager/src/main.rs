@@ -22,7 +22,9 @@ async fn main() -> anyhow::Result<()> {
         .context("invalid configuration")?;
     gdts_runtime::init_tracing(config.log_format);
 
-    let etcd = gdts_runtime::connect_etcd(&config.store.etcd_endpoints).await?;
+    let etcd =
+        gdts_runtime::connect_etcd(&config.store.etcd_endpoints, &config.store.etcd_security)
+            .await?;
     let mongo = gdts_runtime::mongo_client(&config.store.mongo_uri, "gdts-manager").await?;
 
     let keys = Keys::new(&config.store.etcd_prefix);

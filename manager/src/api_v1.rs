@@ -62,7 +62,9 @@ pub fn router() -> Router<AppState> {
         ))
         .routes(routes!(crate::audit::list_audit))
         .split_for_parts();
-    let doc = std::sync::Arc::new(doc);
+    let doc = std::sync::Arc::new(crate::contract::apply(
+        serde_json::to_value(&doc).expect("the OpenAPI document serializes"),
+    ));
     router
         .route(
             "/openapi.json",
@@ -92,6 +94,8 @@ struct ApiErrorBody {
 
 /// Largest page of jobs or runs.
 pub const MAX_PAGE_SIZE: u64 = 500;
+/// Highest page number (deeper lists are walked with `after`).
+pub const MAX_PAGE: u64 = 1_000_000;
 const DEFAULT_PAGE_SIZE: u64 = 50;
 
 #[derive(Debug)]
@@ -206,7 +210,7 @@ pub fn query(
 /// `page` (1-based) and `pageSize` (1..=500) from the query string.
 pub fn paging(q: &HashMap<String, String>) -> V1Result<(u64, u64)> {
     let number = |field: &str, default: u64, max: u64| -> V1Result<u64> {
-        match q.get(field).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        match q.get(field).map(|v| v.trim()) {
             None => Ok(default),
             Some(v) => match v.parse::<u64>() {
                 Ok(n) if (1..=max).contains(&n) => Ok(n),
@@ -218,7 +222,7 @@ pub fn paging(q: &HashMap<String, String>) -> V1Result<(u64, u64)> {
         }
     };
     Ok((
-        number("page", 1, u64::MAX / MAX_PAGE_SIZE)?,
+        number("page", 1, MAX_PAGE)?,
         number("pageSize", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?,
     ))
 }
@@ -361,44 +365,76 @@ async fn get_job(State(state): State<AppState>, Path(name): Path<String>) -> V1R
         .into_response())
 }
 
-/// What a `PUT` may require of the job it writes.
-enum Precondition {
-    None,
-    /// `If-None-Match: *`: that there is no such job yet.
+/// What a `PUT` may require of the job it writes (RFC 9110 13.1: both
+/// headers may be given; both must hold).
+struct Precondition {
+    /// `If-Match: "<version>"`: that the job is at one of these versions.
+    if_match: Option<Vec<i64>>,
+    /// `If-None-Match`: `*`, that there is no such job; a list of versions,
+    /// that the job is at none of them.
+    if_none_match: Option<NoneMatch>,
+}
+
+enum NoneMatch {
     Absent,
-    /// `If-Match: "<version>"`: that the job is still at that version.
-    At(i64),
+    NotAt(Vec<i64>),
+}
+
+/// The versions of an ETag list: quoted numbers as GET gives them (bare
+/// numbers and weak `W/` tags are taken too), `None` if any is not one.
+fn etag_list(raw: &str) -> Option<Vec<i64>> {
+    raw.split(',')
+        .map(|t| {
+            let t = t.trim();
+            let t = t.strip_prefix("W/").unwrap_or(t);
+            let bare = t
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .unwrap_or(t);
+            (!bare.is_empty() && bare.len() <= 18 && bare.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| bare.parse().ok())
+                .flatten()
+        })
+        .collect()
 }
 
 fn precondition(headers: &axum::http::HeaderMap) -> V1Result<Precondition> {
     use axum::http::header::{IF_MATCH, IF_NONE_MATCH};
-    let bad = |field: &str, message: String| V1Error::BadRequest {
+    let bad = |field: &str, v: &axum::http::HeaderValue| V1Error::BadRequest {
         field: Some(field.into()),
-        message,
+        message: format!(
+            "{v:?} is not `*` nor a list of ETags of this API (quoted numbers from GET)"
+        ),
     };
-    match (headers.get(IF_NONE_MATCH), headers.get(IF_MATCH)) {
-        (Some(_), Some(_)) => Err(bad(
-            "If-Match",
-            "give If-Match or If-None-Match, not both".into(),
+    let if_match = match headers.get(IF_MATCH) {
+        None => None,
+        Some(v) if v.as_bytes() == b"*" => {
+            return Err(V1Error::BadRequest {
+                field: Some("If-Match".into()),
+                message: "`*` is not supported: give the ETag from GET".into(),
+            })
+        }
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(etag_list)
+                .ok_or_else(|| bad("If-Match", v))?,
+        ),
+    };
+    let if_none_match = match headers.get(IF_NONE_MATCH) {
+        None => None,
+        Some(v) if v.as_bytes().trim_ascii() == b"*" => Some(NoneMatch::Absent),
+        Some(v) => Some(NoneMatch::NotAt(
+            v.to_str()
+                .ok()
+                .and_then(etag_list)
+                .ok_or_else(|| bad("If-None-Match", v))?,
         )),
-        (Some(v), None) if v.as_bytes() == b"*" => Ok(Precondition::Absent),
-        (Some(v), None) => Err(bad(
-            "If-None-Match",
-            format!("{v:?}: only `*` (create, never replace) is supported"),
-        )),
-        (None, Some(v)) => v
-            .to_str()
-            .ok()
-            .and_then(|t| t.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok())
-            .map(Precondition::At)
-            .ok_or_else(|| {
-                bad(
-                    "If-Match",
-                    format!("{v:?} is not an ETag of this API (a quoted number from GET)"),
-                )
-            }),
-        (None, None) => Ok(Precondition::None),
-    }
+    };
+    Ok(Precondition {
+        if_match,
+        if_none_match,
+    })
 }
 
 /// Creates (201) or replaces (200) a job. The path names the job; a `name`
@@ -407,8 +443,8 @@ fn precondition(headers: &axum::http::HeaderMap) -> V1Result<Precondition> {
 /// job is left as it is and the answer is 412.
 #[utoipa::path(put, path = "/jobs/{name}", tag = "jobs",
     params(("name" = String, Path),
-           ("If-None-Match" = Option<String>, Header, description = "`*`: create only, never replace"),
-           ("If-Match" = Option<String>, Header, description = "the job's `ETag` from `GET`: replace only that version")),
+           ("If-None-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?("[0-9]{1,18}"|[0-9]{1,18})( *, *(W/)?("[0-9]{1,18}"|[0-9]{1,18}))*)$"#, description = "`*`: create only, never replace; or ETags: only if the job is at none of them"),
+           ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,18}"|[0-9]{1,18})$"#, description = "the job's `ETag` from `GET`: replace only that version")),
     request_body(content = JobSpec, description = "the job; `name` may be left out"),
     responses((status = 200, body = JobView, description = "replaced"), (status = 201, body = JobView, description = "created"),
               (status = 400, body = ApiError), (status = 412, body = ApiError, description = "`If-None-Match: *` and the job exists, or `If-Match` and it changed"),
@@ -443,37 +479,55 @@ async fn put_job(
         }
         Some(Value::String(n)) if n == name.as_str() => {}
         Some(other) => {
-            return Err(V1Error::BadRequest {
-                field: Some("name".into()),
+            return Err(V1Error::Unprocessable {
+                field: "name".into(),
                 message: format!("{other} differs from the job name in the path ({name})"),
             })
         }
     }
     let job = Job::from_json(&Value::Object(object).to_string()).map_err(V1Error::Invalid)?;
-    let before = match precondition {
-        Precondition::None => state.store.save_job(&job).await?,
-        Precondition::Absent => {
-            if !state.store.create_job(&job).await? {
+    let before = if precondition.if_match.is_none() && precondition.if_none_match.is_none() {
+        state.store.save_job(&job).await?
+    } else {
+        let current = state.store.get_job_versioned(&name).await?;
+        let version = current.as_ref().map(|(_, v)| *v);
+        let failed = |message: String| V1Error::PreconditionFailed {
+            field: None,
+            message,
+        };
+        if let Some(versions) = &precondition.if_match {
+            if !version.is_some_and(|v| versions.contains(&v)) {
+                return Err(failed(format!(
+                    "job {name} was changed or deleted since it was read (If-Match); \
+                     read it again and reapply your change"
+                )));
+            }
+        }
+        match (&precondition.if_none_match, version) {
+            (Some(NoneMatch::Absent), Some(_)) => {
                 return Err(V1Error::PreconditionFailed {
                     field: Some("name".into()),
                     message: format!("a job named {name} already exists"),
-                });
+                })
             }
-            None
-        }
-        Precondition::At(version) => {
-            let before = state.store.get_job_versioned(&name).await?;
-            if !state.store.replace_job_at(&job, version).await? {
-                return Err(V1Error::PreconditionFailed {
-                    field: None,
-                    message: format!(
-                        "job {name} was changed or deleted since it was read; \
-                         read it again and reapply your change"
-                    ),
-                });
+            (Some(NoneMatch::NotAt(versions)), Some(v)) if versions.contains(&v) => {
+                return Err(failed(format!(
+                    "job {name} is at a version If-None-Match names"
+                )))
             }
-            before.map(|(spec, _)| spec)
+            _ => {}
         }
+        // Written only if nothing changed since the read.
+        let written = match version {
+            Some(v) => state.store.replace_job_at(&job, v).await?,
+            None => state.store.create_job(&job).await?,
+        };
+        if !written {
+            return Err(failed(format!(
+                "job {name} changed while this request was checked; try again"
+            )));
+        }
+        current.map(|(spec, _)| spec)
     };
     let created = before.is_none();
     tracing::info!(job = %job.name, created, by = %caller.name(), "job saved (api)");
@@ -668,7 +722,7 @@ async fn list_workers(State(state): State<AppState>) -> V1Result<Json<Vec<Worker
 /// The next `count` (1..=50, default 5) fire times of a cron expression in a
 /// time zone, for the job form to show while the operator types.
 #[utoipa::path(get, path = "/cron/preview", tag = "jobs",
-    params(("expr" = String, Query), ("timezone" = Option<String>, Query), ("count" = Option<usize>, Query, description = "1..=50, default 5")),
+    params(("expr" = String, Query, min_length = 1), ("timezone" = Option<String>, Query), ("count" = Option<usize>, Query, minimum = 1, maximum = 50, description = "1..=50, default 5")),
     responses((status = 200, description = "`{fireTimes, fireTimesUtc}`"), (status = 400, body = ApiError), (status = 422, body = ApiError)))]
 async fn preview(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -709,4 +763,18 @@ async fn preview(
         "fireTimes": times.iter().map(|t| t.timestamp_millis()).collect::<Vec<_>>(),
         "fireTimesUtc": times.iter().map(|t| t.to_rfc3339()).collect::<Vec<_>>(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_lists_are_quoted_or_bare_numbers() {
+        assert_eq!(etag_list(r#""5""#), Some(vec![5]));
+        assert_eq!(etag_list(r#"5, W/"7" ,"9""#), Some(vec![5, 7, 9]));
+        for bad in ["", r#""5"#, "abc", r#""""#, "5,", "1234567890123456789"] {
+            assert_eq!(etag_list(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -6,6 +6,7 @@ mod api_v1;
 mod audit;
 mod auth;
 mod config;
+mod contract;
 mod events;
 mod outputs;
 mod store;

@@ -125,7 +125,7 @@ async fn jobs_runs_workers_and_preview() -> anyhow::Result<()> {
             r#"{"name":"beta","command":"x","cronExpr":"* * * * *"}"#,
         )
         .await?,
-        StatusCode::BAD_REQUEST,
+        StatusCode::UNPROCESSABLE_ENTITY,
         Some("name"),
     );
     assert_error(

@@ -111,6 +111,8 @@ module "manager" {
   egress_all_traffic  = var.manager_egress_all_traffic
   auth                = var.manager_auth
   admin_token_version = var.admin_token_version
+  iap_audience        = var.manager_iap_audience
+  iap_roles           = var.manager_iap_roles
 
   depends_on = [module.services]
 }

@@ -115,6 +115,26 @@ variable "manager_auth" {
   }
 }
 
+variable "manager_iap_audience" {
+  description = "Put Identity-Aware Proxy in front of the manager (Cloud Run's IAP integration) and accept its signed assertions with this audience: /projects/PROJECT_NUMBER/locations/REGION/services/NAME-manager. Empty: no IAP."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.manager_iap_audience == "" || can(regex("^/projects/[0-9]+/", var.manager_iap_audience))
+    error_message = "manager_iap_audience must be empty or start with /projects/PROJECT_NUMBER/."
+  }
+}
+
+variable "manager_iap_roles" {
+  description = "With IAP: who gets which role, by e-mail or domain, e.g. admin=alice@example.com;operator=*@example.com (the assertion carries no groups; IAM on IAP decides who passes at all)."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.manager_iap_roles == "" || can(regex("^\\s*(viewer|operator|admin)=", var.manager_iap_roles))
+    error_message = "manager_iap_roles must look like admin=alice@example.com;viewer=*@example.com."
+  }
+}
+
 variable "admin_token_version" {
   description = "Bump to generate a new bootstrap admin token into Secret Manager (rotation); new manager revisions read the latest."
   type        = number

@@ -26,9 +26,12 @@ export function applyIdentity(session) {
     return;
   }
   const id = session.identity;
+  // Behind Identity-Aware Proxy there is nothing to sign out of here.
+  const signOut = id.via === 'iap' ? ''
+    : '<button type="button" class="btn btn-sm btn-outline-secondary" id="sign-out">Sign out</button>';
   who.innerHTML = `<span class="navbar-text small me-2" data-identity data-role="${esc(id.role)}">
-      <span class="fw-semibold">${esc(id.name)}</span> · ${esc(id.role)}</span>
-    <button type="button" class="btn btn-sm btn-outline-secondary" id="sign-out">Sign out</button>`;
+      <span class="fw-semibold">${esc(id.name)}</span> · ${esc(id.role)}</span>${signOut}`;
+  if (!signOut) return;
   document.getElementById('sign-out').addEventListener('click', async () => {
     try { await api('DELETE', '/session'); } catch { /* signed out either way */ }
     // The reload shows the sign-in page (and, after it, this same page).

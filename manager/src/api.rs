@@ -31,6 +31,8 @@ pub struct AppState {
     pub tokens: crate::tokens::Tokens,
     pub audit: crate::audit::Audit,
     pub streams: crate::events::StreamLimits,
+    /// Set when the manager sits behind Google's Identity-Aware Proxy.
+    pub iap: Option<std::sync::Arc<crate::iap::Iap>>,
 }
 
 impl axum::extract::FromRef<AppState> for Store {

@@ -83,6 +83,8 @@ pub enum Via {
     Token,
     /// The web UI's session cookie.
     Session,
+    /// Google's Identity-Aware Proxy (a verified assertion).
+    Iap,
 }
 
 impl Via {
@@ -92,6 +94,7 @@ impl Via {
             Via::Bootstrap => "bootstrap",
             Via::Token => "token",
             Via::Session => "session",
+            Via::Iap => "iap",
         }
     }
 }
@@ -462,6 +465,36 @@ async fn authenticate(
                 "the bearer token is not valid (unknown, revoked or mistyped)".into(),
             )),
         };
+    }
+    if let (Some(iap), Some(assertion)) = (state.iap.as_ref(), headers.get(crate::iap::HEADER)) {
+        // Only with IAP configured: without IAP in front, anyone could
+        // send the header.
+        let assertion = assertion.to_str().unwrap_or_default();
+        let identity = match iap.identify(assertion).await {
+            Ok(identity) => identity,
+            Err(crate::iap::Refused::Invalid(why)) => {
+                tracing::warn!(why, "an IAP assertion was refused");
+                return Err(Refusal(
+                    StatusCode::UNAUTHORIZED,
+                    format!("the IAP assertion is not valid: {why}"),
+                ));
+            }
+            Err(crate::iap::Refused::NoRole(email)) => {
+                return Err(Refusal(
+                    StatusCode::FORBIDDEN,
+                    format!("{email} has no role here (GDTS_IAP_ROLES)"),
+                ))
+            }
+        };
+        // The browser sends IAP's cookie with any request, a cross-site one
+        // too: a change needs the same header as with a session.
+        if changes && !headers.contains_key(CSRF_HEADER) {
+            return Err(Refusal(
+                StatusCode::FORBIDDEN,
+                "a change made through IAP must carry the X-GDTS-CSRF header".into(),
+            ));
+        }
+        return Ok(Some(identity));
     }
     let Some(session) = cookie(headers, SESSION_COOKIE) else {
         return Ok(None);

@@ -21,6 +21,8 @@ pub struct ManagerConfig {
     pub webroot: Option<std::path::PathBuf>,
     /// Authentication, cross-origin defence, body size (see `auth.rs`).
     pub auth: crate::auth::AuthConfig,
+    /// Google's Identity-Aware Proxy (`GDTS_IAP_*`, see `iap.rs`).
+    pub iap: Option<crate::iap::IapConfig>,
     /// `GDTS_SSE_MAX_STREAMS`: event streams open at once. Default 1000.
     pub sse_max_streams: usize,
     /// `GDTS_SSE_MAX_PER_CLIENT`: event streams one client may hold open.
@@ -49,6 +51,7 @@ impl ManagerConfig {
         };
         Ok(ManagerConfig {
             auth: crate::auth::AuthConfig::from_lookup(get)?,
+            iap: crate::iap::IapConfig::from_lookup(get)?,
             sse_max_streams: count(get, "GDTS_SSE_MAX_STREAMS", 1000, 100_000)?,
             sse_max_per_client: count(get, "GDTS_SSE_MAX_PER_CLIENT", 10, 10_000)?,
             store: StoreConfig::from_lookup(get)?,

@@ -8,6 +8,7 @@ mod auth;
 mod config;
 mod contract;
 mod events;
+mod iap;
 mod outputs;
 mod store;
 mod tokens;
@@ -78,6 +79,12 @@ async fn main() -> anyhow::Result<()> {
         tokens: tokens::Tokens::new(etcd, keys),
         audit,
         streams: events::StreamLimits::new(config.sse_max_streams, config.sse_max_per_client),
+        iap: config.iap.clone().map(|c| {
+            tracing::info!(audience = %c.audience, "Identity-Aware Proxy assertions are accepted");
+            let iap = iap::Iap::new(c);
+            iap.spawn_refresh();
+            iap
+        }),
     };
     let app = api::router(state, config.webroot.as_deref());
     axum::serve(

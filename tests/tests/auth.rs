@@ -595,3 +595,159 @@ async fn bodies_over_the_limit_get_413_and_auth_off_still_refuses_cross_site_cha
     assert_eq!(me.body["identity"]["name"], "anonymous");
     Ok(())
 }
+
+/// An IAP assertion as Google's proxy signs it, with a test key.
+struct FakeIap {
+    key: jsonwebtoken::EncodingKey,
+    other: jsonwebtoken::EncodingKey,
+    jwks: std::path::PathBuf,
+}
+
+const IAP_AUDIENCE: &str = "/projects/123/locations/europe-west1/services/gdts-manager";
+
+impl FakeIap {
+    fn new(dir: &std::path::Path) -> anyhow::Result<FakeIap> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let pair = rcgen::KeyPair::generate()?;
+        let raw = pair.public_key_raw();
+        anyhow::ensure!(
+            raw.len() == 65 && raw[0] == 4,
+            "not an uncompressed P-256 point"
+        );
+        let jwks = json!({ "keys": [{
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "test-key",
+            "x": b64.encode(&raw[1..33]), "y": b64.encode(&raw[33..65]),
+        }]});
+        let path = dir.join("iap-jwks.json");
+        std::fs::write(&path, jwks.to_string())?;
+        let other = rcgen::KeyPair::generate()?;
+        Ok(FakeIap {
+            key: jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes())?,
+            other: jsonwebtoken::EncodingKey::from_ec_pem(other.serialize_pem().as_bytes())?,
+            jwks: path,
+        })
+    }
+
+    fn assertion(&self, email: &str, aud: &str, exp_in: i64, forged: bool) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("test-key".into());
+        let claims = json!({
+            "iss": "https://cloud.google.com/iap", "aud": aud, "email": email,
+            "sub": format!("accounts.google.com:{email}"), "iat": now - 5, "exp": now + exp_in,
+        });
+        let key = if forged { &self.other } else { &self.key };
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_iap_a_verified_email_gets_its_role() -> anyhow::Result<()> {
+    let keys_dir = tempfile::tempdir()?;
+    let iap = FakeIap::new(keys_dir.path())?;
+    let jwks = iap.jwks.to_str().unwrap().to_string();
+    let (_c, http) = cluster(
+        "auth-iap",
+        &[
+            ("GDTS_IAP_AUDIENCE", IAP_AUDIENCE),
+            ("GDTS_IAP_KEYS", &jwks),
+            (
+                "GDTS_IAP_ROLES",
+                "admin=alice@example.com;viewer=*@example.com",
+            ),
+        ],
+    )
+    .await?;
+    let h = "x-goog-iap-jwt-assertion";
+    let alice = iap.assertion("alice@example.com", IAP_AUDIENCE, 600, false);
+    let bob = iap.assertion("bob@example.com", IAP_AUDIENCE, 600, false);
+
+    let me = http
+        .send(req(Method::GET, "/api/v1/session").header(h, alice.clone()))
+        .await?;
+    assert_eq!(
+        me.body["identity"]["name"], "alice@example.com",
+        "{}",
+        me.body
+    );
+    assert_eq!(me.body["identity"]["role"], "admin");
+    assert_eq!(me.body["identity"]["via"], "iap");
+
+    // Alice (admin) saves, with the header every change through IAP needs.
+    let save = http
+        .send(
+            req(Method::PUT, "/api/v1/jobs/iap-job")
+                .header(h, alice.clone())
+                .header("x-gdts-csrf", "1")
+                .json(job("iap-job")),
+        )
+        .await?;
+    assert_eq!(save.status, 201, "{}", save.body);
+    let no_csrf = http
+        .send(
+            req(Method::PUT, "/api/v1/jobs/iap-job")
+                .header(h, alice.clone())
+                .json(job("iap-job")),
+        )
+        .await?;
+    assert_eq!(
+        no_csrf.status, 403,
+        "a change through IAP needs X-GDTS-CSRF"
+    );
+
+    // Bob (viewer by domain) reads but cannot change.
+    let read = http
+        .send(req(Method::GET, "/api/v1/jobs").header(h, bob.clone()))
+        .await?;
+    assert_eq!(read.status, 200);
+    let bob_delete = http
+        .send(
+            req(Method::DELETE, "/api/v1/jobs/iap-job")
+                .header(h, bob)
+                .header("x-gdts-csrf", "1"),
+        )
+        .await?;
+    assert_eq!(bob_delete.status, 403);
+
+    // Refused: another domain (no role), another audience, an expired or
+    // forged assertion, garbage.
+    for (what, assertion, status) in [
+        (
+            "no role",
+            iap.assertion("eve@other.org", IAP_AUDIENCE, 600, false),
+            403,
+        ),
+        (
+            "wrong audience",
+            iap.assertion("alice@example.com", "/projects/999/other", 600, false),
+            401,
+        ),
+        (
+            "expired",
+            iap.assertion("alice@example.com", IAP_AUDIENCE, -120, false),
+            401,
+        ),
+        (
+            "forged",
+            iap.assertion("alice@example.com", IAP_AUDIENCE, 600, true),
+            401,
+        ),
+        ("garbage", "not.a.jwt".to_string(), 401),
+    ] {
+        let a = http
+            .send(req(Method::GET, "/api/v1/jobs").header(h, assertion))
+            .await?;
+        assert_eq!(a.status, status, "{what}: {}", a.body);
+    }
+    // Audited under the verified e-mail.
+    let audit = http
+        .send(req(Method::GET, "/api/v1/audit").token(ADMIN))
+        .await?;
+    let text = audit.body.to_string();
+    assert!(
+        text.contains("alice@example.com") && text.contains("\"via\":\"iap\""),
+        "{text}"
+    );
+    Ok(())
+}

@@ -77,6 +77,16 @@ variable "admin_token_version" {
   type        = number
 }
 
+variable "iap_audience" {
+  description = "With Identity-Aware Proxy in front: the audience of its assertions (GDTS_IAP_AUDIENCE); empty: IAP is not used."
+  type        = string
+}
+
+variable "iap_roles" {
+  description = "Who gets which role through IAP (GDTS_IAP_ROLES), e.g. admin=alice@example.com;viewer=*@example.com."
+  type        = string
+}
+
 # Generated once per admin_token_version, written only to Secret Manager.
 ephemeral "random_password" "admin_token" {
   length  = 48
@@ -116,6 +126,8 @@ resource "google_cloud_run_v2_service" "manager" {
   # Stateless: protecting it only blocks replacing a create that failed
   # (Terraform taints it) without protecting any data.
   deletion_protection = false
+  # Cloud Run's own IAP integration, when an audience is configured.
+  iap_enabled = var.iap_audience != ""
   # The first revision reads the admin token at start.
   depends_on = [google_secret_manager_secret_version.admin_token, google_secret_manager_secret_iam_member.admin_token_reader]
 
@@ -160,6 +172,16 @@ resource "google_cloud_run_v2_service" "manager" {
             secret  = google_secret_manager_secret.admin_token.secret_id
             version = "latest"
           }
+        }
+      }
+      dynamic "env" {
+        for_each = var.iap_audience == "" ? {} : {
+          GDTS_IAP_AUDIENCE = var.iap_audience
+          GDTS_IAP_ROLES    = var.iap_roles
+        }
+        content {
+          name  = env.key
+          value = env.value
         }
       }
       env {

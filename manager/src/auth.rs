@@ -409,6 +409,8 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         }
     }
 
+    let credential = Credential::of(&state, req.headers());
+    req.extensions_mut().insert(credential);
     let caller = Caller {
         identity,
         from: caller_address(&req),
@@ -420,6 +422,60 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
     };
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// The credential a request came with, kept for the event stream, which
+/// checks it again while it stays open (a revoked token or an ended session
+/// ends the stream).
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// Authentication off, or nothing sent.
+    None,
+    Bearer(String),
+    Session(String),
+    Iap(String),
+}
+
+impl Credential {
+    fn of(state: &AppState, headers: &HeaderMap) -> Credential {
+        let text = |v: &HeaderValue| v.to_str().unwrap_or_default().to_string();
+        if !state.auth.enabled {
+            return Credential::None;
+        }
+        if let Some(v) = headers.get(header::AUTHORIZATION) {
+            let v = text(v);
+            let token = v.trim().split_once(' ').map(|(_, t)| t.trim().to_string());
+            return Credential::Bearer(token.unwrap_or_default());
+        }
+        if state.iap.is_some() {
+            if let Some(v) = headers.get(crate::iap::HEADER) {
+                return Credential::Iap(text(v));
+            }
+        }
+        match cookie(headers, SESSION_COOKIE) {
+            Some(c) => Credential::Session(c),
+            None => Credential::None,
+        }
+    }
+
+    /// Whether the credential still proves who it proved. A store that does
+    /// not answer counts as yes: an etcd blip must not cut every stream.
+    pub async fn still_valid(&self, state: &AppState) -> bool {
+        match self {
+            Credential::None => true,
+            Credential::Bearer(token) => {
+                state.auth.is_bootstrap(token)
+                    || !matches!(state.tokens.identify(token).await, Ok(None))
+            }
+            Credential::Session(secret) => {
+                !matches!(state.tokens.session(secret, &state.auth).await, Ok(None))
+            }
+            Credential::Iap(assertion) => match &state.iap {
+                Some(iap) => iap.identify(assertion).await.is_ok(),
+                None => false,
+            },
+        }
+    }
 }
 
 /// A refusal: status and message.

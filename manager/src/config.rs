@@ -28,6 +28,9 @@ pub struct ManagerConfig {
     /// `GDTS_SSE_MAX_PER_CLIENT`: event streams one client may hold open.
     /// Default 10.
     pub sse_max_per_client: usize,
+    /// `GDTS_SSE_RECHECK_SECS`: how often an open event stream checks its
+    /// token or session again (1-3600). Default 30.
+    pub sse_recheck_secs: usize,
 }
 
 fn count(get: Lookup, name: &str, default: usize, max: usize) -> Result<usize, String> {
@@ -54,6 +57,7 @@ impl ManagerConfig {
             iap: crate::iap::IapConfig::from_lookup(get)?,
             sse_max_streams: count(get, "GDTS_SSE_MAX_STREAMS", 1000, 100_000)?,
             sse_max_per_client: count(get, "GDTS_SSE_MAX_PER_CLIENT", 10, 10_000)?,
+            sse_recheck_secs: count(get, "GDTS_SSE_RECHECK_SECS", 30, 3600)?,
             store: StoreConfig::from_lookup(get)?,
             bind: get("GDTS_BIND").unwrap_or_else(|| "0.0.0.0".into()),
             port,

@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 
 use crate::api::AppState;
 use crate::api_v1::V1Error;
-use crate::auth::{Caller, Via};
+use crate::auth::{Caller, Credential, Via};
 
 /// How many event streams may be open: in all, and per client (a token, or
 /// an address when authentication is off). Each holds an etcd watch.
@@ -45,6 +45,9 @@ pub struct StreamLimits {
     open: Arc<Mutex<HashMap<String, usize>>>,
     pub max_total: usize,
     pub max_per_client: usize,
+    /// How often an open stream checks that its credential still holds
+    /// (`GDTS_SSE_RECHECK_SECS`, default 30).
+    pub recheck_every: Duration,
 }
 
 /// An open stream's place, given back when the stream ends.
@@ -66,11 +69,12 @@ impl Drop for StreamSlot {
 }
 
 impl StreamLimits {
-    pub fn new(max_total: usize, max_per_client: usize) -> StreamLimits {
+    pub fn new(max_total: usize, max_per_client: usize, recheck_every: Duration) -> StreamLimits {
         StreamLimits {
             open: Arc::default(),
             max_total,
             max_per_client,
+            recheck_every,
         }
     }
 
@@ -107,6 +111,7 @@ impl StreamLimits {
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
+    credential: Option<axum::Extension<Credential>>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, V1Error> {
     let client = match caller.identity.as_ref() {
@@ -133,8 +138,25 @@ pub async fn events(
             let _held = &slot;
             Ok(e.into_sse())
         })
-        .take_until(state.shutdown.clone().cancelled_owned());
+        .take_until(state.shutdown.clone().cancelled_owned())
+        .take_until(revoked(state.clone(), credential.map(|c| c.0)));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Completes once the stream's credential no longer holds (a revoked
+/// token, an ended session, an expired IAP assertion): the client then
+/// reconnects and is asked again.
+async fn revoked(state: AppState, credential: Option<Credential>) {
+    let Some(credential) = credential else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(state.streams.recheck_every).await;
+        if !credential.still_valid(&state).await {
+            tracing::info!("event stream ended: its credential no longer holds");
+            return;
+        }
+    }
 }
 
 /// The events watch, from the revision after `after` (from now if none),

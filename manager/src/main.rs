@@ -78,7 +78,11 @@ async fn main() -> anyhow::Result<()> {
         auth: std::sync::Arc::new(config.auth.clone()),
         tokens: tokens::Tokens::new(etcd, keys),
         audit,
-        streams: events::StreamLimits::new(config.sse_max_streams, config.sse_max_per_client),
+        streams: events::StreamLimits::new(
+            config.sse_max_streams,
+            config.sse_max_per_client,
+            std::time::Duration::from_secs(config.sse_recheck_secs as u64),
+        ),
         iap: config.iap.clone().map(|c| {
             tracing::info!(audience = %c.audience, "Identity-Aware Proxy assertions are accepted");
             let iap = iap::Iap::new(c);

@@ -375,7 +375,14 @@ async fn every_endpoint_needs_a_token_and_the_role_for_what_it_does() -> anyhow:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_ui_session_is_a_cookie_that_cross_site_requests_cannot_use() -> anyhow::Result<()>
 {
-    let (_c, http) = cluster("auth-session", &[("GDTS_SSE_MAX_PER_CLIENT", "2")]).await?;
+    let (_c, http) = cluster(
+        "auth-session",
+        &[
+            ("GDTS_SSE_MAX_PER_CLIENT", "2"),
+            ("GDTS_SSE_RECHECK_SECS", "1"),
+        ],
+    )
+    .await?;
     let (admin_id, admin) = new_token(&http, "alice", "admin").await?;
     let (_, viewer) = new_token(&http, "bob", "viewer").await?;
 
@@ -509,6 +516,28 @@ async fn the_web_ui_session_is_a_cookie_that_cross_site_requests_cannot_use() ->
         },
     )
     .await?;
+
+    // An open stream ends once its token is revoked.
+    let (doomed_id, doomed) = new_token(&http, "doomed", "viewer").await?;
+    let mut stream = http
+        .http
+        .get(format!("{}/api/v1/events", http.base))
+        .bearer_auth(&doomed)
+        .send()
+        .await?;
+    assert_eq!(stream.status(), 200);
+    http.send(req(Method::DELETE, &format!("/api/v1/tokens/{doomed_id}")).token(ADMIN))
+        .await?;
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        // Keep-alive comments may come first; the body ends with the stream.
+        while stream.chunk().await?.is_some() {}
+        anyhow::Ok(())
+    })
+    .await;
+    assert!(
+        matches!(ended, Ok(Ok(()))),
+        "a revoked token's event stream stayed open"
+    );
 
     // Revoking the token ends its sessions; signing out ends the session.
     let (_, carol) = new_token(&http, "carol", "viewer").await?;

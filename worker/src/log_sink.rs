@@ -99,12 +99,16 @@ pub async fn run_log_writer(
                 Ok(Some(r)) => Some(r),
                 Ok(None) => None,
                 Err(_) => {
-                    next_probe = Instant::now() + PROBE_EVERY;
                     if try_replay_journal(&collection, &config).await {
                         journaling = false;
                         config.blocked.send_replace(false);
                         tracing::info!("MongoDB takes run records again; journal written");
                     }
+                    // From the probe's end: a probe that takes longer than
+                    // the interval (MongoDB's server selection gives up after
+                    // seconds) must still leave time to take records, and to
+                    // see the channel close at shutdown.
+                    next_probe = Instant::now() + PROBE_EVERY;
                     continue;
                 }
             }

@@ -106,6 +106,12 @@ impl EtcdSecurity {
             }
             _ => {}
         }
+        if user.is_some() && https == 0 {
+            return Err(
+                "GDTS_ETCD_USER: a password is not sent over plain http://; use https:// endpoints and GDTS_ETCD_CA"
+                    .into(),
+            );
+        }
         Ok(EtcdSecurity {
             ca_pem,
             identity_pem,
@@ -288,6 +294,7 @@ mod tests {
             err(&[https, ("GDTS_ETCD_CA", PEM), ("GDTS_ETCD_CERT", PEM)]).contains("go together")
         );
         assert!(err(&[("GDTS_ETCD_USER", "u")]).contains("GDTS_ETCD_PASSWORD"));
+        assert!(err(&[("GDTS_ETCD_USER", "u"), ("GDTS_ETCD_PASSWORD", "p")]).contains("plain"));
         assert!(err(&[https, ("GDTS_ETCD_CA", "/no/such/file.pem")]).contains("reading"));
         assert!(err(&[("GDTS_ETCD_ENDPOINTS", "https://a:1,http://b:2")]).contains("mixes"));
     }

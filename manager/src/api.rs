@@ -71,7 +71,27 @@ pub fn router(state: AppState, webroot: Option<&std::path::Path>) -> Router {
                 .service(tower_http::services::ServeDir::new(dir)),
         ),
     };
+    use axum::http::{header, HeaderValue};
+    use tower_http::set_header::SetResponseHeaderLayer as SetHeader;
     router
+        // Never framed (no clickjacking of the UI's buttons), no type
+        // sniffing, no addresses leaked in Referer.
+        .layer(SetHeader::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetHeader::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'"),
+        ))
+        .layer(SetHeader::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetHeader::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authorize,

@@ -121,6 +121,8 @@ pub enum V1Error {
     Unauthorized(String),
     /// A limit on open streams was reached.
     TooManyRequests(String),
+    /// A body over a limit.
+    PayloadTooLarge(String),
     Internal(StoreError),
 }
 
@@ -154,6 +156,7 @@ impl IntoResponse for V1Error {
             }
             V1Error::Unauthorized(m) => (StatusCode::UNAUTHORIZED, None, m),
             V1Error::TooManyRequests(m) => (StatusCode::TOO_MANY_REQUESTS, None, m),
+            V1Error::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, None, m),
             V1Error::Internal(cause) => {
                 tracing::error!(error = %cause, "api request failed in a backing store");
                 (

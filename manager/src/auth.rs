@@ -41,8 +41,21 @@ use subtle::ConstantTimeEq;
 
 use crate::api::AppState;
 
-/// The cookie that carries a web UI session.
+/// The cookie that carries a web UI session over plain HTTP on loopback.
 pub const SESSION_COOKIE: &str = "gdts_session";
+/// Its name when it is `Secure`: browsers take a `__Host-` cookie only from
+/// this very host, with `Path=/` and no `Domain`, so a sibling subdomain
+/// cannot plant a session of its own (session fixation).
+pub const SECURE_SESSION_COOKIE: &str = "__Host-gdts_session";
+
+/// The session cookie's name for this request (see [`cookie_secure`]).
+pub fn session_cookie_name(config: &AuthConfig, headers: &HeaderMap) -> &'static str {
+    if cookie_secure(config, headers) {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 /// The header a cookie-authenticated state change must carry.
 pub const CSRF_HEADER: &str = "x-gdts-csrf";
 
@@ -281,6 +294,12 @@ impl AuthConfig {
     pub fn has_bootstrap(&self) -> bool {
         self.bootstrap.is_some()
     }
+
+    /// Names the bootstrap token without revealing it (a hash of its
+    /// hash), for sessions to end when it is rotated.
+    pub fn bootstrap_fingerprint(&self) -> Option<String> {
+        self.bootstrap.map(|h| hex::encode(sha256(&h)))
+    }
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -367,6 +386,14 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
             return deny(StatusCode::FORBIDDEN, message);
         }
     }
+    if !config.enabled && !rebinding_safe_host(req.headers(), &config.allowed_origins) {
+        return deny(
+            StatusCode::FORBIDDEN,
+            "with authentication off only requests to an address or localhost are served \
+             (a defence against DNS rebinding); list the host name in GDTS_ALLOWED_ORIGINS"
+                .into(),
+        );
+    }
 
     let identity = if config.enabled {
         match authenticate(&state, req.headers(), changes).await {
@@ -427,13 +454,25 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
 /// The credential a request came with, kept for the event stream, which
 /// checks it again while it stays open (a revoked token or an ended session
 /// ends the stream).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Credential {
     /// Authentication off, or nothing sent.
     None,
     Bearer(String),
     Session(String),
     Iap(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret itself.
+        f.write_str(match self {
+            Credential::None => "Credential::None",
+            Credential::Bearer(_) => "Credential::Bearer(<redacted>)",
+            Credential::Session(_) => "Credential::Session(<redacted>)",
+            Credential::Iap(_) => "Credential::Iap(<redacted>)",
+        })
+    }
 }
 
 impl Credential {
@@ -452,7 +491,7 @@ impl Credential {
                 return Credential::Iap(text(v));
             }
         }
-        match cookie(headers, SESSION_COOKIE) {
+        match cookie(headers, session_cookie_name(&state.auth, headers)) {
             Some(c) => Credential::Session(c),
             None => Credential::None,
         }
@@ -552,7 +591,7 @@ async fn authenticate(
         }
         return Ok(Some(identity));
     }
-    let Some(session) = cookie(headers, SESSION_COOKIE) else {
+    let Some(session) = cookie(headers, session_cookie_name(&state.auth, headers)) else {
         return Ok(None);
     };
     let Some(identity) = state
@@ -606,6 +645,35 @@ pub fn same_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), String
     }
 }
 
+/// With authentication off, a page on any site could reach the manager by
+/// re-pointing its own name at the manager's address (DNS rebinding): its
+/// requests then carry that name as `Host`. An address (or `localhost`) as
+/// `Host` cannot be rebound; a name must be one the operator listed.
+pub fn rebinding_safe_host(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(host) = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(|h| h.trim().to_ascii_lowercase())
+    else {
+        // HTTP/1.0 without Host: not a browser.
+        return true;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
+        _ => host.clone(),
+    };
+    let is_address =
+        name.parse::<std::net::IpAddr>().is_ok() || (name.starts_with('[') && name.ends_with(']'));
+    is_address
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || allowed.iter().any(|o| {
+            o.strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"))
+                .is_some_and(|authority| authority == host || authority == name)
+        })
+}
+
 /// The value of cookie `name`, if the request carries it.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -643,6 +711,17 @@ pub fn cookie_secure(config: &AuthConfig, headers: &HeaderMap) -> bool {
     https || !loopback
 }
 
+/// The end of an `X-Forwarded-For` chain: the proxy in front appends the
+/// address it saw, so the end is what a client cannot push out with
+/// padding. At most the last three hops and 200 characters.
+fn forwarded_tail(chain: &str) -> String {
+    let mut hops: Vec<&str> = chain.rsplit(',').take(3).map(str::trim).collect();
+    hops.reverse();
+    let joined = hops.join(", ");
+    let skip = joined.chars().count().saturating_sub(200);
+    joined.chars().skip(skip).collect()
+}
+
 fn caller_address(req: &Request) -> String {
     let peer = req
         .extensions()
@@ -654,10 +733,7 @@ fn caller_address(req: &Request) -> String {
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
     {
-        Some(chain) => format!(
-            "{} (via {peer})",
-            chain.chars().take(200).collect::<String>()
-        ),
+        Some(chain) => format!("{} (via {peer})", forwarded_tail(chain)),
         None => peer,
     }
 }
@@ -775,6 +851,37 @@ mod tests {
         assert!(!ok(&[("origin", "null"), ("host", "127.0.0.1:8070")]));
         assert!(!ok(&[("sec-fetch-site", "cross-site")]));
         assert!(ok(&[("sec-fetch-site", "same-origin")]));
+    }
+
+    #[test]
+    fn the_forwarded_address_is_the_end_of_the_chain() {
+        let padded = format!("203.0.113.7,{}, 198.51.100.9", "x".repeat(300));
+        let tail = forwarded_tail(&padded);
+        assert!(tail.ends_with("198.51.100.9"), "{tail}");
+        assert!(tail.chars().count() <= 200);
+        assert_eq!(forwarded_tail("a, b, c, d"), "b, c, d");
+    }
+
+    #[test]
+    fn with_auth_off_only_addresses_and_listed_names_are_served() {
+        let allowed = vec!["https://ops.example.com".to_string()];
+        let ok = |host: &str| rebinding_safe_host(&headers(&[("host", host)]), &allowed);
+        for host in [
+            "127.0.0.1:8070",
+            "10.0.0.5",
+            "[::1]:8070",
+            "localhost:8070",
+            "ops.example.com",
+        ] {
+            assert!(ok(host), "{host}");
+        }
+        for host in [
+            "rebind.evil.example:8070",
+            "evil.example",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!ok(host), "{host}");
+        }
     }
 
     #[test]

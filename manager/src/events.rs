@@ -127,7 +127,9 @@ pub async fn events(
     let resume_after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok());
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        // etcd revisions start at 1; anything else resumes from now.
+        .filter(|rev| *rev >= 0);
     let keys = state.store.keys().clone();
     let etcd = state.store.etcd();
     let watch = watch_after(&etcd, &keys, resume_after).await;
@@ -171,7 +173,7 @@ async fn watch_after(etcd: &Client, keys: &Keys, after: Option<i64>) -> Option<W
     let (start, end) = keys.event_range();
     let mut options = WatchOptions::new().with_range(end);
     if let Some(rev) = after {
-        options = options.with_start_revision(rev + 1);
+        options = options.with_start_revision(rev.saturating_add(1));
     }
     match etcd.clone().watch(start, Some(options)).await {
         Ok(w) => Some(w),

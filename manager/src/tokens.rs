@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::api::AppState;
 use crate::api_v1::{V1Error, V1Result};
-use crate::auth::{self, AuthConfig, Caller, Identity, Role, Via, SESSION_COOKIE};
+use crate::auth::{self, AuthConfig, Caller, Identity, Role, Via, SECURE_SESSION_COOKIE};
 use crate::store::StoreError;
 
 /// How long a web UI session lasts.
@@ -76,6 +76,10 @@ pub struct NewToken {
 struct SessionRecord {
     /// The token signed in with; `None` for the bootstrap token.
     token_id: Option<String>,
+    /// For the bootstrap token: which one (a hash of its hash), so a
+    /// session ends when the bootstrap token is rotated.
+    #[serde(default)]
+    bootstrap: Option<String>,
     created_at: i64,
 }
 
@@ -213,7 +217,11 @@ impl Tokens {
     }
 
     /// Starts a session for `identity`; the cookie value.
-    async fn start_session(&self, identity: &Identity) -> Result<String, StoreError> {
+    async fn start_session(
+        &self,
+        identity: &Identity,
+        config: &AuthConfig,
+    ) -> Result<String, StoreError> {
         let secret = random_hex(32);
         let lease = self
             .etcd
@@ -222,6 +230,11 @@ impl Tokens {
             .await?;
         let record = SessionRecord {
             token_id: identity.token_id.clone(),
+            bootstrap: identity
+                .token_id
+                .is_none()
+                .then(|| config.bootstrap_fingerprint())
+                .flatten(),
             created_at: chrono::Utc::now().timestamp_millis(),
         };
         self.etcd
@@ -262,9 +275,9 @@ impl Tokens {
             return Ok(None);
         };
         Ok(match record.token_id {
-            None => config
-                .has_bootstrap()
-                .then(|| Identity::bootstrap(Via::Session)),
+            None => (record.bootstrap.is_some()
+                && record.bootstrap == config.bootstrap_fingerprint())
+            .then(|| Identity::bootstrap(Via::Session)),
             Some(id) => self.record(&id).await?.map(|t| Identity {
                 name: t.name,
                 role: t.role,
@@ -284,6 +297,9 @@ impl Tokens {
         Ok(())
     }
 }
+
+/// Largest sign-in body (a token is under 100 bytes).
+const MAX_SIGN_IN_BODY: usize = 4096;
 
 /// Longest token name.
 pub const MAX_TOKEN_NAME_LEN: usize = 64;
@@ -422,6 +438,12 @@ pub async fn sign_in(
     headers: HeaderMap,
     body: Bytes,
 ) -> V1Result<Response> {
+    // Anyone may call this: it reads no more than a token needs.
+    if body.len() > MAX_SIGN_IN_BODY {
+        return Err(V1Error::PayloadTooLarge(format!(
+            "a sign-in body is at most {MAX_SIGN_IN_BODY} bytes"
+        )));
+    }
     let request: SignIn = parse_body(&body)?;
     if !state.auth.enabled {
         return Ok(Json(SessionView {
@@ -444,7 +466,7 @@ pub async fn sign_in(
             }
         }
     };
-    let secret = state.tokens.start_session(&identity).await?;
+    let secret = state.tokens.start_session(&identity, &state.auth).await?;
     let signed_in = Caller {
         identity: Some(identity.clone()),
         ..caller
@@ -458,8 +480,9 @@ pub async fn sign_in(
     } else {
         ""
     };
+    let name = auth::session_cookie_name(&state.auth, &headers);
     let cookie = format!(
-        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_TTL_SECS}{secure}"
+        "{name}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_TTL_SECS}{secure}"
     );
     let mut identity = identity;
     identity.via = Via::Session;
@@ -476,9 +499,15 @@ pub async fn sign_in(
 /// Signs the web UI out: ends the session and clears the cookie.
 #[utoipa::path(delete, path = "/session", tag = "session", responses((status = 204)))]
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> V1Result<Response> {
-    if let Some(secret) = auth::cookie(&headers, SESSION_COOKIE) {
+    let name = auth::session_cookie_name(&state.auth, &headers);
+    if let Some(secret) = auth::cookie(&headers, name) {
         state.tokens.end_session(&secret).await?;
     }
-    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let secure = if name == SECURE_SESSION_COOKIE {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }

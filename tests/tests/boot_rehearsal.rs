@@ -711,6 +711,16 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
             "no rule keeps jobs from {wanted}: {output_rules}"
         );
     }
+    // ...and container jobs on a Docker network (forwarded traffic) too.
+    let docker_user = exec(&["iptables", "-w", "-S", "DOCKER-USER"])?;
+    for wanted in ["-d 169.254.169.254/32", "--dport 2379", "--dport 27017"] {
+        assert!(
+            docker_user
+                .lines()
+                .any(|l| l.contains(wanted) && l.contains("REJECT")),
+            "no DOCKER-USER rule keeps containers from {wanted}: {docker_user}"
+        );
+    }
     let env_file = exec(&["cat", "/var/lib/gdts/worker.env"])?;
     assert!(
         env_file.contains(&format!("GDTS_MONGO_URI={}", mongo.uri)),

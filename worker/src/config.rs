@@ -221,6 +221,11 @@ pub fn job_user(raw: Option<&str>) -> Result<Option<crate::executor::RunAs>, Str
     let gid = gid
         .or_else(|| entry.as_ref().map(|u| u.gid.as_raw()))
         .unwrap_or(uid);
+    if gid == 0 {
+        return Err(err(
+            "has group root (gid 0); give an unprivileged group too (uid:gid)".into(),
+        ));
+    }
     let home = entry
         .as_ref()
         .map(|u| u.dir.clone())
@@ -318,6 +323,7 @@ mod tests {
             .unwrap_err()
             .contains("not a user"));
         assert!(job_user(Some("1:x")).unwrap_err().contains("uid:gid"));
+        assert!(job_user(Some("65534:0")).unwrap_err().contains("gid 0"));
         if nix::unistd::geteuid().is_root() {
             let nobody = job_user(Some("nobody")).unwrap().unwrap();
             assert_eq!((nobody.uid, nobody.name.as_str()), (65534, "nobody"));

@@ -38,6 +38,12 @@ async fn main() -> anyhow::Result<()> {
         .context("invalid configuration")?;
     gdts_runtime::init_tracing(config.log_format);
     tracing::info!(worker = %config.worker_id, "worker starting");
+    // Not dumpable: a job running as the worker's own user cannot read the
+    // worker's memory or /proc/<worker>/environ (GDTS_MONGO_URI, etcd
+    // credentials). Root still can: run jobs as GDTS_JOB_USER.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "could not make the worker non-dumpable");
+    }
     match &config.shell.run_as {
         Some(user) => {
             tracing::info!(user = %user.name, uid = user.uid, "shell jobs run as an unprivileged user")

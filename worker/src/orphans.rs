@@ -47,46 +47,92 @@ pub async fn sweep_earlier_lives(ctx: Arc<RunContext>, keys: Keys, started_at: i
     sweep_claims(&ctx, &keys, &id, started_at).await;
 }
 
+/// How many times a sweep reads etcd before it gives up, and the longest
+/// pause between two tries: an etcd member that is down (the client may
+/// pick it) or an election must not leave a dead worker's claims without
+/// records. Handing a record twice is harmless (same run id).
+const SWEEP_TRIES: u32 = 8;
+const SWEEP_MAX_PAUSE: Duration = Duration::from_secs(5);
+
 /// Writes records for the claims of `gone` (the registration as it was
-/// last seen) that have none. Gives up quietly if etcd cannot be read: the
-/// claims stay, and a sweep is only triggered by a departure.
+/// last seen) that have none. Retries while etcd cannot be read (see
+/// [`SWEEP_TRIES`]); then the claims stay, and a sweep is only triggered by
+/// a departure.
 pub async fn sweep(ctx: Arc<RunContext>, keys: Keys, gone: WorkerInfo) {
     tokio::time::sleep(SWEEP_AFTER).await;
     let client = ctx.claimer.client();
     // Registered again? The same life (cut off for a moment) writes its own
     // records; a new life (restarted) leaves the earlier life's claims.
-    let until = match client.kv_client().get(keys.worker(&gone.id), None).await {
-        Ok(resp) => match resp
-            .kvs()
-            .first()
-            .and_then(|kv| serde_json::from_slice::<WorkerInfo>(kv.value()).ok())
-        {
-            Some(now) if now.start_time == gone.start_time => return,
-            Some(now) => now.start_time,
-            None => i64::MAX,
-        },
-        Err(e) => {
-            tracing::warn!(worker = %gone.id, error = %e, "cannot read the registration of a departed worker; its claims are not swept");
-            return;
+    let mut pause = Duration::from_millis(500);
+    let mut tries = 0;
+    let until = loop {
+        tries += 1;
+        match client.kv_client().get(keys.worker(&gone.id), None).await {
+            Ok(resp) => match resp
+                .kvs()
+                .first()
+                .and_then(|kv| serde_json::from_slice::<WorkerInfo>(kv.value()).ok())
+            {
+                Some(now) if now.start_time == gone.start_time => return,
+                Some(now) => break now.start_time,
+                None => break i64::MAX,
+            },
+            Err(e) if tries >= SWEEP_TRIES => {
+                tracing::warn!(worker = %gone.id, error = %e, "cannot read the registration of a departed worker; its claims are not swept");
+                return;
+            }
+            Err(_) => {}
         }
+        // A worker shutting down stops trying (the next sweep, or its next
+        // life's, takes the claims while their keys live).
+        tokio::select! {
+            _ = ctx.stop_scheduling.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(SWEEP_MAX_PAUSE);
     };
     sweep_claims(&ctx, &keys, &gone.id, until).await;
 }
 
 /// Hands a record to the log writer for every claim of worker `id` made
-/// before `until` (its clock).
+/// before `until` (its clock); reads all claims again from the start when
+/// a page cannot be read, up to [`SWEEP_TRIES`] times.
 async fn sweep_claims(ctx: &RunContext, keys: &Keys, id: &str, until: i64) {
+    let mut pause = Duration::from_millis(500);
+    for tries in 1..=SWEEP_TRIES {
+        match sweep_claims_once(ctx, keys, id, until).await {
+            Ok(()) => return,
+            Err(e) if tries == SWEEP_TRIES => {
+                tracing::warn!(worker = %id, error = %e, tries, "reading the claims of a departed worker failed; giving up");
+                return;
+            }
+            Err(e) => {
+                tracing::info!(worker = %id, error = %e, "reading the claims of a departed worker failed; trying again");
+            }
+        }
+        // A worker shutting down stops trying (the next sweep, or its next
+        // life's, takes the claims while their keys live).
+        tokio::select! {
+            _ = ctx.stop_scheduling.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(SWEEP_MAX_PAUSE);
+    }
+}
+
+async fn sweep_claims_once(
+    ctx: &RunContext,
+    keys: &Keys,
+    id: &str,
+    until: i64,
+) -> Result<(), etcd_client::Error> {
     let client = ctx.claimer.client();
     let mut pages = RangePages::prefix(client, &keys.claims_prefix());
     let mut handed = 0usize;
     loop {
-        let page = match pages.next_page().await {
-            Ok(Some(page)) => page,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::warn!(worker = %id, error = %e, "reading claims of a departed worker failed");
-                break;
-            }
+        let page = match pages.next_page().await? {
+            Some(page) => page,
+            None => break,
         };
         for kv in page {
             let Ok(claim) = serde_json::from_slice::<ClaimRecord>(kv.value()) else {
@@ -144,7 +190,7 @@ async fn sweep_claims(ctx: &RunContext, keys: &Keys, id: &str, until: i64) {
                 .into(),
             };
             if ctx.log_records.send(record).await.is_err() {
-                return;
+                return Ok(());
             }
             handed += 1;
         }
@@ -153,4 +199,5 @@ async fn sweep_claims(ctx: &RunContext, keys: &Keys, id: &str, until: i64) {
         tracing::info!(worker = %id, records = handed,
             "claims of a departed worker (or an earlier life): a record handed over for each (written where it has none)");
     }
+    Ok(())
 }

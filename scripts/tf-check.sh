@@ -3,7 +3,7 @@
 #   terraform fmt -check -recursive, terraform get, terraform validate (which
 #   must fail only because providers cannot be downloaded here), terraform
 #   plan against the providers' real schemas (scripts/tfplan: a local provider
-#   serving the google and random schemas, so the plan runs offline), with
+#   serving the google, random and tls schemas, so the plan runs offline), with
 #   terraform.tfvars.example and with its external-MongoDB (Atlas) variant,
 #   and checkov --skip-download with the skips in terraform/.checkov.yaml.
 # Exits non-zero when any check fails.

@@ -5,6 +5,8 @@
 
 locals {
   worker_health_port = 8081
+  # GDTS_ETCD_PREFIX of the manager and workers; etcd's roles grant under it.
+  etcd_prefix = "/gdts/"
 }
 
 module "services" {
@@ -67,6 +69,11 @@ module "etcd" {
   disk_gb                 = var.etcd_disk_gb
   snapshot_retention_days = var.snapshot_retention_days
   deletion_protection     = var.deletion_protection
+  key_prefix              = local.etcd_prefix
+  clients = {
+    manager = module.iam.manager_email
+    worker  = module.iam.worker_email
+  }
 
   depends_on = [module.services, module.network]
 }
@@ -102,6 +109,8 @@ module "manager" {
   network             = module.network.network_id
   subnetwork          = module.network.run_subnet_id
   etcd_endpoints      = module.etcd.client_endpoints
+  etcd_prefix         = local.etcd_prefix
+  etcd_tls            = module.etcd.client_tls["manager"]
   mongodb_uri_secret  = module.mongodb.uri_secret_id
   gcs_bucket          = module.storage.bucket_name
   min_instances       = var.manager_min_instances
@@ -130,6 +139,8 @@ module "workers" {
   network_tag        = module.network.worker_tag
   machine_type       = var.worker_machine_type
   etcd_endpoints     = module.etcd.client_endpoints
+  etcd_prefix        = local.etcd_prefix
+  etcd_tls           = module.etcd.client_tls["worker"]
   mongodb_uri_secret = module.mongodb.uri_secret_id
   gcs_bucket         = module.storage.bucket_name
   health_port        = local.worker_health_port

@@ -1,5 +1,5 @@
 # Debian 12 as the etcd VMs run it, booted with systemd. apt sees only the
-# local repository in /opt/local-debs (etcd-server), see vm-images.sh.
+# local repository in /opt/local-debs (etcd-server, etcd-client), see vm-images.sh.
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 ENV container=docker

@@ -2,7 +2,7 @@
 # Builds the two "VM" images the boot rehearsal boots (scripts/rehearsal/rehearse.py):
 #   gdts-rehearsal-debian:12  Debian 12 with systemd as PID 1, as the etcd VMs
 #                             run; apt sees only a local repository holding
-#                             etcd-server, so the boot script's apt-get runs
+#                             etcd-server and etcd-client, so the boot script's apt-get runs
 #                             for real without leaving the test's network.
 #   gdts-rehearsal-cos:local  what matters of Container-Optimized OS: systemd,
 #                             Docker, an INPUT firewall that drops all but SSH,
@@ -35,16 +35,19 @@ if ! [ -x "$cache/registry/usr/bin/docker-registry" ]; then
   dpkg-deb -x "$debs"/docker-registry_*.deb "$cache/registry"
 fi
 
+# The packages of the Debian VM's local repository.
+etcd_debs="etcd-server etcd-client"
 # The VM images are rebuilt when what goes into them changes.
-hash=$(cat "$here"/guest/* "$here"/*.Dockerfile | sha256sum | cut -c1-16)
+hash=$( (cat "$here"/guest/* "$here"/*.Dockerfile; echo "$etcd_debs") | sha256sum | cut -c1-16)
 current() { [ "$(docker image inspect -f '{{index .Config.Labels "gdts.rehearsal"}}' "$1" 2>/dev/null)" = "$hash" ]; }
 
-# etcd-server and what it needs, as a local apt repository for the Debian VM.
+# etcd-server, etcd-client and what they need, as a local apt repository for the Debian VM.
 if ! current gdts-rehearsal-debian:12; then
   ctx=$(mktemp -d)
   temp_dirs+=("$ctx")
   mkdir -p "$ctx/debs"
-  (cd "$ctx/debs" && { apt-get download etcd-server >/dev/null 2>&1 || { apt-get update -qq && apt-get download etcd-server >/dev/null; }; })
+  # shellcheck disable=SC2086 # a list of package names
+  (cd "$ctx/debs" && { apt-get download $etcd_debs >/dev/null 2>&1 || { apt-get update -qq && apt-get download $etcd_debs >/dev/null; }; })
   (cd "$ctx/debs" && dpkg-scanpackages --multiversion . /dev/null 2>/dev/null >Packages)
   cp "$here"/guest/* "$ctx/"
   DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE_IMAGE=$base" --label "gdts.rehearsal=$hash" -f "$here/debian.Dockerfile" \

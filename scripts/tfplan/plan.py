@@ -32,6 +32,7 @@ TERRAFORM_PY = ROOT / "scripts" / "terraform.py"
 PROVIDERS = {
     "google": ("cdktn-provider-google", "20.3.1"),
     "random": ("cdktn-provider-random", "15.0.1"),
+    "tls": ("cdktn-provider-tls", "14.1.1"),
 }
 PROTOS = ["tfplugin6_subset.proto", "go_plugin_controller.proto"]
 

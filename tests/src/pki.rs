@@ -49,7 +49,14 @@ impl Pki {
     /// A certificate for `cn`, valid for loopback, usable by servers and
     /// clients, written to `dir/{file}.pem` and `dir/{file}-key.pem`.
     pub fn issue(&self, file: &str, cn: &str) -> anyhow::Result<Issued> {
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])?;
+        self.issue_for(file, cn, &[])
+    }
+
+    /// As `issue`, valid also for `names` (addresses or DNS names).
+    pub fn issue_for(&self, file: &str, cn: &str, names: &[&str]) -> anyhow::Result<Issued> {
+        let mut sans = vec!["127.0.0.1".to_string(), "localhost".into()];
+        sans.extend(names.iter().map(|n| n.to_string()));
+        let mut params = CertificateParams::new(sans)?;
         params.distinguished_name.push(DnType::CommonName, cn);
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,

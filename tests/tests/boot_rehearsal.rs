@@ -10,7 +10,11 @@
 //! metadata-server and Secret Manager stand-in (scripts/rehearsal/standin.py)
 //! and a real registry (Debian's docker-registry) answer what the scripts ask.
 //!
-//! Asserted: the three members form one cluster from their rendered scripts;
+//! Asserted: the three members form one cluster from their rendered scripts,
+//! over TLS for clients and peers with the certificates from their secrets,
+//! and the first one sets up etcd's users and roles and turns authentication
+//! on (a client without a certificate, or speaking plaintext, is refused; the
+//! worker's user cannot read `auth/`);
 //! the worker started by its rendered unit fetches the MongoDB URI from the
 //! secret, pulls its image, registers in that etcd, and answers the
 //! autohealing check on its port through the firewall (another port stays
@@ -26,9 +30,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use etcd_client::GetOptions;
+use etcd_client::{Certificate, ConnectOptions, GetOptions, Identity, TlsOptions};
 use gdts_tests::gdts_common::keys::Keys;
 use gdts_tests::gdts_common::values::ClaimRecord;
+use gdts_tests::pki::{Issued, Pki};
 use gdts_tests::{
     binary, docker_or_skip, free_port, now_ms, record_key, wait_until, workspace_root, Mongo, Proc,
 };
@@ -46,6 +51,25 @@ const MONGO_SECRETS: [(&str, &str); 3] = [
     ("gdts-mongodb-admin-password", "rehearsal-admin-password"),
     ("gdts-mongodb-app-password", "rehearsal-app-password"),
 ];
+
+/// etcd's certificates, as terraform/modules/etcd makes them (tls.tf): a
+/// secret per PEM file, named as the module names them.
+const ETCD_CA_SECRET: &str = "gdts-etcd-ca";
+
+/// Options to reach the rehearsed etcd over TLS, as `client` if given.
+fn etcd_options(pki: &Pki, client: Option<&Issued>) -> anyhow::Result<ConnectOptions> {
+    let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(std::fs::read(pki.ca())?));
+    if let Some(c) = client {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(&c.cert)?,
+            std::fs::read(&c.key)?,
+        ));
+    }
+    Ok(ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(5))
+        .with_tls(tls))
+}
 
 /// Runs a command; its stdout on success, an error with its output otherwise.
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
@@ -303,6 +327,32 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
     let worker_ip = addr(20);
     let mongo_vm_ip = addr(30);
 
+    // etcd's PKI, as terraform/modules/etcd/tls.tf makes it: members for
+    // their address, root, gdts-manager and gdts-worker by CN.
+    let pki = Pki::new(&dir.join("etcd-pki"))?;
+    let mut etcd_secrets: Vec<(String, String)> = vec![(
+        ETCD_CA_SECRET.to_string(),
+        std::fs::read_to_string(pki.ca())?,
+    )];
+    let mut issue = |secret: &str, cn: &str, names: &[&str]| -> anyhow::Result<Issued> {
+        let issued = pki.issue_for(secret, cn, names)?;
+        etcd_secrets.push((
+            format!("{secret}-cert"),
+            std::fs::read_to_string(&issued.cert)?,
+        ));
+        etcd_secrets.push((
+            format!("{secret}-key"),
+            std::fs::read_to_string(&issued.key)?,
+        ));
+        Ok(issued)
+    };
+    for (member, ip) in &members {
+        issue(member, member, &[ip.as_str(), member.as_str()])?;
+    }
+    let root_cert = issue("gdts-etcd-root", "root", &[])?;
+    let worker_cert = issue("gdts-etcd-worker", "gdts-worker", &[])?;
+    let manager_cert = issue("gdts-etcd-manager", "gdts-manager", &[])?;
+
     // Real pieces on the host, on the network's gateway: the Mongo-protocol
     // server, the registry, the Google stand-ins.
     let bundle = make_certificates(dir)?;
@@ -333,12 +383,12 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
     let stop_timeout_s = workers_module_number("stop_timeout_s")?;
     let initial_cluster = members
         .iter()
-        .map(|(m, ip)| format!("{m}=http://{ip}:2380"))
+        .map(|(m, ip)| format!("{m}=https://{ip}:2380"))
         .collect::<Vec<_>>()
         .join(",");
     let etcd_endpoints = members
         .iter()
-        .map(|(_, ip)| format!("http://{ip}:2379"))
+        .map(|(_, ip)| format!("https://{ip}:2379"))
         .collect::<Vec<_>>()
         .join(",");
     let mut templates: Vec<(&str, &str, String)> = members
@@ -347,7 +397,12 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
         .map(|(i, (member, ip))| {
             let name = ["etcd_0", "etcd_1", "etcd_2"][i];
             let args = format!(
-                "{{ member = \"{member}\", address = \"{ip}\", initial_cluster = \"{initial_cluster}\", cluster_token = \"gdts-etcd\" }}"
+                "{{ member = \"{member}\", address = \"{ip}\", initial_cluster = \"{initial_cluster}\", \
+                 cluster_token = \"gdts-etcd\", project_id = \"{PROJECT}\", ca_secret = \"{ETCD_CA_SECRET}\", \
+                 cert_secret = \"{member}-cert\", key_secret = \"{member}-key\", \
+                 root_cert_secret = \"gdts-etcd-root-cert\", root_key_secret = \"gdts-etcd-root-key\", \
+                 bootstrap = {}, key_prefix = \"/gdts/\", worker_range = [\"/gdts/b\", \"/gdts0\"] }}",
+                i == 0
             );
             (name, "etcd/startup.sh.tftpl", args)
         })
@@ -358,6 +413,8 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
         format!(
             "{{ image = \"{image}\", registry_host = \"{registry_addr}\", project_id = \"{PROJECT}\", \
              uri_secret = \"{URI_SECRET}\", etcd_endpoints = \"{etcd_endpoints}\", \
+             etcd_prefix = \"/gdts/\", etcd_ca = \"{ETCD_CA_SECRET}\", \
+             etcd_cert = \"gdts-etcd-worker-cert\", etcd_key = \"gdts-etcd-worker-key\", \
              gcs_bucket = \"{PROJECT}-outputs\", health_port = {HEALTH_PORT}, job_uid = 65534, \
              shutdown_grace_ms = {}, flush_timeout_ms = {}, stop_timeout_s = {stop_timeout_s} }}",
             workers_module_number("shutdown_grace_ms")?,
@@ -403,6 +460,9 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
         let mut secrets = serde_json::json!({URI_SECRET: mongo.uri.clone()});
         for (name, value) in MONGO_SECRETS {
             secrets[name] = value.into();
+        }
+        for (name, value) in &etcd_secrets {
+            secrets[name] = value.clone().into();
         }
         let config = serde_json::json!({
             "project": PROJECT,
@@ -552,19 +612,28 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
         created.containers.push((name, id.clone()));
         boot(&id)?;
     }
-    let endpoints: Vec<String> = members.iter().map(|(_, ip)| format!("{ip}:2379")).collect();
+    let endpoints: Vec<String> = members
+        .iter()
+        .map(|(_, ip)| format!("https://{ip}:2379"))
+        .collect();
+    let as_root = etcd_options(&pki, Some(&root_cert))?;
     wait_until(
         "the three etcd members to form a cluster",
         Duration::from_secs(240),
         || {
             let endpoints = endpoints.clone();
+            let as_root = as_root.clone();
             async move {
-                let Ok(mut client) = etcd_client::Client::connect(&endpoints, None).await else {
+                let Ok(mut client) =
+                    etcd_client::Client::connect(&endpoints, Some(as_root.clone())).await
+                else {
                     return false;
                 };
                 let mut healthy = 0;
                 for e in &endpoints {
-                    let Ok(mut one) = etcd_client::Client::connect([e], None).await else {
+                    let Ok(mut one) =
+                        etcd_client::Client::connect([e], Some(as_root.clone())).await
+                    else {
                         return false;
                     };
                     if one.status().await.is_ok() {
@@ -584,8 +653,58 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let mut etcd = etcd_client::Client::connect(&endpoints, None).await?;
+    let mut etcd = etcd_client::Client::connect(&endpoints, Some(as_root.clone())).await?;
     let members_seen = etcd.member_list().await?;
+    // The first member turns authentication on: then the worker's user may
+    // not read `auth/` (before, anyone may read anything).
+    let keys = Keys::new("/gdts/");
+    let as_worker = etcd_options(&pki, Some(&worker_cert))?;
+    wait_until(
+        "the first member to set up users, roles and authentication",
+        Duration::from_secs(120),
+        || {
+            let (endpoints, as_worker) = (endpoints.clone(), as_worker.clone());
+            let token_key = keys.token("0123456789abcdef");
+            async move {
+                match etcd_client::Client::connect(&endpoints, Some(as_worker)).await {
+                    Ok(mut c) => matches!(
+                        c.get(token_key, None).await,
+                        Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("permission denied")
+                    ),
+                    Err(_) => false,
+                }
+            }
+        },
+    )
+    .await?;
+    {
+        // The worker's user reads and writes the rest.
+        let mut c = etcd_client::Client::connect(&endpoints, Some(as_worker.clone())).await?;
+        let probe = keys.worker("rehearsal-probe");
+        c.put(probe.clone(), "x", None).await?;
+        c.delete(probe, None).await?;
+        // Strangers are refused: no certificate, or plaintext.
+        let no_cert = etcd_options(&pki, None)?;
+        let refused = match etcd_client::Client::connect(&endpoints, Some(no_cert)).await {
+            Ok(mut c) => c.get(keys.jobs_prefix(), None).await.is_err(),
+            Err(_) => true,
+        };
+        assert!(refused, "a client without a certificate got in");
+        let plain: Vec<String> = endpoints
+            .iter()
+            .map(|e| e.replace("https://", "http://"))
+            .collect();
+        let refused = match etcd_client::Client::connect(
+            &plain,
+            Some(ConnectOptions::new().with_timeout(Duration::from_secs(3))),
+        )
+        .await
+        {
+            Ok(mut c) => c.get(keys.jobs_prefix(), None).await.is_err(),
+            Err(_) => true,
+        };
+        assert!(refused, "a plaintext client got in");
+    }
     let mut names: Vec<&str> = members_seen.members().iter().map(|m| m.name()).collect();
     names.sort();
     assert_eq!(names, ["gdts-etcd-0", "gdts-etcd-1", "gdts-etcd-2"]);
@@ -656,7 +775,6 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
     exec(&["docker", "rmi", &image, "gdts-worker:local"])?;
     write_config(true)?;
 
-    let keys = Keys::new("/gdts/");
     let worker_key = keys.worker(WORKER_VM);
     wait_until(
         "the worker to register in the rehearsed etcd",
@@ -730,6 +848,19 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
         env_file.contains("GDTS_JOB_USER=65534:65534"),
         "jobs run as root: {env_file}"
     );
+    assert!(
+        env_file.contains("GDTS_ETCD_CERT=/etc/gdts/etcd/cert.pem"),
+        "no etcd certificate: {env_file}"
+    );
+    assert_eq!(
+        exec(&["stat", "-c", "%u %a", "/var/lib/gdts/etcd/key.pem"])?,
+        "0 600",
+        "the worker's etcd key"
+    );
+    assert_eq!(
+        exec(&["cat", "/var/lib/gdts/etcd/key.pem"])?.trim(),
+        std::fs::read_to_string(&worker_cert.key)?.trim()
+    );
 
     // The MongoDB member, up to where the `mongo` image is needed (none can
     // be had here): data disk formatted and mounted, keyfile from Secret
@@ -777,6 +908,9 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
     let mut manager_cmd = Command::new(binary("gdts-manager"));
     manager_cmd
         .env("GDTS_ETCD_ENDPOINTS", &etcd_endpoints)
+        .env("GDTS_ETCD_CA", pki.ca())
+        .env("GDTS_ETCD_CERT", &manager_cert.cert)
+        .env("GDTS_ETCD_KEY", &manager_cert.key)
         .env("GDTS_MONGO_URI", &mongo.uri)
         .env("PORT", manager_port.to_string())
         .env("GDTS_BIND", "127.0.0.1")

@@ -2,6 +2,14 @@
 # persistent disks for their data and a daily snapshot schedule (the shared
 # data-vms module). They form one cluster at first boot from the addresses
 # alone (no discovery service).
+#
+# TLS everywhere: clients and peers present certificates signed by this
+# module's CA (hashicorp/tls), kept in Secret Manager, each secret readable
+# only by the service account that needs it. etcd authentication is on: a
+# client's certificate CN is its etcd user (root for the members' own
+# etcdctl, gdts-manager, gdts-worker), and the first member sets up the users
+# and roles once the cluster has quorum. The worker's role cannot touch
+# `{key_prefix}auth/` (API tokens and sessions).
 
 variable "project_id" {
   type = string
@@ -47,11 +55,30 @@ variable "deletion_protection" {
   type = bool
 }
 
+variable "key_prefix" {
+  description = "GDTS_ETCD_PREFIX of the manager and workers: the roles grant access under it."
+  type        = string
+  validation {
+    condition     = endswith(var.key_prefix, "/") && length(var.key_prefix) > 1
+    error_message = "key_prefix must end with \"/\" (e.g. /gdts/)."
+  }
+}
+
+variable "clients" {
+  description = "etcd clients by name (manager, worker): the service account that may read the client's certificate and key. The etcd user is gdts-NAME."
+  type        = map(string)
+}
+
 locals {
   members = { for i, zone in var.zones : "${var.name}-etcd-${i}" => zone }
+  # The member that sets up users, roles and authentication.
+  bootstrap_member = "${var.name}-etcd-0"
   initial_cluster = join(",", [
-    for member, _ in local.members : "${member}=http://${google_compute_address.member[member].address}:2380"
+    for member, _ in local.members : "${member}=https://${google_compute_address.member[member].address}:2380"
   ])
+  # Everything after `auth/` under the prefix (the prefix ends with "/",
+  # so its range ends where "/" becomes "0").
+  worker_range = ["${var.key_prefix}b", "${trimsuffix(var.key_prefix, "/")}0"]
 }
 
 resource "google_compute_address" "member" {
@@ -84,13 +111,24 @@ module "vms" {
       zone    = zone
       address = google_compute_address.member[member].address
       boot = templatefile("${path.module}/startup.sh.tftpl", {
-        member          = member
-        address         = google_compute_address.member[member].address
-        initial_cluster = local.initial_cluster
-        cluster_token   = "${var.name}-etcd"
+        member           = member
+        address          = google_compute_address.member[member].address
+        initial_cluster  = local.initial_cluster
+        cluster_token    = "${var.name}-etcd"
+        project_id       = var.project_id
+        ca_secret        = google_secret_manager_secret.pem["ca"].secret_id
+        cert_secret      = google_secret_manager_secret.pem["${member}-cert"].secret_id
+        key_secret       = google_secret_manager_secret.pem["${member}-key"].secret_id
+        root_cert_secret = google_secret_manager_secret.pem["root-cert"].secret_id
+        root_key_secret  = google_secret_manager_secret.pem["root-key"].secret_id
+        bootstrap        = member == local.bootstrap_member
+        key_prefix       = var.key_prefix
+        worker_range     = local.worker_range
       })
     }
   }
+  # The members read their certificates at boot.
+  depends_on = [google_secret_manager_secret_version.pem, google_secret_manager_secret_iam_member.reader]
 }
 
 # Where these lived before the shared module: moved, never replaced (the
@@ -117,5 +155,17 @@ moved {
 
 output "client_endpoints" {
   description = "Comma-separated client URLs (GDTS_ETCD_ENDPOINTS)."
-  value       = join(",", [for member, _ in local.members : "http://${google_compute_address.member[member].address}:2379"])
+  value       = join(",", [for member, _ in local.members : "https://${google_compute_address.member[member].address}:2379"])
+}
+
+output "client_tls" {
+  description = "Per client (manager, worker): the Secret Manager secrets of the CA certificate and of its own certificate and key; known once written and readable by the client."
+  value = {
+    for client, _ in var.clients : client => {
+      ca_secret   = google_secret_manager_secret.pem["ca"].secret_id
+      cert_secret = google_secret_manager_secret.pem["${client}-cert"].secret_id
+      key_secret  = google_secret_manager_secret.pem["${client}-key"].secret_id
+    }
+  }
+  depends_on = [google_secret_manager_secret_version.pem, google_secret_manager_secret_iam_member.reader]
 }

@@ -1,6 +1,7 @@
 # The manager on Cloud Run (v2): its own service account, Direct VPC egress to
 # reach etcd and MongoDB on private addresses, the MongoDB URI from Secret
-# Manager, a request timeout long enough for the event stream, and
+# Manager, etcd over TLS with the manager's client certificate (from Secret
+# Manager too), a request timeout long enough for the event stream, and
 # authentication on: a bootstrap admin token generated into Secret Manager
 # (read it with `gcloud secrets versions access latest --secret NAME-admin-token`,
 # then create per-person tokens and stop using it).
@@ -35,6 +36,20 @@ variable "subnetwork" {
 
 variable "etcd_endpoints" {
   type = string
+}
+
+variable "etcd_prefix" {
+  description = "GDTS_ETCD_PREFIX: the etcd roles grant access under it."
+  type        = string
+}
+
+variable "etcd_tls" {
+  description = "Secret Manager secrets of etcd's CA certificate and of this client's certificate and key."
+  type = object({
+    ca_secret   = string
+    cert_secret = string
+    key_secret  = string
+  })
 }
 
 variable "mongodb_uri_secret" {
@@ -191,6 +206,28 @@ resource "google_cloud_run_v2_service" "manager" {
       env {
         name  = "GDTS_ETCD_ENDPOINTS"
         value = var.etcd_endpoints
+      }
+      env {
+        name  = "GDTS_ETCD_PREFIX"
+        value = var.etcd_prefix
+      }
+      # TLS to etcd: the CA, and this client's certificate (CN gdts-manager,
+      # its etcd user) and key, as PEM text from Secret Manager.
+      dynamic "env" {
+        for_each = {
+          GDTS_ETCD_CA   = var.etcd_tls.ca_secret
+          GDTS_ETCD_CERT = var.etcd_tls.cert_secret
+          GDTS_ETCD_KEY  = var.etcd_tls.key_secret
+        }
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
+          }
+        }
       }
       env {
         name  = "GDTS_GCS_BUCKET"

@@ -47,6 +47,20 @@ variable "etcd_endpoints" {
   type = string
 }
 
+variable "etcd_prefix" {
+  description = "GDTS_ETCD_PREFIX: the etcd roles grant access under it."
+  type        = string
+}
+
+variable "etcd_tls" {
+  description = "Secret Manager secrets of etcd's CA certificate and of this client's certificate and key."
+  type = object({
+    ca_secret   = string
+    cert_secret = string
+    key_secret  = string
+  })
+}
+
 variable "mongodb_uri_secret" {
   type = string
 }
@@ -128,6 +142,10 @@ resource "google_compute_instance_template" "worker" {
       project_id     = var.project_id
       uri_secret     = var.mongodb_uri_secret
       etcd_endpoints = var.etcd_endpoints
+      etcd_prefix    = var.etcd_prefix
+      etcd_ca        = var.etcd_tls.ca_secret
+      etcd_cert      = var.etcd_tls.cert_secret
+      etcd_key       = var.etcd_tls.key_secret
       gcs_bucket     = var.gcs_bucket
       health_port    = var.health_port
       job_uid        = var.job_uid

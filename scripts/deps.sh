@@ -61,6 +61,19 @@ if ! .venv-api/bin/st --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; t
   .venv-api/bin/pip install -q --disable-pip-version-check "schemathesis==${SCHEMATHESIS_VERSION}"
 fi
 
+# promtool (Debian's prometheus package), unpacked into .tools rather than
+# installed, so no Prometheus server is started here: the metrics and the
+# alert rules are checked with it (tests/tests/metrics.rs).
+if ! [ -x .tools/prometheus/usr/bin/promtool ]; then
+  echo "deps: unpacking promtool (Debian's prometheus package) into .tools"
+  debs=$(mktemp -d)
+  (cd "$debs" && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null; }; })
+  rm -rf .tools/prometheus
+  mkdir -p .tools
+  dpkg-deb -x "$debs"/prometheus_*.deb .tools/prometheus
+  rm -rf "$debs"
+fi
+
 # npm packages, exactly as locked: Bootstrap and cronstrue for the web UI
 # (webroot/, served as is), playwright-core for the browser tests. Installed
 # again only when a lock file changed.

@@ -23,13 +23,14 @@ module "iam" {
 }
 
 module "network" {
-  source             = "./modules/network"
-  project_id         = var.project_id
-  name               = var.name
-  region             = var.region
-  vm_cidr            = var.vm_cidr
-  run_egress_cidr    = var.run_egress_cidr
-  worker_health_port = local.worker_health_port
+  source                = "./modules/network"
+  project_id            = var.project_id
+  name                  = var.name
+  region                = var.region
+  vm_cidr               = var.vm_cidr
+  run_egress_cidr       = var.run_egress_cidr
+  worker_health_port    = local.worker_health_port
+  metrics_scrape_ranges = var.metrics_scrape_ranges
 
   depends_on = [module.services]
 }

@@ -272,3 +272,13 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "metrics_scrape_ranges" {
+  description = "Source ranges of a Prometheus collector that scrapes the workers' /metrics (health port 8081), e.g. the VM subnet where the collector runs. Empty: only Google's health checkers reach the port."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = !contains(var.metrics_scrape_ranges, "0.0.0.0/0")
+    error_message = "metrics_scrape_ranges must not open the port to the world."
+  }
+}

@@ -33,6 +33,7 @@ pub struct AppState {
     pub streams: crate::events::StreamLimits,
     /// Set when the manager sits behind Google's Identity-Aware Proxy.
     pub iap: Option<std::sync::Arc<crate::iap::Iap>>,
+    pub metrics: crate::metrics::Shared,
 }
 
 impl axum::extract::FromRef<AppState> for Store {
@@ -56,6 +57,7 @@ pub fn router(state: AppState, webroot: Option<&std::path::Path>) -> Router {
         .route("/worker/list", get(list_workers))
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))
+        .route("/metrics", get(crate::metrics::serve))
         .route("/job/output", get(crate::outputs::job_output))
         .nest("/api/v1", crate::api_v1::router());
     let router = match webroot {
@@ -98,6 +100,10 @@ pub fn router(state: AppState, webroot: Option<&std::path::Path>) -> Router {
         ))
         .layer(axum::extract::DefaultBodyLimit::max(
             state.auth.max_body_bytes as usize,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
         ))
         .with_state(state)
 }

@@ -327,7 +327,7 @@ pub fn required(method: &Method, path: &str) -> Access {
         "/healthz" | "/livez" | "/api/v1/openapi.json" | "/api/v1/session" => Access::Public,
         "/job/save" | "/job/delete" => role(Admin),
         "/job/kill" | "/job/run" | "/job/pause" | "/job/resume" => role(Operator),
-        "/job/list" | "/job/log" | "/job/output" | "/worker/list" => {
+        "/job/list" | "/job/log" | "/job/output" | "/worker/list" | "/metrics" => {
             role(if reads { Viewer } else { Admin })
         }
         p if p == "/api/v1/tokens"
@@ -779,6 +779,7 @@ mod tests {
             (Method::GET, "/job/log", R(Viewer)),
             (Method::GET, "/job/output", R(Viewer)),
             (Method::GET, "/worker/list", R(Viewer)),
+            (Method::GET, "/metrics", R(Viewer)),
             (Method::POST, "/job/kill", R(Operator)),
             (Method::POST, "/job/run", R(Operator)),
             (Method::POST, "/job/pause", R(Operator)),

@@ -78,6 +78,11 @@ impl StreamLimits {
         }
     }
 
+    /// Streams open now, from all clients.
+    pub fn open_total(&self) -> usize {
+        self.open.lock().expect("stream count lock").values().sum()
+    }
+
     fn take(&self, client: &str) -> Result<StreamSlot, String> {
         let mut open = self.open.lock().expect("stream count lock");
         let total: usize = open.values().sum();

@@ -9,6 +9,7 @@ mod config;
 mod contract;
 mod events;
 mod iap;
+mod metrics;
 mod outputs;
 mod store;
 mod tokens;
@@ -89,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             iap.spawn_refresh();
             iap
         }),
+        metrics: std::sync::Arc::default(),
     };
     let app = api::router(state, config.webroot.as_deref());
     axum::serve(

@@ -132,7 +132,11 @@ impl Store {
             value,
             None,
         )]);
-        Ok(self.etcd.kv_client().txn(txn).await?.succeeded())
+        Ok(
+            gdts_runtime::metrics::etcd("put_job", self.etcd.kv_client().txn(txn))
+                .await?
+                .succeeded(),
+        )
     }
 
     /// Deletes a job; returns what was deleted.
@@ -145,7 +149,8 @@ impl Store {
             ),
             TxnOp::delete(self.keys.last_tick(name), None),
         ]);
-        let resp = self.etcd.kv_client().txn(txn).await?;
+        let resp =
+            gdts_runtime::metrics::etcd("delete_job", self.etcd.kv_client().txn(txn)).await?;
         Ok(resp.op_responses().into_iter().find_map(|op| match op {
             TxnOpResponse::Delete(d) => d.prev_kvs().first().and_then(|kv| decode_spec(kv.value())),
             _ => None,
@@ -385,15 +390,18 @@ impl Store {
         projection: Document,
     ) -> Result<Vec<LogRecord>, StoreError> {
         use futures::TryStreamExt;
-        let cursor = self
-            .logs
-            .find(doc! { "jobName": name.as_str() })
-            .sort(doc! { "planTime": -1, "startTime": -1 })
-            .skip(skip)
-            .limit(limit)
-            .projection(projection)
-            .await?;
-        let docs: Vec<Document> = cursor.try_collect().await?;
+        let docs: Vec<Document> = gdts_runtime::metrics::mongo("find_runs", async {
+            self.logs
+                .find(doc! { "jobName": name.as_str() })
+                .sort(doc! { "planTime": -1, "startTime": -1 })
+                .skip(skip)
+                .limit(limit)
+                .projection(projection)
+                .await?
+                .try_collect()
+                .await
+        })
+        .await?;
         Ok(docs
             .into_iter()
             .filter_map(|d| match mongodb::bson::from_document::<LogRecord>(d) {
@@ -421,10 +429,13 @@ impl Store {
 
     /// How many runs a job has on record.
     pub async fn count_job_logs(&self, name: &JobName) -> Result<u64, StoreError> {
-        Ok(self
-            .logs
-            .count_documents(doc! { "jobName": name.as_str() })
-            .await?)
+        Ok(gdts_runtime::metrics::mongo(
+            "count_runs",
+            std::future::IntoFuture::into_future(
+                self.logs.count_documents(doc! { "jobName": name.as_str() }),
+            ),
+        )
+        .await?)
     }
 
     /// One job, or `None`.
@@ -437,7 +448,11 @@ impl Store {
         &self,
         name: &JobName,
     ) -> Result<Option<(JobSpec, i64)>, StoreError> {
-        let resp = self.etcd.kv_client().get(self.keys.job(name), None).await?;
+        let resp = gdts_runtime::metrics::etcd(
+            "get_job",
+            self.etcd.kv_client().get(self.keys.job(name), None),
+        )
+        .await?;
         Ok(resp
             .kvs()
             .first()

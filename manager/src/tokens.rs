@@ -142,7 +142,11 @@ impl Tokens {
         if !is_lower_hex(id, 16) {
             return Ok(None);
         }
-        let resp = self.etcd.kv_client().get(self.keys.token(id), None).await?;
+        let resp = gdts_runtime::metrics::etcd(
+            "get_token",
+            self.etcd.kv_client().get(self.keys.token(id), None),
+        )
+        .await?;
         Ok(resp
             .kvs()
             .first()

@@ -90,7 +90,11 @@ impl RangePages {
         if self.revision > 0 {
             options = options.with_revision(self.revision);
         }
-        let resp = self.client.kv_client().get(start, Some(options)).await?;
+        let resp = crate::metrics::etcd(
+            "range_page",
+            self.client.kv_client().get(start, Some(options)),
+        )
+        .await?;
         if self.revision == 0 {
             self.revision = resp.header().map(|h| h.revision()).unwrap_or_default();
         }
@@ -132,12 +136,13 @@ pub async fn count_range(
     start: Vec<u8>,
     end: Vec<u8>,
 ) -> Result<i64, etcd_client::Error> {
-    let resp = client
-        .kv_client()
-        .get(
+    let resp = crate::metrics::etcd(
+        "count",
+        client.kv_client().get(
             start,
             Some(GetOptions::new().with_range(end).with_count_only()),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     Ok(resp.count())
 }

@@ -300,6 +300,7 @@ impl Claimer {
         let mut kv = self.client.kv_client();
         let answer_by = Instant::now() + CLAIM_TIMEOUT;
         let mut tries = 0;
+        let timed = std::time::Instant::now();
         let result = loop {
             let sent = kv.txn(Txn::new().and_then(ops.clone()));
             match tokio::time::timeout_at(answer_by, sent).await {
@@ -323,6 +324,7 @@ impl Claimer {
                 Err(_) => break Err(ClaimError::TimedOut(CLAIM_TIMEOUT)),
             }
         };
+        gdts_runtime::metrics::etcd_observed("claim_txn", timed, result.is_ok());
         if let Some(taken) = side {
             self.side_sent(taken, result.is_ok());
         }

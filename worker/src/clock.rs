@@ -6,6 +6,7 @@
 //! is skewed: it says so in its registration (others then leave its ticks
 //! to the rest of the fleet) and claims nothing until its clock is back.
 
+use crate::metrics::Metrics;
 use std::time::Duration;
 
 use gdts_common::timing::MAX_CLOCK_SKEW;
@@ -55,9 +56,14 @@ pub fn is_skewed(offset_ms: i64, uncertainty_ms: i64) -> bool {
 
 /// Measures once and publishes the reading (unchanged when MongoDB cannot
 /// be asked: the last reading stands).
-pub async fn check(mongo: &mongodb::Client, readings: &watch::Sender<ClockReading>) {
+pub async fn check(
+    mongo: &mongodb::Client,
+    readings: &watch::Sender<ClockReading>,
+    metrics: &Metrics,
+) {
     match tokio::time::timeout(MAX_ROUND_TRIP * 2, measure(mongo)).await {
         Ok(Ok((offset, uncertainty))) => {
+            metrics.set_clock_offset_ms(offset);
             let reading = ClockReading {
                 offset_ms: Some(offset),
                 skewed: is_skewed(offset, uncertainty),
@@ -91,6 +97,7 @@ pub async fn check(mongo: &mongodb::Client, readings: &watch::Sender<ClockReadin
 pub async fn keep_checking(
     mongo: mongodb::Client,
     readings: watch::Sender<ClockReading>,
+    metrics: std::sync::Arc<Metrics>,
     stop: CancellationToken,
 ) {
     loop {
@@ -98,7 +105,7 @@ pub async fn keep_checking(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(CHECK_EVERY) => {}
         }
-        check(&mongo, &readings).await;
+        check(&mongo, &readings, &metrics).await;
     }
 }
 

@@ -32,6 +32,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// `GDTS_LOG_BATCH_SIZE`: most run records per MongoDB insert. Default 500.
     pub log_batch_size: usize,
+    /// At most this many job names label per-job metrics (GDTS_METRICS_MAX_JOBS).
+    pub metrics_max_jobs: usize,
     /// `GDTS_LOG_BATCH_WAIT_MS`: longest a record waits for a batch to fill. Default 200.
     pub log_batch_wait: Duration,
     /// `GDTS_LOG_BUFFER`: run records held while MongoDB is slow or down;
@@ -96,6 +98,10 @@ impl WorkerConfig {
             kill_grace: duration_ms(get, "GDTS_KILL_GRACE_MS", Duration::from_secs(2))?,
             shutdown_grace: duration_ms(get, "GDTS_SHUTDOWN_GRACE_MS", Duration::from_secs(30))?,
             log_batch_size: positive("GDTS_LOG_BATCH_SIZE", 500)?,
+            metrics_max_jobs: positive(
+                "GDTS_METRICS_MAX_JOBS",
+                crate::metrics::DEFAULT_MAX_JOB_LABELS as u64,
+            )?,
             log_batch_wait: duration_ms(get, "GDTS_LOG_BATCH_WAIT_MS", Duration::from_millis(200))?,
             log_buffer: positive("GDTS_LOG_BUFFER", 10_000)?,
             log_flush_timeout: duration_ms(

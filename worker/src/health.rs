@@ -37,6 +37,7 @@ impl Health {
 
     pub fn set_registered(&self, registered: bool) {
         self.registered.store(registered, Ordering::Relaxed);
+        self.metrics.set_registered(registered);
     }
 }
 
@@ -62,7 +63,7 @@ async fn metrics(
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            gdts_runtime::metrics::CONTENT_TYPE,
         )],
         h.metrics.render(),
     )

@@ -20,6 +20,7 @@
 //! for good (a scale-in deletes the VM and its disk, and its name never
 //! comes back).
 
+use crate::metrics::{Metrics, RecordEvent};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,8 @@ pub struct SinkConfig {
     pub bucket: Option<Arc<OutputStore>>,
     /// Set while records cannot be written (journaling).
     pub blocked: tokio::sync::watch::Sender<bool>,
+    /// Counts what happens to records (`gdts_worker_records_total`).
+    pub metrics: Arc<Metrics>,
 }
 
 /// How often a worker looks for run records spooled to the bucket.
@@ -142,8 +145,12 @@ pub async fn run_log_writer(
         let failing_since = Instant::now();
         loop {
             match insert_with_timeout(&collection, &docs).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    config.metrics.record(RecordEvent::Written, docs.len());
+                    break;
+                }
                 Err(e) => {
+                    config.metrics.record(RecordEvent::Retried, 1);
                     tracing::warn!(records = docs.len(), error = %e, retry_in = ?backoff, "writing run records failed");
                 }
             }
@@ -160,6 +167,7 @@ pub async fn run_log_writer(
                     }
                     return match spool(&config, &rest) {
                         Ok(path) => {
+                            config.metrics.record(RecordEvent::Spooled, rest.len());
                             hand_to_bucket(&config, &path, rest.len()).await;
                             hand_journal_to_bucket(&config).await;
                             0
@@ -192,8 +200,11 @@ pub async fn run_log_writer(
 /// disk refuse it, the records are lost (and said so): their claims still
 /// get `lost` records only if this worker dies, so this is logged loudly.
 fn journal(config: &SinkConfig, batch: &[LogRecord]) {
-    if let Err(e) = spool(config, batch) {
-        tracing::error!(records = batch.len(), error = %e, "cannot journal run records; they are lost");
+    match spool(config, batch) {
+        Ok(_) => config.metrics.record(RecordEvent::Journaled, batch.len()),
+        Err(e) => {
+            tracing::error!(records = batch.len(), error = %e, "cannot journal run records; they are lost")
+        }
     }
 }
 
@@ -250,11 +261,15 @@ async fn insert_with_timeout(
     collection: &mongodb::Collection<Document>,
     docs: &[Document],
 ) -> Result<(), String> {
-    match tokio::time::timeout(WRITE_TIMEOUT, insert_idempotent(collection, docs)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer from MongoDB in {WRITE_TIMEOUT:?}")),
-    }
+    let started = std::time::Instant::now();
+    let result =
+        match tokio::time::timeout(WRITE_TIMEOUT, insert_idempotent(collection, docs)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer from MongoDB in {WRITE_TIMEOUT:?}")),
+        };
+    gdts_runtime::metrics::mongo_observed("insert_records", started, result.is_ok());
+    result
 }
 
 /// Writes `records` as JSON lines to a new spool file (atomically: a

@@ -88,16 +88,17 @@ async fn main() -> anyhow::Result<()> {
     let stop_all = CancellationToken::new();
     let background = TaskTracker::new();
     // The clock is checked before anything is claimed, then kept checked.
+    let metrics = Arc::new(metrics::Metrics::new(config.metrics_max_jobs));
     let (clock_tx, clock_rx) = tokio::sync::watch::channel(clock::ClockReading::default());
-    clock::check(&mongo, &clock_tx).await;
+    clock::check(&mongo, &clock_tx, &metrics).await;
     background.spawn(clock::keep_checking(
         mongo.clone(),
         clock_tx,
+        metrics.clone(),
         stop_all.clone(),
     ));
     let run_tasks = TaskTracker::new();
     let runs = Arc::new(runs::Runs::default());
-    let metrics = Arc::new(metrics::Metrics::default());
     let health = Arc::new(health::Health::new(metrics.clone()));
     let (lease_id, lease_rx) = tokio::sync::watch::channel(0i64);
     let (valid_until, valid_until_rx) = tokio::sync::watch::channel(None);
@@ -147,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
             worker_id: config.worker_id.clone(),
             bucket: outputs.clone(),
             blocked: records_blocked_tx,
+            metrics: metrics.clone(),
         },
     ));
     if let Some(bucket) = &outputs {

@@ -189,6 +189,7 @@ async fn sweep_claims_once(
                 }
                 .into(),
             };
+            ctx.metrics.run_recorded(&record);
             if ctx.log_records.send(record).await.is_err() {
                 return Ok(());
             }

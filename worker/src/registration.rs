@@ -165,6 +165,7 @@ impl Registration {
                     tracing::warn!(error = %e, "worker registration's keep-alive interrupted; its lease is still valid, renewing it again");
                 } else {
                     self.health.set_registered(false);
+                    self.health.metrics.lease_lost();
                     self.lease_id.send_replace(0);
                     tracing::warn!(error = %e, "worker registration interrupted; retrying");
                 }
@@ -222,9 +223,15 @@ impl Registration {
             tokio::select! {
                 _ = renew.tick() => {
                     let sent = tokio::time::Instant::now();
+                    let timed = std::time::Instant::now();
                     keeper.keep_alive().await?;
-                    let resp = tokio::time::timeout(renew_every, responses.message())
-                        .await
+                    let answer = tokio::time::timeout(renew_every, responses.message()).await;
+                    gdts_runtime::metrics::etcd_observed(
+                        "lease_keep_alive",
+                        timed,
+                        matches!(answer, Ok(Ok(Some(_)))),
+                    );
+                    let resp = answer
                         .map_err(|_| anyhow::anyhow!("keep-alive not answered in {renew_every:?}"))??
                         .ok_or_else(|| anyhow::anyhow!("keep-alive stream ended"))?;
                     if resp.ttl() <= 0 {
@@ -234,6 +241,7 @@ impl Registration {
                         anyhow::bail!("registration lease {id:x} expired");
                     }
                     state.last_renewed = Some(tokio::time::Instant::now());
+                    self.health.metrics.lease_renewed();
                     // etcd renewed it after the request left: it lives at
                     // least the granted TTL from then.
                     self.valid_until.send_replace(Some(

@@ -24,7 +24,7 @@ use crate::container;
 use crate::executor::{self, now_ms, Outcome, Prepared, RunLimits, ShellConfig};
 use crate::jobs::DueTick;
 use crate::jobs::SharedJobs;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Missed};
 use crate::runs::Runs;
 
 /// What every run task shares.
@@ -302,7 +302,7 @@ pub async fn prepared_tick(
                 Err(e) if e == TOO_LATE_TO_PREPARE => {
                     // The preparer is behind: this worker is overloaded.
                     // Starting the process late would only add to it.
-                    ctx.metrics.tick_missed(MISSED_NOT_PREPARED);
+                    ctx.metrics.tick_missed(Missed::NotPrepared);
                     log_not_run(
                         &ctx,
                         &job,
@@ -376,7 +376,7 @@ pub async fn claimed_tick(
             log_skip(&ctx, &job, &run, Trigger::Schedule, revision, reason).await
         }
         Claim::Missed { revision } => {
-            ctx.metrics.tick_missed(MISSED_LATE);
+            ctx.metrics.tick_missed(Missed::Late);
             log_not_run(
                 &ctx,
                 &job,
@@ -772,6 +772,7 @@ async fn execute(
         claim_revision,
         job.policy.overlap != Overlap::Allow,
     );
+    let _running = ctx.metrics.run_started();
     let Start {
         mut prepared,
         at: release_at,
@@ -788,7 +789,7 @@ async fn execute(
                 p.abort();
             }
             drop(guard);
-            ctx.metrics.tick_missed(MISSED_OVERLOADED);
+            ctx.metrics.tick_missed(Missed::Overloaded);
             log_not_run(
                 ctx,
                 job,
@@ -1087,6 +1088,7 @@ async fn hand_over(ctx: &RunContext, record: LogRecord, run: &RunKey) {
         end_time: record.end_time,
     });
     let job = record.job_name.clone();
+    ctx.metrics.run_recorded(&record);
     if ctx.log_records.send(record).await.is_err() {
         tracing::error!(job = %job, "log writer has stopped; run record lost");
     }

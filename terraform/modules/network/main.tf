@@ -27,6 +27,11 @@ variable "worker_health_port" {
   type = number
 }
 
+variable "metrics_scrape_ranges" {
+  description = "Source ranges (your Prometheus collector's) allowed to the workers' health port, which serves /metrics."
+  type        = list(string)
+}
+
 locals {
   etcd_tag    = "${var.name}-etcd"
   mongodb_tag = "${var.name}-mongodb"
@@ -192,6 +197,24 @@ resource "google_compute_firewall" "worker_health" {
   direction     = "INGRESS"
   target_tags   = [local.worker_tag]
   source_ranges = local.health_check_ranges
+  allow {
+    protocol = "tcp"
+    ports    = [tostring(var.worker_health_port)]
+  }
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+# A Prometheus collector scrapes the workers' /metrics on the same port.
+resource "google_compute_firewall" "worker_metrics" {
+  count         = length(var.metrics_scrape_ranges) > 0 ? 1 : 0
+  project       = var.project_id
+  name          = "${var.name}-worker-metrics"
+  network       = google_compute_network.vpc.id
+  direction     = "INGRESS"
+  target_tags   = [local.worker_tag]
+  source_ranges = var.metrics_scrape_ranges
   allow {
     protocol = "tcp"
     ports    = [tostring(var.worker_health_port)]

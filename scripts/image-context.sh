@@ -18,12 +18,13 @@ esac
 for bin in gdts-manager gdts-worker; do
   [ -x "$target_dir/$bin" ] || { echo "image-context: $target_dir/$bin is missing: cargo build first" >&2; exit 1; }
 done
-[ -d webroot/node_modules/bootstrap ] || scripts/deps.sh
+[ -d webroot/node_modules/bootstrap ] && [ -d webroot/node_modules/chart.js ] || scripts/deps.sh
 bundle=/etc/ssl/certs/ca-certificates.crt
 [ -s "$bundle" ] || { echo "image-context: $bundle is missing: install ca-certificates" >&2; exit 1; }
 cp "$bundle" "$ctx/ca-certificates.crt"
-mkdir -p "$ctx/webroot/node_modules/bootstrap" "$ctx/webroot/node_modules/cronstrue"
+mkdir -p "$ctx/webroot/node_modules/bootstrap" "$ctx/webroot/node_modules/cronstrue" "$ctx/webroot/node_modules/chart.js/dist"
 cp "$target_dir/gdts-manager" "$target_dir/gdts-worker" "$ctx/"
 cp webroot/*.html webroot/*.js webroot/*.css webroot/*.svg "$ctx/webroot/"
 cp -r webroot/node_modules/bootstrap/dist "$ctx/webroot/node_modules/bootstrap/"
 cp -r webroot/node_modules/cronstrue/dist "$ctx/webroot/node_modules/cronstrue/"
+cp webroot/node_modules/chart.js/dist/chart.umd.min.js "$ctx/webroot/node_modules/chart.js/dist/"

@@ -70,6 +70,9 @@ plan
 echo "tf-check: terraform plan (terraform.tfvars.example with an external MongoDB)"
 plan --var mongodb_external=true --var 'mongodb_uri=mongodb+srv://gdts:secret@cluster0.example.mongodb.net/gdts'
 
+echo "tf-check: terraform plan (terraform.tfvars.example with a labelled extra worker group)"
+plan --var 'worker_labels={pool="general"}' --var 'worker_groups={highmem={size=1,machine_type="n2-highmem-8",labels={memory="high"}}}'
+
 echo "tf-check: checkov"
 "$root/.venv-checkov/bin/checkov" -d "$work" --config-file "$src/.checkov.yaml"
 echo "tf-check: all checks passed"

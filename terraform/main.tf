@@ -127,7 +127,26 @@ module "manager" {
   depends_on = [module.services]
 }
 
+# The workers: the main group (worker_count, worker_machine_type,
+# worker_labels) and any extra groups (worker_groups), each its own regional
+# instance group with its own machine type and labels, for jobs whose
+# selector asks for them.
+locals {
+  worker_groups = merge(
+    {
+      main = {
+        size            = var.worker_count
+        machine_type    = var.worker_machine_type
+        labels          = var.worker_labels
+        autoscaling_max = var.worker_autoscaling_max
+      }
+    },
+    var.worker_groups,
+  )
+}
+
 module "workers" {
+  for_each           = local.worker_groups
   source             = "./modules/workers"
   project_id         = var.project_id
   name               = var.name
@@ -138,7 +157,7 @@ module "workers" {
   service_account    = module.iam.worker_email
   subnetwork         = module.network.vm_subnet_id
   network_tag        = module.network.worker_tag
-  machine_type       = var.worker_machine_type
+  machine_type       = each.value.machine_type
   etcd_endpoints     = module.etcd.client_endpoints
   etcd_prefix        = local.etcd_prefix
   etcd_tls           = module.etcd.client_tls["worker"]
@@ -146,8 +165,16 @@ module "workers" {
   gcs_bucket         = module.storage.bucket_name
   health_port        = local.worker_health_port
   job_uid            = var.worker_job_uid
-  size               = var.worker_count
-  autoscaling_max    = var.worker_autoscaling_max
+  size               = each.value.size
+  autoscaling_max    = each.value.autoscaling_max
+  group              = each.key == "main" ? "" : each.key
+  labels             = each.value.labels
 
   depends_on = [module.services, module.network]
+}
+
+# Where the main group lived before extra groups: moved, never replaced.
+moved {
+  from = module.workers
+  to   = module.workers["main"]
 }

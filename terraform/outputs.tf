@@ -40,5 +40,10 @@ output "service_accounts" {
 
 output "worker_group" {
   description = "Regional managed instance group of the workers."
-  value       = module.workers.instance_group
+  value       = module.workers["main"].instance_group
+}
+
+output "worker_groups" {
+  description = "The extra worker groups' instance groups, by name."
+  value       = { for name, g in module.workers : name => g.instance_group if name != "main" }
 }

@@ -282,3 +282,30 @@ variable "metrics_scrape_ranges" {
     error_message = "metrics_scrape_ranges must not open the port to the world."
   }
 }
+
+variable "worker_labels" {
+  description = "Labels of the main worker group's workers (GDTS_WORKER_LABELS), e.g. { zone = \"any\" }."
+  type        = map(string)
+  default     = {}
+  validation {
+    condition     = alltrue([for k, v in var.worker_labels : can(regex("^[A-Za-z0-9._/-]{1,63}$", k)) && can(regex("^[A-Za-z0-9._/-]{1,63}$", v))])
+    error_message = "worker_labels: keys and values are 1-63 characters of letters, digits, '.', '_', '-' or '/'."
+  }
+}
+
+variable "worker_groups" {
+  description = "Extra worker groups by name (a-z, 0-9, -): each an instance group with its own size, machine type and labels, e.g. { highmem = { size = 1, machine_type = \"n2-highmem-8\", labels = { memory = \"high\" } } }. Jobs whose selector asks for a group's labels run there."
+  type = map(object({
+    size            = number
+    machine_type    = string
+    labels          = map(string)
+    autoscaling_max = optional(number, 0)
+  }))
+  default = {}
+  validation {
+    condition = alltrue([for name, g in var.worker_groups : can(regex("^[a-z0-9][a-z0-9-]{0,14}$", name)) && name != "main" && g.size >= 1 && g.size <= 500 && alltrue([
+      for k, v in g.labels : can(regex("^[A-Za-z0-9._/-]{1,63}$", k)) && can(regex("^[A-Za-z0-9._/-]{1,63}$", v))
+    ])])
+    error_message = "worker_groups: names are 1-15 characters of a-z, 0-9 and - (not main, the main group); sizes 1-500; label keys and values 1-63 characters of letters, digits, '.', '_', '-' or '/'."
+  }
+}

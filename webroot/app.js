@@ -27,6 +27,7 @@ import {
   pager,
 } from './core.js';
 import { currentSession, applyIdentity, signInPage, tokensPage, auditPage } from './access.js';
+import { jobRunsChart, overviewPage } from './charts.js';
 // ---------- job actions (list and detail pages share them) ----------
 
 function confirmDelete(name) {
@@ -118,6 +119,7 @@ function stateCell(job) {
   const parts = [];
   if (job.running) parts.push(`<span class="badge text-bg-primary" data-running="${job.running}">${job.running} running</span>`);
   if (job.paused) parts.push('<span class="badge text-bg-secondary" data-paused>paused</span>');
+  if (job.unmatched) parts.push('<span class="badge text-bg-warning" data-unmatched title="no live worker has the labels its selector asks for: nothing runs it">no worker matches</span>');
   if (!parts.length) parts.push('<span class="badge bg-body-secondary text-body-emphasis border" data-idle>scheduled</span>');
   return parts.join(' ');
 }
@@ -249,6 +251,13 @@ function jobsPage() {
 }
 
 
+/** Label pairs (a worker's labels, a job's selector) as badges; '' for none. */
+function labelBadges(labels) {
+  return Object.entries(labels || {})
+    .map(([k, v]) => `<span class="badge rounded-pill text-bg-light border font-monospace">${esc(k)}=${esc(v)}</span>`)
+    .join(' ');
+}
+
 /** A worker's clock against the reference (MongoDB's): skewed ones claim nothing. */
 function clockCell(w) {
   if (w.clockOffsetMs === undefined || w.clockOffsetMs === null) return '<span class="text-body-secondary">not measured</span>';
@@ -274,9 +283,11 @@ function jobPage(name) {
       <li class="breadcrumb-item"><a href="#/jobs">Jobs</a></li>
       <li class="breadcrumb-item active text-break" aria-current="page">${esc(name)}</li></ol></nav>
     <div id="job-head"><div class="placeholder-glow"><span class="placeholder col-6"></span></div></div>
+    <div id="job-chart" class="mt-4"></div>
     <h2 class="h5 mt-4">Runs</h2>
     <div id="runs"></div>`;
   const runs = document.getElementById('runs');
+  const chart = jobRunsChart(document.getElementById('job-chart'), name);
 
   const detail = (label, value) => value === undefined || value === null || value === ''
     ? '' : `<dt class="col-sm-4 col-lg-3">${esc(label)}</dt><dd class="col-sm-8 col-lg-9 text-break">${value}</dd>`;
@@ -296,6 +307,8 @@ function jobPage(name) {
           ${j.image && j.command ? detail('Command', `<code>${esc(j.command)}</code>`) : ''}
           ${j.image ? detail('Limits', esc([j.cpus ? `${j.cpus} CPUs` : 'no CPU limit', j.memoryMb ? `${j.memoryMb} MB` : 'no memory limit', `network ${j.network || 'none'}`, `pull ${j.pull || 'if-not-present'}`].join(' · '))) : ''}
           ${j.env && Object.keys(j.env).length ? detail('Environment', `<code>${esc(Object.entries(j.env).map(([k, v]) => `${k}=${v}`).join(' '))}</code>`) : ''}
+          ${j.notify ? detail('Notifies', `<span data-notify>${esc((j.notify.on || []).join(', '))} → ${j.notify.webhooks.map((u) => `<code>${esc(u.replace(/^(https?:\/\/[^/?#]+).*$/, '$1/…'))}</code>`).join(' ')}</span>`) : ''}
+          ${j.selector && Object.keys(j.selector).length ? detail('Runs on workers with', `<span data-selector>${labelBadges(j.selector)}</span>${j.unmatched ? ' <span class="text-warning-emphasis">(no live worker has them)</span>' : ''}`) : ''}
           ${detail('Overlap', esc(j.overlap || 'allow'))}
           ${detail('Timeout', j.timeoutSeconds ? esc(`${j.timeoutSeconds} s`) : 'none')}
           ${detail('Retries', esc(`${j.retries || 0}${j.retries ? ` (backoff ${j.retryBackoffSeconds || 10} s, doubling)` : ''}`))}
@@ -374,12 +387,13 @@ function jobPage(name) {
   loadJob();
   loadRuns();
   return {
-    dispose() { alive = false; main.removeEventListener('click', onClick); },
+    dispose() { alive = false; chart.dispose(); main.removeEventListener('click', onClick); },
     onEvent(type, data) {
       const about = data.job || data.name;
       if (about !== name && type !== 'reset') return;
       soon('job', loadJob);
       if (type === 'run.finished' || type === 'reset') {
+        chart.refresh();
         // The run's record is written in a batch shortly after it ends (later
         // while MongoDB is slow): look again a few times.
         if (page === 1) {
@@ -431,7 +445,7 @@ function workersPage() {
       holder.innerHTML = workers.length ? `
         <table class="table align-middle table-stack" aria-label="Workers">
           <thead><tr><th scope="col">Worker</th><th scope="col">Host</th><th scope="col">Version</th><th scope="col">Started</th>
-            <th scope="col">Running</th><th scope="col">Last seen</th><th scope="col">Clock</th></tr></thead>
+            <th scope="col">Running</th><th scope="col">Last seen</th><th scope="col">Clock</th><th scope="col">Labels</th></tr></thead>
           <tbody>${workers.map((w) => `
             <tr data-worker="${esc(w.id)}">
               <td data-label="Worker" class="fw-semibold text-break"><div class="cell">${esc(w.id)}</div></td>
@@ -441,6 +455,7 @@ function workersPage() {
               <td data-label="Running"><div class="cell">${esc(w.running)}</div></td>
               <td data-label="Last seen"><div class="cell">${timeTag(w.lastSeen)}</div></td>
               <td data-label="Clock"><div class="cell">${clockCell(w)}</div></td>
+              <td data-label="Labels"><div class="cell" data-labels>${labelBadges(w.labels) || '<span class="text-body-secondary">none</span>'}</div></td>
             </tr>`).join('')}</tbody>
         </table>
         <p class="small text-body-secondary">${workers.length} worker${workers.length === 1 ? '' : 's'} alive</p>`
@@ -526,6 +541,13 @@ function jobForm(name) {
         <textarea class="form-control font-monospace" id="f-env" name="env" rows="2" spellcheck="false" placeholder="KEY=value, one per line" aria-describedby="e-env"></textarea>
         <div class="invalid-feedback" id="e-env"></div>
       </div>
+      <div class="col-12">
+        <label class="form-label" for="f-selector">Run only on workers labelled</label>
+        <input class="form-control font-monospace" id="f-selector" name="selector" autocomplete="off" spellcheck="false"
+          placeholder="gpu=true, zone=a" aria-describedby="h-selector e-selector">
+        <div class="form-text" id="h-selector">Pairs a worker's <code>GDTS_WORKER_LABELS</code> must all include; empty: any worker.</div>
+        <div class="invalid-feedback" id="e-selector"></div>
+      </div>
 
       <div class="col-md-7">
         <label class="form-label" for="f-cronExpr">Schedule (cron)</label>
@@ -574,6 +596,16 @@ function jobForm(name) {
           <input class="form-check-input" type="checkbox" id="f-paused" name="paused">
           <label class="form-check-label" for="f-paused">Paused (saved, not scheduled)</label>
         </div>
+      </div>
+      <div class="col-md-8">
+        <label class="form-label" for="f-webhooks">Notify webhooks</label>
+        <textarea class="form-control font-monospace" id="f-webhooks" name="webhooks" rows="2" spellcheck="false" placeholder="https://hooks.example.com/..., one per line" aria-describedby="h-webhooks e-notify"></textarea>
+        <div class="form-text" id="h-webhooks">A JSON POST (Slack-compatible) for each run that ends with one of the statuses below.</div>
+        <div class="invalid-feedback" id="e-notify"></div>
+      </div>
+      <div class="col-md-4">
+        <label class="form-label" for="f-notifyOn">Notify on</label>
+        <input class="form-control" id="f-notifyOn" name="notifyOn" autocomplete="off" spellcheck="false" placeholder="failed, timed-out, lost, missed">
       </div>
       <div class="col-12 d-flex gap-2">
         <button type="submit" class="btn btn-primary" id="save">${editing ? 'Save changes' : 'Create job'}</button>
@@ -654,6 +686,9 @@ function jobForm(name) {
   $('cronExpr').addEventListener('input', () => soon('preview', updatePreview, 300));
   $('timezone').addEventListener('input', () => soon('preview', updatePreview, 300));
 
+  /** The job as loaded for editing (none for a new job). */
+  let loaded = null;
+
   function fill(j) {
     $('name').value = j.name;
     const container = !!j.image;
@@ -666,6 +701,7 @@ function jobForm(name) {
     $('network').value = j.network || '';
     $('pull').value = j.pull || 'if-not-present';
     $('env').value = Object.entries(j.env || {}).map(([k, v]) => `${k}=${v}`).join('\n');
+    $('selector').value = Object.entries(j.selector || {}).map(([k, v]) => `${k}=${v}`).join(', ');
     $('cronExpr').value = j.cronExpr;
     $('timezone').value = j.timezone || '';
     $('overlap').value = j.overlap || 'allow';
@@ -674,6 +710,9 @@ function jobForm(name) {
     $('retries').value = j.retries ?? '';
     $('retryBackoffSeconds').value = j.retryBackoffSeconds ?? '';
     $('paused').checked = !!j.paused;
+    $('webhooks').value = (j.notify?.webhooks || []).join('\n');
+    $('notifyOn').value = (j.notify?.on || []).join(', ');
+    loaded = j;
     updatePreview();
   }
 
@@ -706,6 +745,14 @@ function jobForm(name) {
       env[line.slice(0, eq).trim()] = line.slice(eq + 1);
     }
     if (Object.keys(env).length) spec.env = env;
+    const selector = {};
+    for (const pair of $('selector').value.split(',')) {
+      if (!pair.trim()) continue;
+      const eq = pair.indexOf('=');
+      if (eq <= 0) { fieldError('selector', `"${pair.trim()}" is not key=value`); return null; }
+      selector[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+    }
+    if (Object.keys(selector).length) spec.selector = selector;
     if ($('timezone').value.trim()) spec.timezone = $('timezone').value.trim();
     if ($('overlap').value !== 'allow') spec.overlap = $('overlap').value;
     for (const f of ['timeoutSeconds', 'catchUpSeconds', 'retries', 'retryBackoffSeconds']) {
@@ -714,6 +761,19 @@ function jobForm(name) {
       if (v !== null) spec[f] = v;
     }
     if ($('paused').checked) spec.paused = true;
+    const webhooks = $('webhooks').value.split('\n').map((u) => u.trim()).filter(Boolean);
+    if (webhooks.length) {
+      spec.notify = { webhooks };
+      const on = $('notifyOn').value.split(',').map((s) => s.trim()).filter(Boolean);
+      if (on.length) spec.notify.on = on;
+    }
+    // Fields this form does not show stay as they were.
+    const shown = new Set(['name', 'command', 'cronExpr', 'image', 'cpus', 'memoryMb', 'network', 'pull', 'env',
+      'selector', 'timezone', 'overlap', 'timeoutSeconds', 'catchUpSeconds', 'retries', 'retryBackoffSeconds', 'paused', 'notify']);
+    const derived = new Set(['running', 'nextFireTimes', 'lastRun', 'unmatched']);
+    for (const [k, v] of Object.entries(loaded || {})) {
+      if (!shown.has(k) && !derived.has(k) && !(k in spec)) spec[k] = v;
+    }
     return spec;
   }
 
@@ -774,7 +834,11 @@ function route() {
   const decode = (part) => { try { return decodeURIComponent(part); } catch { return part; } };
   const parts = hash.split('/').map(decode);
   let section = 'jobs';
-  if (parts[0] === 'workers') {
+  if (parts[0] === 'overview') {
+    section = 'overview';
+    current = overviewPage();
+    document.title = 'Overview · GDTS';
+  } else if (parts[0] === 'workers') {
     section = 'workers';
     current = workersPage();
     document.title = 'Workers · GDTS';

@@ -1,6 +1,7 @@
 //! The job model: `JobSpec` is the JSON form (in etcd and on the HTTP API),
 //! `Job` is a spec that passed validation.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -18,7 +19,7 @@ pub struct JobName(String);
 impl JobName {
     pub fn parse(raw: &str) -> Result<Self, JobError> {
         let bad = |reason: String| JobError {
-            field: "name",
+            field: Cow::Borrowed("name"),
             reason,
         };
         if raw.is_empty() {
@@ -59,7 +60,7 @@ impl fmt::Display for JobName {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
 pub struct JobError {
-    pub field: &'static str,
+    pub field: Cow<'static, str>,
     pub reason: String,
 }
 
@@ -74,7 +75,7 @@ pub struct JobSpec {
     pub name: String,
     /// The shell command; may be empty only for a container job (the image
     /// then runs as built).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     #[schema(required = true)]
     pub command: String,
     /// Seven fields with seconds and year (`0 */5 * * * * *`), or five or
@@ -83,8 +84,20 @@ pub struct JobSpec {
     pub cron_expr: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub env: BTreeMap<String, String>,
+    /// Only workers whose labels (`GDTS_WORKER_LABELS`) include every pair
+    /// run the job's ticks.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,7 +109,11 @@ pub struct JobSpec {
     /// IANA time zone of the cron expression (default UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "null_as_default"
+    )]
     pub paused: bool,
     /// `allow` (default), `forbid` or `replace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +126,97 @@ pub struct JobSpec {
     pub retry_backoff_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_up_seconds: Option<u64>,
+    /// Where to send a notice when a run ends with one of the `on`
+    /// statuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifySpec>,
+}
+
+/// A job's notifications: a JSON POST (Slack-compatible `text`, plus the run
+/// record's fields) to each webhook when a run ends with one of `on`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifySpec {
+    /// 1-5 `http://` or `https://` URLs.
+    pub webhooks: Vec<String>,
+    /// Statuses that send a notice (`succeeded`, `failed`, `killed`,
+    /// `timed-out`, `lost`, `missed`, `skipped`); default `failed`,
+    /// `timed-out`, `lost`, `missed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<String>>,
+}
+
+/// Statuses a notification may be sent on.
+pub const NOTIFY_STATUSES: [&str; 7] = [
+    "succeeded",
+    "failed",
+    "killed",
+    "timed-out",
+    "lost",
+    "missed",
+    "skipped",
+];
+/// What notifies when `on` is left out.
+pub const NOTIFY_DEFAULT_ON: [&str; 4] = ["failed", "timed-out", "lost", "missed"];
+pub const MAX_WEBHOOKS: usize = 5;
+pub const MAX_WEBHOOK_LEN: usize = 2048;
+
+/// A validated [`NotifySpec`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notify {
+    pub webhooks: Vec<String>,
+    pub on: std::collections::BTreeSet<String>,
+}
+
+impl Notify {
+    /// Whether a run that ended with `status` sends a notice.
+    pub fn wants(&self, status: &str) -> bool {
+        self.on.contains(status)
+    }
+}
+
+fn notify_of(spec: &NotifySpec) -> Result<Notify, JobError> {
+    if spec.webhooks.is_empty() || spec.webhooks.len() > MAX_WEBHOOKS {
+        return Err(invalid(
+            "notify",
+            format!(
+                "webhooks: 1 to {MAX_WEBHOOKS} URLs, not {}",
+                spec.webhooks.len()
+            ),
+        ));
+    }
+    for url in &spec.webhooks {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+        if url.len() > MAX_WEBHOOK_LEN
+            || host.is_none_or(str::is_empty)
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "notify",
+                format!("webhooks: {url:?} is not an http:// or https:// URL of at most {MAX_WEBHOOK_LEN} characters"),
+            ));
+        }
+    }
+    let on: std::collections::BTreeSet<String> = match &spec.on {
+        None => NOTIFY_DEFAULT_ON.iter().map(|s| s.to_string()).collect(),
+        Some(on) => on.iter().cloned().collect(),
+    };
+    if on.is_empty() {
+        return Err(invalid("notify", "on: name at least one status"));
+    }
+    if let Some(bad) = on.iter().find(|s| !NOTIFY_STATUSES.contains(&s.as_str())) {
+        return Err(invalid(
+            "notify",
+            format!("on: {bad:?} is not one of {}", NOTIFY_STATUSES.join(", ")),
+        ));
+    }
+    Ok(Notify {
+        webhooks: spec.webhooks.clone(),
+        on,
+    })
 }
 
 impl JobSpec {
@@ -120,6 +228,7 @@ impl JobSpec {
             cron_expr: cron_expr.into(),
             image: None,
             env: BTreeMap::new(),
+            selector: BTreeMap::new(),
             cpus: None,
             memory_mb: None,
             network: None,
@@ -131,6 +240,7 @@ impl JobSpec {
             retries: None,
             retry_backoff_seconds: None,
             catch_up_seconds: None,
+            notify: None,
         }
     }
 }
@@ -250,6 +360,10 @@ pub struct Job {
     pub schedule: CronSchedule,
     /// Extra environment variables for the run.
     pub env: BTreeMap<String, String>,
+    /// Labels a worker must carry to run the job's ticks (empty: any worker).
+    pub selector: BTreeMap<String, String>,
+    /// Where to send notices of runs that end with chosen statuses.
+    pub notify: Option<Notify>,
     /// Set for a container job.
     pub container: Option<ContainerSpec>,
     /// A paused job keeps its definition but never fires.
@@ -269,9 +383,81 @@ pub const MAX_IMAGE_LEN: usize = 255;
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> JobError {
     JobError {
-        field,
+        field: Cow::Borrowed(field),
         reason: reason.into(),
     }
+}
+
+/// A `null` where a map, a string or a flag is expected means "not set",
+/// as it did in the original system.
+fn null_as_default<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
+}
+
+/// serde's "invalid type: integer `5`, expected a string" as "must be a
+/// string, not integer 5", with Rust's type names said in words.
+fn plain_words(reason: &str) -> String {
+    let Some((got, expected)) = reason
+        .strip_prefix("invalid type: ")
+        .or_else(|| reason.strip_prefix("invalid value: "))
+        .and_then(|r| r.split_once(", expected "))
+    else {
+        return reason.to_string();
+    };
+    let expected = match expected {
+        "u64" | "u32" | "usize" => "a whole number >= 0",
+        "f64" | "f32" => "a number",
+        "a boolean" => "true or false",
+        "a map" => "an object",
+        other => other,
+    };
+    let got = got.replace('`', "");
+    format!("must be {expected}, not {got}")
+}
+
+/// Most pairs in a job's selector or a worker's labels.
+pub const MAX_LABELS: usize = 32;
+
+/// Checks label pairs (a job's `selector`, a worker's labels): keys and
+/// values of 1-63 characters of `[A-Za-z0-9._/-]`.
+pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
+    if labels.len() > MAX_LABELS {
+        return Err(format!(
+            "has {} pairs; at most {MAX_LABELS} allowed",
+            labels.len()
+        ));
+    }
+    let ok = |s: &str| {
+        (1..=63).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+    };
+    for (k, v) in labels {
+        if !ok(k) {
+            return Err(format!(
+                "key {k:?} must be 1-63 characters of letters, digits, '.', '_', '-' or '/'"
+            ));
+        }
+        if !ok(v) {
+            return Err(format!(
+                "value {v:?} of {k} must be 1-63 characters of letters, digits, '.', '_', '-' or '/'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a worker with `labels` may run a job with `selector`: it
+/// carries every pair.
+pub fn selector_matches(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 impl Job {
@@ -305,6 +491,8 @@ impl Job {
             schedule = schedule.in_timezone(tz);
         }
         validate_env(&spec.env)?;
+        validate_labels(&spec.selector).map_err(|e| invalid("selector", e))?;
+        let notify = spec.notify.as_ref().map(notify_of).transpose()?;
         let policy = run_policy(spec)?;
         let container = match &spec.image {
             Some(image) => Some(container_spec(image, spec)?),
@@ -327,6 +515,8 @@ impl Job {
             command: spec.command.clone(),
             schedule,
             env: spec.env.clone(),
+            selector: spec.selector.clone(),
+            notify,
             container,
             paused: spec.paused,
             policy,
@@ -334,8 +524,15 @@ impl Job {
     }
 
     /// Parses and validates the `job` JSON an operator sent. Unknown fields
-    /// are ignored; a field of the wrong type is named in the error.
+    /// are ignored (as the original did); a field of the wrong type is named
+    /// in the error.
     pub fn from_json(raw: &str) -> Result<Job, JobError> {
+        Job::parse_json(raw).map(|(job, _)| job)
+    }
+
+    /// As [`Job::from_json`], also returning the fields that are not job
+    /// fields (the JSON API refuses them: a typo must not be dropped).
+    pub fn parse_json(raw: &str) -> Result<(Job, Vec<String>), JobError> {
         let value: Value = serde_json::from_str(raw)
             .map_err(|e| invalid("job", format!("is not a valid job JSON object: {e}")))?;
         let Value::Object(map) = value else {
@@ -344,101 +541,36 @@ impl Job {
                 "is not a valid job JSON object: expected {...}",
             ));
         };
-        let text = |field: &'static str| -> Result<Option<String>, JobError> {
-            match map.get(field) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(invalid(field, format!("must be a string, not {other}"))),
+        // A shell job names its command; "" is refused by validation.
+        let has_command = !matches!(map.get("command"), None | Some(Value::Null));
+        let mut unknown = Vec::new();
+        let spec: JobSpec = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+            Value::Object(map),
+            &mut |path: serde_ignored::Path| unknown.push(path.to_string()),
+        ))
+        .map_err(|e| {
+            let field = e.path().iter().find_map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                _ => None,
+            });
+            let reason = plain_words(&e.into_inner().to_string());
+            match (field, reason.strip_prefix("missing field `")) {
+                (Some(field), _) => JobError {
+                    field: Cow::Owned(field),
+                    reason,
+                },
+                // A top-level field left out.
+                (None, Some(rest)) => JobError {
+                    field: Cow::Owned(rest.trim_end_matches('`').to_string()),
+                    reason: "is missing".into(),
+                },
+                (None, None) => invalid("job", reason),
             }
-        };
-        let required = |field: &'static str| -> Result<String, JobError> {
-            text(field)?.ok_or_else(|| invalid(field, "is missing"))
-        };
-        let name = required("name")?;
-        let image = text("image")?;
-        let command = match image {
-            Some(_) => text("command")?.unwrap_or_default(),
-            None => required("command")?,
-        };
-        let cron_expr = required("cronExpr")?;
-        let env = match map.get("env") {
-            None | Some(Value::Null) => BTreeMap::new(),
-            Some(Value::Object(vars)) => vars
-                .iter()
-                .map(|(k, v)| match v {
-                    Value::String(s) => Ok((k.clone(), s.clone())),
-                    other => Err(invalid(
-                        "env",
-                        format!("value of {k:?} must be a string, not {other}"),
-                    )),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(other) => {
-                return Err(invalid(
-                    "env",
-                    format!("must be an object of strings, not {other}"),
-                ))
-            }
-        };
-        let cpus = match map.get("cpus") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => n.as_f64(),
-            Some(other) => return Err(invalid("cpus", format!("must be a number, not {other}"))),
-        };
-        let memory_mb = match map.get("memoryMb") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(|| {
-                invalid(
-                    "memoryMb",
-                    format!("must be a whole number of MiB, not {n}"),
-                )
-            })?),
-            Some(other) => {
-                return Err(invalid(
-                    "memoryMb",
-                    format!("must be a number, not {other}"),
-                ))
-            }
-        };
-        let whole = |field: &'static str| -> Result<Option<u64>, JobError> {
-            match map.get(field) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Number(n)) => n
-                    .as_u64()
-                    .map(Some)
-                    .ok_or_else(|| invalid(field, format!("must be a whole number >= 0, not {n}"))),
-                Some(other) => Err(invalid(field, format!("must be a number, not {other}"))),
-            }
-        };
-        let paused = match map.get("paused") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(invalid(
-                    "paused",
-                    format!("must be true or false, not {other}"),
-                ))
-            }
-        };
-        let spec = JobSpec {
-            name,
-            command,
-            cron_expr,
-            image,
-            env,
-            cpus,
-            memory_mb,
-            network: text("network")?,
-            pull: text("pull")?,
-            timezone: text("timezone")?,
-            paused,
-            overlap: text("overlap")?,
-            timeout_seconds: whole("timeoutSeconds")?,
-            retries: whole("retries")?,
-            retry_backoff_seconds: whole("retryBackoffSeconds")?,
-            catch_up_seconds: whole("catchUpSeconds")?,
-        };
-        Job::from_spec(&spec)
+        })?;
+        if spec.image.is_none() && !has_command {
+            return Err(invalid("command", "is missing"));
+        }
+        Ok((Job::from_spec(&spec)?, unknown))
     }
 
     pub fn to_spec(&self) -> JobSpec {
@@ -449,6 +581,7 @@ impl Job {
             cron_expr: self.schedule.as_str().to_string(),
             image: c.map(|c| c.image.clone()),
             env: self.env.clone(),
+            selector: self.selector.clone(),
             cpus: c.and_then(|c| c.cpus),
             memory_mb: c.and_then(|c| c.memory_mb),
             network: c.map(|c| c.network.clone()),
@@ -464,6 +597,10 @@ impl Job {
                 .then_some(self.policy.retry_backoff.as_secs()),
             catch_up_seconds: (!self.policy.catch_up.is_zero())
                 .then_some(self.policy.catch_up.as_secs()),
+            notify: self.notify.as_ref().map(|n| NotifySpec {
+                webhooks: n.webhooks.clone(),
+                on: Some(n.on.iter().cloned().collect()),
+            }),
         }
     }
 }
@@ -715,7 +852,15 @@ mod tests {
                 r#"{"name":"j/k","command":"x","cronExpr":"* * * * *"}"#,
                 "name:",
             ),
-            (r#"{"name": 1}"#, "name: must be a string"),
+            (r#"{"name": 1}"#, "name: must be a string, not integer 1"),
+            (
+                r#"{"name":"j","command":"x","cronExpr":"* * * * *","paused":"yes"}"#,
+                "paused: must be true or false, not string",
+            ),
+            (
+                r#"{"name":"j","command":"x","cronExpr":"* * * * *","selector":{"gpu":""}}"#,
+                "selector: value",
+            ),
             ("[1]", "job: is not a valid job JSON"),
             ("not json", "job: is not a valid job JSON"),
         ];
@@ -726,9 +871,76 @@ mod tests {
     }
 
     #[test]
-    fn extra_fields_are_accepted() {
-        let raw = r#"{"name":"j","command":"x","cronExpr":"* * * * *","future":true}"#;
+    fn extra_fields_are_accepted_and_named() {
+        let raw =
+            r#"{"name":"j","command":"x","cronExpr":"* * * * *","future":true,"timeoutSecond":5}"#;
         assert!(Job::from_json(raw).is_ok());
+        let (_, unknown) = Job::parse_json(raw).unwrap();
+        assert_eq!(unknown, ["future", "timeoutSecond"]);
+    }
+
+    #[test]
+    fn notifications_validate_and_round_trip() {
+        let raw = r#"{"name":"j","command":"x","cronExpr":"* * * * *","notify":{"webhooks":["https://hooks.example/a"]}}"#;
+        let job = Job::from_json(raw).unwrap();
+        let n = job.notify.clone().unwrap();
+        assert!(n.wants("failed") && n.wants("missed") && !n.wants("succeeded"));
+        assert_eq!(Job::from_spec(&job.to_spec()).unwrap(), job);
+        for (notify, want) in [
+            (r#"{"webhooks":[]}"#, "notify: webhooks: 1 to 5"),
+            (
+                r#"{"webhooks":["ftp://x"]}"#,
+                "notify: webhooks: \"ftp://x\"",
+            ),
+            (r#"{"webhooks":["https://"]}"#, "notify: webhooks"),
+            (
+                r#"{"webhooks":["https://h/x"],"on":["exploded"]}"#,
+                "notify: on: \"exploded\"",
+            ),
+            (
+                r#"{"webhooks":["https://h/x"],"on":[]}"#,
+                "notify: on: name at least one",
+            ),
+            (r#"{"on":["failed"]}"#, "notify: missing field"),
+        ] {
+            let raw =
+                format!(r#"{{"name":"j","command":"x","cronExpr":"* * * * *","notify":{notify}}}"#);
+            let err = Job::from_json(&raw).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{notify}: {err}");
+        }
+    }
+
+    #[test]
+    fn null_means_not_set() {
+        let raw = r#"{"name":"j","command":"x","cronExpr":"* * * * *","env":null,"paused":null,"selector":null,"image":null}"#;
+        let job = Job::from_json(raw).unwrap();
+        assert!(job.env.is_empty() && !job.paused && job.selector.is_empty());
+    }
+
+    #[test]
+    fn selectors_round_trip_and_match() {
+        let raw = r#"{"name":"j","command":"x","cronExpr":"* * * * *","selector":{"gpu":"true","zone":"a"}}"#;
+        let job = Job::from_json(raw).unwrap();
+        assert_eq!(Job::from_spec(&job.to_spec()).unwrap(), job);
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(selector_matches(
+            &job.selector,
+            &labels(&[("gpu", "true"), ("zone", "a"), ("x", "y")])
+        ));
+        assert!(!selector_matches(
+            &job.selector,
+            &labels(&[("gpu", "true")])
+        ));
+        assert!(!selector_matches(
+            &job.selector,
+            &labels(&[("gpu", "false"), ("zone", "a")])
+        ));
+        assert!(selector_matches(&BTreeMap::new(), &BTreeMap::new()));
     }
 }
 

@@ -39,6 +39,29 @@ pub struct WorkerInfo {
     /// journals them to disk and owns no ticks while another worker can.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub records_blocked: bool,
+    /// The worker's labels (`GDTS_WORKER_LABELS`); a job with a `selector`
+    /// is run only by workers whose labels include every pair of it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The workers that take ticks: not draining, their clock within the
+/// bound, and able to write run records; when none of those can write
+/// records, all of them (their records are journaled). The planner ranks
+/// ticks over these; the API flags a job no one of them matches.
+pub fn ticking_workers<'a, I>(infos: I) -> Vec<&'a WorkerInfo>
+where
+    I: IntoIterator<Item = &'a WorkerInfo>,
+{
+    let sound: Vec<&WorkerInfo> = infos
+        .into_iter()
+        .filter(|i| !i.draining && !i.clock_skewed)
+        .collect();
+    let all_blocked = sound.iter().all(|i| i.records_blocked);
+    sound
+        .into_iter()
+        .filter(|i| all_blocked || !i.records_blocked)
+        .collect()
 }
 
 /// Who won a (job, tick).

@@ -49,6 +49,7 @@ pub fn router() -> Router<AppState> {
         .routes(routes!(get_run))
         .routes(routes!(list_workers))
         .routes(routes!(preview))
+        .routes(routes!(crate::stats::stats))
         .routes(routes!(crate::events::events))
         .routes(routes!(
             crate::tokens::list_tokens,
@@ -252,6 +253,32 @@ pub struct JobView {
     /// The newest run on record (newest tick), without its output.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_run: Option<LogRecord>,
+    /// The job has a `selector` that no live worker's labels match: nobody
+    /// runs its ticks until such a worker registers.
+    pub unmatched: bool,
+}
+
+/// Sets `unmatched` on the views whose selector no worker that takes ticks
+/// matches (the workers are read only if a view has a selector). Best
+/// effort: when the workers cannot be read, nothing is flagged (a save has
+/// already happened and must not answer 503).
+async fn flag_unmatched(state: &AppState, views: &mut [JobView]) {
+    if views.iter().all(|v| v.spec.selector.is_empty()) {
+        return;
+    }
+    let workers = match state.store.worker_infos().await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the workers to flag unmatched selectors");
+            return;
+        }
+    };
+    let ticking = gdts_common::values::ticking_workers(&workers);
+    for v in views.iter_mut().filter(|v| !v.spec.selector.is_empty()) {
+        v.unmatched = !ticking
+            .iter()
+            .any(|w| gdts_common::job::selector_matches(&v.spec.selector, &w.labels));
+    }
 }
 
 fn view(spec: JobSpec, running: u32) -> JobView {
@@ -269,6 +296,7 @@ fn view(spec: JobSpec, running: u32) -> JobView {
         running,
         next_fire_times,
         last_run: None,
+        unmatched: false,
     }
 }
 
@@ -329,7 +357,7 @@ async fn list_jobs(
         async { Ok(state.store.running_counts_of(&names).await?) },
         last_runs(&state, &jobs),
     )?;
-    let items = jobs
+    let mut items: Vec<JobView> = jobs
         .into_iter()
         .zip(last_runs)
         .map(|(spec, last_run)| {
@@ -340,6 +368,7 @@ async fn list_jobs(
             }
         })
         .collect();
+    flag_unmatched(&state, &mut items).await;
     Ok(Json(Page {
         items,
         total,
@@ -361,6 +390,7 @@ async fn get_job(State(state): State<AppState>, Path(name): Path<String>) -> V1R
         .ok_or_else(|| no_such_job(&name))?;
     let mut v = view(spec, state.store.running_count(&name).await?);
     v.last_run = state.store.last_run(&name).await?;
+    flag_unmatched(&state, std::slice::from_mut(&mut v)).await;
     Ok((
         [(axum::http::header::ETAG, format!("\"{version}\""))],
         Json(v),
@@ -488,7 +518,15 @@ async fn put_job(
             })
         }
     }
-    let job = Job::from_json(&Value::Object(object).to_string()).map_err(V1Error::Invalid)?;
+    let (job, unknown) =
+        Job::parse_json(&Value::Object(object).to_string()).map_err(V1Error::Invalid)?;
+    if let Some(field) = unknown.into_iter().next() {
+        // A typo (`timeoutSecond`) must not be saved as if it were not there.
+        return Err(V1Error::Unprocessable {
+            field: field.clone(),
+            message: format!("{field} is not a job field"),
+        });
+    }
     let before = if precondition.if_match.is_none() && precondition.if_none_match.is_none() {
         state.store.save_job(&job).await?
     } else {
@@ -549,18 +587,50 @@ async fn put_job(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(view(job.to_spec(), 0))).into_response())
+    let mut v = view(job.to_spec(), 0);
+    flag_unmatched(&state, std::slice::from_mut(&mut v)).await;
+    Ok((status, Json(v)).into_response())
 }
 
-#[utoipa::path(delete, path = "/jobs/{name}", tag = "jobs", params(("name" = String, Path)),
-    responses((status = 204), (status = 404, body = ApiError)))]
+/// Deletes a job; with `If-Match: <ETag of GET>` only that version (412 if
+/// it changed since).
+#[utoipa::path(delete, path = "/jobs/{name}", tag = "jobs",
+    params(("name" = String, Path),
+           ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,18}"|[0-9]{1,18})$"#, description = "the job's `ETag` from `GET`: delete only that version")),
+    responses((status = 204), (status = 400, body = ApiError), (status = 404, body = ApiError),
+              (status = 412, body = ApiError, description = "`If-Match` and the job changed or was deleted since")))]
 async fn delete_job(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> V1Result<StatusCode> {
+    let precondition = precondition(&headers)?;
     let name = name_of(&name)?;
-    match state.store.delete_job(&name).await? {
+    let deleted = match &precondition.if_match {
+        None => state.store.delete_job(&name).await?,
+        Some(versions) => {
+            let changed = || V1Error::PreconditionFailed {
+                field: None,
+                message: format!(
+                    "job {name} was changed or deleted since it was read (If-Match); \
+                     read it again"
+                ),
+            };
+            let current = state.store.get_job_versioned(&name).await?;
+            match current.map(|(_, v)| v) {
+                Some(v) if versions.contains(&v) => Some(
+                    state
+                        .store
+                        .delete_job_at(&name, Some(v))
+                        .await?
+                        .ok_or_else(changed)?,
+                ),
+                _ => return Err(changed()),
+            }
+        }
+    };
+    match deleted {
         Some(before) => {
             tracing::info!(job = %name, by = %caller.name(), "job deleted (api)");
             state
@@ -748,14 +818,14 @@ async fn preview(
     };
     let mut schedule = CronSchedule::parse(expr).map_err(|e| {
         V1Error::Invalid(JobError {
-            field: "cronExpr",
+            field: "cronExpr".into(),
             reason: e.to_string(),
         })
     })?;
     if let Some(zone) = q.get("timezone").filter(|z| !z.is_empty()) {
         let tz: chrono_tz::Tz = zone.parse().map_err(|_| {
             V1Error::Invalid(JobError {
-                field: "timezone",
+                field: "timezone".into(),
                 reason: format!("{zone:?} is not an IANA time zone name"),
             })
         })?;

@@ -160,6 +160,18 @@ pub fn apply(mut doc: Value) -> Value {
             }
         }
     }
+    // Saving refuses fields a job does not have (422 naming the field): the
+    // request body's schema says so. Inlined, not set on JobSpec itself:
+    // JobView embeds JobSpec, and its answers carry more fields.
+    if let Some(spec) = doc.pointer("/components/schemas/JobSpec").cloned() {
+        let mut strict = spec;
+        strict["additionalProperties"] = json!(false);
+        if let Some(schema) = doc
+            .pointer_mut("/paths/~1jobs~1{name}/put/requestBody/content/application~1json/schema")
+        {
+            *schema = strict;
+        }
+    }
     doc
 }
 

@@ -11,6 +11,7 @@ mod events;
 mod iap;
 mod metrics;
 mod outputs;
+mod stats;
 mod store;
 mod tokens;
 

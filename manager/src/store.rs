@@ -65,6 +65,12 @@ impl Store {
             )
             .build();
         self.logs.create_index(by_job).await?;
+        // The overview (`/api/v1/stats`): the newest runs of all jobs.
+        let by_time = IndexModel::builder()
+            .keys(doc! { "planTime": -1 })
+            .options(IndexOptions::builder().name("planTime".to_string()).build())
+            .build();
+        self.logs.create_index(by_time).await?;
         const TTL_INDEX: &str = "endDate_ttl";
         let Some(days) = retention_days else {
             // Retention off: a TTL index left from earlier must not keep deleting.
@@ -141,8 +147,27 @@ impl Store {
 
     /// Deletes a job; returns what was deleted.
     pub async fn delete_job(&self, name: &JobName) -> Result<Option<JobSpec>, StoreError> {
+        self.delete_job_at(name, None).await
+    }
+
+    /// Deletes a job if it is at `version` (its etcd mod revision, the
+    /// ETag), or whatever its version with `None`; returns what was deleted
+    /// (`None`: absent, or at another version).
+    pub async fn delete_job_at(
+        &self,
+        name: &JobName,
+        version: Option<i64>,
+    ) -> Result<Option<JobSpec>, StoreError> {
+        let when = match version {
+            Some(v) => vec![Compare::mod_revision(
+                self.keys.job(name),
+                CompareOp::Equal,
+                v,
+            )],
+            None => Vec::new(),
+        };
         // The job and its watermark go together, so nothing piles up per name.
-        let txn = Txn::new().and_then(vec![
+        let txn = Txn::new().when(when).and_then(vec![
             TxnOp::delete(
                 self.keys.job(name),
                 Some(DeleteOptions::new().with_prev_key()),
@@ -368,6 +393,24 @@ impl Store {
     ) -> Result<Vec<LogRecord>, StoreError> {
         self.find_job_logs(name, skip, limit, doc! { "_id": 0 })
             .await
+    }
+
+    /// The newest run records of every job with a tick at or after
+    /// `since` (epoch ms), at most `limit`, newest first: only the fields
+    /// the overview needs.
+    pub async fn recent_runs(&self, since: i64, limit: i64) -> Result<Vec<Document>, StoreError> {
+        use futures::TryStreamExt;
+        Ok(gdts_runtime::metrics::mongo("recent_runs", async {
+            self.logs
+                .find(doc! { "planTime": { "$gte": since } })
+                .sort(doc! { "planTime": -1 })
+                .limit(limit)
+                .projection(doc! { "_id": 0, "status": 1, "planTime": 1, "startTime": 1, "trigger": 1, "attempt": 1 })
+                .await?
+                .try_collect()
+                .await
+        })
+        .await?)
     }
 
     /// A job's runs, newest tick first, without their output (left empty):

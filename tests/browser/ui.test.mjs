@@ -219,6 +219,21 @@ step('the job page shows runs appearing live, and a run\'s output', async () => 
   await desktop.locator('#output-modal').waitFor({ state: 'hidden' });
 });
 
+step('the job page charts its recent runs; the overview shows the fleet', async () => {
+  // Still on ui-hello's page: its chart and success rate.
+  await desktop.locator('canvas[data-runs-chart]').waitFor();
+  await desktop.waitForFunction(() => /success rate 100 %/.test(document.querySelector('[data-success-rate]')?.textContent || ''), null, { timeout: TIMEOUT });
+  assert.ok(await desktop.evaluate(() => !!window.Chart), 'Chart.js did not load');
+  await nav(desktop, 'Overview');
+  await desktop.locator('[data-stat="runs-per-second"]').waitFor();
+  assert.ok(Number(await desktop.locator('[data-stat="runs-per-second"]').textContent()) > 0, 'no runs counted');
+  assert.equal((await desktop.locator('[data-stat="workers"]').textContent()).trim(), `${workers.length} of ${workers.length}`);
+  await desktop.locator('#runs-chart').waitFor();
+  await desktop.locator('#lag-chart').waitFor();
+  await desktop.screenshot({ path: join(shots, 'overview-desktop.png') });
+  await nav(desktop, 'Jobs');
+});
+
 step('pause and resume from the list', async () => {
   await nav(desktop, 'Jobs');
   const row = desktop.locator('tr[data-job-row="ui-hello"]');
@@ -336,6 +351,36 @@ step('editing a job keeps every field it does not change', async () => {
   assert.equal(j.timeoutSeconds, 1800);
   assert.equal(j.overlap, 'forbid');
   assert.equal(j.timezone, 'Europe/Berlin');
+});
+
+step('a job whose selector no worker matches is flagged; editing the selector fixes it', async () => {
+  const put = await api('PUT', '/jobs/gpu-only', { command: 'echo gpu', cronExpr: '0 0 * * * * *', selector: { gpu: 'h100' } });
+  assert.equal(put.status, 201, JSON.stringify(put.body));
+  assert.equal(put.body.unmatched, true);
+  await nav(desktop, 'Jobs');
+  await desktop.locator('tr[data-job-row="gpu-only"] [data-unmatched]').waitFor();
+  await desktop.locator('tr[data-job-row="gpu-only"]').getByRole('link', { name: 'gpu-only', exact: true }).click();
+  await desktop.locator('[data-selector]').getByText('gpu=h100').waitFor();
+  await desktop.locator('#job-head [data-unmatched]').waitFor();
+  await desktop.screenshot({ path: join(shots, 'job-unmatched-desktop.png') });
+  await desktop.getByRole('link', { name: 'Edit' }).click();
+  const selector = desktop.getByLabel('Run only on workers labelled', { exact: true });
+  await desktop.waitForFunction(() => document.getElementById('f-selector')?.value === 'gpu=h100');
+  await selector.fill('zone=a');
+  await desktop.getByLabel('Notify webhooks', { exact: true }).fill('https://hooks.example.com/gdts');
+  await desktop.getByLabel('Notify on', { exact: true }).fill('failed, missed');
+  await desktop.getByRole('button', { name: 'Save changes' }).click();
+  await desktop.getByRole('heading', { name: 'gpu-only', exact: true }).waitFor();
+  await desktop.locator('[data-selector]').getByText('zone=a').waitFor();
+  assert.equal(await desktop.locator('#job-head [data-unmatched]').count(), 0);
+  const j = (await api('GET', '/jobs/gpu-only')).body;
+  assert.deepEqual(j.selector, { zone: 'a' });
+  assert.equal(j.unmatched, false);
+  assert.deepEqual(j.notify, { webhooks: ['https://hooks.example.com/gdts'], on: ['failed', 'missed'] });
+  // The workers page shows each worker's labels.
+  await nav(desktop, 'Workers');
+  await desktop.locator(`tr[data-worker="${workers[0]}"] [data-labels]`).getByText('zone=a').waitFor();
+  assert.equal((await api('DELETE', '/jobs/gpu-only')).status, 204);
 });
 
 step('at phone width (390 px) every page fits and works', async () => {

@@ -25,7 +25,10 @@ fn schemathesis(
     examples: &str,
 ) -> anyhow::Result<(bool, String)> {
     let root = workspace_root();
+    // schemathesis keeps a cache in its working directory: not in the tree.
+    let scratch = tempfile::tempdir()?;
     let out = Command::new(root.join(".venv-api/bin/st"))
+        .current_dir(scratch.path())
         .arg("--config-file")
         .arg(root.join("tests/schemathesis.toml"))
         .args(["--no-color", "run"])

@@ -20,6 +20,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("get", "/jobs/{name}/runs/{run_id}"),
     ("get", "/workers"),
     ("get", "/cron/preview"),
+    ("get", "/stats"),
     ("get", "/events"),
     ("get", "/tokens"),
     ("post", "/tokens"),

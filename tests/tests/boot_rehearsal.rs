@@ -416,6 +416,7 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
              etcd_prefix = \"/gdts/\", etcd_ca = \"{ETCD_CA_SECRET}\", \
              etcd_cert = \"gdts-etcd-worker-cert\", etcd_key = \"gdts-etcd-worker-key\", \
              gcs_bucket = \"{PROJECT}-outputs\", health_port = {HEALTH_PORT}, job_uid = 65534, \
+             labels = \"pool=rehearsal,zone=a\", \
              shutdown_grace_ms = {}, flush_timeout_ms = {}, stop_timeout_s = {stop_timeout_s} }}",
             workers_module_number("shutdown_grace_ms")?,
             workers_module_number("flush_timeout_ms")?,
@@ -851,6 +852,20 @@ async fn vms_boot_from_their_rendered_templates() -> anyhow::Result<()> {
     assert!(
         env_file.contains("GDTS_ETCD_CERT=/etc/gdts/etcd/cert.pem"),
         "no etcd certificate: {env_file}"
+    );
+    // Its labels (the group's worker_labels) are in its registration.
+    let registered = etcd.get(worker_key.clone(), None).await?;
+    let info: serde_json::Value = serde_json::from_slice(
+        registered
+            .kvs()
+            .first()
+            .context("the worker's registration")?
+            .value(),
+    )?;
+    assert_eq!(
+        info["labels"],
+        serde_json::json!({"pool": "rehearsal", "zone": "a"}),
+        "{info}"
     );
     assert_eq!(
         exec(&["stat", "-c", "%u %a", "/var/lib/gdts/etcd/key.pem"])?,

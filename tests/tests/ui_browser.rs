@@ -51,7 +51,20 @@ async fn web_ui_in_chromium() -> anyhow::Result<()> {
     }
 
     let workers = ["ui-worker-1", "ui-worker-2"];
-    let mut cluster = Cluster::with_workers("ui_browser", &workers).await?;
+    // Labelled workers, for the selector steps.
+    let mut cluster = Cluster::start("ui_browser").await?;
+    for (id, labels) in workers.iter().zip(["zone=a,gpu=none", "zone=b"]) {
+        cluster.start_worker(
+            id,
+            gdts_tests::WorkerOptions {
+                env: vec![("GDTS_WORKER_LABELS".into(), labels.into())],
+                ..Default::default()
+            },
+        )?;
+    }
+    cluster
+        .wait_for_workers(&workers, Duration::from_secs(20))
+        .await?;
     let webroot = root.join("webroot");
     cluster
         .restart_manager_with(&[

@@ -10,6 +10,10 @@ pub struct WorkerConfig {
     /// `GDTS_WORKER_ID`: this worker's id in `/worker/list`. Default
     /// `{hostname}-{pid}`; characters outside `[A-Za-z0-9._-]` become `-`.
     pub worker_id: String,
+    /// `GDTS_WORKER_LABELS`: `key=value` pairs separated by commas
+    /// (`zone=a,gpu=true`); jobs with a `selector` run only on workers whose
+    /// labels include it.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// `GDTS_WORKER_LEASE_TTL_SECS`: TTL of the registration lease; a dead
     /// worker leaves `/worker/list` within it. Default 10.
     pub lease_ttl: Duration,
@@ -73,6 +77,10 @@ impl WorkerConfig {
             Some(_) => return Err("GDTS_WORKER_ID: must not be empty".into()),
             None => default_worker_id(),
         };
+        let labels = match get("GDTS_WORKER_LABELS") {
+            None => Default::default(),
+            Some(raw) => parse_labels(&raw).map_err(|e| format!("GDTS_WORKER_LABELS: {e}"))?,
+        };
         let lease_secs = number(get, "GDTS_WORKER_LEASE_TTL_SECS", 10)?;
         if !(2..=300).contains(&lease_secs) {
             return Err(format!(
@@ -88,6 +96,7 @@ impl WorkerConfig {
         Ok(WorkerConfig {
             store: StoreConfig::from_lookup(get)?,
             worker_id,
+            labels,
             lease_ttl: Duration::from_secs(lease_secs),
             output_limit: positive("GDTS_OUTPUT_LIMIT_BYTES", 64 * 1024)?,
             output_max: positive("GDTS_OUTPUT_MAX_BYTES", 256 * 1024 * 1024)? as u64,
@@ -154,6 +163,23 @@ impl WorkerConfig {
             },
         })
     }
+}
+
+/// `zone=a,gpu=true` as pairs; empty items are skipped, a key given twice
+/// or a malformed pair is refused.
+pub fn parse_labels(raw: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not key=value"))?;
+        let (k, v) = (k.trim(), v.trim());
+        if labels.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(format!("{k} is given twice"));
+        }
+    }
+    gdts_common::job::validate_labels(&labels)?;
+    Ok(labels)
 }
 
 fn default_worker_id() -> String {
@@ -279,6 +305,25 @@ fn env_pass(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(String, String)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_parse_and_bad_ones_are_named() {
+        let labels = parse_labels(" zone=a, gpu=true ,").unwrap();
+        assert_eq!(
+            labels.into_iter().collect::<Vec<_>>(),
+            [("gpu".into(), "true".into()), ("zone".into(), "a".into())]
+        );
+        assert!(parse_labels("").unwrap().is_empty());
+        for (raw, want) in [
+            ("zone", "is not key=value"),
+            ("zone=a,zone=b", "given twice"),
+            ("zone=a b", "value"),
+            ("=a", "key"),
+        ] {
+            let err = parse_labels(raw).unwrap_err();
+            assert!(err.contains(want), "{raw}: {err}");
+        }
+    }
 
     #[test]
     fn ids_are_key_safe() {

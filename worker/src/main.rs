@@ -14,6 +14,7 @@ mod jobs;
 mod kills;
 mod log_sink;
 mod metrics;
+mod notify;
 mod orphans;
 mod output;
 mod planner;
@@ -98,6 +99,9 @@ async fn main() -> anyhow::Result<()> {
         stop_all.clone(),
     ));
     let run_tasks = TaskTracker::new();
+    // Ends once every sender (the run context) is gone and deliveries in
+    // flight finish, or `notify::FLUSH_GRACE` after.
+    let (notifier, notifier_done) = notify::Notifier::start(metrics.clone(), stop_all.clone());
     let runs = Arc::new(runs::Runs::default());
     let health = Arc::new(health::Health::new(metrics.clone()));
     let (lease_id, lease_rx) = tokio::sync::watch::channel(0i64);
@@ -179,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
         clock_offset_ms: None,
         clock_skewed: false,
         records_blocked: false,
+        labels: config.labels.clone(),
     };
     let (ttl, registration_health) = (config.lease_ttl, health.clone());
     // Cancelled when another process holds this worker's id.
@@ -302,6 +307,8 @@ async fn main() -> anyhow::Result<()> {
         outputs,
         log_records: log_tx,
         metrics: metrics.clone(),
+        labels: config.labels.clone(),
+        notifier: notifier.clone(),
         stop_scheduling: stop_scheduling.clone(),
         stop_resolving: stop_all.clone(),
         clock: clock_rx.clone(),
@@ -362,6 +369,8 @@ async fn main() -> anyhow::Result<()> {
     side_writer.await.context("side writer panicked")?;
     drop(ctx);
     let unwritten = log_writer.await.context("log writer panicked")?;
+    drop(notifier);
+    let _ = tokio::time::timeout(notify::FLUSH_GRACE * 2, notifier_done).await;
     stop_all.cancel();
     tokio::task::spawn_blocking(move || registration.join())
         .await

@@ -86,6 +86,7 @@ pub struct Metrics {
     claims: IntCounterVec,
     outcomes: IntCounterVec,
     missed: IntCounterVec,
+    unmatched: IntCounter,
     runs: IntCounterVec,
     job_runs: IntCounterVec,
     job_labels: Mutex<HashSet<String>>,
@@ -95,6 +96,7 @@ pub struct Metrics {
     running: IntGauge,
     records: IntCounterVec,
     records_pending: IntGauge,
+    notifications: IntCounterVec,
     lease_renewals: IntCounter,
     lease_losses: IntCounter,
     clock_offset: Gauge,
@@ -144,6 +146,10 @@ impl Metrics {
                 "Ticks this worker recorded as missed, by reason: not_prepared, late, overloaded.",
                 &["reason"],
             ),
+            unmatched: counter(
+                "gdts_worker_ticks_unmatched_total",
+                "Ticks of jobs whose selector matches no live worker (counted once, by one worker); nobody runs them.",
+            ),
             runs: counter_vec(
                 "gdts_worker_runs_total",
                 "Run records this worker wrote, by status and trigger.",
@@ -189,6 +195,11 @@ impl Metrics {
                 "gdts_worker_records_pending",
                 "Run records queued and not yet written, journaled or spooled.",
             ),
+            notifications: counter_vec(
+                "gdts_worker_notifications_total",
+                "Job notification deliveries by result: delivered, retried (an attempt failed), failed (given up), dropped (queue full).",
+                &["result"],
+            ),
             lease_renewals: counter(
                 "gdts_worker_lease_renewals_total",
                 "Renewals of the registration lease etcd answered.",
@@ -201,7 +212,7 @@ impl Metrics {
                 &registry,
                 Gauge::new(
                     "gdts_worker_clock_offset_seconds",
-                    "This worker's clock minus MongoDB's (the fleet's reference), last measured.",
+                    "MongoDB's clock (the fleet's reference) minus this worker's, last measured.",
                 )
                 .expect("valid"),
             ),
@@ -213,6 +224,9 @@ impl Metrics {
         };
         for role in ["owner", "backup"] {
             m.claims.with_label_values(&[role]);
+        }
+        for result in ["delivered", "retried", "failed", "dropped"] {
+            m.notifications.with_label_values(&[result]);
         }
         for reason in Missed::ALL {
             m.missed.with_label_values(&[reason.label()]);
@@ -257,6 +271,11 @@ impl Metrics {
         self.missed.with_label_values(&[reason.label()]).inc();
     }
 
+    /// A tick nobody may run: its job's selector matches no live worker.
+    pub fn tick_unmatched(&self) {
+        self.unmatched.inc();
+    }
+
     /// A run started on this worker; the guard counts it as running until
     /// dropped.
     pub fn run_started(&self) -> RunningGuard<'_> {
@@ -270,7 +289,13 @@ impl Metrics {
         self.runs
             .with_label_values(&[record.status.as_str(), record.trigger.as_str()])
             .inc();
-        if record.start_time > 0 && record.end_time >= record.start_time {
+        // Only runs that ran have a duration and a start lag (a missed or
+        // skipped record's times are when it was recorded).
+        let ran = matches!(
+            record.status.as_str(),
+            "succeeded" | "failed" | "killed" | "timed-out"
+        );
+        if ran && record.start_time > 0 && record.end_time >= record.start_time {
             self.duration
                 .observe((record.end_time - record.start_time) as f64 / 1000.0);
             if record.plan_time > 0 && record.attempt == 1 {
@@ -311,6 +336,11 @@ impl Metrics {
             }
             RecordEvent::Retried => {}
         }
+    }
+
+    /// A notification delivery ended so, or was retried.
+    pub fn notification(&self, result: &'static str) {
+        self.notifications.with_label_values(&[result]).inc();
     }
 
     pub fn lease_renewed(&self) {

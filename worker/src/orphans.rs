@@ -190,6 +190,11 @@ async fn sweep_claims_once(
                 .into(),
             };
             ctx.metrics.run_recorded(&record);
+            if record.status == STATUS_LOST {
+                if let Some((job, _)) = ctx.jobs.current(&job) {
+                    ctx.notifier.notify(&job, &record);
+                }
+            }
             if ctx.log_records.send(record).await.is_err() {
                 return Ok(());
             }

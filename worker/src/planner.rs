@@ -69,6 +69,8 @@ struct Slot {
     state: SlotState,
     /// Do not look at the slot again before this (epoch ms).
     wake_at: i64,
+    /// Counted in `gdts_worker_ticks_unmatched_total` already.
+    unmatched_counted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,6 +96,10 @@ struct Fleet {
     /// Of those, the ones that can run containers (all of them if none can,
     /// so a container tick is still claimed and its failure recorded).
     containers: Vec<String>,
+    /// For jobs with a selector: the workers that may own their ticks, by
+    /// (selector, container job), made when first asked for; emptied when
+    /// the fleet changes.
+    selected: HashMap<(BTreeMap<String, String>, bool), Vec<String>>,
     horizons: HashMap<String, Horizon>,
 }
 
@@ -101,24 +107,12 @@ impl Fleet {
     fn recompute(&mut self) {
         // A worker that cannot write records owns no ticks while another
         // can; when none can, all take ticks (their records are journaled).
-        let all_blocked = self
-            .infos
-            .values()
-            .filter(|i| !i.draining && !i.clock_skewed)
-            .all(|i| i.records_blocked);
-        let takes_ticks =
-            |i: &WorkerInfo| !i.draining && !i.clock_skewed && (all_blocked || !i.records_blocked);
-        let mut all: Vec<String> = self
-            .infos
-            .values()
-            .filter(|i| takes_ticks(i))
-            .map(|i| i.id.clone())
-            .collect();
+        let ticking = gdts_common::values::ticking_workers(self.infos.values());
+        let mut all: Vec<String> = ticking.iter().map(|i| i.id.clone()).collect();
         all.sort();
-        let mut containers: Vec<String> = self
-            .infos
-            .values()
-            .filter(|i| takes_ticks(i) && i.containers)
+        let mut containers: Vec<String> = ticking
+            .iter()
+            .filter(|i| i.containers)
             .map(|i| i.id.clone())
             .collect();
         containers.sort();
@@ -127,6 +121,60 @@ impl Fleet {
         }
         self.all = all;
         self.containers = containers;
+        self.selected.clear();
+    }
+
+    /// Who may own `job`'s ticks: the workers that take ticks, whose labels
+    /// match its selector, and (for a container job) that run containers if
+    /// any of those does. Empty when no live worker matches the selector.
+    fn eligible(&mut self, job: &Job) -> &[String] {
+        let container = job.container.is_some();
+        if job.selector.is_empty() {
+            return if container {
+                &self.containers
+            } else {
+                &self.all
+            };
+        }
+        let key = (job.selector.clone(), container);
+        if !self.selected.contains_key(&key) {
+            let matching = |ids: &[String]| -> Vec<String> {
+                ids.iter()
+                    .filter(|id| {
+                        self.infos.get(*id).is_some_and(|i| {
+                            gdts_common::job::selector_matches(&job.selector, &i.labels)
+                        })
+                    })
+                    .cloned()
+                    .collect()
+            };
+            let mut ids = if container {
+                matching(&self.containers)
+            } else {
+                Vec::new()
+            };
+            if ids.is_empty() {
+                ids = matching(&self.all);
+            }
+            self.selected.insert(key.clone(), ids);
+        }
+        &self.selected[&key]
+    }
+
+    /// What decides ownership: the workers that take ticks, and their
+    /// labels and container support.
+    fn signature(&self) -> (Vec<String>, Vec<String>, Vec<BTreeMap<String, String>>) {
+        let labels = self
+            .all
+            .iter()
+            .map(|id| {
+                self.infos
+                    .get(id)
+                    .map(|i| i.labels.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        (self.all.clone(), self.containers.clone(), labels)
     }
 }
 
@@ -300,6 +348,7 @@ impl Planner {
                     mode,
                     state: SlotState::Idle,
                     wake_at: 0,
+                    unmatched_counted: false,
                 });
         }
     }
@@ -334,15 +383,32 @@ impl Planner {
                     slot.state = SlotState::Passed;
                     continue;
                 }
-                let workers = if slot.due.job.container.is_some() {
-                    &self.fleet.containers
-                } else {
-                    &self.fleet.all
+                let job = slot.due.job.clone();
+                self.fleet.eligible(&job);
+                let fleet = &self.fleet;
+                let workers = match (job.selector.is_empty(), job.container.is_some()) {
+                    (true, true) => &fleet.containers,
+                    (true, false) => &fleet.all,
+                    (false, container) => &fleet.selected[&(job.selector.clone(), container)],
                 };
+                if workers.is_empty() && !fleet.all.is_empty() && !slot.unmatched_counted {
+                    // No live worker matches the selector: the owner of the
+                    // tick among all workers counts it, once.
+                    let counter = gdts_common::ownership::owner_and_rank(
+                        &fleet.all,
+                        &me,
+                        job.name.as_str(),
+                        tick_ms,
+                    );
+                    if matches!(counter, Some((_, Some(0)))) {
+                        slot.unmatched_counted = true;
+                        self.ctx.metrics.tick_unmatched();
+                    }
+                }
                 let view = View {
                     me: &me,
                     workers,
-                    horizons: &self.fleet.horizons,
+                    horizons: &fleet.horizons,
                 };
                 match decide(
                     &view,
@@ -714,7 +780,7 @@ impl Planner {
                 }
             }
         }
-        let before = (self.fleet.all.clone(), self.fleet.containers.clone());
+        let before = self.fleet.signature();
         self.fleet.recompute();
         for gone in departed {
             if gone.id != self.ctx.worker_id
@@ -727,7 +793,7 @@ impl Planner {
                 ));
             }
         }
-        if before != (self.fleet.all.clone(), self.fleet.containers.clone()) {
+        if before != self.fleet.signature() {
             tracing::info!(workers = ?self.fleet.all, "fleet changed");
             // Ownership moved: look at every open tick again.
             for slots in self.window.values_mut() {
@@ -768,6 +834,10 @@ impl Planner {
     /// Past catch-up ticks of a job, claimed in order by one task; its later
     /// ticks join the same queue while it drains.
     fn dispatch_catch_up(&mut self, due: DueTick) {
+        if !gdts_common::job::selector_matches(&due.job.selector, &self.ctx.labels) {
+            // Only workers the job's selector matches claim its ticks.
+            return;
+        }
         if self.ctx.clock.borrow().skewed {
             tracing::warn!(job = %due.job.name, "clock skewed: not catching up");
             return;
@@ -808,6 +878,11 @@ impl Planner {
             return;
         };
         match self.ctx.jobs.current(&job) {
+            Some((job, _))
+                if !gdts_common::job::selector_matches(&job.selector, &self.ctx.labels) =>
+            {
+                // Not this worker's to run: its labels do not match.
+            }
             Some((job, revision)) => {
                 self.runs.spawn(run::run_manual(
                     self.ctx.clone(),

@@ -48,6 +48,11 @@ pub struct RunContext {
     pub outputs: Option<Arc<crate::gcs::OutputStore>>,
     pub log_records: mpsc::Sender<LogRecord>,
     pub metrics: Arc<Metrics>,
+    /// This worker's labels (`GDTS_WORKER_LABELS`), for manual runs of jobs
+    /// with a selector.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Sends the notices jobs ask for (`notify`).
+    pub notifier: crate::notify::Notifier,
     /// Cancelled at shutdown: pending retries are abandoned.
     pub stop_scheduling: CancellationToken,
     /// Cancelled only once every run is over: a claim whose answer was lost
@@ -1027,7 +1032,7 @@ async fn execute(
         attempt: run.attempt,
         trigger: trigger.as_str().into(),
     };
-    hand_over(ctx, record, run).await;
+    hand_over(ctx, job, record, run).await;
     Some(outcome)
 }
 
@@ -1075,10 +1080,11 @@ async fn log_not_run(
         attempt: run.attempt,
         trigger: trigger.as_str().into(),
     };
-    hand_over(ctx, record, run).await;
+    hand_over(ctx, job, record, run).await;
 }
 
-async fn hand_over(ctx: &RunContext, record: LogRecord, run: &RunKey) {
+async fn hand_over(ctx: &RunContext, job: &Job, record: LogRecord, run: &RunKey) {
+    ctx.notifier.notify(job, &record);
     ctx.claimer.feed(FinishedRun {
         job: record.job_name.clone(),
         run: run.to_string(),

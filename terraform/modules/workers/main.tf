@@ -82,13 +82,29 @@ variable "size" {
   type = number
 }
 
+variable "group" {
+  description = "Name of an extra worker group (its resources are suffixed with it); empty for the main group."
+  type        = string
+  default     = ""
+}
+
+variable "labels" {
+  description = "GDTS_WORKER_LABELS of this group's workers: jobs with a selector run only on workers whose labels include it."
+  type        = map(string)
+  default     = {}
+}
+
+locals {
+  suffix = var.group == "" ? "" : "-${var.group}"
+}
+
 variable "autoscaling_max" {
   type = number
 }
 
 resource "google_compute_health_check" "worker" {
   project             = var.project_id
-  name                = "${var.name}-worker-health"
+  name                = "${var.name}-worker-health${local.suffix}"
   check_interval_sec  = 10
   timeout_sec         = 5
   healthy_threshold   = 2
@@ -104,7 +120,7 @@ resource "google_compute_health_check" "worker" {
 
 resource "google_compute_instance_template" "worker" {
   project      = var.project_id
-  name_prefix  = "${var.name}-worker-"
+  name_prefix  = "${var.name}-worker${local.suffix}-"
   machine_type = var.machine_type
   tags         = [var.network_tag]
   labels       = { app = "gdts", component = "worker" }
@@ -147,6 +163,7 @@ resource "google_compute_instance_template" "worker" {
       etcd_cert      = var.etcd_tls.cert_secret
       etcd_key       = var.etcd_tls.key_secret
       gcs_bucket     = var.gcs_bucket
+      labels         = join(",", [for k, v in var.labels : "${k}=${v}"])
       health_port    = var.health_port
       job_uid        = var.job_uid
       # Jobs get 30 s to finish, records 45 s to reach MongoDB; docker
@@ -164,9 +181,9 @@ resource "google_compute_instance_template" "worker" {
 
 resource "google_compute_region_instance_group_manager" "workers" {
   project                   = var.project_id
-  name                      = "${var.name}-workers"
+  name                      = "${var.name}-workers${local.suffix}"
   region                    = var.region
-  base_instance_name        = "${var.name}-worker"
+  base_instance_name        = "${var.name}-worker${local.suffix}"
   distribution_policy_zones = var.zones
   target_size               = var.autoscaling_max > 0 ? null : var.size
 
@@ -190,7 +207,7 @@ resource "google_compute_region_instance_group_manager" "workers" {
 resource "google_compute_region_autoscaler" "workers" {
   count   = var.autoscaling_max > 0 ? 1 : 0
   project = var.project_id
-  name    = "${var.name}-workers"
+  name    = "${var.name}-workers${local.suffix}"
   region  = var.region
   target  = google_compute_region_instance_group_manager.workers.id
   autoscaling_policy {

@@ -1,0 +1,307 @@
+//! `gdts`, the command line, against a real manager (authentication on),
+//! worker, etcd and Mongo-protocol server: jobs as code from YAML and TOML
+//! (a diff, --dry-run changing nothing, --detailed-exitcode, apply, --prune,
+//! a typo refused), job actions, runs, logs (also --follow), workers and
+//! tokens, with exit codes a CI job can rely on. Also the API's conditional
+//! delete that `--prune` uses.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gdts_tests::{binary, wait_until, Cluster};
+use serde_json::Value;
+
+const ADMIN: &str = "cli-test-admin-token-0123456789abcdef0123";
+
+struct Gdts {
+    url: String,
+    token: String,
+}
+
+impl Gdts {
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_as(&self.token, args)
+    }
+
+    fn run_as(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(binary("gdts"))
+            .args(args)
+            .env("GDTS_URL", &self.url)
+            .env("GDTS_TOKEN", token)
+            .output()
+            .expect("gdts runs")
+    }
+
+    /// Runs and expects `code`; stdout.
+    fn expect(&self, code: i32, args: &[&str]) -> String {
+        let out = self.run(args);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "gdts {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        stdout
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.expect(0, &all)).expect("JSON output")
+    }
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn write(dir: &Path, file: &str, text: &str) -> String {
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_as_code_and_every_command() -> anyhow::Result<()> {
+    let mut c = Cluster::start("cli").await?;
+    c.start_worker(
+        "w1",
+        gdts_tests::WorkerOptions {
+            env: vec![("GDTS_WORKER_LABELS".into(), "zone=any".into())],
+            ..Default::default()
+        },
+    )?;
+    c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
+    c.restart_manager_with(&[("GDTS_AUTH", "on"), ("GDTS_ADMIN_TOKEN", ADMIN)])
+        .await?;
+    let gdts = Gdts {
+        url: c.manager_url.clone(),
+        token: ADMIN.into(),
+    };
+    let dir = c.dir.path().to_path_buf();
+
+    // No token: refused, exit 1, saying why.
+    let out = gdts.run_as("", &["jobs", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+
+    let yaml = write(
+        &dir,
+        "jobs.yaml",
+        "jobs:\n  - name: alpha\n    command: echo alpha\n    cronExpr: \"0 0 * * * * *\"\n  \
+         - name: beta\n    command: echo hi\n    cronExpr: \"* * * * * * *\"\n    selector: {zone: any}\n",
+    );
+    // A dry run shows the plan, changes nothing, and says so in its exit code.
+    let plan = gdts.expect(
+        3,
+        &[
+            "jobs",
+            "apply",
+            "-f",
+            &yaml,
+            "--dry-run",
+            "--detailed-exitcode",
+        ],
+    );
+    assert!(
+        plan.contains("+ create alpha") && plan.contains("+ create beta"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("2 to create, 0 to update, 0 to delete"),
+        "{plan}"
+    );
+    assert!(names(&gdts.json(&["jobs", "list"])).is_empty());
+
+    let applied = gdts.expect(0, &["jobs", "apply", "-f", &yaml]);
+    assert!(applied.contains("applied 2 changes"), "{applied}");
+    assert_eq!(names(&gdts.json(&["jobs", "list"])), ["alpha", "beta"]);
+    let beta = gdts.json(&["jobs", "get", "beta"]);
+    assert_eq!(beta["command"], "echo hi");
+    assert_eq!(beta["selector"]["zone"], "any");
+    // Applying the same file again changes nothing.
+    let again = gdts.expect(
+        0,
+        &[
+            "jobs",
+            "apply",
+            "-f",
+            &yaml,
+            "--dry-run",
+            "--detailed-exitcode",
+        ],
+    );
+    assert!(
+        again.contains("0 to create, 0 to update, 0 to delete, 2 unchanged"),
+        "{again}"
+    );
+
+    // Edit one, drop the other: the diff names the field; --prune deletes.
+    let yaml2 = write(
+        &dir,
+        "jobs2.yaml",
+        "- name: beta\n  command: echo bye\n  cronExpr: \"* * * * * * *\"\n  selector: {zone: any}\n",
+    );
+    let plan = gdts.expect(0, &["jobs", "apply", "-f", &yaml2, "--prune", "--dry-run"]);
+    assert!(plan.contains("~ update beta"), "{plan}");
+    assert!(
+        plan.contains(r#"command: "echo hi" -> "echo bye""#),
+        "{plan}"
+    );
+    assert!(plan.contains("- delete alpha"), "{plan}");
+    // Without --prune, alpha stays.
+    let plan = gdts.expect(0, &["jobs", "apply", "-f", &yaml2, "--dry-run"]);
+    assert!(!plan.contains("- delete"), "{plan}");
+    gdts.expect(0, &["jobs", "apply", "-f", &yaml2, "--prune"]);
+    assert_eq!(names(&gdts.json(&["jobs", "list"])), ["beta"]);
+    assert_eq!(gdts.json(&["jobs", "get", "beta"])["command"], "echo bye");
+
+    // TOML works too; a typo is refused before anything is sent.
+    let toml = write(
+        &dir,
+        "jobs.toml",
+        "[[jobs]]\nname = \"gamma\"\ncommand = \"echo gamma\"\ncronExpr = \"0 0 * * * * *\"\n",
+    );
+    gdts.expect(0, &["jobs", "apply", "-f", &toml]);
+    assert_eq!(names(&gdts.json(&["jobs", "list"])), ["beta", "gamma"]);
+    let typo = write(
+        &dir,
+        "typo.yaml",
+        "jobs:\n  - name: delta\n    command: x\n    cronExpr: \"* * * * * * *\"\n    timeoutSecond: 5\n",
+    );
+    let out = gdts.run(&["jobs", "apply", "-f", &typo]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("timeoutSecond is not a job field"), "{err}");
+    let bad = write(&dir, "bad.yaml", "jobs:\n  - name: delta\n    command: x\n");
+    let out = gdts.run(&["jobs", "apply", "-f", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cronExpr: is missing"));
+    assert_eq!(names(&gdts.json(&["jobs", "list"])), ["beta", "gamma"]);
+
+    // Actions.
+    for action in ["pause", "resume", "run"] {
+        gdts.expect(0, &["jobs", action, "gamma"]);
+    }
+    let out = gdts.run(&["jobs", "pause", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+
+    // Runs and logs.
+    wait_until("runs of beta", Duration::from_secs(20), || async {
+        gdts.json(&["runs", "list", "beta"])
+            .as_array()
+            .is_some_and(|r| r.len() >= 2)
+    })
+    .await?;
+    let runs = gdts.expect(0, &["runs", "list", "beta", "--limit", "3"]);
+    assert!(
+        runs.starts_with("TICK") && runs.contains("succeeded") && runs.contains("w1"),
+        "{runs}"
+    );
+    let logs = gdts.expect(0, &["logs", "beta", "--last", "2"]);
+    assert!(logs.contains("== beta") && logs.contains("bye"), "{logs}");
+
+    // --follow prints runs as they finish.
+    let mut follow = Command::new(binary("gdts"))
+        .args(["logs", "beta", "--last", "0", "--follow"])
+        .env("GDTS_URL", &gdts.url)
+        .env("GDTS_TOKEN", ADMIN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = follow.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            lines.push(line);
+            if lines.iter().filter(|l| l.starts_with("== beta")).count() >= 2
+                || started.elapsed() > Duration::from_secs(30)
+            {
+                break;
+            }
+        }
+        lines
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reader.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let lines = reader.join().expect("reader");
+    assert!(
+        lines.iter().filter(|l| l.starts_with("== beta")).count() >= 2,
+        "--follow printed: {lines:?}"
+    );
+
+    // Workers and tokens; a viewer's token may read, not delete.
+    let workers = gdts.expect(0, &["workers"]);
+    assert!(
+        workers.starts_with("WORKER") && workers.contains("w1"),
+        "{workers}"
+    );
+    let made = gdts.json(&["tokens", "create", "ci-viewer", "--role", "viewer"]);
+    let viewer = made["token"].as_str().expect("a token value").to_string();
+    let id = made["id"].as_str().expect("an id").to_string();
+    assert!(gdts.expect(0, &["tokens", "list"]).contains("ci-viewer"));
+    let out = gdts.run_as(&viewer, &["jobs", "list"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = gdts.run_as(&viewer, &["jobs", "delete", "beta"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"));
+    gdts.expect(0, &["tokens", "revoke", &id]);
+    assert_eq!(
+        gdts.run_as(&viewer, &["jobs", "list"]).status.code(),
+        Some(1)
+    );
+
+    // The API's conditional delete: a stale ETag is refused (412), the
+    // current one deletes.
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}/api/v1{p}", c.manager_url);
+    let stale = http
+        .get(url("/jobs/gamma"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?
+        .headers()["etag"]
+        .to_str()?
+        .to_string();
+    gdts.expect(0, &["jobs", "pause", "gamma"]);
+    let r = http
+        .delete(url("/jobs/gamma"))
+        .bearer_auth(ADMIN)
+        .header("If-Match", &stale)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 412);
+    let current = http
+        .get(url("/jobs/gamma"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?
+        .headers()["etag"]
+        .to_str()?
+        .to_string();
+    let r = http
+        .delete(url("/jobs/gamma"))
+        .bearer_auth(ADMIN)
+        .header("If-Match", &current)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 204);
+    gdts.expect(0, &["jobs", "delete", "beta"]);
+    assert!(names(&gdts.json(&["jobs", "list"])).is_empty());
+    Ok(())
+}

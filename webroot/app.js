@@ -149,7 +149,8 @@ function jobsPage() {
   const row = (job) => `
     <tr data-job-row="${esc(job.name)}">
       <td data-label="Name"><div class="cell"><a href="#/jobs/${encodeURIComponent(job.name)}" class="fw-semibold text-break">${esc(job.name)}</a>
-        <div class="small text-body-secondary text-truncate" style="max-width: 18rem">${esc(job.image ? `image ${job.image}` : job.command)}</div></div></td>
+        <div class="small text-body-secondary text-truncate" style="max-width: 18rem">${esc(job.image ? `image ${job.image}` : job.command)}</div>
+        ${job.selector && Object.keys(job.selector).length ? `<div class="small" data-selector title="runs only on workers with these labels">${labelBadges(job.selector)}</div>` : ''}</div></td>
       <td data-label="Schedule"><div class="cell">${scheduleCell(job)}</div></td>
       <td data-label="Next runs"><div class="cell">${nextFireCell(job)}</div></td>
       <td data-label="Last run" data-last-run><div class="cell">${lastRunCell(job)}</div></td>

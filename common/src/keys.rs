@@ -120,12 +120,13 @@ impl Keys {
         format!("{}running/{}/{}", self.prefix, name, run)
     }
 
-    /// The job of a `running/` key.
-    pub fn parse_running_key(&self, key: &[u8]) -> Option<JobName> {
+    /// The job and run of a `running/` key.
+    pub fn parse_running_key(&self, key: &[u8]) -> Option<(JobName, RunKey)> {
         let rest = std::str::from_utf8(key)
             .ok()?
             .strip_prefix(&self.running_all_prefix())?;
-        JobName::parse(rest.split_once('/')?.0).ok()
+        let (job, run) = rest.split_once('/')?;
+        Some((JobName::parse(job).ok()?, RunKey::parse(run)?))
     }
 
     pub fn horizons_prefix(&self) -> String {
@@ -406,7 +407,7 @@ mod tests {
         assert!(!retry.is_scheduled_tick() && RunKey::scheduled(5).is_scheduled_tick());
         assert_eq!(
             k.parse_running_key(k.running(&n, &manual).as_bytes()),
-            Some(n.clone())
+            Some((n.clone(), manual.clone()))
         );
         assert!(k.running(&n, &manual).starts_with(&k.running_prefix(&n)));
         assert_eq!(

@@ -35,6 +35,23 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A fingerprint of a fleet as ownership sees it: one entry per worker that
+/// takes ticks (its id, and whatever else decides who owns what, such as
+/// its labels), in any order. Never 0. Spelled out, as `weight` is: workers
+/// of different versions compare these.
+pub fn fleet_fingerprint<S: AsRef<str>>(entries: &[S]) -> u64 {
+    let mut sorted: Vec<&str> = entries.iter().map(AsRef::as_ref).collect();
+    sorted.sort_unstable();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for e in sorted {
+        for b in e.as_bytes().iter().chain([0xffu8].iter()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    splitmix64(h).max(1)
+}
+
 /// Orders two workers for a tick: higher weight first, ties by id.
 fn beats(a: (u64, &str), b: (u64, &str)) -> bool {
     a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)

@@ -53,6 +53,9 @@ pub struct View<'a> {
     pub workers: &'a [String],
     /// The horizons the workers published, as last seen.
     pub horizons: &'a HashMap<String, Horizon>,
+    /// This worker's fleet fingerprint (`ownership::fleet_fingerprint`); a
+    /// horizon computed under another fleet does not cover ticks.
+    pub fleet: u64,
 }
 
 /// What to do about a tick now.
@@ -110,15 +113,16 @@ pub fn decide(view: &View, job: &str, tick_ms: i64, mode: ClaimMode, now_ms: i64
         1 | 2 => {
             // A horizon says nothing of ticks before its owner started
             // taking ticks into account (a worker that just joined).
-            let owner_horizon = view
-                .horizons
-                .get(owner)
-                .filter(|h| h.since <= tick_ms)
-                .map(|h| match mode {
-                    ClaimMode::Ahead => h.ahead,
-                    ClaimMode::AtTick => h.at_tick,
-                });
-            let covered = owner_horizon.is_some_and(|h| h >= tick_ms);
+            let published = view.horizons.get(owner).filter(|h| h.since <= tick_ms);
+            let owner_horizon = published.map(|h| match mode {
+                ClaimMode::Ahead => h.ahead,
+                ClaimMode::AtTick => h.at_tick,
+            });
+            // Computed under another fleet, the horizon shows the owner
+            // alive but not that it has this tick: after a fleet change the
+            // tick may be the owner's only since (and its claim lost).
+            let same_fleet = published.is_some_and(|h| h.fleet == 0 || h.fleet == view.fleet);
+            let covered = same_fleet && owner_horizon.is_some_and(|h| h >= tick_ms);
             // An owner whose horizon is close behind is alive, only slow.
             let slow = owner_horizon.is_some_and(|h| h >= tick_ms - ms(SLOW_OWNER_WINDOW));
             let normal_stage = match mode {
@@ -168,6 +172,7 @@ mod tests {
             me,
             workers: &workers,
             horizons: &none,
+            fleet: 0,
         };
         let owner = ranked[0];
         assert_eq!(
@@ -202,15 +207,45 @@ mod tests {
                 ahead: t,
                 at_tick: 0,
                 since: 0,
+                fleet: 0,
             },
         );
         let covered = View {
             me: b1,
             workers: &workers,
             horizons: &horizons,
+            fleet: 0,
         };
         assert_eq!(
             decide(&covered, "j", t, ClaimMode::Ahead, t - 250),
+            Decision::NotMine
+        );
+        // The same horizon computed under another fleet (a worker left since,
+        // so the tick may have become the owner's only then) covers nothing:
+        // the owner is alive, so its backup waits out the slow-owner grace,
+        // then claims.
+        let mut elsewhere = horizons.clone();
+        elsewhere.get_mut(owner).unwrap().fleet = 7;
+        let other_fleet = View {
+            me: b1,
+            workers: &workers,
+            horizons: &elsewhere,
+            fleet: 8,
+        };
+        assert_eq!(
+            decide(&other_fleet, "j", t, ClaimMode::Ahead, t - 250),
+            Decision::WaitUntil(t + 1000)
+        );
+        assert_eq!(
+            decide(&other_fleet, "j", t, ClaimMode::Ahead, t + 1000),
+            Decision::Claim { rank: 1 }
+        );
+        let same_fleet = View {
+            fleet: 7,
+            ..other_fleet
+        };
+        assert_eq!(
+            decide(&same_fleet, "j", t, ClaimMode::Ahead, t - 250),
             Decision::NotMine
         );
         // The at-tick horizon is separate.
@@ -242,12 +277,14 @@ mod tests {
                 ahead: t + 2000,
                 at_tick: t + 2000,
                 since: t + 500,
+                fleet: 0,
             },
         )]);
         let view = View {
             me: ranked[1],
             workers: &workers,
             horizons: &horizons,
+            fleet: 0,
         };
         assert_eq!(
             decide(&view, "j", t, ClaimMode::Ahead, t - 250),
@@ -266,12 +303,14 @@ mod tests {
                 ahead: t + 2000,
                 at_tick: t + 2000,
                 since: t + 500,
+                fleet: 0,
             },
         )]);
         let view2 = View {
             me: ranked2[1],
             workers: &workers,
             horizons: &horizons2,
+            fleet: 0,
         };
         assert_eq!(
             decide(&view2, "j", t2, ClaimMode::Ahead, t2 - 250),
@@ -291,12 +330,14 @@ mod tests {
                 ahead: t - 1000,
                 at_tick: t - 1000,
                 since: 0,
+                fleet: 0,
             },
         )]);
         let view = |me| View {
             me,
             workers: &workers,
             horizons: &horizons,
+            fleet: 0,
         };
         assert_eq!(
             decide(&view(ranked[1]), "j", t, ClaimMode::Ahead, t - 250),
@@ -321,6 +362,7 @@ mod tests {
             me: owner,
             workers: &workers,
             horizons: &HashMap::new(),
+            fleet: 0,
         };
         assert_eq!(
             decide(&view, "j", t, ClaimMode::AtTick, t - 1),
@@ -375,7 +417,8 @@ mod tests {
             worker: usize,
             arrives: i64,
             claims: Vec<Attempt>,
-            horizon: Option<(ClaimMode, i64)>,
+            /// (mode, instant, fleet fingerprint it was computed under)
+            horizon: Option<(ClaimMode, i64, u64)>,
         }
 
         #[derive(Default)]
@@ -427,9 +470,10 @@ mod tests {
                             out.claimed.insert(key, (r.worker, t, missed));
                         }
                     }
-                    if let Some((mode, tick)) = r.horizon {
+                    if let Some((mode, tick, fleet)) = r.horizon {
                         // The value sent is written as it is: it may go down.
                         let h = &mut published[r.worker];
+                        h.fleet = fleet;
                         match mode {
                             ClaimMode::Ahead => h.ahead = tick,
                             ClaimMode::AtTick => h.at_tick = tick,
@@ -442,6 +486,7 @@ mod tests {
                     .filter(|&i| s.workers[i].dies_at.is_none_or(|d| t < d + LEASE_TTL))
                     .map(|i| ids[i].clone())
                     .collect();
+                let fleet = crate::ownership::fleet_fingerprint(&live);
                 let mut seen: HashMap<String, Horizon> = HashMap::new();
                 for (visible, w, h) in &horizons_at {
                     if *visible <= t {
@@ -457,6 +502,7 @@ mod tests {
                         me: &ids[i],
                         workers: &live,
                         horizons: &seen,
+                        fleet,
                     };
                     // Every whole second in the window, per job.
                     let mut batches: BTreeMap<(i64, ClaimMode, bool), Vec<Attempt>> =
@@ -499,7 +545,7 @@ mod tests {
                                 .filter(|(m, at, _)| *m == mode && *at < tick)
                                 .map(|(_, at, _)| *at)
                                 .min();
-                            (mode, doubt.map_or(tick, |d| d - 1))
+                            (mode, doubt.map_or(tick, |d| d - 1), fleet)
                         });
                         if owned {
                             let settles = match cut {

@@ -97,6 +97,17 @@ pub struct Horizon {
     /// joins with its clock ahead never saw. 0: no such bound.
     #[serde(default)]
     pub since: i64,
+    /// The fleet the horizon was computed under
+    /// (`ownership::fleet_fingerprint`): a fleet change moves ticks between
+    /// owners, so a backup whose view of the fleet differs does not take
+    /// this horizon's word that a tick is covered (its owner may own it
+    /// only since the change). 0: not given (trusted, as before).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fleet: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// The runs a worker finished since it last wrote its `run-feed/` key: the

@@ -364,8 +364,9 @@ fn event_of(keys: &Keys, change: &Change, reported: &HashSet<(&str, &str)>) -> O
             ),
             EventType::Delete => ("job.deleted", json!({ "name": job.as_str() })),
         }
-    } else if let Some(job) = keys.parse_running_key(key) {
-        let run = std::str::from_utf8(key).ok()?.rsplit('/').next()?;
+    } else if let Some((job, run)) = keys.parse_running_key(key) {
+        let run = run.to_string();
+        let run = run.as_str();
         match change.kind {
             EventType::Put => {
                 let mark = serde_json::from_slice::<RunningRecord>(value).ok();

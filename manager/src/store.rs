@@ -595,7 +595,7 @@ impl Store {
         let mut counts = HashMap::new();
         while let Some(page) = pages.next_page().await? {
             for kv in page {
-                if let Some(job) = self.keys.parse_running_key(kv.key()) {
+                if let Some((job, _)) = self.keys.parse_running_key(kv.key()) {
                     if wanted.contains(job.as_str()) {
                         *counts.entry(job.to_string()).or_insert(0) += 1;
                     }

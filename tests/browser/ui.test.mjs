@@ -359,6 +359,7 @@ step('a job whose selector no worker matches is flagged; editing the selector fi
   assert.equal(put.body.unmatched, true);
   await nav(desktop, 'Jobs');
   await desktop.locator('tr[data-job-row="gpu-only"] [data-unmatched]').waitFor();
+  await desktop.locator('tr[data-job-row="gpu-only"] [data-selector]').getByText('gpu=h100').waitFor();
   await desktop.locator('tr[data-job-row="gpu-only"]').getByRole('link', { name: 'gpu-only', exact: true }).click();
   await desktop.locator('[data-selector]').getByText('gpu=h100').waitFor();
   await desktop.locator('#job-head [data-unmatched]').waitFor();

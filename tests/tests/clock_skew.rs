@@ -22,7 +22,7 @@ async fn every_tick_runs_exactly_once_with_skewed_clocks() -> anyhow::Result<()>
     // The skew is real: each worker registered its own clock's start time.
     let mut etcd = c.etcd.client().await;
     for (id, lo, hi) in [("ahead", 1000, 2500), ("behind", -2000, -500)] {
-        let key = format!("{}workers/{id}", c.prefix);
+        let key = gdts_tests::gdts_common::keys::Keys::new(&c.prefix).worker(id);
         let resp = etcd.get(key, None).await?;
         let info: serde_json::Value = serde_json::from_slice(resp.kvs()[0].value())?;
         let skew = info["startTime"].as_i64().unwrap() - started;

@@ -44,7 +44,8 @@ async fn client(
     }
     let mut c = etcd_client::Client::connect([endpoint], Some(o)).await?;
     // Connecting is lazy: a request shows whether etcd takes this client.
-    c.get(format!("{PREFIX}jobs/probe"), None).await?;
+    let probe = gdts_tests::gdts_common::JobName::parse("probe").expect("a valid name");
+    c.get(Keys::new(PREFIX).job(&probe), None).await?;
     Ok(c)
 }
 

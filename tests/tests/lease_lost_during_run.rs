@@ -155,7 +155,8 @@ async fn a_mark_whose_deletion_failed_does_not_block_the_job() -> anyhow::Result
 /// Waits until `worker` has a running mark of `job` in etcd.
 async fn wait_for_mark(c: &Cluster, job: &str, worker: &str) -> anyhow::Result<()> {
     let etcd = c.etcd.client().await;
-    let running = format!("{}running/{job}/", c.prefix);
+    let running = gdts_tests::gdts_common::keys::Keys::new(&c.prefix)
+        .running_prefix(&gdts_tests::gdts_common::JobName::parse(job)?);
     let named = format!("\"{worker}\"");
     wait_until(
         &format!("a run of {job} on {worker}"),

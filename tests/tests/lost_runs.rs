@@ -14,7 +14,8 @@ use serde_json::json;
 /// The claims `worker` holds now: run id -> claim record.
 async fn claims_of(c: &Cluster, worker: &str) -> anyhow::Result<HashMap<String, ClaimRecord>> {
     let mut etcd = c.etcd.client().await;
-    let prefix = format!("{}claims/", c.prefix);
+    let keys = gdts_common::keys::Keys::new(&c.prefix);
+    let prefix = keys.claims_prefix();
     let resp = etcd
         .get(
             prefix.as_str(),
@@ -29,13 +30,11 @@ async fn claims_of(c: &Cluster, worker: &str) -> anyhow::Result<HashMap<String, 
         if record.worker != worker {
             continue;
         }
-        // {prefix}claims/{job}/{tick}
-        let key = String::from_utf8_lossy(kv.key()).to_string();
-        let rest = key.trim_start_matches(&prefix);
-        let (job, run) = rest.split_once('/').expect("claims/{job}/{run}");
-        let tick: i64 = run.parse()?;
+        let (job, tick) = keys
+            .parse_claim_key(kv.key())
+            .expect("a claim key under the claims prefix");
         claims.insert(
-            gdts_common::log_record::LogRecord::run_id(job, tick, kv.create_revision()),
+            gdts_common::log_record::LogRecord::run_id(job.as_str(), tick, kv.create_revision()),
             record,
         );
     }

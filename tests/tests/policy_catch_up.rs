@@ -90,8 +90,9 @@ async fn old_ticks_are_caught_up_only_above_the_watermark() -> anyhow::Result<()
     let mark = (now_ms() - 40_000) / 1000 * 1000;
     let mut etcd = c.etcd.client().await;
     etcd.put(
-        format!("{}high-water/deep", c.prefix),
-        format!("{mark:020}"),
+        gdts_tests::gdts_common::keys::Keys::new(&c.prefix)
+            .last_tick(&gdts_tests::gdts_common::JobName::parse("deep")?),
+        gdts_tests::gdts_common::keys::watermark_value(mark),
         None,
     )
     .await?;

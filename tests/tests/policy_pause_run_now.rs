@@ -102,7 +102,9 @@ async fn pause_resume_and_run_now() -> anyhow::Result<()> {
         Duration::from_secs(10),
         || async {
             let mut etcd = c.etcd.client().await;
-            let prefix = format!("{}running/exclusive/", c.prefix);
+            let prefix = gdts_tests::gdts_common::keys::Keys::new(&c.prefix).running_prefix(
+                &gdts_tests::gdts_common::JobName::parse("exclusive").expect("a valid name"),
+            );
             etcd.get(
                 prefix,
                 Some(

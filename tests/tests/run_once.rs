@@ -15,7 +15,7 @@ async fn every_tick_runs_exactly_once_across_three_workers() -> anyhow::Result<(
     let mut etcd = c.etcd.client().await;
     let claims = etcd
         .get(
-            format!("{}claims/", c.prefix),
+            gdts_tests::gdts_common::keys::Keys::new(&c.prefix).claims_prefix(),
             Some(etcd_client::GetOptions::new().with_prefix()),
         )
         .await?;

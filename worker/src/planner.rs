@@ -101,6 +101,10 @@ struct Fleet {
     /// the fleet changes.
     selected: HashMap<(BTreeMap<String, String>, bool), Vec<String>>,
     horizons: HashMap<String, Horizon>,
+    /// `ownership::fleet_fingerprint` of what decides ownership (the
+    /// workers that take ticks, whether they run containers, their labels):
+    /// published with horizons, compared by backups.
+    fingerprint: u64,
 }
 
 impl Fleet {
@@ -119,6 +123,15 @@ impl Fleet {
         if containers.is_empty() {
             containers = all.clone();
         }
+        let entries: Vec<String> = ticking
+            .iter()
+            .map(|i| {
+                let labels: Vec<String> =
+                    i.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{}|{}|{}", i.id, i.containers, labels.join(","))
+            })
+            .collect();
+        self.fingerprint = gdts_common::ownership::fleet_fingerprint(&entries);
         self.all = all;
         self.containers = containers;
         self.selected.clear();
@@ -409,6 +422,7 @@ impl Planner {
                     me: &me,
                     workers,
                     horizons: &fleet.horizons,
+                    fleet: fleet.fingerprint,
                 };
                 match decide(
                     &view,
@@ -574,6 +588,7 @@ impl Planner {
             ahead: field(ClaimMode::Ahead),
             at_tick: field(ClaimMode::AtTick),
             since: self.since,
+            fleet: self.fleet.fingerprint,
         }
     }
 

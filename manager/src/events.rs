@@ -454,14 +454,14 @@ mod tests {
     fn a_feed_entry_is_the_end_of_a_run_and_its_mark_deletion_adds_nothing() {
         let k = keys();
         let changes = [
-            delete(running_key("a", "01"), 7),
+            delete(running_key("a", "00000000000000000001"), 7),
             put(
                 k.run_feed("w1").into_bytes(),
-                feed(&[("a", "01"), ("b", "02")]),
+                feed(&[("a", "00000000000000000001"), ("b", "00000000000000000002")]),
                 7,
             ),
             // A mark whose run no feed reports: its worker died.
-            delete(running_key("c", "03"), 8),
+            delete(running_key("c", "00000000000000000003"), 8),
         ];
         let out = events_of(&k, &changes);
         let summary: Vec<(&str, &Value, &Value, Option<i64>)> = out
@@ -478,10 +478,13 @@ mod tests {
         );
         assert_eq!(
             out[0].data,
-            json!({"job": "a", "run": "01", "worker": "w1", "status": "succeeded",
-                   "runId": "a@01#1", "startTime": 1, "endTime": 2})
+            json!({"job": "a", "run": "00000000000000000001", "worker": "w1", "status": "succeeded",
+                   "runId": "a@00000000000000000001#1", "startTime": 1, "endTime": 2})
         );
-        assert_eq!(out[2].data, json!({"job": "c", "run": "03"}));
+        assert_eq!(
+            out[2].data,
+            json!({"job": "c", "run": "00000000000000000003"})
+        );
     }
 
     #[test]
@@ -490,7 +493,7 @@ mod tests {
         let job = JobName::parse("j").unwrap();
         let changes = [
             put(
-                running_key("j", "01"),
+                running_key("j", "00000000000000000001"),
                 json!({"worker": "w", "startedAt": 1}),
                 5,
             ),

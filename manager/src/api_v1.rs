@@ -266,7 +266,7 @@ async fn flag_unmatched(state: &AppState, views: &mut [JobView]) {
     if views.iter().all(|v| v.spec.selector.is_empty()) {
         return;
     }
-    let workers = match state.store.worker_infos().await {
+    let workers = match state.store.registrations().await {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the workers to flag unmatched selectors");

@@ -152,7 +152,7 @@ pub async fn stats(
     let from = to - minutes * 60_000;
     let (records, workers) = tokio::try_join!(
         async { Ok::<_, V1Error>(state.store.recent_runs(from, MAX_RECORDS + 1).await?) },
-        async { Ok::<_, V1Error>(state.store.worker_infos().await?) },
+        async { Ok::<_, V1Error>(state.store.registrations().await?) },
     )?;
     let truncated = records.len() as i64 > MAX_RECORDS;
     let records = &records[..records.len().min(MAX_RECORDS as usize)];

@@ -506,6 +506,15 @@ impl Store {
     /// once, so what changes is filled in here: `lastSeen` from the
     /// registration lease (its last renewal, to the second), and `running`,
     /// the running marks that name the worker.
+    /// The workers' registrations as they wrote them: no running counts, no
+    /// last-seen (no lease lookups), enough to tell who takes ticks.
+    pub async fn registrations(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        let (kvs, _) = RangePages::prefix(self.etcd.clone(), &self.keys.workers_prefix())
+            .collect()
+            .await?;
+        Ok(kvs.iter().filter_map(decode_registration).collect())
+    }
+
     pub async fn worker_infos(&self) -> Result<Vec<WorkerInfo>, StoreError> {
         use futures::{StreamExt, TryStreamExt};
         let registrations =
@@ -518,8 +527,7 @@ impl Store {
         let running = &running;
         let infos: Vec<Option<WorkerInfo>> = futures::stream::iter(kvs)
             .map(|kv| async move {
-                let Ok(mut info) = serde_json::from_slice::<WorkerInfo>(kv.value()) else {
-                    tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "skipping undecodable worker registration");
+                let Some(mut info) = decode_registration(&kv) else {
                     return Ok(None);
                 };
                 if let Some(renewed) = self.lease_renewed_at(kv.lease(), now).await? {
@@ -651,6 +659,15 @@ pub struct JobWindow<'a> {
     pub skip: u64,
     /// At most this many.
     pub take: u64,
+}
+
+/// A worker's registration; `None` (logged) when it cannot be decoded.
+fn decode_registration(kv: &KeyValue) -> Option<WorkerInfo> {
+    let info = serde_json::from_slice::<WorkerInfo>(kv.value()).ok();
+    if info.is_none() {
+        tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "skipping undecodable worker registration");
+    }
+    info
 }
 
 fn decode_spec(raw: &[u8]) -> Option<JobSpec> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use gdts_common::job::Job;
 use gdts_common::log_record::LogRecord;
 use serde_json::json;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -138,15 +138,9 @@ async fn deliver_all(
     let tasks = TaskTracker::new();
     // Each delivery ends at the latest `FLUSH_GRACE` after the stop.
     let abandon = CancellationToken::new();
-    loop {
-        let notice = tokio::select! {
-            n = rx.recv() => n,
-            _ = stop.cancelled() => None,
-        };
-        let Some(notice) = notice else { break };
-        let Ok(slot) = deliveries.clone().acquire_owned().await else {
-            break;
-        };
+    // A delivery of its own, holding its place among `DELIVERIES` (if
+    // given) until it ends.
+    let spawn = |notice: Notice, slot: Option<OwnedSemaphorePermit>| {
         let (client, metrics, abandon, requests) = (
             client.clone(),
             metrics.clone(),
@@ -157,16 +151,21 @@ async fn deliver_all(
             deliver(&client, &requests, &notice, &metrics, &abandon).await;
             drop(slot);
         });
+    };
+    loop {
+        let notice = tokio::select! {
+            n = rx.recv() => n,
+            _ = stop.cancelled() => None,
+        };
+        let Some(notice) = notice else { break };
+        let Ok(slot) = deliveries.clone().acquire_owned().await else {
+            break;
+        };
+        spawn(notice, Some(slot));
     }
     // Notices still queued at the stop get their chance too.
     while let Ok(notice) = rx.try_recv() {
-        let (client, metrics, abandon, requests) = (
-            client.clone(),
-            metrics.clone(),
-            abandon.clone(),
-            requests.clone(),
-        );
-        tasks.spawn(async move { deliver(&client, &requests, &notice, &metrics, &abandon).await });
+        spawn(notice, None);
     }
     tasks.close();
     if tokio::time::timeout(FLUSH_GRACE, tasks.wait())

@@ -54,6 +54,19 @@ pub async fn sweep_earlier_lives(ctx: Arc<RunContext>, keys: Keys, started_at: i
 const SWEEP_TRIES: u32 = 8;
 const SWEEP_MAX_PAUSE: Duration = Duration::from_secs(5);
 
+/// Waits `pause` before a sweep tries etcd again, then doubles it (up to
+/// [`SWEEP_MAX_PAUSE`]); false when the worker is shutting down: it stops
+/// trying (the next sweep, or its next life's, takes the claims while their
+/// keys live).
+async fn pause_before_retry(ctx: &RunContext, pause: &mut Duration) -> bool {
+    tokio::select! {
+        _ = ctx.stop_scheduling.cancelled() => return false,
+        _ = tokio::time::sleep(*pause) => {}
+    }
+    *pause = (*pause * 2).min(SWEEP_MAX_PAUSE);
+    true
+}
+
 /// Writes records for the claims of `gone` (the registration as it was
 /// last seen) that have none. Retries while etcd cannot be read (see
 /// [`SWEEP_TRIES`]); then the claims stay, and a sweep is only triggered by
@@ -83,13 +96,9 @@ pub async fn sweep(ctx: Arc<RunContext>, keys: Keys, gone: WorkerInfo) {
             }
             Err(_) => {}
         }
-        // A worker shutting down stops trying (the next sweep, or its next
-        // life's, takes the claims while their keys live).
-        tokio::select! {
-            _ = ctx.stop_scheduling.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
+        if !pause_before_retry(&ctx, &mut pause).await {
+            return;
         }
-        pause = (pause * 2).min(SWEEP_MAX_PAUSE);
     };
     sweep_claims(&ctx, &keys, &gone.id, until).await;
 }
@@ -110,13 +119,9 @@ async fn sweep_claims(ctx: &RunContext, keys: &Keys, id: &str, until: i64) {
                 tracing::info!(worker = %id, error = %e, "reading the claims of a departed worker failed; trying again");
             }
         }
-        // A worker shutting down stops trying (the next sweep, or its next
-        // life's, takes the claims while their keys live).
-        tokio::select! {
-            _ = ctx.stop_scheduling.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
+        if !pause_before_retry(ctx, &mut pause).await {
+            return;
         }
-        pause = (pause * 2).min(SWEEP_MAX_PAUSE);
     }
 }
 

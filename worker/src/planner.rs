@@ -103,7 +103,8 @@ struct Fleet {
     horizons: HashMap<String, Horizon>,
     /// `ownership::fleet_fingerprint` of what decides ownership (the
     /// workers that take ticks, whether they run containers, their labels):
-    /// published with horizons, compared by backups.
+    /// published with horizons, compared by backups, and how this worker
+    /// tells that ownership may have moved.
     fingerprint: u64,
 }
 
@@ -140,15 +141,24 @@ impl Fleet {
     /// Who may own `job`'s ticks: the workers that take ticks, whose labels
     /// match its selector, and (for a container job) that run containers if
     /// any of those does. Empty when no live worker matches the selector.
-    fn eligible(&mut self, job: &Job) -> &[String] {
+    /// For a job with a selector, `select` must have been called since the
+    /// fleet last changed.
+    fn eligible(&self, job: &Job) -> &[String] {
         let container = job.container.is_some();
-        if job.selector.is_empty() {
-            return if container {
-                &self.containers
-            } else {
-                &self.all
-            };
+        match (job.selector.is_empty(), container) {
+            (true, true) => &self.containers,
+            (true, false) => &self.all,
+            (false, _) => &self.selected[&(job.selector.clone(), container)],
         }
+    }
+
+    /// Makes the set `eligible` gives for a job with a selector, once per
+    /// fleet.
+    fn select(&mut self, job: &Job) {
+        if job.selector.is_empty() {
+            return;
+        }
+        let container = job.container.is_some();
         let key = (job.selector.clone(), container);
         if !self.selected.contains_key(&key) {
             let matching = |ids: &[String]| -> Vec<String> {
@@ -169,25 +179,8 @@ impl Fleet {
             if ids.is_empty() {
                 ids = matching(&self.all);
             }
-            self.selected.insert(key.clone(), ids);
+            self.selected.insert(key, ids);
         }
-        &self.selected[&key]
-    }
-
-    /// What decides ownership: the workers that take ticks, and their
-    /// labels and container support.
-    fn signature(&self) -> (Vec<String>, Vec<String>, Vec<BTreeMap<String, String>>) {
-        let labels = self
-            .all
-            .iter()
-            .map(|id| {
-                self.infos
-                    .get(id)
-                    .map(|i| i.labels.clone())
-                    .unwrap_or_default()
-            })
-            .collect();
-        (self.all.clone(), self.containers.clone(), labels)
     }
 }
 
@@ -397,13 +390,9 @@ impl Planner {
                     continue;
                 }
                 let job = slot.due.job.clone();
-                self.fleet.eligible(&job);
+                self.fleet.select(&job);
                 let fleet = &self.fleet;
-                let workers = match (job.selector.is_empty(), job.container.is_some()) {
-                    (true, true) => &fleet.containers,
-                    (true, false) => &fleet.all,
-                    (false, container) => &fleet.selected[&(job.selector.clone(), container)],
-                };
+                let workers = fleet.eligible(&job);
                 if workers.is_empty() && !fleet.all.is_empty() && !slot.unmatched_counted {
                     // No live worker matches the selector: the owner of the
                     // tick among all workers counts it, once.
@@ -795,7 +784,7 @@ impl Planner {
                 }
             }
         }
-        let before = self.fleet.signature();
+        let before = self.fleet.fingerprint;
         self.fleet.recompute();
         for gone in departed {
             if gone.id != self.ctx.worker_id
@@ -808,7 +797,7 @@ impl Planner {
                 ));
             }
         }
-        if before != self.fleet.signature() {
+        if before != self.fleet.fingerprint {
             tracing::info!(workers = ?self.fleet.all, "fleet changed");
             // Ownership moved: look at every open tick again.
             for slots in self.window.values_mut() {

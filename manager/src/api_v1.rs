@@ -408,6 +408,29 @@ struct Precondition {
     if_none_match: Option<NoneMatch>,
 }
 
+impl Precondition {
+    /// Fails with 412 unless `If-Match` is absent or names `version`, the
+    /// job's version now (`None`: no such job).
+    fn check_if_match(&self, name: &JobName, version: Option<i64>) -> V1Result<()> {
+        match &self.if_match {
+            Some(versions) if !version.is_some_and(|v| versions.contains(&v)) => {
+                Err(if_match_failed(name))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn if_match_failed(name: &JobName) -> V1Error {
+    V1Error::PreconditionFailed {
+        field: None,
+        message: format!(
+            "job {name} was changed or deleted since it was read (If-Match); \
+             read it again and reapply your change"
+        ),
+    }
+}
+
 enum NoneMatch {
     Absent,
     NotAt(Vec<i64>),
@@ -536,14 +559,7 @@ async fn put_job(
             field: None,
             message,
         };
-        if let Some(versions) = &precondition.if_match {
-            if !version.is_some_and(|v| versions.contains(&v)) {
-                return Err(failed(format!(
-                    "job {name} was changed or deleted since it was read (If-Match); \
-                     read it again and reapply your change"
-                )));
-            }
-        }
+        precondition.check_if_match(&name, version)?;
         match (&precondition.if_none_match, version) {
             (Some(NoneMatch::Absent), Some(_)) => {
                 return Err(V1Error::PreconditionFailed {
@@ -607,28 +623,19 @@ async fn delete_job(
 ) -> V1Result<StatusCode> {
     let precondition = precondition(&headers)?;
     let name = name_of(&name)?;
-    let deleted = match &precondition.if_match {
-        None => state.store.delete_job(&name).await?,
-        Some(versions) => {
-            let changed = || V1Error::PreconditionFailed {
-                field: None,
-                message: format!(
-                    "job {name} was changed or deleted since it was read (If-Match); \
-                     read it again"
-                ),
-            };
-            let current = state.store.get_job_versioned(&name).await?;
-            match current.map(|(_, v)| v) {
-                Some(v) if versions.contains(&v) => Some(
-                    state
-                        .store
-                        .delete_job_at(&name, Some(v))
-                        .await?
-                        .ok_or_else(changed)?,
-                ),
-                _ => return Err(changed()),
-            }
-        }
+    let deleted = if precondition.if_match.is_none() {
+        state.store.delete_job(&name).await?
+    } else {
+        let version = state.store.get_job_versioned(&name).await?.map(|(_, v)| v);
+        precondition.check_if_match(&name, version)?;
+        // Deleted only at that version: changed in between, it is a 412 too.
+        Some(
+            state
+                .store
+                .delete_job_at(&name, version)
+                .await?
+                .ok_or_else(|| if_match_failed(&name))?,
+        )
     };
     match deleted {
         Some(before) => {

@@ -369,9 +369,7 @@ pub fn finish_cluster(mut cluster: Cluster, keep: bool) -> Option<PathBuf> {
     };
     drop(cluster);
     if let Some(dir) = &kept {
-        for data in ["etcd-data", "mongo-data"] {
-            let _ = std::fs::remove_dir_all(dir.join(data));
-        }
+        crate::drop_data_dirs(dir);
     }
     kept
 }

@@ -655,9 +655,29 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             let kept = self.dir.path().to_path_buf();
             eprintln!("test failed; logs are in {}", kept.display());
-            // Keep the directory for inspection.
+            // Keep the logs for inspection, not the etcd and Mongo data
+            // (over 100 MB a cluster, and a CI run may fail several tests).
+            self.etcd.kill9();
+            self.etcd_peers.iter_mut().for_each(Etcd::kill9);
+            self.mongo.stop();
+            drop_data_dirs(&kept);
             let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
             let _ = dir.keep();
+        }
+    }
+}
+
+/// Removes the etcd and Mongo data directories under a cluster's directory
+/// (a kept directory keeps only the logs).
+pub fn drop_data_dirs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if (name.starts_with("etcd-data") || name == "mongo-data") && entry.path().is_dir() {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }

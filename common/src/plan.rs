@@ -46,6 +46,22 @@ pub enum ClaimMode {
     AtTick,
 }
 
+impl ClaimMode {
+    /// How `job`'s ticks are claimed: ahead by their owner, with the process
+    /// started at a gate, unless the policy needs the state at the tick or
+    /// the run is a container.
+    pub fn of(job: &crate::job::Job) -> ClaimMode {
+        if job.container.is_none()
+            && job.policy.overlap == crate::job::Overlap::Allow
+            && job.policy.catch_up.is_zero()
+        {
+            ClaimMode::Ahead
+        } else {
+            ClaimMode::AtTick
+        }
+    }
+}
+
 /// This worker's view of the fleet.
 pub struct View<'a> {
     pub me: &'a str,

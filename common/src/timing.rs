@@ -72,7 +72,24 @@ pub const CLAIM_BATCH: usize = 10;
 /// written no earlier than `t - CLAIM_LEAD - skew` (real time), the last
 /// attempt (a missed record's claim) reaches etcd no later than
 /// `t + skew + MAX_TICK_LATENESS + MISSED_RECORD_WINDOW + CLAIM_TIMEOUT`.
-pub const CLAIM_TTL: Duration = Duration::from_secs(90);
+/// So it is that sum, in whole seconds, plus `CLAIM_TTL_MARGIN` (90 s).
+pub const CLAIM_TTL: Duration = Duration::from_secs(
+    whole_seconds_above(
+        CLAIM_LEAD
+            .saturating_add(MAX_CLOCK_SKEW.saturating_mul(2))
+            .saturating_add(MAX_TICK_LATENESS)
+            .saturating_add(MISSED_RECORD_WINDOW)
+            .saturating_add(CLAIM_TIMEOUT),
+    ) + CLAIM_TTL_MARGIN.as_secs(),
+);
+
+/// What `CLAIM_TTL` keeps above the latest possible duplicate attempt.
+pub const CLAIM_TTL_MARGIN: Duration = Duration::from_secs(9);
+
+/// The smallest whole number of seconds longer than `d`.
+const fn whole_seconds_above(d: Duration) -> u64 {
+    d.as_secs() + 1
+}
 
 /// How long a worker keeps asking etcd whether a claim that got no answer was
 /// won. Needs `CLAIM_TIMEOUT + CLAIM_RESOLVE_WINDOW < CLAIM_TTL`: the key of
@@ -118,6 +135,42 @@ pub const RUN_NOW_REQUEST_TTL: Duration = Duration::from_secs(30);
 /// A kill request lives this long in etcd.
 pub const KILL_REQUEST_TTL: Duration = Duration::from_secs(10);
 
+/// The owner's process starts for one instant are spread out to finish this
+/// long before it (after `PREPARE_LEAD` began them).
+pub const PREPARE_DONE_BEFORE: Duration = Duration::from_millis(150);
+
+/// A run released at a tick checks its job's definition this long before it
+/// (a job changed or deleted in the last moment is not run).
+pub const RELEASE_CHECK: Duration = Duration::from_millis(30);
+
+/// A tick this late when claimed is logged as caught up, not scheduled.
+pub const CATCH_UP_LABEL_AGE: Duration = Duration::from_secs(1);
+
+/// A claim made before this worker is registered (a catch-up or run-now
+/// right after its start, a claim during a re-registration) waits this long
+/// for the registration.
+pub const WAIT_FOR_REGISTRATION: Duration = Duration::from_secs(10);
+
+/// A running mark's deletion (the next `forbid` tick waits for it) goes out
+/// this soon after the run ends, batched with others.
+pub const MARK_WRITE_DELAY: Duration = Duration::from_millis(100);
+
+/// How long after a registration disappears its claims are swept (recorded
+/// as lost): a worker only cut off for a moment registers again meanwhile
+/// (same start time) and writes its own records.
+pub const SWEEP_AFTER: Duration = Duration::from_secs(2);
+
+/// etcd client: how long connecting may take, how long any request may
+/// take (the protocol's own timeouts, such as `CLAIM_TIMEOUT`, are shorter
+/// and decide first), and the HTTP/2 keep-alive ping period and its answer's
+/// timeout, which find a dead connection well within a registration lease
+/// (10 s by default). The ping period respects etcd's keep-alive enforcement
+/// (`--grpc-keepalive-min-time`, 5 s by default).
+pub const ETCD_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const ETCD_PING_EVERY: Duration = Duration::from_secs(6);
+pub const ETCD_PING_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +204,21 @@ mod tests {
     }
 
     #[test]
+    fn claim_ttl_keeps_its_value() {
+        // Documented (ARCHITECTURE.md, the run-once argument) as 90 s.
+        assert_eq!(CLAIM_TTL, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn etcd_client_timeouts_leave_the_protocol_its_own() {
+        assert!(ETCD_REQUEST_TIMEOUT > CLAIM_TIMEOUT);
+        assert!(ETCD_PING_EVERY >= Duration::from_secs(5));
+        // A dead connection is found before a default registration lease
+        // (10 s) runs out.
+        assert!(ETCD_PING_EVERY + ETCD_PING_TIMEOUT < Duration::from_secs(10));
+    }
+
+    #[test]
     fn stages_come_in_order() {
         // Processes are started before the claim; backups act after the
         // owner's claim had time to show in its horizon.
@@ -161,5 +229,11 @@ mod tests {
         assert!(AT_TICK_BACKUP_DELAYS[1] < MAX_TICK_LATENESS);
         assert!(SLOW_OWNER_GRACE > AT_TICK_BACKUP_DELAYS[1]);
         assert!(SLOW_OWNER_GRACE * 2 < MAX_TICK_LATENESS);
+        // A prepared process is up before the tick, and its last check of
+        // the job comes after the starts are done.
+        assert!(RELEASE_CHECK < PREPARE_DONE_BEFORE && PREPARE_DONE_BEFORE < PREPARE_LEAD);
+        assert!(CATCH_UP_LABEL_AGE < MAX_TICK_LATENESS);
+        // A forbid run's mark is gone before the next second's tick.
+        assert!(MARK_WRITE_DELAY < Duration::from_secs(1));
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gdts_common::config::{GcsConfig, LogFormat};
+use gdts_common::timing;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or as one
 /// JSON object per line (`GDTS_LOG_FORMAT=json`, for Cloud Logging).
@@ -46,9 +47,9 @@ pub async fn connect_etcd(
     security: &gdts_common::config::EtcdSecurity,
 ) -> anyhow::Result<etcd_client::Client> {
     let mut options = etcd_client::ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(10))
-        .with_keep_alive(Duration::from_secs(6), Duration::from_secs(3))
+        .with_connect_timeout(timing::ETCD_CONNECT_TIMEOUT)
+        .with_timeout(timing::ETCD_REQUEST_TIMEOUT)
+        .with_keep_alive(timing::ETCD_PING_EVERY, timing::ETCD_PING_TIMEOUT)
         .with_keep_alive_while_idle(false);
     if let Some(ca) = &security.ca_pem {
         let mut tls =

@@ -305,6 +305,21 @@ pub fn proc_status_kib(pid: i32, field: &str) -> Option<u64> {
     })
 }
 
+/// CPU time of a process from `/proc/PID/stat`, in seconds: its own (user +
+/// system) and its waited-for children's (a worker's commands).
+pub fn proc_cpu_seconds(pid: i32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are fixed.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // utime, stime, cutime, cstime are fields 14 to 17; `fields[0]` is 3.
+    let per_second = 100.0; // USER_HZ on Linux
+    Some((
+        (ticks(11)? + ticks(12)?) / per_second,
+        (ticks(13)? + ticks(14)?) / per_second,
+    ))
+}
+
 /// The processes a benchmark watches: the workers (by id), the manager,
 /// etcd and the Mongo server.
 pub fn watched_pids(cluster: &Cluster) -> Vec<(String, i32)> {
@@ -1083,6 +1098,9 @@ pub struct LoadReport {
     pub fleet: FleetWatch,
     /// VmHWM at the window's end, KiB, by process.
     pub hwm_kib: BTreeMap<String, u64>,
+    /// CPU seconds used in the window, by process: its own and its
+    /// children's (the commands a worker ran and reaped).
+    pub cpu_seconds: BTreeMap<String, (f64, f64)>,
     pub api: Vec<ApiPoll>,
     pub soak: Vec<SoakSample>,
     pub log_dir: Option<PathBuf>,
@@ -1203,6 +1221,10 @@ async fn load_on(cluster: &mut Cluster, p: &LoadParams) -> anyhow::Result<LoadRe
     let metrics_start = Metrics::scrape(&http, &cluster.etcd.endpoint).await?;
     let etcd_log_start = file_len(&etcd_log);
     let worker_logs_start: Vec<u64> = worker_logs.iter().map(|l| file_len(l)).collect();
+    let cpu_start: BTreeMap<String, (f64, f64)> = pids
+        .iter()
+        .filter_map(|(n, pid)| Some((n.clone(), proc_cpu_seconds(*pid)?)))
+        .collect();
 
     sleep_until_ms(to).await;
     let metrics_end = Metrics::scrape(&http, &cluster.etcd.endpoint).await?;
@@ -1211,6 +1233,14 @@ async fn load_on(cluster: &mut Cluster, p: &LoadParams) -> anyhow::Result<LoadRe
     let hwm_kib = pids
         .iter()
         .filter_map(|(n, pid)| Some((n.clone(), proc_status_kib(*pid, "VmHWM")?)))
+        .collect();
+    let cpu_seconds = pids
+        .iter()
+        .filter_map(|(n, pid)| {
+            let (own, children) = proc_cpu_seconds(*pid)?;
+            let (own0, children0) = cpu_start.get(n)?;
+            Some((n.clone(), (own - own0, children - children0)))
+        })
         .collect();
     stop.send_replace(true);
     let fleet = fleet_task.await?;
@@ -1265,6 +1295,7 @@ async fn load_on(cluster: &mut Cluster, p: &LoadParams) -> anyhow::Result<LoadRe
         registrations,
         fleet,
         hwm_kib,
+        cpu_seconds,
         api,
         soak,
         log_dir: None,
@@ -1601,6 +1632,24 @@ impl LoadReport {
                 .collect::<Vec<_>>()
                 .join(", "),
         );
+        if !self.cpu_seconds.is_empty() {
+            let seconds = self.params.seconds as f64;
+            row(
+                "CPU in the window (share of one core; + the commands it ran)",
+                self.cpu_seconds
+                    .iter()
+                    .map(|(n, (own, children))| {
+                        let commands = if *children > 0.0 {
+                            format!(" + {:.0} %", children / seconds * 100.0)
+                        } else {
+                            String::new()
+                        };
+                        format!("{n} {:.0} %{commands}", own / seconds * 100.0)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
         for poll in &self.api {
             row(
                 &format!("`GET {}` every 200 ms", poll.path),

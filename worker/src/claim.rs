@@ -18,8 +18,8 @@ use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpRespo
 use gdts_common::job::Overlap;
 use gdts_common::keys::{watermark_value, Keys, RunKey};
 use gdts_common::timing::{
-    CLAIM_LEASE_ROTATION, CLAIM_RESOLVE_WINDOW, CLAIM_TIMEOUT, CLAIM_TTL, MAX_TICK_LATENESS,
-    MISSED_RECORD_WINDOW,
+    CLAIM_LEASE_ROTATION, CLAIM_RESOLVE_WINDOW, CLAIM_TIMEOUT, CLAIM_TTL, MARK_WRITE_DELAY,
+    MAX_TICK_LATENESS, MISSED_RECORD_WINDOW,
 };
 use gdts_common::values::{ClaimRecord, FinishedRun, Horizon, KillRequest, RunFeed, RunningRecord};
 use gdts_common::JobName;
@@ -160,8 +160,6 @@ const MAX_UNSENT_RETRIES: usize = 3;
 
 /// Most side writes per transaction (etcd allows 128 operations a list).
 const MAX_SIDE_OPS: usize = 100;
-/// A mark's deletion (the next `forbid` tick waits for it) goes out this soon.
-const MARK_WRITE_DELAY: Duration = Duration::from_millis(100);
 /// Most finished runs listed in one write of the run feed (about 150 bytes each).
 const MAX_FEED_PER_WRITE: usize = 250;
 /// Most finished runs waiting for the feed while etcd does not take them.

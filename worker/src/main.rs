@@ -300,7 +300,7 @@ async fn main() -> anyhow::Result<()> {
             },
             kill_grace: config.kill_grace,
         },
-        shell: config.shell.clone(),
+        shell: config.shell.clone().with_program_resolved(),
         releaser: executor::Releaser::start(),
         preparer: preparer.clone(),
         jobs: jobs::SharedJobs::new(jobs::JobTable::new(keys.clone())),

@@ -16,15 +16,11 @@ use std::time::Duration;
 
 use gdts_common::keys::Keys;
 use gdts_common::log_record::{LogRecord, STATUS_LOST};
+use gdts_common::timing::SWEEP_AFTER;
 use gdts_common::values::{ClaimRecord, WorkerInfo};
 use gdts_runtime::etcd_pages::RangePages;
 
 use crate::run::RunContext;
-
-/// How long after a registration disappears its claims are swept: a worker
-/// only cut off for a moment registers again meanwhile (same start time)
-/// and writes its own records.
-pub const SWEEP_AFTER: Duration = Duration::from_secs(2);
 
 /// The sweeper of a departed worker among the live ones (ids sorted): one
 /// deterministic worker, so the claims are read once. Never a new life of

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use gdts_common::job::{Job, Overlap};
+use gdts_common::job::Job;
 use gdts_common::keys::{Keys, RunKey};
 use gdts_common::plan::{decide, ClaimMode, Decision, View};
 use gdts_common::timing::{
@@ -27,20 +27,6 @@ use crate::claim::{Claim, ClaimRequest};
 use crate::etcd_watch::{Entry, PrefixEvent};
 use crate::jobs::{DueTick, JobTable};
 use crate::run::{self, Go, Preparer, RunContext};
-
-/// How a job's ticks are claimed: ahead by their owner, with the process
-/// started at a gate, unless the policy needs the state at the tick or the
-/// run is a container.
-pub fn claim_mode(job: &Job) -> ClaimMode {
-    if job.container.is_none()
-        && job.policy.overlap == Overlap::Allow
-        && job.policy.catch_up.is_zero()
-    {
-        ClaimMode::Ahead
-    } else {
-        ClaimMode::AtTick
-    }
-}
 
 /// The planner's event sources.
 pub struct Inputs {
@@ -345,7 +331,7 @@ impl Planner {
                 self.dispatch_catch_up(tick);
                 continue;
             }
-            let mode = claim_mode(&tick.job);
+            let mode = ClaimMode::of(&tick.job);
             self.window
                 .entry(tick.tick.timestamp_millis())
                 .or_default()

@@ -12,7 +12,8 @@ use gdts_common::job::{Job, Overlap};
 use gdts_common::keys::RunKey;
 use gdts_common::log_record::LogRecord;
 use gdts_common::timing::{
-    CATCH_UP_KEY_SAFE_AGE, CLAIM_REFRESH_EVERY, LAZY_RUNNING_MARK_AFTER, MAX_TICK_LATENESS,
+    CATCH_UP_KEY_SAFE_AGE, CATCH_UP_LABEL_AGE, CLAIM_REFRESH_EVERY, LAZY_RUNNING_MARK_AFTER,
+    MAX_TICK_LATENESS, PREPARE_DONE_BEFORE, RELEASE_CHECK, WAIT_FOR_REGISTRATION,
 };
 use gdts_common::values::FinishedRun;
 use tokio::sync::{mpsc, oneshot};
@@ -120,8 +121,6 @@ const TOO_LATE_TO_PREPARE: &str = "too late to start ahead";
 pub const MISSED_NOT_PREPARED: &str = "missed: this worker won the tick but could not start its \
      process before it (overloaded)";
 
-/// Starts of one instant are spread out to finish this long before it.
-const PREPARE_DONE_BEFORE: Duration = Duration::from_millis(150);
 /// Longest pause between two starts.
 const MAX_PREPARE_GAP: Duration = Duration::from_millis(10);
 
@@ -175,7 +174,10 @@ impl Preparer {
                     }
                     for job in jobs.try_iter() {
                         if job.urgent {
-                            queued.push_front(job);
+                            // Ahead of the prepared starts, behind earlier
+                            // urgent ones: the oldest waits least.
+                            let at = queued.iter().take_while(|j| j.urgent).count();
+                            queued.insert(at, job);
                         } else {
                             queued.push_back(job);
                         }
@@ -237,16 +239,20 @@ impl Preparer {
         self.send(shell, job, run, not_after, false)
     }
 
-    /// Starts `job`'s command for `run` now (first in line), for a run that
-    /// starts at once: off the async runtime all the same.
+    /// Starts `job`'s command for `run` now (first in line, after the other
+    /// starts asked for now), for a run that starts at once: off the async
+    /// runtime all the same. With `not_after`, a start the preparer cannot
+    /// make by then fails with `TOO_LATE_TO_PREPARE`.
     pub async fn start_now(
         &self,
         shell: &ShellConfig,
         job: &Job,
         run: &RunKey,
+        not_after: Option<std::time::Instant>,
     ) -> Result<Prepared, String> {
-        let far = std::time::Instant::now() + Duration::from_secs(3600);
-        self.send(shell, job, run, far, true)
+        let not_after =
+            not_after.unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(3600));
+        self.send(shell, job, run, not_after, true)
             .await
             .unwrap_or_else(|_| Err("the preparer has stopped".into()))
     }
@@ -364,7 +370,8 @@ pub async fn claimed_tick(
             let start = Start {
                 prepared: None,
                 at: Some(tick),
-                ahead: crate::planner::claim_mode(&job) == gdts_common::plan::ClaimMode::Ahead,
+                ahead: gdts_common::plan::ClaimMode::of(&job)
+                    == gdts_common::plan::ClaimMode::Ahead,
             };
             execute_and_retry(
                 &ctx,
@@ -549,9 +556,6 @@ async fn catch_up_one(
     }
 }
 
-/// A tick this late when claimed is logged as caught up, not scheduled.
-const CATCH_UP_LABEL_AGE: Duration = Duration::from_secs(1);
-
 /// Claims one run. A claim that fails or times out after it was sent may
 /// still have committed (its answer lost with the connection): then the
 /// worker asks etcd which it was, so a run it won is run here, late, rather
@@ -637,11 +641,6 @@ pub async fn settle_claims(
         .collect()
 }
 
-/// A claim made before this worker is registered (a catch-up or run-now
-/// right after its start, a claim during a re-registration) waits this long
-/// for the registration.
-const WAIT_FOR_REGISTRATION: Duration = Duration::from_secs(10);
-
 /// How a won run starts: with a process prepared ahead or not, at a tick
 /// (a wall-clock time) or at once.
 pub struct Start {
@@ -660,9 +659,6 @@ impl Start {
         }
     }
 }
-
-/// A run released at a tick checks its job's definition this long before it.
-const RELEASE_CHECK: Duration = Duration::from_millis(30);
 
 /// The `err` of a won tick this worker could not start in time.
 pub const MISSED_OVERLOADED: &str = "missed: this worker won the tick but could not start it \
@@ -807,6 +803,42 @@ async fn execute(
             .await;
             return None;
         }
+        // Won without a process ready (its start ahead failed or came too
+        // late, or the claim came late): start it now, but only within the
+        // lateness bound, like every claim-ahead tick; an overloaded
+        // preparer must not pile up starts it can only make minutes late.
+        if prepared.is_none() && claimed_ahead && job.container.is_none() && run.is_scheduled_tick()
+        {
+            let left = (at + chrono::Duration::from_std(MAX_TICK_LATENESS).expect("small")
+                - Utc::now())
+            .to_std()
+            .unwrap_or_default();
+            let not_after = std::time::Instant::now() + left;
+            match ctx
+                .preparer
+                .start_now(&ctx.shell, job, run, Some(not_after))
+                .await
+            {
+                Ok(p) => prepared = Some(p),
+                Err(e) if e == TOO_LATE_TO_PREPARE => {
+                    drop(guard);
+                    ctx.metrics.tick_missed(Missed::Overloaded);
+                    log_not_run(
+                        ctx,
+                        job,
+                        run,
+                        trigger,
+                        claim_revision,
+                        "missed",
+                        MISSED_OVERLOADED,
+                    )
+                    .await;
+                    return None;
+                }
+                // Tried again below, which records why it failed.
+                Err(_) => {}
+            }
+        }
     }
     // A prepared process's gate goes to the releaser at once, which opens it
     // at the tick (this task may be woken late on a busy machine); until
@@ -837,7 +869,8 @@ async fn execute(
                 tracing::info!(job = %job.name, run = %run, "job changed after its tick was released");
             }
             Some((current, _))
-                if crate::planner::claim_mode(&current) == gdts_common::plan::ClaimMode::Ahead
+                if gdts_common::plan::ClaimMode::of(&current)
+                    == gdts_common::plan::ClaimMode::Ahead
                     && current.schedule.fires_at(
                         chrono::DateTime::from_timestamp_millis(run.tick_ms).unwrap_or_default(),
                     )
@@ -877,7 +910,7 @@ async fn execute(
                 None => {
                     let prepared = match prepared.take() {
                         Some(p) => Ok(p),
-                        None => ctx.preparer.start_now(&ctx.shell, job, run).await,
+                        None => ctx.preparer.start_now(&ctx.shell, job, run, None).await,
                     };
                     match prepared {
                         Ok(p) if guard.kill.is_cancelled() => {

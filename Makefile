@@ -61,6 +61,7 @@ bench: bench-deps
 	$(BENCH) ticks --jobs 100 --workers 3 --seconds 60
 	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 300
 	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 300 --shell bash-static
+	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 60 --job-user nobody
 	$(BENCH) fleet --jobs 200 --workers 1,3,6 --seconds 60
 	$(BENCH) overload --jobs 3000 --workers 3 --seconds 60
 	$(BENCH) jobs --total 100000 --per-second 100

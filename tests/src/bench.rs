@@ -1161,6 +1161,13 @@ async fn load_on(cluster: &mut Cluster, p: &LoadParams) -> anyhow::Result<LoadRe
         .await?;
 
     let clock_file = cluster.dir.path().join("clock.log");
+    // Runs under an unprivileged job user (GDTS_JOB_USER) append to it too.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&clock_file, "")?;
+        std::fs::set_permissions(&clock_file, std::fs::Permissions::from_mode(0o666))?;
+        std::fs::set_permissions(cluster.dir.path(), std::fs::Permissions::from_mode(0o711))?;
+    }
     let forbid_jobs = p.jobs * p.forbid_percent.min(100) as usize / 100;
     let names: Vec<String> = (0..p.jobs).map(|i| format!("tick-{i:05}")).collect();
     let specs: Vec<JobSpec> = names

@@ -3,7 +3,7 @@
 //! targets, and replaces the scenario's section of `docs/benchmarks.md`.
 //!
 //! ```text
-//! gdts-bench ticks    --jobs K --workers W --seconds S [--forbid-percent P] [--warmup S] [--shell SHELL]
+//! gdts-bench ticks    --jobs K --workers W --seconds S [--forbid-percent P] [--warmup S] [--shell SHELL] [--job-user USER]
 //! gdts-bench fleet    --jobs 200 --workers 1,3,6 --seconds S [--warmup S]
 //! gdts-bench overload --jobs 3000 --workers 3 --seconds S [--warmup S]
 //! gdts-bench jobs     --total 100000 --per-second 100 [--requests 200]
@@ -192,6 +192,7 @@ async fn run(args: &Args, keep_logs: Option<PathBuf>, plots: &Path) -> anyhow::R
                 "forbid-percent",
                 "warmup",
                 "shell",
+                "job-user",
             ])?;
             let mut p = LoadParams::new(
                 "bench_ticks",
@@ -204,6 +205,10 @@ async fn run(args: &Args, keep_logs: Option<PathBuf>, plots: &Path) -> anyhow::R
             if let Some(shell) = &shell {
                 p.worker_env.push(("GDTS_SHELL".into(), shell.clone()));
             }
+            let job_user = args.options.get("job-user").cloned();
+            if let Some(user) = &job_user {
+                p.worker_env.push(("GDTS_JOB_USER".into(), user.clone()));
+            }
             p.warmup = warmup(args)?;
             p.keep_logs_under = keep_logs;
             let r = bench::run_load(&p).await?;
@@ -213,6 +218,9 @@ async fn run(args: &Args, keep_logs: Option<PathBuf>, plots: &Path) -> anyhow::R
             }
             if let Some(shell) = &shell {
                 let _ = write!(id, "-{shell}");
+            }
+            if let Some(user) = &job_user {
+                let _ = write!(id, "-as-{user}");
             }
             let mut body = r.figures_markdown();
             body.push_str(&lag_plot(&r, &id, plots));
@@ -229,7 +237,11 @@ async fn run(args: &Args, keep_logs: Option<PathBuf>, plots: &Path) -> anyhow::R
                 ) + &shell
                     .as_ref()
                     .map(|s| format!(" (`GDTS_SHELL={s}`)"))
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    + &job_user
+                        .as_ref()
+                        .map(|u| format!(" (`GDTS_JOB_USER={u}`)"))
+                        .unwrap_or_default(),
                 targets: r.ticks_targets(),
                 id,
                 body,

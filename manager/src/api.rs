@@ -16,36 +16,13 @@ use gdts_common::{Job, JobError, JobName};
 use serde::Serialize;
 
 use crate::auth::Caller;
+use crate::state::AppState;
 use crate::store::{Store, StoreError};
 use serde_json::json;
 
-/// What handlers share: the stores, and the outputs bucket when configured.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub outputs: Option<std::sync::Arc<crate::outputs::OutputBucket>>,
-    /// Cancelled when the manager shuts down: open event streams end, so
-    /// they do not hold up the graceful shutdown.
-    pub shutdown: tokio_util::sync::CancellationToken,
-    pub auth: std::sync::Arc<crate::auth::AuthConfig>,
-    pub tokens: crate::tokens::Tokens,
-    pub audit: crate::audit::Audit,
-    pub streams: crate::events::StreamLimits,
-    /// Set when the manager sits behind Google's Identity-Aware Proxy.
-    pub iap: Option<std::sync::Arc<crate::iap::Iap>>,
-    pub metrics: crate::metrics::Shared,
-}
-
-impl axum::extract::FromRef<AppState> for Store {
-    fn from_ref(state: &AppState) -> Store {
-        state.store.clone()
-    }
-}
-
-/// The whole HTTP surface; with a `webroot`, the web UI is served from it
-/// at `/` (and any path no API route takes).
-pub fn router(state: AppState, webroot: Option<&std::path::Path>) -> Router {
-    let router = Router::new()
+/// The original system's endpoints, and the probes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
         .route("/job/save", post(save_job))
         .route("/job/delete", post(delete_job))
         .route("/job/kill", post(kill_job))
@@ -57,55 +34,7 @@ pub fn router(state: AppState, webroot: Option<&std::path::Path>) -> Router {
         .route("/worker/list", get(list_workers))
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))
-        .route("/metrics", get(crate::metrics::serve))
         .route("/job/output", get(crate::outputs::job_output))
-        .nest("/api/v1", crate::api_v1::router());
-    let router = match webroot {
-        None => router.route("/", get(index)),
-        // No build step: the files are served as they are in the tree, and
-        // revalidated on every load so an edited UI shows up at once.
-        Some(dir) => router.fallback_service(
-            tower::ServiceBuilder::new()
-                .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
-                    axum::http::header::CACHE_CONTROL,
-                    axum::http::HeaderValue::from_static("no-cache"),
-                ))
-                .service(tower_http::services::ServeDir::new(dir)),
-        ),
-    };
-    use axum::http::{header, HeaderValue};
-    use tower_http::set_header::SetResponseHeaderLayer as SetHeader;
-    router
-        // Never framed (no clickjacking of the UI's buttons), no type
-        // sniffing, no addresses leaked in Referer.
-        .layer(SetHeader::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetHeader::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("frame-ancestors 'none'"),
-        ))
-        .layer(SetHeader::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetHeader::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::authorize,
-        ))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.auth.max_body_bytes as usize,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::track,
-        ))
-        .with_state(state)
 }
 
 /// Why a legacy request failed. The caller's mistakes carry a message that
@@ -395,7 +324,7 @@ async fn healthz(State(store): State<Store>) -> Response {
 }
 
 /// A plain index of the API for someone who opens the manager in a browser.
-async fn index() -> &'static str {
+pub async fn index() -> &'static str {
     "GDTS manager\n\n\
      POST /job/save    form: job={\"name\",\"command\",\"cronExpr\"}\n\
      POST /job/delete  form: name\n\

@@ -19,9 +19,9 @@ use mongodb::options::FindOptions;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::AppState;
-use crate::api_v1::{paging, query, Page, V1Result};
 use crate::auth::{Caller, Role, Via};
+use crate::reply::{paging, query, Page, V1Result};
+use crate::state::AppState;
 use crate::store::StoreError;
 
 pub const AUDIT_COLLECTION: &str = "audit";
@@ -189,8 +189,8 @@ fn from_document(d: &Document) -> Option<AuditEntry> {
 #[utoipa::path(get, path = "/audit", tag = "audit",
     params(("target" = Option<String>, Query, description = "a job name or token id"),
            ("page" = Option<u64>, Query, minimum = 1), ("pageSize" = Option<u64>, Query, minimum = 1, maximum = 500)),
-    responses((status = 200, body = Page<AuditEntry>), (status = 400, body = crate::api_v1::ApiError),
-              (status = 401, body = crate::api_v1::ApiError), (status = 403, body = crate::api_v1::ApiError)))]
+    responses((status = 200, body = Page<AuditEntry>), (status = 400, body = crate::reply::ApiError),
+              (status = 401, body = crate::reply::ApiError), (status = 403, body = crate::reply::ApiError)))]
 pub async fn list_audit(
     State(state): State<AppState>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::AppState;
+use crate::state::AppState;
 
 /// The cookie that carries a web UI session over plain HTTP on loopback.
 pub const SESSION_COOKIE: &str = "gdts_session";
@@ -743,7 +743,7 @@ pub fn refusal(status: StatusCode, legacy: bool, message: String) -> Response {
     let mut response = if legacy {
         (status, Json(Envelope::error(message))).into_response()
     } else {
-        crate::api_v1::error_response(status, None, message)
+        crate::reply::error_response(status, None, message)
     };
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(

@@ -141,14 +141,14 @@ pub fn apply(mut doc: Value) -> Value {
                             p["schema"] = json!({
                                 "type": "integer",
                                 "minimum": 1,
-                                "maximum": crate::api_v1::MAX_PAGE,
+                                "maximum": crate::reply::MAX_PAGE,
                             });
                         }
                         ("pageSize", "query") => {
                             p["schema"] = json!({
                                 "type": "integer",
                                 "minimum": 1,
-                                "maximum": crate::api_v1::MAX_PAGE_SIZE,
+                                "maximum": crate::reply::MAX_PAGE_SIZE,
                             });
                         }
                         _ => {}

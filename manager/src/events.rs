@@ -34,9 +34,9 @@ use gdts_common::values::{RunFeed, RunningRecord, WorkerInfo};
 use gdts_common::JobSpec;
 use serde_json::{json, Value};
 
-use crate::api::AppState;
-use crate::api_v1::V1Error;
 use crate::auth::{Caller, Credential, Via};
+use crate::reply::V1Error;
+use crate::state::AppState;
 
 /// How many event streams may be open: in all, and per client (a token, or
 /// an address when authentication is off). Each holds an etcd watch.
@@ -111,7 +111,7 @@ impl StreamLimits {
     params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
     responses((status = 200, content_type = "text/event-stream",
         description = "job.saved, job.deleted, run.started, run.finished, worker.joined, worker.updated, worker.left, reset"),
-        (status = 401, body = crate::api_v1::ApiError), (status = 429, body = crate::api_v1::ApiError,
+        (status = 401, body = crate::reply::ApiError), (status = 429, body = crate::reply::ApiError,
         description = "too many event streams open, in all or from this client")))]
 pub async fn events(
     State(state): State<AppState>,

@@ -1,19 +1,7 @@
 //! `gdts-manager`: the stateless HTTP front of GDTS. Any number of replicas
 //! can run; all state is in etcd and MongoDB.
 
-mod api;
-mod api_v1;
-mod audit;
-mod auth;
-mod config;
-mod contract;
-mod events;
-mod iap;
-mod metrics;
-mod outputs;
-mod stats;
-mod store;
-mod tokens;
+use gdts_manager::{app, audit, config, events, iap, outputs, state, store, tokens};
 
 use anyhow::Context;
 use config::ManagerConfig;
@@ -73,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let state = api::AppState {
+    let state = state::AppState {
         store,
         outputs,
         shutdown: shutdown.clone(),
@@ -93,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
         }),
         metrics: std::sync::Arc::default(),
     };
-    let app = api::router(state, config.webroot.as_deref());
+    let app = app::app(state, config.webroot.as_deref());
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

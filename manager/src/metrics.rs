@@ -12,8 +12,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
-use crate::api::AppState;
-
 pub struct HttpMetrics {
     registry: Registry,
     requests: IntCounterVec,
@@ -69,12 +67,11 @@ fn route_label(req: &Request) -> String {
 
 /// Counts and times every request (outermost layer: refusals by the
 /// authorization layer are counted too).
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn track(State(m): State<Shared>, req: Request, next: Next) -> Response {
     let route = route_label(&req);
     let method = req.method().as_str().to_string();
     let started = Instant::now();
     let response = next.run(req).await;
-    let m = &state.metrics;
     m.seconds
         .with_label_values(&[&route, &method])
         .observe(started.elapsed().as_secs_f64());
@@ -84,17 +81,17 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     response
 }
 
-/// `GET /metrics`.
-pub async fn serve(State(state): State<AppState>) -> Response {
-    state
-        .metrics
-        .sse_clients
-        .set(state.streams.open_total() as i64);
-    (
-        [(header::CONTENT_TYPE, gdts_runtime::metrics::CONTENT_TYPE)],
-        gdts_runtime::metrics::encode(&state.metrics.registry),
-    )
-        .into_response()
-}
-
 pub type Shared = Arc<HttpMetrics>;
+
+impl HttpMetrics {
+    /// The text `GET /metrics` answers, with `open_streams` as the number of
+    /// event streams open now.
+    pub fn render(&self, open_streams: usize) -> Response {
+        self.sse_clients.set(open_streams as i64);
+        (
+            [(header::CONTENT_TYPE, gdts_runtime::metrics::CONTENT_TYPE)],
+            gdts_runtime::metrics::encode(&self.registry),
+        )
+            .into_response()
+    }
+}

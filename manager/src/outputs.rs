@@ -13,7 +13,7 @@ use gdts_common::config::GcsConfig;
 use gdts_common::response::Envelope;
 use gdts_common::JobName;
 
-use crate::api::AppState;
+use crate::store::Store;
 
 /// The bucket client, when a bucket is configured.
 pub struct OutputBucket {
@@ -37,7 +37,8 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 /// `GET /job/output?name=&runId=`: the run's whole output as
 /// `text/plain`, byte for byte as the command wrote it.
 pub async fn job_output(
-    State(state): State<AppState>,
+    State(store): State<Store>,
+    State(bucket): State<Option<std::sync::Arc<OutputBucket>>>,
     query: Result<Query<std::collections::HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let Ok(Query(fields)) = query else {
@@ -51,7 +52,7 @@ pub async fn job_output(
     let Some(run_id) = fields.get("runId").filter(|r| !r.is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "runId: query parameter is missing");
     };
-    let record = match state.store.run_record(&name, run_id).await {
+    let record = match store.run_record(&name, run_id).await {
         Ok(Some(r)) => r,
         Ok(None) => {
             return error(
@@ -73,7 +74,7 @@ pub async fn job_output(
     let Some(uri) = record.output_uri else {
         return text(record.output.into_bytes());
     };
-    let Some(bucket) = &state.outputs else {
+    let Some(bucket) = &bucket else {
         tracing::error!(
             uri,
             "a run's output is in a bucket but GDTS_GCS_BUCKET is not set"

@@ -13,8 +13,8 @@ use axum::Json;
 use mongodb::bson::Document;
 use serde::Serialize;
 
-use crate::api::AppState;
-use crate::api_v1::{query, ApiError, V1Error, V1Result};
+use crate::reply::{query, ApiError, V1Error, V1Result};
+use crate::state::AppState;
 
 /// Records read at most per answer.
 pub const MAX_RECORDS: i64 = 50_000;

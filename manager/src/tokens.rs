@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::api::AppState;
-use crate::api_v1::{V1Error, V1Result};
 use crate::auth::{self, AuthConfig, Caller, Identity, Role, Via, SECURE_SESSION_COOKIE};
+use crate::reply::{V1Error, V1Result};
+use crate::state::AppState;
 use crate::store::StoreError;
 
 /// How long a web UI session lasts.
@@ -328,9 +328,9 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> V1Result<T> {
 
 /// Creates an API token. Its value is in this answer only.
 #[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = TokenRequest,
-    responses((status = 201, body = NewToken), (status = 400, body = crate::api_v1::ApiError),
-              (status = 401, body = crate::api_v1::ApiError), (status = 403, body = crate::api_v1::ApiError),
-              (status = 422, body = crate::api_v1::ApiError)))]
+    responses((status = 201, body = NewToken), (status = 400, body = crate::reply::ApiError),
+              (status = 401, body = crate::reply::ApiError), (status = 403, body = crate::reply::ApiError),
+              (status = 422, body = crate::reply::ApiError)))]
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -371,16 +371,16 @@ pub async fn create_token(
 
 /// Every API token (never their values).
 #[utoipa::path(get, path = "/tokens", tag = "tokens",
-    responses((status = 200, body = Vec<TokenInfo>), (status = 401, body = crate::api_v1::ApiError),
-              (status = 403, body = crate::api_v1::ApiError)))]
+    responses((status = 200, body = Vec<TokenInfo>), (status = 401, body = crate::reply::ApiError),
+              (status = 403, body = crate::reply::ApiError)))]
 pub async fn list_tokens(State(state): State<AppState>) -> V1Result<Json<Vec<TokenInfo>>> {
     Ok(Json(state.tokens.list().await?))
 }
 
 /// Revokes a token at once, with the web UI sessions signed in with it.
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens", params(("id" = String, Path)),
-    responses((status = 204), (status = 401, body = crate::api_v1::ApiError),
-              (status = 403, body = crate::api_v1::ApiError), (status = 404, body = crate::api_v1::ApiError)))]
+    responses((status = 204), (status = 401, body = crate::reply::ApiError),
+              (status = 403, body = crate::reply::ApiError), (status = 404, body = crate::reply::ApiError)))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -434,8 +434,8 @@ pub struct SignIn {
 /// names the anonymous admin and sets no cookie.
 #[utoipa::path(post, path = "/session", tag = "session", request_body = SignIn,
     responses((status = 200, body = SessionView, headers(("Set-Cookie" = String, description = "the session"))),
-              (status = 400, body = crate::api_v1::ApiError), (status = 401, body = crate::api_v1::ApiError),
-              (status = 403, body = crate::api_v1::ApiError)))]
+              (status = 400, body = crate::reply::ApiError), (status = 401, body = crate::reply::ApiError),
+              (status = 403, body = crate::reply::ApiError)))]
 pub async fn sign_in(
     State(state): State<AppState>,
     caller: Caller,

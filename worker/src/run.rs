@@ -137,6 +137,18 @@ fn prepare_gap(
     (left / (still_queued as u32 + 1)).min(MAX_PREPARE_GAP)
 }
 
+/// Queues a start: urgent ones (a run starting now) ahead of the starts
+/// prepared for later ticks, behind earlier urgent ones, so the oldest waits
+/// least.
+fn enqueue<T>(queued: &mut std::collections::VecDeque<T>, job: T, urgent: impl Fn(&T) -> bool) {
+    if urgent(&job) {
+        let at = queued.iter().take_while(|j| urgent(j)).count();
+        queued.insert(at, job);
+    } else {
+        queued.push_back(job);
+    }
+}
+
 impl Preparer {
     /// Runs until every handle is dropped.
     pub fn start(
@@ -173,14 +185,7 @@ impl Preparer {
                         }
                     }
                     for job in jobs.try_iter() {
-                        if job.urgent {
-                            // Ahead of the prepared starts, behind earlier
-                            // urgent ones: the oldest waits least.
-                            let at = queued.iter().take_while(|j| j.urgent).count();
-                            queued.insert(at, job);
-                        } else {
-                            queued.push_back(job);
-                        }
+                        enqueue(&mut queued, job, |j| j.urgent);
                     }
                     let Some(job) = queued.pop_front() else {
                         continue;
@@ -785,7 +790,34 @@ async fn execute(
     // came late still runs, late.)
     if let Some(at) = release_at {
         let late = (Utc::now() - at).to_std().unwrap_or_default();
-        if claimed_ahead && late > MAX_TICK_LATENESS && run.is_scheduled_tick() {
+        let mut too_late = claimed_ahead && late > MAX_TICK_LATENESS && run.is_scheduled_tick();
+        // Won without a process ready (its start ahead failed or came too
+        // late, or the claim came late): start it now, but only within the
+        // lateness bound, like every claim-ahead tick; an overloaded
+        // preparer must not pile up starts it can only make minutes late.
+        if !too_late
+            && prepared.is_none()
+            && claimed_ahead
+            && job.container.is_none()
+            && run.is_scheduled_tick()
+        {
+            let left = (at + chrono::Duration::from_std(MAX_TICK_LATENESS).expect("small")
+                - Utc::now())
+            .to_std()
+            .unwrap_or_default();
+            let not_after = std::time::Instant::now() + left;
+            match ctx
+                .preparer
+                .start_now(&ctx.shell, job, run, Some(not_after))
+                .await
+            {
+                Ok(p) => prepared = Some(p),
+                Err(e) if e == TOO_LATE_TO_PREPARE => too_late = true,
+                // Tried again below, which records why it failed.
+                Err(_) => {}
+            }
+        }
+        if too_late {
             if let Some(p) = prepared.take() {
                 p.abort();
             }
@@ -802,42 +834,6 @@ async fn execute(
             )
             .await;
             return None;
-        }
-        // Won without a process ready (its start ahead failed or came too
-        // late, or the claim came late): start it now, but only within the
-        // lateness bound, like every claim-ahead tick; an overloaded
-        // preparer must not pile up starts it can only make minutes late.
-        if prepared.is_none() && claimed_ahead && job.container.is_none() && run.is_scheduled_tick()
-        {
-            let left = (at + chrono::Duration::from_std(MAX_TICK_LATENESS).expect("small")
-                - Utc::now())
-            .to_std()
-            .unwrap_or_default();
-            let not_after = std::time::Instant::now() + left;
-            match ctx
-                .preparer
-                .start_now(&ctx.shell, job, run, Some(not_after))
-                .await
-            {
-                Ok(p) => prepared = Some(p),
-                Err(e) if e == TOO_LATE_TO_PREPARE => {
-                    drop(guard);
-                    ctx.metrics.tick_missed(Missed::Overloaded);
-                    log_not_run(
-                        ctx,
-                        job,
-                        run,
-                        trigger,
-                        claim_revision,
-                        "missed",
-                        MISSED_OVERLOADED,
-                    )
-                    .await;
-                    return None;
-                }
-                // Tried again below, which records why it failed.
-                Err(_) => {}
-            }
         }
     }
     // A prepared process's gate goes to the releaser at once, which opens it
@@ -1136,6 +1132,16 @@ async fn hand_over(ctx: &RunContext, job: &Job, record: LogRecord, run: &RunKey)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn starts_asked_for_now_go_first_oldest_first() {
+        let mut queued = std::collections::VecDeque::new();
+        for job in [(1, false), (2, true), (3, false), (4, true), (5, true)] {
+            enqueue(&mut queued, job, |j| j.1);
+        }
+        let order: Vec<u32> = queued.iter().map(|j| j.0).collect();
+        assert_eq!(order, [2, 4, 5, 1, 3]);
+    }
 
     #[test]
     fn starts_spread_over_the_time_left() {

@@ -53,16 +53,16 @@ pub fn router() -> Router<AppState> {
         .routes(routes!(crate::stats::stats))
         .routes(routes!(crate::events::events))
         .routes(routes!(
-            crate::tokens::list_tokens,
-            crate::tokens::create_token
+            crate::access_api::list_tokens,
+            crate::access_api::create_token
         ))
-        .routes(routes!(crate::tokens::revoke_token))
+        .routes(routes!(crate::access_api::revoke_token))
         .routes(routes!(
-            crate::tokens::get_session,
-            crate::tokens::sign_in,
-            crate::tokens::sign_out
+            crate::access_api::get_session,
+            crate::access_api::sign_in,
+            crate::access_api::sign_out
         ))
-        .routes(routes!(crate::audit::list_audit))
+        .routes(routes!(crate::access_api::list_audit))
         .split_for_parts();
     let doc = std::sync::Arc::new(crate::contract::apply(
         serde_json::to_value(&doc).expect("the OpenAPI document serializes"),

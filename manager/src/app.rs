@@ -53,7 +53,7 @@ pub fn app(state: AppState, webroot: Option<&std::path::Path>) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::auth::authorize,
+            crate::gate::authorize,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(
             state.auth.max_body_bytes as usize,
@@ -108,7 +108,7 @@ mod tests {
             auth: std::sync::Arc::new(auth),
             tokens: crate::tokens::Tokens::new(etcd, keys),
             audit: crate::audit::Audit::new(&db),
-            streams: crate::events::StreamLimits::new(4, 2, std::time::Duration::from_secs(30)),
+            streams: crate::streams::StreamLimits::new(4, 2, std::time::Duration::from_secs(30)),
             iap: None,
             metrics: std::sync::Arc::default(),
         }

@@ -8,20 +8,14 @@
 //! kept as JSON text: a job's variables may have any name, and no document
 //! store has to accept them as field names.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::Json;
 use mongodb::bson::{doc, Document};
 use mongodb::options::FindOptions;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::{Caller, Role, Via};
-use crate::reply::{paging, query, Page, V1Result};
-use crate::state::AppState;
 use crate::store::StoreError;
 
 pub const AUDIT_COLLECTION: &str = "audit";
@@ -182,33 +176,4 @@ fn from_document(d: &Document) -> Option<AuditEntry> {
         from: text("from").unwrap_or_default(),
         user_agent: text("userAgent"),
     })
-}
-
-/// The audit trail, newest first; `target` keeps the entries about one job
-/// (or token).
-#[utoipa::path(get, path = "/audit", tag = "audit",
-    params(("target" = Option<String>, Query, description = "a job name or token id"),
-           ("page" = Option<u64>, Query, minimum = 1), ("pageSize" = Option<u64>, Query, minimum = 1, maximum = 500)),
-    responses((status = 200, body = Page<AuditEntry>), (status = 400, body = crate::reply::ApiError),
-              (status = 401, body = crate::reply::ApiError), (status = 403, body = crate::reply::ApiError)))]
-pub async fn list_audit(
-    State(state): State<AppState>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> V1Result<Json<Page<AuditEntry>>> {
-    let q = query(q)?;
-    let (page, page_size) = paging(&q)?;
-    let target = q
-        .get("target")
-        .map(String::as_str)
-        .filter(|t| !t.is_empty());
-    let (items, total) = state
-        .audit
-        .page(target, (page - 1) * page_size, page_size as i64)
-        .await?;
-    Ok(Json(Page {
-        items,
-        total,
-        page,
-        page_size,
-    }))
 }

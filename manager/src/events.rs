@@ -19,9 +19,8 @@
 //! `reset` with an id of its own and the stream goes on from that revision (a
 //! reconnect with that id resumes there, never with the compacted one).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -34,78 +33,10 @@ use gdts_common::values::{RunFeed, RunningRecord, WorkerInfo};
 use gdts_common::JobSpec;
 use serde_json::{json, Value};
 
-use crate::auth::{Caller, Credential, Via};
+use crate::auth::{Caller, Via};
+use crate::gate::Credential;
 use crate::reply::V1Error;
 use crate::state::AppState;
-
-/// How many event streams may be open: in all, and per client (a token, or
-/// an address when authentication is off). Each holds an etcd watch.
-#[derive(Clone)]
-pub struct StreamLimits {
-    open: Arc<Mutex<HashMap<String, usize>>>,
-    pub max_total: usize,
-    pub max_per_client: usize,
-    /// How often an open stream checks that its credential still holds
-    /// (`GDTS_SSE_RECHECK_SECS`, default 30).
-    pub recheck_every: Duration,
-}
-
-/// An open stream's place, given back when the stream ends.
-struct StreamSlot {
-    open: Arc<Mutex<HashMap<String, usize>>>,
-    client: String,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().expect("stream count lock");
-        if let Some(n) = open.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.client);
-            }
-        }
-    }
-}
-
-impl StreamLimits {
-    pub fn new(max_total: usize, max_per_client: usize, recheck_every: Duration) -> StreamLimits {
-        StreamLimits {
-            open: Arc::default(),
-            max_total,
-            max_per_client,
-            recheck_every,
-        }
-    }
-
-    /// Streams open now, from all clients.
-    pub fn open_total(&self) -> usize {
-        self.open.lock().expect("stream count lock").values().sum()
-    }
-
-    fn take(&self, client: &str) -> Result<StreamSlot, String> {
-        let mut open = self.open.lock().expect("stream count lock");
-        let total: usize = open.values().sum();
-        if total >= self.max_total {
-            return Err(format!(
-                "{total} event streams are open, the most this manager serves \
-                 (GDTS_SSE_MAX_STREAMS); try again later"
-            ));
-        }
-        let mine = open.entry(client.to_string()).or_insert(0);
-        if *mine >= self.max_per_client {
-            return Err(format!(
-                "this client has {mine} event streams open, the most allowed \
-                 (GDTS_SSE_MAX_PER_CLIENT); close one first"
-            ));
-        }
-        *mine += 1;
-        Ok(StreamSlot {
-            open: self.open.clone(),
-            client: client.to_string(),
-        })
-    }
-}
 
 #[utoipa::path(get, path = "/events", tag = "events",
     params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),

@@ -4,6 +4,7 @@
 //! `audit.rs`), what handlers share (`state.rs`, `reply.rs`), the handlers
 //! (`api.rs`, `api_v1.rs` and the endpoint modules), and `app.rs`.
 
+mod access_api;
 mod api;
 mod api_v1;
 pub mod app;
@@ -11,7 +12,8 @@ pub mod audit;
 mod auth;
 pub mod config;
 mod contract;
-pub mod events;
+mod events;
+mod gate;
 pub mod iap;
 mod metrics;
 pub mod outputs;
@@ -19,4 +21,5 @@ mod reply;
 pub mod state;
 mod stats;
 pub mod store;
+pub mod streams;
 pub mod tokens;

@@ -1,7 +1,7 @@
 //! `gdts-manager`: the stateless HTTP front of GDTS. Any number of replicas
 //! can run; all state is in etcd and MongoDB.
 
-use gdts_manager::{app, audit, config, events, iap, outputs, state, store, tokens};
+use gdts_manager::{app, audit, config, iap, outputs, state, store, streams, tokens};
 
 use anyhow::Context;
 use config::ManagerConfig;
@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         auth: std::sync::Arc::new(config.auth.clone()),
         tokens: tokens::Tokens::new(etcd, keys),
         audit,
-        streams: events::StreamLimits::new(
+        streams: streams::StreamLimits::new(
             config.sse_max_streams,
             config.sse_max_per_client,
             std::time::Duration::from_secs(config.sse_recheck_secs as u64),

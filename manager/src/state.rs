@@ -14,7 +14,7 @@ pub struct AppState {
     pub auth: std::sync::Arc<crate::auth::AuthConfig>,
     pub tokens: crate::tokens::Tokens,
     pub audit: crate::audit::Audit,
-    pub streams: crate::events::StreamLimits,
+    pub streams: crate::streams::StreamLimits,
     /// Set when the manager sits behind Google's Identity-Aware Proxy.
     pub iap: Option<std::sync::Arc<crate::iap::Iap>>,
     pub metrics: crate::metrics::Shared,

@@ -18,11 +18,11 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 use gdts_common::job::{ContainerSpec, PullPolicy};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{finished, now_ms, KillReason, Outcome, RunLimits};
 use crate::output::OutputCapture;
+use crate::supervise::{Stop, Watch};
 
 pub const LABEL_PREFIX: &str = "gdts.prefix";
 pub const LABEL_WORKER: &str = "gdts.worker";
@@ -218,6 +218,9 @@ pub async fn run_container(
     outcome
 }
 
+/// How long a container's log stream is read after it exited.
+const CONTAINER_DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
 /// Most processes one container run may have (a fork bomb stops there).
 pub const CONTAINER_PIDS_LIMIT: i64 = 1024;
 
@@ -249,7 +252,7 @@ async fn supervise(
     docker: &Docker,
     id: &str,
     start_ms: i64,
-    mut out: OutputCapture,
+    out: OutputCapture,
     limits: &RunLimits,
     timeout: Option<Duration>,
     kill: &CancellationToken,
@@ -264,54 +267,51 @@ async fn supervise(
         .stdout(true)
         .stderr(true)
         .build();
-    let mut logs = docker.logs(id, Some(logs_options));
+    let logs = docker.logs(id, Some(logs_options));
     let wait_options = WaitContainerOptionsBuilder::default()
         .condition("not-running")
         .build();
     let mut wait = docker.wait_container(id, Some(wait_options));
-    let mut logs_open = true;
-    let mut exit: Option<Result<i64, String>> = None;
-    let mut killed: Option<KillReason> = None;
-    let far = Instant::now() + Duration::from_secs(86400 * 365);
-    let mut sigkill_at = far;
-    let mut drain_until = far;
-    let timeout_at = timeout.map_or(far, |t| Instant::now() + t);
-    loop {
-        if exit.is_some() && !logs_open {
-            break;
+    let output = Box::pin(logs.scan((), |_, chunk| {
+        std::future::ready(chunk.ok().map(|output| output.into_bytes().to_vec()))
+    }));
+    let exit = async move {
+        match wait.next().await {
+            Some(Ok(resp)) => Ok(resp.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(format!(
+                "waiting for the container failed: {}",
+                docker_message(&e)
+            )),
+            None => Err("the container wait ended without a status".into()),
         }
-        tokio::select! {
-            chunk = logs.next(), if logs_open => match chunk {
-                Some(Ok(output)) => out.push(&output.into_bytes()),
-                Some(Err(_)) | None => logs_open = false,
-            },
-            status = wait.next(), if exit.is_none() => {
-                exit = Some(match status {
-                    Some(Ok(resp)) => Ok(resp.status_code),
-                    Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
-                    Some(Err(e)) => Err(format!("waiting for the container failed: {}", docker_message(&e))),
-                    None => Err("the container wait ended without a status".into()),
-                });
-                drain_until = Instant::now() + Duration::from_secs(2);
-            },
-            _ = kill.cancelled(), if killed.is_none() => {
-                let why = kill_reason();
-                killed = Some(why);
-                signal(docker, id, "SIGTERM").await;
-                sigkill_at = Instant::now() + why.grace(limits.kill_grace);
-            },
-            _ = tokio::time::sleep_until(timeout_at), if killed.is_none() && exit.is_none() => {
-                killed = timeout.map(KillReason::TimedOut);
-                signal(docker, id, "SIGTERM").await;
-                sigkill_at = Instant::now() + limits.kill_grace;
-            },
-            _ = tokio::time::sleep_until(sigkill_at), if exit.is_none() => {
-                signal(docker, id, "SIGKILL").await;
-                sigkill_at = far;
-            },
-            _ = tokio::time::sleep_until(drain_until) => break,
-        }
-    }
+    };
+    let supervised = crate::supervise::supervise(
+        output,
+        exit,
+        |stop| {
+            signal(
+                docker,
+                id,
+                match stop {
+                    Stop::Term => "SIGTERM",
+                    Stop::Kill => "SIGKILL",
+                },
+            )
+        },
+        out,
+        CONTAINER_DRAIN_AFTER_EXIT,
+        |_| false,
+        Watch {
+            limits,
+            timeout,
+            kill,
+            kill_reason,
+            killed: None,
+        },
+    )
+    .await;
+    let (out, killed, exit) = (supervised.out, supervised.killed, supervised.exit);
     let (exit_code, err) = match exit {
         Some(Ok(0)) => (Some(0), String::new()),
         Some(Ok(code)) => (Some(code as i32), format!("exit status {code}")),

@@ -18,10 +18,10 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::Command;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::output::{CaptureConfig, OutputCapture};
+use crate::supervise::{Stop, Watch};
 
 /// How a run ended.
 #[derive(Debug)]
@@ -512,61 +512,57 @@ pub async fn supervise(
         io: output,
         gated: _,
     } = prepared;
-    let mut out = OutputCapture::new(&limits.capture);
-    let mut buf = vec![0u8; 8192];
-    let mut out_open = true;
-    let mut status = None;
-    let mut killed: Option<KillReason> = None;
-    let far = Instant::now() + Duration::from_secs(86400 * 365);
-    let mut sigkill_at = far;
-    let mut drain_until = far;
-    let mut wait_error = None;
-    let timeout_at = timeout.map_or(far, |t| Instant::now() + t);
+    let mut killed = None;
     if kill.is_cancelled() {
         // Killed between the claim and the release: it never ran.
         killed = Some(kill_reason());
         signal_group(pgid, Signal::SIGKILL);
     }
-
-    loop {
-        if status.is_some() && !out_open {
-            break;
-        }
-        tokio::select! {
-            ready = output.readable(), if out_open => match ready.and_then(|()| output.try_read(&mut buf)) {
-                Ok(0) => out_open = false,
-                Ok(n) => out.push(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => out_open = false,
-            },
-            st = child.wait(), if status.is_none() => {
-                match st {
-                    Ok(st) => status = Some(st),
-                    Err(e) => {
-                        wait_error = Some(e.to_string());
-                        break;
-                    }
+    let output = Box::pin(futures::stream::unfold(
+        (output, vec![0u8; 8192]),
+        |(io, mut buf)| async move {
+            loop {
+                match io.readable().await.and_then(|()| io.try_read(&mut buf)) {
+                    Ok(0) => return None,
+                    Ok(n) => return Some((buf[..n].to_vec(), (io, buf))),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return None,
                 }
-                drain_until = Instant::now() + DRAIN_AFTER_EXIT;
-            },
-            _ = kill.cancelled(), if killed.is_none() => {
-                let why = kill_reason();
-                killed = Some(why);
-                signal_group(pgid, Signal::SIGTERM);
-                sigkill_at = Instant::now() + why.grace(limits.kill_grace);
-            },
-            _ = tokio::time::sleep_until(timeout_at), if killed.is_none() && status.is_none() => {
-                killed = timeout.map(KillReason::TimedOut);
-                signal_group(pgid, Signal::SIGTERM);
-                sigkill_at = Instant::now() + limits.kill_grace;
-            },
-            _ = tokio::time::sleep_until(sigkill_at), if status.is_none() => {
-                signal_group(pgid, Signal::SIGKILL);
-                sigkill_at = far;
-            },
-            _ = tokio::time::sleep_until(drain_until) => break,
-        }
-    }
+            }
+        },
+    ));
+    let supervised = crate::supervise::supervise(
+        output,
+        child.wait(),
+        |stop| {
+            signal_group(
+                pgid,
+                match stop {
+                    Stop::Term => Signal::SIGTERM,
+                    Stop::Kill => Signal::SIGKILL,
+                },
+            );
+            std::future::ready(())
+        },
+        OutputCapture::new(&limits.capture),
+        DRAIN_AFTER_EXIT,
+        // wait() failed: nothing more to wait for.
+        |exit| exit.is_err(),
+        Watch {
+            limits,
+            timeout,
+            kill,
+            kill_reason,
+            killed,
+        },
+    )
+    .await;
+    let (out, killed) = (supervised.out, supervised.killed);
+    let (status, wait_error) = match supervised.exit {
+        Some(Ok(st)) => (Some(st), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+        None => (None, None),
+    };
     // Whatever the shell left running in its group goes with it.
     signal_group(pgid, Signal::SIGKILL);
     if status.is_none() {

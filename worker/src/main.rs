@@ -21,6 +21,7 @@ mod planner;
 mod registration;
 mod run;
 mod runs;
+mod supervise;
 
 use std::sync::Arc;
 

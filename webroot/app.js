@@ -3,29 +3,7 @@
 // (window.bootstrap) and cronstrue (window.cronstrue) come from node_modules.
 
 
-import {
-  API,
-  main,
-  esc,
-  api,
-  apiResponse,
-  jobPath,
-  findJob,
-  fmtTime,
-  timeTag,
-  fmtDuration,
-  fmtBytes,
-  describeCron,
-  exitText,
-  statusBadge,
-  toast,
-  replaceKeepingFocus,
-  pending,
-  soon,
-  errorAlert,
-  returnFocusOnClose,
-  pager,
-} from './core.js';
+import { API, main, api, pending, errorAlert } from './core.js';
 import { currentSession, applyIdentity, signInPage, tokensPage, auditPage } from './access.js';
 import { jobRunsChart, overviewPage } from './charts.js';
 import { jobsPage } from './jobs.js';

@@ -2,27 +2,7 @@
 // server validates it, saved with optimistic concurrency (If-Match).
 
 import {
-  API,
-  main,
-  esc,
-  api,
-  apiResponse,
-  jobPath,
-  findJob,
-  fmtTime,
-  timeTag,
-  fmtDuration,
-  fmtBytes,
-  describeCron,
-  exitText,
-  statusBadge,
-  toast,
-  replaceKeepingFocus,
-  pending,
-  soon,
-  errorAlert,
-  returnFocusOnClose,
-  pager,
+  main, esc, api, apiResponse, jobPath, fmtTime, describeCron, toast, soon, errorAlert,
 } from './core.js';
 
 export function jobForm(name) {

@@ -1,27 +1,8 @@
 // The page of one job: its definition, live state, runs and their output.
 
 import {
-  API,
-  main,
-  esc,
-  api,
-  apiResponse,
-  jobPath,
-  findJob,
-  fmtTime,
-  timeTag,
-  fmtDuration,
-  fmtBytes,
-  describeCron,
-  exitText,
-  statusBadge,
-  toast,
-  replaceKeepingFocus,
-  pending,
-  soon,
-  errorAlert,
-  returnFocusOnClose,
-  pager,
+  main, esc, api, jobPath, findJob, fmtTime, timeTag, fmtDuration, fmtBytes, exitText,
+  statusBadge, replaceKeepingFocus, soon, errorAlert, returnFocusOnClose, pager,
 } from './core.js';
 import { jobRunsChart } from './charts.js';
 import { jobAction, actionButtons, scheduleCell, nextFireCell, stateCell, labelBadges } from './jobs.js';

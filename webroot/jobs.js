@@ -1,27 +1,8 @@
 // The jobs page, and the job actions and cells the job page shares.
 
 import {
-  API,
-  main,
-  esc,
-  api,
-  apiResponse,
-  jobPath,
-  findJob,
-  fmtTime,
-  timeTag,
-  fmtDuration,
-  fmtBytes,
-  describeCron,
-  exitText,
-  statusBadge,
-  toast,
-  replaceKeepingFocus,
-  pending,
-  soon,
-  errorAlert,
-  returnFocusOnClose,
-  pager,
+  main, esc, api, jobPath, findJob, fmtTime, timeTag, describeCron, statusBadge, toast,
+  replaceKeepingFocus, soon, errorAlert, returnFocusOnClose, pager,
 } from './core.js';
 
 // ---------- job actions (list and detail pages share them) ----------

@@ -1,28 +1,6 @@
 // The workers page: registrations, labels, clock offsets, what each runs.
 
-import {
-  API,
-  main,
-  esc,
-  api,
-  apiResponse,
-  jobPath,
-  findJob,
-  fmtTime,
-  timeTag,
-  fmtDuration,
-  fmtBytes,
-  describeCron,
-  exitText,
-  statusBadge,
-  toast,
-  replaceKeepingFocus,
-  pending,
-  soon,
-  errorAlert,
-  returnFocusOnClose,
-  pager,
-} from './core.js';
+import { API, main, esc, api, timeTag, soon, errorAlert } from './core.js';
 import { labelBadges } from './jobs.js';
 
 /** A worker's clock against the reference (MongoDB's): skewed ones claim nothing. */

@@ -98,11 +98,8 @@ pub const CLAIM_RESOLVE_WINDOW: Duration = Duration::from_secs(60);
 
 /// A worker opens a fresh claim lease at most this often; every claim made in
 /// the window shares it. Its TTL is `CLAIM_TTL + CLAIM_LEASE_ROTATION`, so each
-/// claim lives at least `CLAIM_TTL`. Short, because etcd deletes all of a
-/// lease's keys in one step when it expires: at 1000 ticks/s a 10-s lease
-/// held about 3,300 claims per worker, and its expiry stalled etcd's apply
-/// loop for seconds ("waiting for the applied index took too long").
-pub const CLAIM_LEASE_ROTATION: Duration = Duration::from_secs(1);
+/// claim lives at least `CLAIM_TTL`.
+pub const CLAIM_LEASE_ROTATION: Duration = Duration::from_secs(10);
 
 /// A catch-up tick younger than this is still protected by its claim key (an
 /// earlier claim of it cannot have expired yet), so it is claimed like any

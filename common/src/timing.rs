@@ -96,10 +96,19 @@ const fn whole_seconds_above(d: Duration) -> u64 {
 /// an attempt that committed is still there to say so for the whole window.
 pub const CLAIM_RESOLVE_WINDOW: Duration = Duration::from_secs(60);
 
-/// A worker opens a fresh claim lease at most this often; every claim made in
-/// the window shares it. Its TTL is `CLAIM_TTL + CLAIM_LEASE_ROTATION`, so each
-/// claim lives at least `CLAIM_TTL`.
-pub const CLAIM_LEASE_ROTATION: Duration = Duration::from_secs(10);
+/// A worker asks for a fresh claim lease this often; every claim made
+/// meanwhile shares it. Short, because etcd deletes all of a lease's keys in
+/// one step when it expires: at 1000 ticks/s a 10-s lease held about 3,300
+/// claims per worker, and its expiry stalled etcd's apply loop for seconds.
+/// The grant is made beside the claims, never in their way (see
+/// `CLAIM_LEASE_REUSE`).
+pub const CLAIM_LEASE_ROTATION: Duration = Duration::from_secs(1);
+
+/// How long a claim lease may still take new claims while its successor's
+/// grant is slow or fails (etcd's answers held up): claims go on under it
+/// meanwhile. Its TTL is `CLAIM_TTL + CLAIM_LEASE_REUSE + CLAIM_TIMEOUT`, so
+/// each claim lives at least `CLAIM_TTL`.
+pub const CLAIM_LEASE_REUSE: Duration = Duration::from_secs(10);
 
 /// A catch-up tick younger than this is still protected by its claim key (an
 /// earlier claim of it cannot have expired yet), so it is claimed like any
@@ -216,6 +225,12 @@ mod tests {
         // A dead connection is found before a default registration lease
         // (10 s) runs out.
         assert!(ETCD_PING_EVERY + ETCD_PING_TIMEOUT < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_claim_lease_rotates_before_its_reuse_ends() {
+        assert!(CLAIM_LEASE_ROTATION < CLAIM_LEASE_REUSE);
+        assert!(CLAIM_TIMEOUT < CLAIM_LEASE_REUSE);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! See "The run-once argument" in ARCHITECTURE.md.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
@@ -18,8 +19,8 @@ use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpRespo
 use gdts_common::job::Overlap;
 use gdts_common::keys::{watermark_value, Keys, RunKey};
 use gdts_common::timing::{
-    CLAIM_LEASE_ROTATION, CLAIM_RESOLVE_WINDOW, CLAIM_TIMEOUT, CLAIM_TTL, MARK_WRITE_DELAY,
-    MAX_TICK_LATENESS, MISSED_RECORD_WINDOW,
+    CLAIM_LEASE_REUSE, CLAIM_LEASE_ROTATION, CLAIM_RESOLVE_WINDOW, CLAIM_TIMEOUT, CLAIM_TTL,
+    MARK_WRITE_DELAY, MAX_TICK_LATENESS, MISSED_RECORD_WINDOW,
 };
 use gdts_common::values::{ClaimRecord, FinishedRun, Horizon, KillRequest, RunFeed, RunningRecord};
 use gdts_common::JobName;
@@ -167,6 +168,26 @@ const MAX_FEED_BACKLOG: usize = 10_000;
 /// Finished runs reach the feed (and the event stream) this soon.
 const FEED_DELAY: Duration = Duration::from_secs(1);
 
+/// The claim lease in use (its id and when it was asked for), and whether
+/// its successor is being granted.
+#[derive(Default)]
+struct LeaseSlot {
+    current: Option<(i64, Instant)>,
+    granting: bool,
+}
+
+/// Grants a claim lease: never renewed, and long enough that a claim made
+/// under it up to `CLAIM_LEASE_REUSE` after the grant was asked for, and
+/// answered up to `CLAIM_TIMEOUT` later, still lives `CLAIM_TTL`.
+async fn grant_claim_lease(client: Client) -> Result<i64, etcd_client::Error> {
+    let ttl: Duration = CLAIM_TTL + CLAIM_LEASE_REUSE + CLAIM_TIMEOUT;
+    Ok(client
+        .lease_client()
+        .grant(ttl.as_secs() as i64, None)
+        .await?
+        .id())
+}
+
 /// Claims for one worker. Claim keys share a lease opened every
 /// `CLAIM_LEASE_ROTATION`, never kept alive, whose TTL lets each claim live at
 /// least `CLAIM_TTL`. Running marks, the horizon and the run feed use the
@@ -175,7 +196,7 @@ pub struct Claimer {
     client: Client,
     keys: Keys,
     worker_id: String,
-    lease: Mutex<Option<(i64, Instant)>>,
+    lease: Arc<Mutex<LeaseSlot>>,
     registration_lease: tokio::sync::watch::Receiver<i64>,
     side: StdMutex<SideOps>,
     side_ready: Notify,
@@ -192,35 +213,52 @@ impl Claimer {
             client,
             keys,
             worker_id,
-            lease: Mutex::new(None),
+            lease: Arc::default(),
             registration_lease,
             side: StdMutex::new(SideOps::default()),
             side_ready: Notify::new(),
         }
     }
 
+    /// The claim lease new claims go under. Past `CLAIM_LEASE_ROTATION` a
+    /// fresh one is asked for beside the claims, which keep the current one
+    /// until the grant arrives (at most `CLAIM_LEASE_REUSE`); only without a
+    /// lease young enough does a claim wait for a grant.
     async fn current_lease(&self) -> Result<i64, etcd_client::Error> {
-        let mut guard = self.lease.lock().await;
-        if let Some((id, granted)) = *guard {
-            if granted.elapsed() < CLAIM_LEASE_ROTATION {
+        let mut slot = self.lease.lock().await;
+        if let Some((id, granted)) = slot.current {
+            let age = granted.elapsed();
+            if age < CLAIM_LEASE_ROTATION {
+                return Ok(id);
+            }
+            if age < CLAIM_LEASE_REUSE {
+                if !slot.granting {
+                    slot.granting = true;
+                    let (client, lease) = (self.client.clone(), self.lease.clone());
+                    tokio::spawn(async move {
+                        let granted_at = Instant::now();
+                        let grant =
+                            tokio::time::timeout(CLAIM_TIMEOUT, grant_claim_lease(client)).await;
+                        let mut slot = lease.lock().await;
+                        slot.granting = false;
+                        if let Ok(Ok(id)) = grant {
+                            if slot.current.is_none_or(|(_, at)| at < granted_at) {
+                                slot.current = Some((id, granted_at));
+                            }
+                        }
+                    });
+                }
                 return Ok(id);
             }
         }
-        // A claim is written up to a rotation after the grant, and up to a
-        // claim timeout after it is sent: it still lives `CLAIM_TTL`.
-        let ttl: Duration = CLAIM_TTL + CLAIM_LEASE_ROTATION + CLAIM_TIMEOUT;
         let granted_at = Instant::now();
-        let resp = self
-            .client
-            .lease_client()
-            .grant(ttl.as_secs() as i64, None)
-            .await?;
-        *guard = Some((resp.id(), granted_at));
-        Ok(resp.id())
+        let id = grant_claim_lease(self.client.clone()).await?;
+        slot.current = Some((id, granted_at));
+        Ok(id)
     }
 
     async fn drop_lease(&self) {
-        *self.lease.lock().await = None;
+        self.lease.lock().await.current = None;
     }
 
     /// Waits (up to `limit`) for this worker to be registered: it registers

@@ -108,7 +108,14 @@ pub const CLAIM_LEASE_ROTATION: Duration = Duration::from_secs(1);
 /// grant is slow or fails (etcd's answers held up): claims go on under it
 /// meanwhile. Its TTL is `CLAIM_TTL + CLAIM_LEASE_REUSE + CLAIM_TIMEOUT`, so
 /// each claim lives at least `CLAIM_TTL`.
-pub const CLAIM_LEASE_REUSE: Duration = Duration::from_secs(10);
+pub const CLAIM_LEASE_REUSE: Duration = Duration::from_secs(15);
+
+/// A claim lease's TTL: a claim made under it up to `CLAIM_LEASE_REUSE` after
+/// its grant was asked for, and committed up to `CLAIM_TIMEOUT` after that,
+/// still lives `CLAIM_TTL`.
+pub const CLAIM_LEASE_TTL: Duration = Duration::from_secs(
+    CLAIM_TTL.as_secs() + CLAIM_LEASE_REUSE.as_secs() + CLAIM_TIMEOUT.as_secs(),
+);
 
 /// A catch-up tick younger than this is still protected by its claim key (an
 /// earlier claim of it cannot have expired yet), so it is claimed like any

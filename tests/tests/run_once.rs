@@ -1,7 +1,7 @@
 //! Three workers, fifty jobs firing every second, twenty-odd seconds: every
 //! (job, tick) in the window has exactly one run record.
 
-use gdts_tests::gdts_common::timing::{CLAIM_LEASE_ROTATION, CLAIM_TTL};
+use gdts_tests::gdts_common::timing::CLAIM_LEASE_TTL;
 use gdts_tests::{every_second_scenario, every_second_shell_job, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -11,7 +11,7 @@ async fn every_tick_runs_exactly_once_across_three_workers() -> anyhow::Result<(
     report.assert_exactly_once(50 * 18);
 
     // Claims do not pile up: every one hangs on a lease that is never
-    // renewed, so etcd deletes it within CLAIM_TTL plus one rotation.
+    // renewed, so etcd deletes it within CLAIM_LEASE_TTL.
     let mut etcd = c.etcd.client().await;
     let claims = etcd
         .get(
@@ -24,7 +24,7 @@ async fn every_tick_runs_exactly_once_across_three_workers() -> anyhow::Result<(
         claims.kvs().iter().all(|kv| kv.lease() != 0),
         "a claim without a lease"
     );
-    let limit = (CLAIM_TTL + CLAIM_LEASE_ROTATION).as_secs() as i64;
+    let limit = CLAIM_LEASE_TTL.as_secs() as i64;
     let mut leases: Vec<i64> = claims.kvs().iter().map(|kv| kv.lease()).collect();
     leases.sort();
     leases.dedup();

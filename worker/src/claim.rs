@@ -19,7 +19,7 @@ use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpRespo
 use gdts_common::job::Overlap;
 use gdts_common::keys::{watermark_value, Keys, RunKey};
 use gdts_common::timing::{
-    CLAIM_LEASE_REUSE, CLAIM_LEASE_ROTATION, CLAIM_RESOLVE_WINDOW, CLAIM_TIMEOUT, CLAIM_TTL,
+    CLAIM_LEASE_REUSE, CLAIM_LEASE_ROTATION, CLAIM_LEASE_TTL, CLAIM_RESOLVE_WINDOW, CLAIM_TIMEOUT,
     MARK_WRITE_DELAY, MAX_TICK_LATENESS, MISSED_RECORD_WINDOW,
 };
 use gdts_common::values::{ClaimRecord, FinishedRun, Horizon, KillRequest, RunFeed, RunningRecord};
@@ -176,20 +176,61 @@ struct LeaseSlot {
     granting: bool,
 }
 
-/// Grants a claim lease: never renewed, and long enough that a claim made
-/// under it up to `CLAIM_LEASE_REUSE` after the grant was asked for, and
-/// answered up to `CLAIM_TIMEOUT` later, still lives `CLAIM_TTL`.
+/// What a claim does about its lease.
+#[derive(Debug, PartialEq, Eq)]
+enum LeaseUse {
+    /// Goes under this lease.
+    Use(i64),
+    /// Goes under this lease, and a successor's grant starts beside it.
+    UseAndGrant(i64),
+    /// Waits for a grant: no lease is young enough.
+    Grant,
+}
+
+impl LeaseSlot {
+    /// Past `CLAIM_LEASE_ROTATION` a fresh lease is asked for beside the
+    /// claims, which keep the current one until the grant arrives (for at
+    /// most `CLAIM_LEASE_REUSE`); only without a lease young enough does a
+    /// claim wait for a grant. Marks the grant started when it says so.
+    fn choose(&mut self, now: Instant) -> LeaseUse {
+        let Some((id, asked)) = self.current else {
+            return LeaseUse::Grant;
+        };
+        let age = now.saturating_duration_since(asked);
+        if age < CLAIM_LEASE_ROTATION || (age < CLAIM_LEASE_REUSE && self.granting) {
+            LeaseUse::Use(id)
+        } else if age < CLAIM_LEASE_REUSE {
+            self.granting = true;
+            LeaseUse::UseAndGrant(id)
+        } else {
+            LeaseUse::Grant
+        }
+    }
+
+    /// A grant asked for at `asked` arrived (or failed: `None`). A lease
+    /// asked for earlier than the one in use never replaces it.
+    fn granted(&mut self, lease: Option<i64>, asked: Instant) {
+        self.granting = false;
+        if let Some(id) = lease {
+            if self.current.is_none_or(|(_, at)| at < asked) {
+                self.current = Some((id, asked));
+            }
+        }
+    }
+}
+
+/// Grants a claim lease, never renewed (`CLAIM_LEASE_TTL`).
 async fn grant_claim_lease(client: Client) -> Result<i64, etcd_client::Error> {
-    let ttl: Duration = CLAIM_TTL + CLAIM_LEASE_REUSE + CLAIM_TIMEOUT;
     Ok(client
         .lease_client()
-        .grant(ttl.as_secs() as i64, None)
+        .grant(CLAIM_LEASE_TTL.as_secs() as i64, None)
         .await?
         .id())
 }
 
-/// Claims for one worker. Claim keys share a lease opened every
-/// `CLAIM_LEASE_ROTATION`, never kept alive, whose TTL lets each claim live at
+/// Claims for one worker. Claim keys share a lease asked for every
+/// `CLAIM_LEASE_ROTATION` (used for at most `CLAIM_LEASE_REUSE`), never kept
+/// alive, whose TTL lets each claim live at
 /// least `CLAIM_TTL`. Running marks, the horizon and the run feed use the
 /// worker's registration lease, so they vanish with a dead worker.
 pub struct Claimer {
@@ -220,41 +261,31 @@ impl Claimer {
         }
     }
 
-    /// The claim lease new claims go under. Past `CLAIM_LEASE_ROTATION` a
-    /// fresh one is asked for beside the claims, which keep the current one
-    /// until the grant arrives (at most `CLAIM_LEASE_REUSE`); only without a
-    /// lease young enough does a claim wait for a grant.
+    /// The claim lease new claims go under (see `LeaseSlot::choose`).
     async fn current_lease(&self) -> Result<i64, etcd_client::Error> {
         let mut slot = self.lease.lock().await;
-        if let Some((id, granted)) = slot.current {
-            let age = granted.elapsed();
-            if age < CLAIM_LEASE_ROTATION {
-                return Ok(id);
+        match slot.choose(Instant::now()) {
+            LeaseUse::Use(id) => Ok(id),
+            LeaseUse::UseAndGrant(id) => {
+                let (client, lease) = (self.client.clone(), self.lease.clone());
+                tokio::spawn(async move {
+                    let asked = Instant::now();
+                    let grant =
+                        tokio::time::timeout(CLAIM_TIMEOUT, grant_claim_lease(client)).await;
+                    lease
+                        .lock()
+                        .await
+                        .granted(grant.ok().and_then(Result::ok), asked);
+                });
+                Ok(id)
             }
-            if age < CLAIM_LEASE_REUSE {
-                if !slot.granting {
-                    slot.granting = true;
-                    let (client, lease) = (self.client.clone(), self.lease.clone());
-                    tokio::spawn(async move {
-                        let granted_at = Instant::now();
-                        let grant =
-                            tokio::time::timeout(CLAIM_TIMEOUT, grant_claim_lease(client)).await;
-                        let mut slot = lease.lock().await;
-                        slot.granting = false;
-                        if let Ok(Ok(id)) = grant {
-                            if slot.current.is_none_or(|(_, at)| at < granted_at) {
-                                slot.current = Some((id, granted_at));
-                            }
-                        }
-                    });
-                }
-                return Ok(id);
+            LeaseUse::Grant => {
+                let asked = Instant::now();
+                let id = grant_claim_lease(self.client.clone()).await?;
+                slot.granted(Some(id), asked);
+                Ok(id)
             }
         }
-        let granted_at = Instant::now();
-        let id = grant_claim_lease(self.client.clone()).await?;
-        slot.current = Some((id, granted_at));
-        Ok(id)
     }
 
     async fn drop_lease(&self) {
@@ -913,5 +944,51 @@ fn outcome_of_won(req: &ClaimRequest, revision: i64, last: Option<&TxnOpResponse
             revision,
             reason: SKIP_OVERLAP,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot_with(id: i64, asked: Instant) -> LeaseSlot {
+        let mut slot = LeaseSlot::default();
+        slot.granted(Some(id), asked);
+        slot
+    }
+
+    #[test]
+    fn a_claim_waits_for_a_grant_only_without_a_young_enough_lease() {
+        let t0 = Instant::now();
+        assert_eq!(LeaseSlot::default().choose(t0), LeaseUse::Grant);
+        assert_eq!(slot_with(1, t0).choose(t0), LeaseUse::Use(1));
+        let stale = t0 + CLAIM_LEASE_REUSE;
+        assert_eq!(slot_with(1, t0).choose(stale), LeaseUse::Grant);
+    }
+
+    #[test]
+    fn past_a_rotation_one_grant_starts_beside_the_claims() {
+        let t0 = Instant::now();
+        let mut slot = slot_with(1, t0);
+        let later = t0 + CLAIM_LEASE_ROTATION;
+        assert_eq!(slot.choose(later), LeaseUse::UseAndGrant(1));
+        // While it is under way, claims keep the lease and start no other.
+        assert_eq!(slot.choose(later), LeaseUse::Use(1));
+        slot.granted(Some(2), later);
+        assert_eq!(slot.choose(later), LeaseUse::Use(2));
+    }
+
+    #[test]
+    fn a_failed_grant_is_tried_again_and_a_late_one_never_replaces_a_newer_lease() {
+        let t0 = Instant::now();
+        let mut slot = slot_with(1, t0);
+        let later = t0 + CLAIM_LEASE_ROTATION;
+        assert_eq!(slot.choose(later), LeaseUse::UseAndGrant(1));
+        slot.granted(None, later);
+        assert_eq!(slot.choose(later), LeaseUse::UseAndGrant(1));
+        slot.granted(Some(3), later + CLAIM_LEASE_ROTATION);
+        // A grant asked for before lease 3 arrives after it.
+        slot.granted(Some(2), later);
+        assert_eq!(slot.choose(later + CLAIM_LEASE_ROTATION), LeaseUse::Use(3));
     }
 }

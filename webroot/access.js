@@ -6,7 +6,8 @@
 // hidden (elements marked data-need="operator" or data-need="admin"); the
 // server refuses it anyway.
 
-import { api, apiResponse, esc, main, timeTag, fmtTime, toast, errorAlert, pager } from './core.js';
+import { api, apiResponse, main, timeTag, fmtTime, toast, errorAlert, pager } from './core.js';
+import { html, render } from './html.js';
 
 const RANK = { viewer: 0, operator: 1, admin: 2 };
 
@@ -22,15 +23,15 @@ export function applyIdentity(session) {
   document.body.classList.toggle('can-admin', RANK[role] >= RANK.admin);
   const who = document.getElementById('who');
   if (!session.authEnabled) {
-    who.innerHTML = '<span class="badge text-bg-warning" title="GDTS_AUTH=off: anyone who reaches the manager is admin">auth off</span>';
+    render(who, html`<span class="badge text-bg-warning" title="GDTS_AUTH=off: anyone who reaches the manager is admin">auth off</span>`);
     return;
   }
   const id = session.identity;
   // Behind Identity-Aware Proxy there is nothing to sign out of here.
   const signOut = id.via === 'iap' ? ''
-    : '<button type="button" class="btn btn-sm btn-outline-secondary" id="sign-out">Sign out</button>';
-  who.innerHTML = `<span class="navbar-text small me-2" data-identity data-role="${esc(id.role)}">
-      <span class="fw-semibold">${esc(id.name)}</span> · ${esc(id.role)}</span>${signOut}`;
+    : html`<button type="button" class="btn btn-sm btn-outline-secondary" id="sign-out">Sign out</button>`;
+  render(who, html`<span class="navbar-text small me-2" data-identity data-role="${id.role}">
+      <span class="fw-semibold">${id.name}</span> · ${id.role}</span>${signOut}`);
   if (!signOut) return;
   document.getElementById('sign-out').addEventListener('click', async () => {
     try { await api('DELETE', '/session'); } catch { /* signed out either way */ }
@@ -42,12 +43,12 @@ export function applyIdentity(session) {
 /** The sign-in page; reloads the UI once a token is accepted. */
 export function signInPage(message) {
   document.body.classList.remove('can-operate', 'can-admin');
-  document.getElementById('who').innerHTML = '';
-  main.innerHTML = `
+  document.getElementById('who').replaceChildren();
+  render(main, html`
     <div class="row justify-content-center py-4">
       <div class="col-sm-10 col-md-7 col-lg-5">
         <h1 class="h3 mb-3">Sign in</h1>
-        ${message ? `<div class="alert alert-info" role="status">${esc(message)}</div>` : ''}
+        ${message ? html`<div class="alert alert-info" role="status">${message}</div>` : ''}
         <form id="sign-in" novalidate>
           <label class="form-label" for="token">Token</label>
           <input class="form-control" type="password" id="token" name="token" autocomplete="current-password"
@@ -59,7 +60,7 @@ export function signInPage(message) {
           <button class="btn btn-primary mt-3" type="submit">Sign in</button>
         </form>
       </div>
-    </div>`;
+    </div>`);
   const form = document.getElementById('sign-in');
   const input = document.getElementById('token');
   input.focus();
@@ -86,7 +87,7 @@ export function signInPage(message) {
 
 /** API tokens: create (the value is shown once), list, revoke. Admin only. */
 export function tokensPage() {
-  main.innerHTML = `
+  render(main, html`
     <h1 class="h3 mb-3">API tokens</h1>
     <form class="row g-2 align-items-end mb-3" id="new-token" novalidate>
       <div class="col-sm-6 col-md-4">
@@ -105,30 +106,30 @@ export function tokensPage() {
       <div class="col-auto"><button class="btn btn-primary" type="submit">Create token</button></div>
     </form>
     <div id="token-created"></div>
-    <div id="tokens"></div>`;
+    <div id="tokens"></div>`);
   const holder = document.getElementById('tokens');
   async function load() {
     try {
       const tokens = await api('GET', '/tokens');
-      holder.innerHTML = tokens.length ? `
+      render(holder, tokens.length ? html`
         <table class="table align-middle table-stack" aria-label="API tokens">
           <thead><tr><th scope="col">Name</th><th scope="col">Role</th><th scope="col">Id</th>
             <th scope="col">Created</th><th scope="col">By</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
-          <tbody>${tokens.map((t) => `
-            <tr data-token="${esc(t.id)}">
-              <td data-label="Name" class="fw-semibold text-break"><div class="cell">${esc(t.name)}</div></td>
-              <td data-label="Role"><div class="cell">${esc(t.role)}</div></td>
-              <td data-label="Id"><div class="cell"><code>${esc(t.id)}</code></div></td>
+          <tbody>${tokens.map((t) => html`
+            <tr data-token="${t.id}">
+              <td data-label="Name" class="fw-semibold text-break"><div class="cell">${t.name}</div></td>
+              <td data-label="Role"><div class="cell">${t.role}</div></td>
+              <td data-label="Id"><div class="cell"><code>${t.id}</code></div></td>
               <td data-label="Created"><div class="cell">${timeTag(t.createdAt)}</div></td>
-              <td data-label="By" class="text-break"><div class="cell">${esc(t.createdBy)}</div></td>
+              <td data-label="By" class="text-break"><div class="cell">${t.createdBy}</div></td>
               <td data-label="" class="actions"><div class="cell">
-                <button type="button" class="btn btn-sm btn-outline-danger" data-revoke="${esc(t.id)}"
-                  aria-label="Revoke ${esc(t.name)}">Revoke</button></div></td>
-            </tr>`).join('')}</tbody>
+                <button type="button" class="btn btn-sm btn-outline-danger" data-revoke="${t.id}"
+                  aria-label="Revoke ${t.name}">Revoke</button></div></td>
+            </tr>`)}</tbody>
         </table>`
-        : '<p class="text-body-secondary">No API tokens yet. Only the bootstrap admin token can sign in.</p>';
+        : html`<p class="text-body-secondary">No API tokens yet. Only the bootstrap admin token can sign in.</p>`);
     } catch (e) {
-      holder.innerHTML = errorAlert(e);
+      render(holder, errorAlert(e));
     }
   }
   document.getElementById('new-token').addEventListener('submit', async (ev) => {
@@ -140,11 +141,11 @@ export function tokensPage() {
         name: nameInput.value.trim(),
         role: document.getElementById('token-role').value,
       });
-      document.getElementById('token-created').innerHTML = `
+      render(document.getElementById('token-created'), html`
         <div class="alert alert-success" role="status" data-new-token>
-          <p class="mb-1">Token <strong>${esc(created.name)}</strong> (${esc(created.role)}) created. Copy it now: it is not shown again.</p>
-          <code class="user-select-all text-break" data-token-value>${esc(created.token)}</code>
-        </div>`;
+          <p class="mb-1">Token <strong>${created.name}</strong> (${created.role}) created. Copy it now: it is not shown again.</p>
+          <code class="user-select-all text-break" data-token-value>${created.token}</code>
+        </div>`);
       nameInput.value = '';
       load();
     } catch (e) {
@@ -179,35 +180,35 @@ export function tokensPage() {
 export function auditPage() {
   const PAGE_SIZE = 50;
   let page = 1;
-  main.innerHTML = `<h1 class="h3 mb-3">Audit trail</h1><div id="audit"></div>`;
+  render(main, html`<h1 class="h3 mb-3">Audit trail</h1><div id="audit"></div>`);
   const holder = document.getElementById('audit');
   const changeOf = (e) => {
     if (!e.before && !e.after) return '';
-    const show = (label, v) => (v == null ? '' : `<div class="small fw-semibold mt-1">${label}</div><pre class="output small mb-1">${esc(JSON.stringify(v, null, 2))}</pre>`);
-    return `<details><summary class="small">before / after</summary>${show('Before', e.before)}${show('After', e.after)}</details>`;
+    const show = (label, v) => (v == null ? '' : html`<div class="small fw-semibold mt-1">${label}</div><pre class="output small mb-1">${JSON.stringify(v, null, 2)}</pre>`);
+    return html`<details><summary class="small">before / after</summary>${show('Before', e.before)}${show('After', e.after)}</details>`;
   };
   async function load() {
     try {
       const data = await api('GET', `/audit?${new URLSearchParams({ page, pageSize: PAGE_SIZE })}`);
       const pages = Math.max(1, Math.ceil(data.total / PAGE_SIZE));
-      holder.innerHTML = data.items.length ? `
+      render(holder, data.items.length ? html`
         <table class="table align-middle table-stack" aria-label="Audit trail">
           <thead><tr><th scope="col">When</th><th scope="col">Who</th><th scope="col">Action</th>
             <th scope="col">Target</th><th scope="col">From</th></tr></thead>
-          <tbody>${data.items.map((e) => `
-            <tr data-audit="${esc(e.action)}">
-              <td data-label="When"><div class="cell" title="${esc(fmtTime(e.at))}">${timeTag(e.at)}</div></td>
-              <td data-label="Who" class="text-break"><div class="cell"><span class="fw-semibold">${esc(e.actor)}</span>
-                ${e.role ? `<span class="small text-body-secondary">${esc(e.role)} · ${esc(e.via)}</span>` : ''}</div></td>
-              <td data-label="Action"><div class="cell"><code>${esc(e.action)}</code>${changeOf(e)}</div></td>
-              <td data-label="Target" class="text-break"><div class="cell">${esc(e.target)}</div></td>
-              <td data-label="From" class="text-break small"><div class="cell">${esc(e.from)}</div></td>
-            </tr>`).join('')}</tbody>
+          <tbody>${data.items.map((e) => html`
+            <tr data-audit="${e.action}">
+              <td data-label="When"><div class="cell" title="${fmtTime(e.at)}">${timeTag(e.at)}</div></td>
+              <td data-label="Who" class="text-break"><div class="cell"><span class="fw-semibold">${e.actor}</span>
+                ${e.role ? html`<span class="small text-body-secondary">${e.role} · ${e.via}</span>` : ''}</div></td>
+              <td data-label="Action"><div class="cell"><code>${e.action}</code>${changeOf(e)}</div></td>
+              <td data-label="Target" class="text-break"><div class="cell">${e.target}</div></td>
+              <td data-label="From" class="text-break small"><div class="cell">${e.from}</div></td>
+            </tr>`)}</tbody>
         </table>
         ${pages > 1 ? pager(page, pages, 'Audit trail') : ''}`
-        : '<p class="text-body-secondary">No changes recorded yet.</p>';
+        : html`<p class="text-body-secondary">No changes recorded yet.</p>`);
     } catch (e) {
-      holder.innerHTML = errorAlert(e);
+      render(holder, errorAlert(e));
     }
   }
   holder.addEventListener('click', (ev) => {

@@ -4,6 +4,7 @@
 
 
 import { API, main, api, pending, errorAlert } from './core.js';
+import { render } from './html.js';
 import { currentSession, applyIdentity, signInPage, tokensPage, auditPage } from './access.js';
 import { jobRunsChart, overviewPage } from './charts.js';
 import { jobsPage } from './jobs.js';
@@ -127,7 +128,7 @@ async function start() {
   try {
     session = await currentSession();
   } catch (e) {
-    main.innerHTML = errorAlert(e);
+    render(main, errorAlert(e));
     return;
   }
   if (session.authEnabled && !session.identity) {

@@ -2,7 +2,8 @@
 // and the overview page (runs, failures, start lag, workers) from
 // /api/v1/stats.
 
-import { main, esc, api, jobPath, fmtTime, fmtDuration, errorAlert } from './core.js';
+import { main, api, jobPath, fmtTime, fmtDuration, errorAlert } from './core.js';
+import { html, render } from './html.js';
 
 /** `fn` at most once per `ms`, however often asked (events come every second). */
 function throttled(fn, ms) {
@@ -34,12 +35,12 @@ const judged = (r) => ['succeeded', 'failed', 'timed-out', 'lost', 'missed'].inc
  */
 export function jobRunsChart(holder, name) {
   let chart = null;
-  holder.innerHTML = `
+  render(holder, html`
     <div class="d-flex flex-wrap align-items-baseline gap-3 mb-1">
       <h2 class="h6 mb-0">Recent runs</h2>
       <span class="small text-body-secondary" data-success-rate></span>
     </div>
-    <div class="chart-box"><canvas data-runs-chart role="img" aria-label="Duration of the recent runs of ${esc(name)}, coloured by status"></canvas></div>`;
+    <div class="chart-box"><canvas data-runs-chart role="img" aria-label="Duration of the recent runs of ${name}, coloured by status"></canvas></div>`);
   const rate = holder.querySelector('[data-success-rate]');
   const canvas = holder.querySelector('canvas');
 
@@ -106,7 +107,7 @@ export function overviewPage() {
   let minutes = 15;
   let alive = true;
   const charts = [];
-  main.innerHTML = `
+  render(main, html`
     <div class="d-flex flex-wrap align-items-center gap-2 mb-3">
       <h1 class="h3 mb-0 me-auto">Overview</h1>
       <label class="small text-body-secondary" for="window">Window</label>
@@ -114,14 +115,14 @@ export function overviewPage() {
         <option value="5">5 minutes</option><option value="15" selected>15 minutes</option><option value="60">1 hour</option>
       </select>
     </div>
-    <div id="overview"><div class="placeholder-glow"><span class="placeholder col-6"></span></div></div>`;
+    <div id="overview"><div class="placeholder-glow"><span class="placeholder col-6"></span></div></div>`);
   const holder = document.getElementById('overview');
   document.getElementById('window').addEventListener('change', (ev) => { minutes = Number(ev.target.value); load(); });
 
-  const card = (label, value, key, tone = '') => `
+  const card = (label, value, key, tone = '') => html`
     <div class="col-6 col-lg-3"><div class="card h-100"><div class="card-body">
-      <div class="small text-body-secondary">${esc(label)}</div>
-      <div class="fs-3 fw-semibold ${tone}" data-stat="${key}">${esc(value)}</div>
+      <div class="small text-body-secondary">${label}</div>
+      <div class="fs-3 fw-semibold ${tone}" data-stat="${key}">${value}</div>
     </div></div></div>`;
 
   async function load() {
@@ -129,25 +130,25 @@ export function overviewPage() {
     try {
       s = await api('GET', `/stats?minutes=${minutes}`);
     } catch (e) {
-      if (alive) holder.innerHTML = errorAlert(e);
+      if (alive) render(holder, errorAlert(e));
       return;
     }
     if (!alive) return;
     const t = s.totals;
     const perSecond = t.runs / ((s.to - s.from) / 1000);
     const rate = t.successRate == null ? '—' : `${(100 * t.successRate).toFixed(1)} %`;
-    holder.innerHTML = `
+    render(holder, html`
       <div class="row g-3 mb-3">
         ${card('Runs per second', perSecond >= 10 ? perSecond.toFixed(0) : perSecond >= 1 ? perSecond.toFixed(1) : perSecond === 0 ? '0' : perSecond.toPrecision(2), 'runs-per-second')}
         ${card('Failed or missed', `${t.failed + t.missed}`, 'failed', t.failed + t.missed ? 'text-danger' : '')}
         ${card('Start lag p99', t.lagP99Ms == null ? '—' : fmtDuration(t.lagP99Ms), 'lag-p99')}
         ${card('Workers ready', `${s.workersReady} of ${s.workers}`, 'workers', s.workersReady ? '' : 'text-danger')}
       </div>
-      <p class="small text-body-secondary">Success rate ${esc(rate)} over ${t.runs} runs since ${esc(fmtTime(s.from))}${s.truncated ? ' (the newest 50,000 runs only)' : ''}.</p>
+      <p class="small text-body-secondary">Success rate ${rate} over ${t.runs} runs since ${fmtTime(s.from)}${s.truncated ? ' (the newest 50,000 runs only)' : ''}.</p>
       <div class="row g-3">
         <div class="col-lg-6"><h2 class="h6">Runs per minute</h2><div class="chart-box"><canvas id="runs-chart" role="img" aria-label="Runs per minute by outcome"></canvas></div></div>
         <div class="col-lg-6"><h2 class="h6">Start lag p99 per minute</h2><div class="chart-box"><canvas id="lag-chart" role="img" aria-label="Start lag p99 per minute"></canvas></div></div>
-      </div>`;
+      </div>`);
     for (const c of charts.splice(0)) c.destroy();
     if (!window.Chart) return;
     const labels = s.minutes.map((m) => fmtTime(m.start, undefined, true));

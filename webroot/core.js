@@ -1,14 +1,12 @@
 // Helpers every page of the web UI shares: API calls, formatting, toasts,
-// the pager. No page logic here.
+// the pager. No page logic here. Markup comes from the `html` tag (html.js).
+
+import { html, render, fragment } from './html.js';
 
 export const API = '/api/v1';
 export const main = document.getElementById('main');
 
 // ---------- helpers ----------
-
-export const esc = (v) => String(v ?? '').replace(/[&<>"']/g, (c) => ({
-  '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
-}[c]));
 
 /** A failed API call: the HTTP status and the field the server blamed. */
 export class ApiError extends Error {
@@ -91,9 +89,9 @@ export function fmtRelative(ms) {
 }
 
 /** A <time> whose text is kept relative ("in 3 seconds") by a timer. */
-export const timeTag = (ms) => ms
-  ? `<time datetime="${new Date(ms).toISOString()}" data-rel="${ms}" title="${esc(fmtTime(ms))}">${esc(fmtRelative(ms))}</time>`
-  : '—';
+export const timeTag = (ms) => (ms
+  ? html`<time datetime="${new Date(ms).toISOString()}" data-rel="${ms}" title="${fmtTime(ms)}">${fmtRelative(ms)}</time>`
+  : '—');
 
 setInterval(() => {
   for (const t of document.querySelectorAll('time[data-rel]')) {
@@ -142,27 +140,25 @@ const STATUS_CLASS = {
   running: 'text-bg-primary',
 };
 export const statusBadge = (status) =>
-  `<span class="badge ${STATUS_CLASS[status] || 'text-bg-light'}" data-status="${esc(status)}">${esc(status)}</span>`;
+  html`<span class="badge ${STATUS_CLASS[status] || 'text-bg-light'}" data-status="${status}">${status}</span>`;
 
 export function toast(message, kind = 'success') {
   const el = document.createElement('div');
   el.className = `toast align-items-center text-bg-${kind} border-0`;
   el.setAttribute('role', kind === 'danger' ? 'alert' : 'status');
-  el.innerHTML = `<div class="d-flex"><div class="toast-body">${esc(message)}</div>
-    <button type="button" class="btn-close btn-close-white me-2 m-auto" data-bs-dismiss="toast" aria-label="Close"></button></div>`;
+  render(el, html`<div class="d-flex"><div class="toast-body">${message}</div>
+    <button type="button" class="btn-close btn-close-white me-2 m-auto" data-bs-dismiss="toast" aria-label="Close"></button></div>`);
   document.getElementById('toasts').append(el);
   el.addEventListener('hidden.bs.toast', () => el.remove());
   window.bootstrap.Toast.getOrCreateInstance(el, { delay: kind === 'danger' ? 8000 : 3000 }).show();
 }
 
-/** Replaces `old` with the element `html` builds, keeping keyboard focus on
- *  the control with the same data-focus key. */
-export function replaceKeepingFocus(old, html) {
+/** Replaces `old` with the element `markup` builds, keeping keyboard focus
+ *  on the control with the same data-focus key. */
+export function replaceKeepingFocus(old, markup) {
   const active = document.activeElement;
   const key = old.contains(active) && active.dataset ? active.dataset.focus : null;
-  const tpl = document.createElement('template');
-  tpl.innerHTML = html.trim();
-  const el = tpl.content.firstElementChild;
+  const el = fragment(markup);
   old.replaceWith(el);
   if (key) {
     const again = el.querySelector(`[data-focus="${CSS.escape(key)}"]`);
@@ -179,7 +175,7 @@ export function soon(key, fn, ms = 250) {
 }
 
 export function errorAlert(e) {
-  return `<div class="alert alert-danger" role="alert">${esc(e.message)}</div>`;
+  return html`<div class="alert alert-danger" role="alert">${e.message}</div>`;
 }
 
 /** Puts keyboard focus back where it was when the modal `el` closes. */
@@ -191,10 +187,10 @@ export function returnFocusOnClose(el) {
 }
 
 export function pager(page, pages, label) {
-  const item = (p, text, disabled, current) => `<li class="page-item${disabled ? ' disabled' : ''}${current ? ' active' : ''}">
-      <button type="button" class="page-link" data-page="${p}" ${disabled ? 'disabled' : ''} ${current ? 'aria-current="page"' : ''}>${text}</button></li>`;
-  return `<nav aria-label="${esc(label)} pages"><ul class="pagination pagination-sm flex-wrap">
-    ${item(page - 1, 'Newer', page <= 1, false)}
+  const item = (p, text, disabled) => html`<li class="page-item${disabled ? ' disabled' : ''}">
+      <button type="button" class="page-link" data-page="${p}" ${disabled ? html`disabled` : ''}>${text}</button></li>`;
+  return html`<nav aria-label="${label} pages"><ul class="pagination pagination-sm flex-wrap">
+    ${item(page - 1, 'Newer', page <= 1)}
     <li class="page-item disabled"><span class="page-link">Page ${page} of ${pages}</span></li>
-    ${item(page + 1, 'Older', page >= pages, false)}</ul></nav>`;
+    ${item(page + 1, 'Older', page >= pages)}</ul></nav>`;
 }

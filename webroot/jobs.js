@@ -1,9 +1,11 @@
 // The jobs page, and the job actions and cells the job page shares.
 
 import {
-  main, esc, api, jobPath, findJob, fmtTime, timeTag, describeCron, statusBadge, toast,
+  main, api, jobPath, findJob, fmtTime, timeTag, statusBadge, toast,
   replaceKeepingFocus, soon, errorAlert, returnFocusOnClose, pager,
 } from './core.js';
+import { labelBadges, scheduleCell, summary as jobSummary } from './fields.js';
+import { html, join, render } from './html.js';
 
 // ---------- job actions (list and detail pages share them) ----------
 
@@ -11,8 +13,8 @@ export function confirmDelete(name) {
   return new Promise((resolve) => {
     const el = document.getElementById('confirm-modal');
     document.getElementById('confirm-title').textContent = `Delete job ${name}?`;
-    document.getElementById('confirm-body').innerHTML =
-      `<p class="mb-0">The job <strong>${esc(name)}</strong> stops being scheduled on every worker. Its run history stays.</p>`;
+    render(document.getElementById('confirm-body'),
+      html`<p class="mb-0">The job <strong>${name}</strong> stops being scheduled on every worker. Its run history stays.</p>`);
     const modal = window.bootstrap.Modal.getOrCreateInstance(el);
     const ok = document.getElementById('confirm-ok');
     let confirmed = false;
@@ -56,49 +58,41 @@ export async function jobAction(action, name) {
 }
 
 export function actionButtons(job, { edit = true } = {}) {
-  const n = esc(job.name);
+  const n = job.name;
   // data-need: the role the action takes (hidden from roles below it).
-  const btn = (action, label, cls, extra = '') =>
-    `<button type="button" class="btn btn-sm ${cls}" data-action="${action}" data-job="${n}" data-focus="${action}" data-need="${action === 'delete' ? 'admin' : 'operator'}" ${extra}>${label}</button>`;
+  const btn = (action, label, cls, aria, disabled = false) =>
+    html`<button type="button" class="btn btn-sm ${cls}" data-action="${action}" data-job="${n}" data-focus="${action}" data-need="${action === 'delete' ? 'admin' : 'operator'}" aria-label="${aria}" ${disabled && html`disabled`}>${label}</button>`;
   return [
-    btn('run', 'Run now', 'btn-outline-primary', `aria-label="Run ${n} now"`),
+    btn('run', 'Run now', 'btn-outline-primary', `Run ${n} now`),
     job.paused
-      ? btn('resume', 'Resume', 'btn-outline-success', `aria-label="Resume ${n}"`)
-      : btn('pause', 'Pause', 'btn-outline-secondary', `aria-label="Pause ${n}"`),
-    btn('kill', 'Kill', 'btn-outline-warning', `aria-label="Kill running runs of ${n}"${job.running ? '' : ' disabled'}`),
-    edit ? `<a class="btn btn-sm btn-outline-secondary" href="#/jobs/${encodeURIComponent(job.name)}/edit" data-focus="edit" data-need="admin" aria-label="Edit ${n}">Edit</a>` : '',
-    btn('delete', 'Delete', 'btn-outline-danger', `aria-label="Delete ${n}"`),
-  ].join('');
-}
-
-export function scheduleCell(job) {
-  const description = describeCron(job.cronExpr);
-  return `<code class="cron">${esc(job.cronExpr)}</code>
-    ${description ? `<div class="small text-body-secondary" data-cron-description>${esc(description)}</div>` : ''}
-    ${job.timezone ? `<div class="small text-body-secondary">${esc(job.timezone)}</div>` : ''}`;
+      ? btn('resume', 'Resume', 'btn-outline-success', `Resume ${n}`)
+      : btn('pause', 'Pause', 'btn-outline-secondary', `Pause ${n}`),
+    btn('kill', 'Kill', 'btn-outline-warning', `Kill running runs of ${n}`, !job.running),
+    edit && html`<a class="btn btn-sm btn-outline-secondary" href="#/jobs/${encodeURIComponent(job.name)}/edit" data-focus="edit" data-need="admin" aria-label="Edit ${n}">Edit</a>`,
+    btn('delete', 'Delete', 'btn-outline-danger', `Delete ${n}`),
+  ];
 }
 
 export function nextFireCell(job) {
-  if (job.paused) return '<span class="text-body-secondary">paused</span>';
+  if (job.paused) return html`<span class="text-body-secondary">paused</span>`;
   if (!job.nextFireTimes || !job.nextFireTimes.length) return '—';
-  return `<ul class="fire-times" data-next-fire>${job.nextFireTimes
-    .map((t) => `<li>${timeTag(t)} <span class="small text-body-secondary text-nowrap">· ${esc(fmtTime(t, job.timezone, true))}</span></li>`)
-    .join('')}</ul>`;
+  return html`<ul class="fire-times" data-next-fire>${job.nextFireTimes
+    .map((t) => html`<li>${timeTag(t)} <span class="small text-body-secondary text-nowrap">· ${fmtTime(t, job.timezone, true)}</span></li>`)}</ul>`;
 }
 
 export function lastRunCell(job) {
   const r = job.lastRun;
-  if (!r) return '<span class="text-body-secondary">never</span>';
-  return `${statusBadge(r.status)} ${timeTag(r.endTime || r.startTime || r.planTime)}`;
+  if (!r) return html`<span class="text-body-secondary">never</span>`;
+  return html`${statusBadge(r.status)} ${timeTag(r.endTime || r.startTime || r.planTime)}`;
 }
 
 export function stateCell(job) {
   const parts = [];
-  if (job.running) parts.push(`<span class="badge text-bg-primary" data-running="${job.running}">${job.running} running</span>`);
-  if (job.paused) parts.push('<span class="badge text-bg-secondary" data-paused>paused</span>');
-  if (job.unmatched) parts.push('<span class="badge text-bg-warning" data-unmatched title="no live worker has the labels its selector asks for: nothing runs it">no worker matches</span>');
-  if (!parts.length) parts.push('<span class="badge bg-body-secondary text-body-emphasis border" data-idle>scheduled</span>');
-  return parts.join(' ');
+  if (job.running) parts.push(html`<span class="badge text-bg-primary" data-running="${job.running}">${job.running} running</span>`);
+  if (job.paused) parts.push(html`<span class="badge text-bg-secondary" data-paused>paused</span>`);
+  if (job.unmatched) parts.push(html`<span class="badge text-bg-warning" data-unmatched title="no live worker has the labels its selector asks for: nothing runs it">no worker matches</span>`);
+  if (!parts.length) parts.push(html`<span class="badge bg-body-secondary text-body-emphasis border" data-idle>scheduled</span>`);
+  return join(parts, ' ');
 }
 
 // ---------- pages ----------
@@ -111,7 +105,7 @@ export function jobsPage() {
   let items = [];
   let total = 0;
 
-  main.innerHTML = `
+  render(main, html`
     <div class="d-flex flex-wrap align-items-center gap-2 mb-3">
       <h1 class="h3 mb-0 me-auto">Jobs</h1>
       <form class="d-flex" role="search" id="job-filter">
@@ -120,14 +114,14 @@ export function jobsPage() {
       </form>
       <a class="btn btn-primary btn-sm" href="#/jobs/new" data-need="admin">New job</a>
     </div>
-    <div id="jobs"></div>`;
+    <div id="jobs"></div>`);
   const holder = document.getElementById('jobs');
 
-  const row = (job) => `
-    <tr data-job-row="${esc(job.name)}">
-      <td data-label="Name"><div class="cell"><a href="#/jobs/${encodeURIComponent(job.name)}" class="fw-semibold text-break">${esc(job.name)}</a>
-        <div class="small text-body-secondary text-truncate" style="max-width: 18rem">${esc(job.image ? `image ${job.image}` : job.command)}</div>
-        ${job.selector && Object.keys(job.selector).length ? `<div class="small" data-selector title="runs only on workers with these labels">${labelBadges(job.selector)}</div>` : ''}</div></td>
+  const row = (job) => html`
+    <tr data-job-row="${job.name}">
+      <td data-label="Name"><div class="cell"><a href="#/jobs/${encodeURIComponent(job.name)}" class="fw-semibold text-break">${job.name}</a>
+        <div class="small text-body-secondary text-truncate" style="max-width: 18rem">${jobSummary(job)}</div>
+        ${job.selector && Object.keys(job.selector).length > 0 && html`<div class="small" data-selector title="runs only on workers with these labels">${labelBadges(job.selector)}</div>`}</div></td>
       <td data-label="Schedule"><div class="cell">${scheduleCell(job)}</div></td>
       <td data-label="Next runs"><div class="cell">${nextFireCell(job)}</div></td>
       <td data-label="Last run" data-last-run><div class="cell">${lastRunCell(job)}</div></td>
@@ -135,22 +129,22 @@ export function jobsPage() {
       <td data-label="" class="actions"><div class="cell">${actionButtons(job)}</div></td>
     </tr>`;
 
-  function render() {
+  function show() {
     if (!items.length) {
-      holder.innerHTML = prefix
-        ? `<p class="text-body-secondary">No job name starts with “${esc(prefix)}”.</p>`
-        : '<div class="text-center py-5"><p class="lead">No jobs yet.</p><a class="btn btn-primary" href="#/jobs/new" data-need="admin">Create the first job</a></div>';
+      render(holder, prefix
+        ? html`<p class="text-body-secondary">No job name starts with “${prefix}”.</p>`
+        : html`<div class="text-center py-5"><p class="lead">No jobs yet.</p><a class="btn btn-primary" href="#/jobs/new" data-need="admin">Create the first job</a></div>`);
       return;
     }
     const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
-    holder.innerHTML = `
+    render(holder, html`
       <table class="table align-middle table-stack" aria-label="Jobs">
         <thead><tr><th scope="col">Name</th><th scope="col">Schedule</th><th scope="col">Next runs</th>
           <th scope="col">Last run</th><th scope="col">State</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
-        <tbody>${items.map(row).join('')}</tbody>
+        <tbody>${items.map(row)}</tbody>
       </table>
-      ${pages > 1 ? pager(page, pages, 'jobs') : ''}
-      <p class="small text-body-secondary">${total} job${total === 1 ? '' : 's'}</p>`;
+      ${pages > 1 && pager(page, pages, 'jobs')}
+      <p class="small text-body-secondary">${total} job${total === 1 ? '' : 's'}</p>`);
   }
 
   async function load() {
@@ -161,9 +155,9 @@ export function jobsPage() {
       if (data.items.length === 0 && page > 1) { page -= 1; return load(); }
       items = data.items;
       total = data.total;
-      render();
+      show();
     } catch (e) {
-      holder.innerHTML = errorAlert(e);
+      render(holder, errorAlert(e));
     }
   }
 
@@ -226,12 +220,4 @@ export function jobsPage() {
       }
     },
   };
-}
-
-
-/** Label pairs (a worker's labels, a job's selector) as badges; '' for none. */
-export function labelBadges(labels) {
-  return Object.entries(labels || {})
-    .map(([k, v]) => `<span class="badge rounded-pill text-bg-light border font-monospace">${esc(k)}=${esc(v)}</span>`)
-    .join(' ');
 }

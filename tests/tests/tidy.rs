@@ -5,7 +5,10 @@
 //!   (the run's supervision, environment and cgroup live there);
 //! - only `worker/src/container.rs` creates or starts containers;
 //! - only `common/src/keys.rs` spells etcd key segments: no `claims/`,
-//!   `workers/`, ... literal anywhere else, tests included.
+//!   `workers/`, ... literal anywhere else, tests included;
+//! - only `webroot/html.js` puts markup into the page (`innerHTML` and its
+//!   kin): every page goes through its `render`, which takes only what the
+//!   escaping `html` tag built.
 //!
 //! Each rule is also checked against a sample that breaks it, so a rule
 //! that silently stopped matching would fail here too.
@@ -45,6 +48,37 @@ const NOT_KEYS: &[&str] = &[
     // A Terraform module's template path (the boot rehearsal renders it).
     "\"workers/cloud-init.yaml.tftpl\"",
 ];
+
+/// What writes markup into a page.
+const MARKUP_SINKS: &[&str] = &[
+    ".innerHTML",
+    ".outerHTML",
+    "insertAdjacentHTML",
+    "document.write",
+];
+
+/// The web UI's modules (`webroot/*.js`), path and text.
+fn web_modules() -> Vec<(String, String)> {
+    let root = workspace_root();
+    let mut out: Vec<(String, String)> = std::fs::read_dir(root.join("webroot"))
+        .expect("webroot/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "js"))
+        .map(|p| {
+            let rel = format!("webroot/{}", p.file_name().unwrap().to_string_lossy());
+            (rel, std::fs::read_to_string(&p).expect("readable module"))
+        })
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no modules in webroot/");
+    out
+}
+
+/// Lines of a web module that write markup into the page.
+fn writes_markup(text: &str) -> Vec<usize> {
+    lines_with(text, MARKUP_SINKS)
+}
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -142,6 +176,11 @@ fn the_rules_catch_what_they_are_about() {
         Vec::<usize>::new()
     );
     assert_eq!(spells_keys(r#"c.get("running/", None)"#), [1]);
+    assert_eq!(writes_markup("  el.innerHTML = `<b>${name}</b>`;"), [1]);
+    assert_eq!(
+        writes_markup("render(el, html`<b>${name}</b>`);"),
+        Vec::<usize>::new()
+    );
     assert_eq!(
         spells_keys(r#"get(format!("{}/api/v1/jobs/{name}", base))"#),
         Vec::<usize>::new()
@@ -198,5 +237,22 @@ fn only_keys_rs_spells_etcd_keys() {
     assert!(
         offenders.is_empty(),
         "etcd keys spelled outside common/src/keys.rs (use Keys): {offenders:?}"
+    );
+}
+
+#[test]
+fn only_html_js_puts_markup_into_the_page() {
+    let offenders: Vec<String> = web_modules()
+        .iter()
+        .filter(|(path, _)| path != "webroot/html.js")
+        .flat_map(|(path, text)| {
+            writes_markup(text)
+                .into_iter()
+                .map(move |l| format!("{path}:{l}"))
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "markup written outside webroot/html.js (use render(el, html`...`)): {offenders:?}"
     );
 }

@@ -246,19 +246,14 @@ pub async fn list_audit(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> V1Result<Json<Page<AuditEntry>>> {
     let q = query(q)?;
-    let (page, page_size) = paging(&q)?;
+    let paging = paging(&q)?;
     let target = q
         .get("target")
         .map(String::as_str)
         .filter(|t| !t.is_empty());
     let (items, total) = state
         .audit
-        .page(target, (page - 1) * page_size, page_size as i64)
+        .page(target, paging.skip(), paging.size as i64)
         .await?;
-    Ok(Json(Page {
-        items,
-        total,
-        page,
-        page_size,
-    }))
+    Ok(Json(paging.answer(items, total)))
 }

@@ -186,7 +186,7 @@ async fn list_jobs(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> V1Result<Json<Page<JobView>>> {
     let q = query(q)?;
-    let (page, page_size) = paging(&q)?;
+    let paging = paging(&q)?;
     let prefix = q.get("prefix").map(String::as_str).unwrap_or_default();
     let after = match q.get("after").filter(|a| !a.is_empty()) {
         None => None,
@@ -198,8 +198,8 @@ async fn list_jobs(
     let window = JobWindow {
         prefix,
         after: after.as_ref(),
-        skip: (page - 1) * page_size,
-        take: page_size,
+        skip: paging.skip(),
+        take: paging.size,
     };
     let (jobs, total) = state.store.job_page(&window).await?;
     let names: Vec<JobName> = jobs
@@ -222,12 +222,7 @@ async fn list_jobs(
         })
         .collect();
     flag_unmatched(&state, &mut items).await;
-    Ok(Json(Page {
-        items,
-        total,
-        page,
-        page_size,
-    }))
+    Ok(Json(paging.answer(items, total)))
 }
 
 /// One job. Its `ETag` names this version of it, for `If-Match` on `PUT`.
@@ -609,18 +604,13 @@ async fn list_runs(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> V1Result<Json<Page<LogRecord>>> {
     let name = name_of(&name)?;
-    let (page, page_size) = paging(&query(q)?)?;
+    let paging = paging(&query(q)?)?;
     let total = state.store.count_job_logs(&name).await?;
     let items = state
         .store
-        .job_logs_without_output(&name, (page - 1) * page_size, page_size as i64)
+        .job_logs_without_output(&name, paging.skip(), paging.size as i64)
         .await?;
-    Ok(Json(Page {
-        items,
-        total,
-        page,
-        page_size,
-    }))
+    Ok(Json(paging.answer(items, total)))
 }
 
 /// One run with its inline output (the whole output is `GET /job/output`).

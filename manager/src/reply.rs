@@ -134,8 +134,33 @@ pub fn query(
     })
 }
 
-/// `page` (1-based) and `pageSize` (1..=500) from the query string.
-pub fn paging(q: &HashMap<String, String>) -> V1Result<(u64, u64)> {
+/// The page a request asks for: `page` (1-based) and `pageSize` (1..=500)
+/// from its query string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Paging {
+    pub page: u64,
+    pub size: u64,
+}
+
+impl Paging {
+    /// How many items come before the page.
+    pub fn skip(self) -> u64 {
+        (self.page - 1) * self.size
+    }
+
+    /// The answer: this page's `items` of `total`.
+    pub fn answer<T>(self, items: Vec<T>, total: u64) -> Page<T> {
+        Page {
+            items,
+            total,
+            page: self.page,
+            page_size: self.size,
+        }
+    }
+}
+
+/// The page the query string asks for, or which parameter is wrong.
+pub fn paging(q: &HashMap<String, String>) -> V1Result<Paging> {
     let number = |field: &str, default: u64, max: u64| -> V1Result<u64> {
         match q.get(field).map(|v| v.trim()) {
             None => Ok(default),
@@ -148,10 +173,10 @@ pub fn paging(q: &HashMap<String, String>) -> V1Result<(u64, u64)> {
             },
         }
     };
-    Ok((
-        number("page", 1, MAX_PAGE)?,
-        number("pageSize", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?,
-    ))
+    Ok(Paging {
+        page: number("page", 1, MAX_PAGE)?,
+        size: number("pageSize", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?,
+    })
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -161,4 +186,43 @@ pub struct Page<T> {
     pub total: u64,
     pub page: u64,
     pub page_size: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn paging_defaults_and_skips_whole_pages() {
+        let first = paging(&q(&[])).unwrap();
+        assert_eq!(
+            first,
+            Paging {
+                page: 1,
+                size: DEFAULT_PAGE_SIZE
+            }
+        );
+        assert_eq!(first.skip(), 0);
+        let third = paging(&q(&[("page", "3"), ("pageSize", " 20 ")])).unwrap();
+        assert_eq!(third.skip(), 40);
+        let page = third.answer(vec!["a"], 41);
+        assert_eq!((page.page, page.page_size, page.total), (3, 20, 41));
+    }
+
+    #[test]
+    fn paging_names_the_parameter_out_of_bounds() {
+        for (field, value) in [("page", "0"), ("pageSize", "501"), ("pageSize", "x")] {
+            match paging(&q(&[(field, value)])) {
+                Err(V1Error::BadRequest { field: Some(f), .. }) => assert_eq!(f, field),
+                other => panic!("{field}={value}: {:?}", other.map(|p| p.page)),
+            }
+        }
+    }
 }

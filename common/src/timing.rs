@@ -66,13 +66,13 @@ pub const SLOW_OWNER_GRACE: Duration = Duration::from_millis(1000);
 pub const CLAIM_BATCH: usize = 10;
 
 /// Claims are attached to a lease of at least this TTL, never renewed.
-/// Safety needs
-/// `CLAIM_TTL > CLAIM_LEAD + 2 * MAX_CLOCK_SKEW + MAX_TICK_LATENESS
-///  + MISSED_RECORD_WINDOW + CLAIM_TIMEOUT` (80.6 s): the first claim of a
-/// tick is written no earlier than `t - CLAIM_LEAD - skew` (real time), the
-/// last attempt (a missed record's claim) reaches etcd no later than
-/// `t + skew + MAX_TICK_LATENESS + MISSED_RECORD_WINDOW + CLAIM_TIMEOUT`.
-/// The tests below check this and the other inequalities it must meet.
+/// Safety needs `CLAIM_TTL > CLAIM_LEAD + 2 * MAX_CLOCK_SKEW +
+/// MAX_TICK_LATENESS + MISSED_RECORD_WINDOW + CLAIM_TIMEOUT` (80.6 s): the
+/// first claim of a tick is written no earlier than `t - CLAIM_LEAD - skew`
+/// (real time), the last attempt (a missed record's claim) reaches etcd no
+/// later than `t + skew + MAX_TICK_LATENESS + MISSED_RECORD_WINDOW +
+/// CLAIM_TIMEOUT`. The tests below check this and the other inequalities it
+/// must meet.
 pub const CLAIM_TTL: Duration = Duration::from_secs(90);
 
 /// How long a worker keeps asking etcd whether a claim that got no answer was

@@ -139,7 +139,13 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let info = RunInfo::collect(&command);
-    let plots = doc.parent().unwrap_or(Path::new(".")).join("bench");
+    // Plots go beside the document they illustrate; a run that writes no
+    // document leaves docs/bench/ alone too.
+    let plots = if args.flag("no-doc") {
+        workspace_root().join("target/bench/plots")
+    } else {
+        doc.parent().unwrap_or(Path::new(".")).join("bench")
+    };
     let outcome = runtime.block_on(run(&args, keep_logs, &plots))?;
 
     let mut section = format!("### {}\n\n{}\n", outcome.title, info.markdown());

@@ -20,7 +20,8 @@ use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::output::{CaptureConfig, OutputCapture};
+use crate::output::OutputCapture;
+pub use crate::supervise::{KillReason, RunLimits};
 use crate::supervise::{Stop, Watch};
 
 /// How a run ended.
@@ -59,39 +60,6 @@ impl Outcome {
             "succeeded"
         } else {
             "failed"
-        }
-    }
-}
-
-pub struct RunLimits {
-    pub capture: CaptureConfig,
-    pub kill_grace: Duration,
-}
-
-/// Why a run is being killed; it ends up in the log's `err`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KillReason {
-    /// `/job/kill`.
-    Requested,
-    /// A newer run of the job replaced it (overlap `replace`).
-    Replaced,
-    /// The worker is shutting down and the grace period is over.
-    Shutdown,
-    /// It ran longer than the job's timeout.
-    TimedOut(Duration),
-    /// Its running mark was about to expire with the worker's registration
-    /// lease, which the worker could not renew (cut off from etcd): a run
-    /// under `forbid` or `replace` stops before another worker can start
-    /// the job again. Killed at once, without the grace.
-    LeaseLost,
-}
-
-impl KillReason {
-    /// How long after SIGTERM the run gets SIGKILL.
-    pub fn grace(self, configured: Duration) -> Duration {
-        match self {
-            KillReason::LeaseLost => Duration::ZERO,
-            _ => configured,
         }
     }
 }
@@ -653,6 +621,7 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::CaptureConfig;
 
     fn limits(cap: usize) -> RunLimits {
         RunLimits {

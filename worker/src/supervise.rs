@@ -11,8 +11,42 @@ use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{KillReason, RunLimits};
-use crate::output::OutputCapture;
+use crate::output::{CaptureConfig, OutputCapture};
+
+/// What every run is held to: how much of its output is kept, and how
+/// long SIGTERM gets before SIGKILL.
+pub struct RunLimits {
+    pub capture: CaptureConfig,
+    pub kill_grace: Duration,
+}
+
+/// Why a run is being killed; it ends up in the log's `err`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    /// `/job/kill`.
+    Requested,
+    /// A newer run of the job replaced it (overlap `replace`).
+    Replaced,
+    /// The worker is shutting down and the grace period is over.
+    Shutdown,
+    /// It ran longer than the job's timeout.
+    TimedOut(Duration),
+    /// Its running mark was about to expire with the worker's registration
+    /// lease, which the worker could not renew (cut off from etcd): a run
+    /// under `forbid` or `replace` stops before another worker can start
+    /// the job again. Killed at once, without the grace.
+    LeaseLost,
+}
+
+impl KillReason {
+    /// How long after SIGTERM the run gets SIGKILL.
+    pub fn grace(self, configured: Duration) -> Duration {
+        match self {
+            KillReason::LeaseLost => Duration::ZERO,
+            _ => configured,
+        }
+    }
+}
 
 /// The signal the loop asks the runner to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +151,6 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::output::CaptureConfig;
 
     fn limits(grace_ms: u64) -> RunLimits {
         RunLimits {

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::executor::{finished, now_ms, KillReason, Outcome, RunLimits};
 use crate::output::OutputCapture;
+use crate::runner::Launch;
 use crate::supervise::{Stop, Watch};
 
 pub const LABEL_PREFIX: &str = "gdts.prefix";
@@ -92,6 +93,31 @@ impl DockerConn {
     }
 }
 
+/// How often a worker asks whether Docker answers.
+const AVAILABILITY_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether Docker answers now, then again every `AVAILABILITY_EVERY` (on a
+/// task of `tasks`, until `stop`): workers that cannot run containers take
+/// no container ticks.
+pub async fn watch_availability(
+    docker: DockerConn,
+    tasks: &tokio_util::task::TaskTracker,
+    stop: CancellationToken,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(docker.available().await.is_ok());
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(AVAILABILITY_EVERY) => {}
+            }
+            let up = docker.available().await.is_ok();
+            tx.send_if_modified(|v| std::mem::replace(v, up) != up);
+        }
+    });
+    rx
+}
+
 /// Identity of one container run, for its name and labels, and the shell
 /// its command runs in.
 pub struct ContainerRun<'a> {
@@ -126,20 +152,29 @@ fn shell_entrypoint(shell: &str, command: &str) -> Vec<String> {
     }
 }
 
-/// Runs one container job and returns how it ended; never leaves the
-/// container behind.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_container(
+/// Runs one container job at the launch's release time (its tick) and
+/// returns how it ended; never leaves the container behind. `env` is the
+/// job's environment with the run's variables.
+pub async fn run_container<K: Fn() -> KillReason>(
     conn: &DockerConn,
     spec: &ContainerSpec,
-    command: &str,
     env: &std::collections::BTreeMap<String, String>,
     run: &ContainerRun<'_>,
-    limits: &RunLimits,
-    timeout: Option<Duration>,
-    kill: &CancellationToken,
-    kill_reason: impl Fn() -> KillReason,
+    launch: &Launch<'_, K>,
 ) -> Outcome {
+    if let Some(at) = launch.release_at {
+        let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+    }
+    let Launch {
+        job,
+        limits,
+        timeout,
+        kill,
+        ..
+    } = *launch;
+    let command = job.command.as_str();
+    let kill_reason = || launch.kill_reason();
     let start_ms = now_ms();
     let out = OutputCapture::new(&limits.capture);
     if spec.network == "host" && !conn.allow_host_network {

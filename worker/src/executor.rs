@@ -21,6 +21,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::output::OutputCapture;
+use crate::runner::Launch;
 pub use crate::supervise::{KillReason, RunLimits};
 use crate::supervise::{Stop, Watch};
 
@@ -463,6 +464,68 @@ pub async fn run_shell(
         }
         Err(e) => finished(start_ms, OutputCapture::new(&limits.capture), None, None, e),
     }
+}
+
+/// Runs a shell job's command: its process (started ahead and held at its
+/// gate, or started just now: `prepared`) is let through at the launch's
+/// release time, then supervised to its end. A gate already handed to the
+/// releaser (`handed`) opens at the tick even if this task wakes late.
+pub async fn run_prepared<K: Fn() -> KillReason>(
+    launch: &Launch<'_, K>,
+    prepared: Result<Prepared, String>,
+    handed: Option<HandedGate>,
+    releaser: &Releaser,
+) -> Outcome {
+    let never_ran = |p: Prepared| {
+        let start_ms = now_ms();
+        p.abort();
+        finished(
+            start_ms,
+            OutputCapture::new(&launch.limits.capture),
+            None,
+            Some(launch.kill_reason()),
+            String::new(),
+        )
+    };
+    let mut p = match prepared {
+        Ok(p) if launch.kill.is_cancelled() => return never_ran(p),
+        Ok(p) => p,
+        Err(e) => {
+            return finished(
+                now_ms(),
+                OutputCapture::new(&launch.limits.capture),
+                None,
+                None,
+                e,
+            )
+        }
+    };
+    let handed = match (handed, launch.release_at) {
+        (Some(h), _) => Some(h),
+        // Started just now, for a tick still ahead.
+        (None, Some(at)) if at > chrono::Utc::now() => {
+            Some(p.hand_over(releaser, at.timestamp_millis()))
+        }
+        (None, _) => None,
+    };
+    let opened = match handed {
+        Some(h) => h.opened().await,
+        None => Some(p.release()),
+    };
+    let Some(start_ms) = opened else {
+        // Kept closed (a kill came first), or the releaser is gone: it never
+        // ran.
+        return never_ran(p);
+    };
+    supervise(
+        p,
+        start_ms,
+        launch.limits,
+        launch.timeout,
+        launch.kill,
+        &launch.kill_reason,
+    )
+    .await
 }
 
 /// Follows a released process to its end: output, exit, kill, timeout.

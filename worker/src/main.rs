@@ -20,6 +20,7 @@ mod output;
 mod planner;
 mod registration;
 mod run;
+mod runner;
 mod runs;
 mod supervise;
 
@@ -115,8 +116,6 @@ async fn main() -> anyhow::Result<()> {
     ));
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let (draining_tx, draining_rx) = tokio::sync::watch::channel(false);
-    let (containers_tx, containers_rx) =
-        tokio::sync::watch::channel(docker.available().await.is_ok());
     health.set_scheduler_running(true);
     if let Some(port) = config.health_port {
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
@@ -124,21 +123,9 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("binding the health port {port}"))?;
         background.spawn(health::serve(listener, health.clone(), stop_all.clone()));
     }
-    {
-        // Whether this worker can take container ticks, as Docker comes and goes.
-        let docker = docker.clone();
-        let stop = stop_all.clone();
-        background.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
-                }
-                let up = docker.available().await.is_ok();
-                containers_tx.send_if_modified(|v| std::mem::replace(v, up) != up);
-            }
-        });
-    }
+    // Whether this worker can take container ticks, as Docker comes and goes.
+    let containers_rx =
+        container::watch_availability(docker.clone(), &background, stop_all.clone()).await;
 
     let (log_tx, log_rx) = mpsc::channel(config.log_buffer);
     let (records_blocked_tx, records_blocked_rx) = tokio::sync::watch::channel(false);

@@ -130,7 +130,7 @@ impl Fleet {
     /// For a job with a selector, `select` must have been called since the
     /// fleet last changed.
     fn eligible(&self, job: &Job) -> &[String] {
-        let container = job.container.is_some();
+        let container = crate::runner::Runner::of(job).needs_docker();
         match (job.selector.is_empty(), container) {
             (true, true) => &self.containers,
             (true, false) => &self.all,
@@ -144,7 +144,7 @@ impl Fleet {
         if job.selector.is_empty() {
             return;
         }
-        let container = job.container.is_some();
+        let container = crate::runner::Runner::of(job).needs_docker();
         let key = (job.selector.clone(), container);
         if !self.selected.contains_key(&key) {
             let matching = |ids: &[String]| -> Vec<String> {

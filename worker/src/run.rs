@@ -26,6 +26,7 @@ use crate::executor::{self, now_ms, Outcome, Prepared, RunLimits, ShellConfig};
 use crate::jobs::DueTick;
 use crate::jobs::SharedJobs;
 use crate::metrics::{Metrics, Missed};
+use crate::runner::{Launch, Runner};
 use crate::runs::Runs;
 
 /// What every run task shares.
@@ -798,7 +799,7 @@ async fn execute(
         if !too_late
             && prepared.is_none()
             && claimed_ahead
-            && job.container.is_none()
+            && Runner::of(job).starts_ahead()
             && run.is_scheduled_tick()
         {
             let left = (at + chrono::Duration::from_std(MAX_TICK_LATENESS).expect("small")
@@ -896,80 +897,27 @@ async fn execute(
             }
         }
     }
-    let kill_reason = || guard.kill_reason();
-    let timeout = job.policy.timeout;
     let mut marked = !claimed_ahead;
     let vars = run_vars(job, run);
+    let launch = Launch {
+        job,
+        release_at,
+        limits: &ctx.limits,
+        timeout: job.policy.timeout,
+        kill: &guard.kill,
+        kill_reason: || guard.kill_reason(),
+    };
     let outcome = {
         let running = async {
-            match &job.container {
-                None => {
+            match Runner::of(job) {
+                Runner::Shell => {
                     let prepared = match prepared.take() {
                         Some(p) => Ok(p),
                         None => ctx.preparer.start_now(&ctx.shell, job, run, None).await,
                     };
-                    match prepared {
-                        Ok(p) if guard.kill.is_cancelled() => {
-                            let start_ms = now_ms();
-                            p.abort();
-                            executor::finished(
-                                start_ms,
-                                crate::output::OutputCapture::new(&ctx.limits.capture),
-                                None,
-                                Some(kill_reason()),
-                                String::new(),
-                            )
-                        }
-                        Ok(mut p) => {
-                            let handed = match (handed.take(), release_at) {
-                                (Some(h), _) => Some(h),
-                                // Started just now, for a tick still ahead.
-                                (None, Some(at)) if at > Utc::now() => {
-                                    Some(p.hand_over(&ctx.releaser, at.timestamp_millis()))
-                                }
-                                (None, _) => None,
-                            };
-                            let opened = match handed {
-                                Some(h) => h.opened().await,
-                                None => Some(p.release()),
-                            };
-                            let Some(start_ms) = opened else {
-                                // Kept closed (a kill came first), or the
-                                // releaser is gone: it never ran.
-                                let start_ms = now_ms();
-                                p.abort();
-                                return executor::finished(
-                                    start_ms,
-                                    crate::output::OutputCapture::new(&ctx.limits.capture),
-                                    None,
-                                    Some(kill_reason()),
-                                    String::new(),
-                                );
-                            };
-                            executor::supervise(
-                                p,
-                                start_ms,
-                                &ctx.limits,
-                                timeout,
-                                &guard.kill,
-                                kill_reason,
-                            )
-                            .await
-                        }
-                        Err(e) => executor::finished(
-                            now_ms(),
-                            crate::output::OutputCapture::new(&ctx.limits.capture),
-                            None,
-                            None,
-                            e,
-                        ),
-                    }
+                    executor::run_prepared(&launch, prepared, handed.take(), &ctx.releaser).await
                 }
-                Some(spec) => {
-                    if let Some(at) = release_at {
-                        let wait = (at - Utc::now()).to_std().unwrap_or_default();
-                        tokio::time::sleep(wait).await;
-                    }
+                Runner::Container(spec) => {
                     let identity = container::ContainerRun {
                         shell: &ctx.shell.program,
                         prefix: &ctx.prefix,
@@ -981,18 +929,7 @@ async fn execute(
                     };
                     let mut env = job.env.clone();
                     env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
-                    container::run_container(
-                        &ctx.docker,
-                        spec,
-                        &job.command,
-                        &env,
-                        &identity,
-                        &ctx.limits,
-                        timeout,
-                        &guard.kill,
-                        kill_reason,
-                    )
-                    .await
+                    container::run_container(&ctx.docker, spec, &env, &identity, &launch).await
                 }
             }
         };

@@ -116,6 +116,9 @@ async fn main() -> anyhow::Result<()> {
     ));
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let (draining_tx, draining_rx) = tokio::sync::watch::channel(false);
+    // Whether this worker can take container ticks, as Docker comes and goes.
+    let containers_rx =
+        container::watch_availability(docker.clone(), &background, stop_all.clone()).await;
     health.set_scheduler_running(true);
     if let Some(port) = config.health_port {
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
@@ -123,9 +126,6 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("binding the health port {port}"))?;
         background.spawn(health::serve(listener, health.clone(), stop_all.clone()));
     }
-    // Whether this worker can take container ticks, as Docker comes and goes.
-    let containers_rx =
-        container::watch_availability(docker.clone(), &background, stop_all.clone()).await;
 
     let (log_tx, log_rx) = mpsc::channel(config.log_buffer);
     let (records_blocked_tx, records_blocked_rx) = tokio::sync::watch::channel(false);

@@ -207,14 +207,21 @@ impl LeaseSlot {
         }
     }
 
-    /// A grant asked for at `asked` arrived (or failed: `None`). A lease
-    /// asked for earlier than the one in use never replaces it.
+    /// The grant started beside the claims, asked for at `asked`, arrived
+    /// (or failed: `None`).
     fn granted(&mut self, lease: Option<i64>, asked: Instant) {
         self.granting = false;
         if let Some(id) = lease {
-            if self.current.is_none_or(|(_, at)| at < asked) {
-                self.current = Some((id, asked));
-            }
+            self.install(id, asked);
+        }
+    }
+
+    /// A lease asked for at `asked` is the one claims go under, unless the
+    /// one in use was asked for later. A grant a claim waited for leaves the
+    /// one under way beside the claims (if any) under way.
+    fn install(&mut self, id: i64, asked: Instant) {
+        if self.current.is_none_or(|(_, at)| at < asked) {
+            self.current = Some((id, asked));
         }
     }
 }
@@ -282,7 +289,7 @@ impl Claimer {
             LeaseUse::Grant => {
                 let asked = Instant::now();
                 let id = grant_claim_lease(self.client.clone()).await?;
-                slot.granted(Some(id), asked);
+                slot.install(id, asked);
                 Ok(id)
             }
         }
@@ -953,7 +960,7 @@ mod tests {
 
     fn slot_with(id: i64, asked: Instant) -> LeaseSlot {
         let mut slot = LeaseSlot::default();
-        slot.granted(Some(id), asked);
+        slot.install(id, asked);
         slot
     }
 
@@ -990,5 +997,24 @@ mod tests {
         // A grant asked for before lease 3 arrives after it.
         slot.granted(Some(2), later);
         assert_eq!(slot.choose(later + CLAIM_LEASE_ROTATION), LeaseUse::Use(3));
+    }
+
+    #[test]
+    fn a_grant_a_claim_waited_for_leaves_the_one_beside_the_claims_under_way() {
+        let t0 = Instant::now();
+        let mut slot = slot_with(1, t0);
+        let later = t0 + CLAIM_LEASE_ROTATION;
+        assert_eq!(slot.choose(later), LeaseUse::UseAndGrant(1));
+        // The grant beside the claims is held up until lease 1 is too old.
+        let stale = t0 + CLAIM_LEASE_REUSE;
+        assert_eq!(slot.choose(stale), LeaseUse::Grant);
+        slot.install(2, stale);
+        // Still under way: no second one starts beside it.
+        assert_eq!(slot.choose(stale + CLAIM_LEASE_ROTATION), LeaseUse::Use(2));
+        slot.granted(None, later);
+        assert_eq!(
+            slot.choose(stale + CLAIM_LEASE_ROTATION),
+            LeaseUse::UseAndGrant(2)
+        );
     }
 }

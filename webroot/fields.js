@@ -122,14 +122,16 @@ function check(key, label, o = {}) {
 }
 
 /** KEY=value pairs, one per `separator`; `bad(item, index)` says why an item
- *  is refused. */
+ *  is refused. One per line: a textarea, and values kept as typed; otherwise
+ *  one text input, and values trimmed. */
 function pairs(key, label, separator, bad, o = {}) {
   const f = { key, label, ...o };
-  const base = separator === '\n' ? textarea(key, label, f) : text(key, label, { ...f, mono: true });
+  const perLine = separator === '\n';
+  const base = perLine ? textarea(key, label, f) : text(key, label, { ...f, mono: true });
   return {
     ...base,
     fill: (el, job) => {
-      el.value = Object.entries(job[key] || {}).map(([k, v]) => `${k}=${v}`).join(separator === '\n' ? '\n' : ', ');
+      el.value = Object.entries(job[key] || {}).map(([k, v]) => `${k}=${v}`).join(perLine ? '\n' : ', ');
     },
     read: (el, spec, fail) => {
       const out = {};
@@ -137,7 +139,7 @@ function pairs(key, label, separator, bad, o = {}) {
         if (!item.trim()) continue;
         const eq = item.indexOf('=');
         if (eq <= 0) { fail(key, bad(item, i)); return; }
-        out[item.slice(0, eq).trim()] = separator === '\n' ? item.slice(eq + 1) : item.slice(eq + 1).trim();
+        out[item.slice(0, eq).trim()] = perLine ? item.slice(eq + 1) : item.slice(eq + 1).trim();
       }
       if (hasPairs(out)) spec[key] = out;
     },

@@ -57,51 +57,37 @@ const MARKUP_SINKS: &[&str] = &[
     "document.write",
 ];
 
-/// The web UI's modules (`webroot/*.js`), path and text.
-fn web_modules() -> Vec<(String, String)> {
-    let root = workspace_root();
-    let mut out: Vec<(String, String)> = std::fs::read_dir(root.join("webroot"))
-        .expect("webroot/")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "js"))
-        .map(|p| {
-            let rel = format!("webroot/{}", p.file_name().unwrap().to_string_lossy());
-            (rel, std::fs::read_to_string(&p).expect("readable module"))
-        })
-        .collect();
-    out.sort();
-    assert!(!out.is_empty(), "no modules in webroot/");
-    out
-}
-
 /// Lines of a web module that write markup into the page.
 fn writes_markup(text: &str) -> Vec<usize> {
     lines_with(text, MARKUP_SINKS)
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Files under `dir` whose name ends in `.{ext}`, npm's packages left out.
+fn walk(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let path = e.path();
         if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|x| x == "rs") {
+            if path.file_name().is_some_and(|n| n != "node_modules") {
+                walk(&path, ext, out);
+            }
+        } else if path.extension().is_some_and(|x| x == ext) {
             out.push(path);
         }
     }
 }
 
-fn files(roots: &[&str]) -> Vec<(String, String)> {
+/// The `.{ext}` files under `roots`, path (from the workspace root) and text.
+fn files_of(roots: &[&str], ext: &str) -> Vec<(String, String)> {
     let root = workspace_root();
     let mut paths = Vec::new();
     for r in roots {
-        rust_files(&root.join(r), &mut paths);
+        walk(&root.join(r), ext, &mut paths);
     }
     paths.sort();
-    assert!(!paths.is_empty(), "no sources under {roots:?}");
+    assert!(!paths.is_empty(), "no .{ext} files under {roots:?}");
     paths
         .into_iter()
         .map(|p| {
@@ -114,6 +100,16 @@ fn files(roots: &[&str]) -> Vec<(String, String)> {
             (rel, text)
         })
         .collect()
+}
+
+/// The Rust sources under `roots`.
+fn files(roots: &[&str]) -> Vec<(String, String)> {
+    files_of(roots, "rs")
+}
+
+/// The web UI's modules.
+fn web_modules() -> Vec<(String, String)> {
+    files_of(&["webroot"], "js")
 }
 
 /// Lines (1-based) of `text` that spawn a process.

@@ -1,5 +1,7 @@
 //! JSON values stored under the etcd keys of [`crate::keys`].
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// A live worker's registration, under its kept-alive lease.
@@ -62,6 +64,17 @@ where
         .into_iter()
         .filter(|i| all_blocked || !i.records_blocked)
         .collect()
+}
+
+/// No worker that takes ticks among `infos` has every label `selector` asks
+/// for (an empty selector is matched by any such worker).
+pub fn selector_unmatched<'a, I>(selector: &BTreeMap<String, String>, infos: I) -> bool
+where
+    I: IntoIterator<Item = &'a WorkerInfo>,
+{
+    !ticking_workers(infos)
+        .iter()
+        .any(|w| crate::job::selector_matches(selector, &w.labels))
 }
 
 /// Who won a (job, tick).

@@ -158,6 +158,9 @@ async fn run_job(
     form: Result<Form<Fields>, FormRejection>,
 ) -> ApiResult<serde_json::Value> {
     let name = job_name(&form_fields(form)?)?;
+    if state.store.runnable(&name).await? == Some(false) {
+        return Err(ApiError::BadRequest(crate::api_v1::nobody_could_run(&name)));
+    }
     let Some((requested_at, request)) = state.store.request_run(&name).await? else {
         return Err(ApiError::BadRequest(format!("name: no job named {name:?}")));
     };

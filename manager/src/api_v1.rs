@@ -82,6 +82,13 @@ async fn not_found() -> V1Error {
     V1Error::NotFound("no such API endpoint".into())
 }
 
+/// Why a manual run of a job whose selector no live worker matches is
+/// refused: every worker would pass the request by, and no record would say
+/// so.
+pub(crate) fn nobody_could_run(name: &JobName) -> String {
+    format!("no live worker matches the selector of {name}: nobody could run it")
+}
+
 fn no_such_job(name: &JobName) -> V1Error {
     V1Error::NotFound(format!("no job named {name}"))
 }
@@ -126,11 +133,8 @@ async fn flag_unmatched(state: &AppState, views: &mut [JobView]) {
             return;
         }
     };
-    let ticking = gdts_common::values::ticking_workers(&workers);
     for v in views.iter_mut().filter(|v| !v.spec.selector.is_empty()) {
-        v.unmatched = !ticking
-            .iter()
-            .any(|w| gdts_common::job::selector_matches(&v.spec.selector, &w.labels));
+        v.unmatched = gdts_common::values::selector_unmatched(&v.spec.selector, &workers);
     }
 }
 
@@ -529,13 +533,19 @@ async fn kill_job(
 }
 
 #[utoipa::path(post, path = "/jobs/{name}/run", tag = "jobs", params(("name" = String, Path)),
-    responses((status = 202, description = "`{requestedAt, request}`: one run now, subject to overlap"), (status = 404, body = ApiError)))]
+    responses((status = 202, description = "`{requestedAt, request}`: one run now, subject to overlap"), (status = 404, body = ApiError),
+        (status = 409, description = "the job's selector matches no live worker: nobody could run it", body = ApiError)))]
 async fn run_job(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> V1Result<(StatusCode, Json<Value>)> {
     let name = name_of(&name)?;
+    match state.store.runnable(&name).await? {
+        None => return Err(no_such_job(&name)),
+        Some(false) => return Err(V1Error::Conflict(nobody_could_run(&name))),
+        Some(true) => {}
+    }
     let (requested_at, request) = state
         .store
         .request_run(&name)

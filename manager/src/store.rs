@@ -508,6 +508,22 @@ impl Store {
     /// the running marks that name the worker.
     /// The workers' registrations as they wrote them: no running counts, no
     /// last-seen (no lease lookups), enough to tell who takes ticks.
+    /// Whether a live worker could run `name` now: false when its selector
+    /// matches no worker that takes ticks; `None` when there is no such job.
+    pub async fn runnable(&self, name: &JobName) -> Result<Option<bool>, StoreError> {
+        let Some(spec) = self.get_job(name).await? else {
+            return Ok(None);
+        };
+        if spec.selector.is_empty() {
+            return Ok(Some(true));
+        }
+        let workers = self.registrations().await?;
+        Ok(Some(!gdts_common::values::selector_unmatched(
+            &spec.selector,
+            &workers,
+        )))
+    }
+
     pub async fn registrations(&self) -> Result<Vec<WorkerInfo>, StoreError> {
         let (kvs, _) = RangePages::prefix(self.etcd.clone(), &self.keys.workers_prefix())
             .collect()

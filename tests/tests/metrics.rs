@@ -90,6 +90,45 @@ fn used_metrics(text: &str) -> BTreeSet<String> {
     used
 }
 
+/// Label names used by the samples of an exposition.
+fn label_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(open) = line.find('{') else { continue };
+        let mut rest = &line[open + 1..];
+        while let Some(eq) = rest.find("=\"") {
+            names.insert(rest[..eq].trim_start_matches(',').to_string());
+            // Past the quoted value (backslash escapes its quote).
+            let value = &rest[eq + 2..];
+            let mut end = 0;
+            let bytes = value.as_bytes();
+            while end < bytes.len() && bytes[end] != b'"' {
+                end += if bytes[end] == b'\\' { 2 } else { 1 };
+            }
+            rest = value.get(end + 1..).unwrap_or("");
+            if rest.starts_with('}') {
+                break;
+            }
+        }
+    }
+    names
+}
+
+/// Prometheus gives every scraped series these target labels; a metric's
+/// own label by one of these names would be renamed `exported_...`, and
+/// rules grouping by it would group by the scrape target instead.
+const TARGET_LABELS: &[&str] = &["job", "instance"];
+
+#[test]
+fn label_names_reads_every_label_of_a_sample() {
+    let names =
+        label_names("# TYPE a counter\na{x=\"1\",route=\"/j/{name}\",y=\"q\\\"}\"} 1\nb 2\n");
+    assert_eq!(
+        names,
+        BTreeSet::from(["route".to_string(), "x".to_string(), "y".to_string()])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_count_what_happened() -> anyhow::Result<()> {
     promtool()?;
@@ -148,11 +187,11 @@ async fn metrics_pass_promtool_and_count_what_happened() -> anyhow::Result<()> {
     for (series, at_least) in [
         ("gdts_worker_registered", 1.0),
         (
-            "gdts_worker_job_runs_total{job=\"failing\",outcome=\"failed\"}",
+            "gdts_worker_job_runs_total{job_name=\"failing\",outcome=\"failed\"}",
             3.0,
         ),
         (
-            "gdts_worker_job_runs_total{job=\"fine\",outcome=\"ok\"}",
+            "gdts_worker_job_runs_total{job_name=\"fine\",outcome=\"ok\"}",
             3.0,
         ),
         (
@@ -209,6 +248,16 @@ async fn metrics_pass_promtool_and_count_what_happened() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(missing.status(), 404);
+    // A method nobody serves is counted as "other": a caller cannot make
+    // new series at will.
+    for method in ["FROB", "XYZZY"] {
+        http.request(
+            reqwest::Method::from_bytes(method.as_bytes())?,
+            format!("{}/api/v1/jobs", c.manager_url),
+        )
+        .send()
+        .await?;
+    }
     let manager = http
         .get(format!("{}/metrics", c.manager_url))
         .send()
@@ -245,6 +294,23 @@ async fn metrics_pass_promtool_and_count_what_happened() -> anyhow::Result<()> {
         "{manager}"
     );
     assert_eq!(sample(&manager, "gdts_sse_clients"), Some(0.0), "{manager}");
+    assert!(
+        !manager.contains("FROB") && !manager.contains("XYZZY"),
+        "a client's made-up method became a label:\n{manager}"
+    );
+    assert!(
+        manager.contains("method=\"other\""),
+        "made-up methods not counted as other:\n{manager}"
+    );
+    for (who, text) in [("worker", &worker), ("manager", &manager)] {
+        let names = label_names(text);
+        for target in TARGET_LABELS {
+            assert!(
+                !names.contains(*target),
+                "the {who} labels a metric {target:?}, which Prometheus' own target label overrides"
+            );
+        }
+    }
 
     // The alert rules and the dashboard use only what the processes export.
     let exported: BTreeSet<String> = families(&worker)

@@ -179,6 +179,53 @@ async fn selectors_pick_workers_by_label_and_unmatched_jobs_are_flagged() -> any
         unmatched_ticks >= 3.0,
         "unmatched ticks counted: {unmatched_ticks}"
     );
+    // ... and every worker says how many jobs are unmatched now.
+    let unmatched_jobs = |port: u16| {
+        let http = http.clone();
+        async move {
+            let text = http
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix("gdts_worker_jobs_unmatched "))
+                .and_then(|v| v.parse::<f64>().ok())
+        }
+    };
+    for port in ports.values() {
+        assert_eq!(unmatched_jobs(*port).await, Some(1.0), "worker on {port}");
+    }
+    // A manual run nobody could take is refused, not lost.
+    let run = http
+        .post(format!("{}/api/v1/jobs/zone-c/run", c.manager_url))
+        .send()
+        .await?;
+    assert_eq!(run.status(), 409);
+    let why: Value = run.json().await?;
+    assert!(
+        why["error"]["message"]
+            .as_str()
+            .is_some_and(|e| e.contains("no live worker")),
+        "{why}"
+    );
+    let legacy: Value = http
+        .post(format!("{}/job/run", c.manager_url))
+        .form(&[("name", "zone-c")])
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(legacy["errno"], -1, "{legacy}");
+    assert!(
+        legacy["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("no live worker")),
+        "{legacy}"
+    );
 
     // A worker in zone c joins: the job is no longer flagged, and runs there.
     c.start_worker("w-c", labelled("zone=c", free_port()))?;
@@ -194,5 +241,13 @@ async fn selectors_pick_workers_by_label_and_unmatched_jobs_are_flagged() -> any
         .iter()
         .all(|d| d.get_str("worker") == Ok("w-c")));
     assert_eq!(job_view(&c, &http, "zone-c").await?["unmatched"], false);
+    for port in ports.values() {
+        wait_until(
+            "no job to be unmatched",
+            Duration::from_secs(10),
+            || async { unmatched_jobs(*port).await == Some(0.0) },
+        )
+        .await?;
+    }
     Ok(())
 }

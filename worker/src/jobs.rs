@@ -7,7 +7,7 @@
 //! [`SharedJobs`]; a run looks up its job's current definition there when
 //! it is released.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -57,6 +57,8 @@ pub struct JobTable {
     jobs: HashMap<JobName, Scheduled>,
     /// (next tick in epoch ms, job) for every job with a next tick.
     by_time: BTreeSet<(i64, JobName)>,
+    /// Jobs with a selector that fire (not paused).
+    selecting: HashSet<JobName>,
 }
 
 impl JobTable {
@@ -65,6 +67,7 @@ impl JobTable {
             keys,
             jobs: HashMap::new(),
             by_time: BTreeSet::new(),
+            selecting: HashSet::new(),
         }
     }
 
@@ -77,12 +80,23 @@ impl JobTable {
         self.jobs.get(name).map(|s| (s.job.clone(), s.revision))
     }
 
+    /// The jobs with a selector that fire (not paused).
+    pub fn selecting(&self) -> impl Iterator<Item = &Job> + '_ {
+        self.selecting
+            .iter()
+            .filter_map(|name| self.jobs.get(name))
+            .map(|s| s.job.as_ref())
+    }
+
     fn insert(&mut self, name: JobName, mut s: Scheduled) {
         if s.job.paused {
             // A paused job keeps its definition but never fires.
             s.next = None;
         }
         self.remove(&name);
+        if !s.job.paused && !s.job.selector.is_empty() {
+            self.selecting.insert(name.clone());
+        }
         if let Some(next) = s.next {
             self.by_time.insert((next.timestamp_millis(), name.clone()));
         }
@@ -90,6 +104,7 @@ impl JobTable {
     }
 
     fn remove(&mut self, name: &JobName) -> Option<Scheduled> {
+        self.selecting.remove(name);
         let old = self.jobs.remove(name)?;
         if let Some(next) = old.next {
             self.by_time
@@ -128,6 +143,7 @@ impl JobTable {
             DecodedEvent::Reset(decoded) => {
                 let mut old = std::mem::take(&mut self.jobs);
                 self.by_time.clear();
+                self.selecting.clear();
                 for d in decoded {
                     let Some((job, revision)) = d.job else {
                         continue;

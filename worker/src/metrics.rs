@@ -87,6 +87,7 @@ pub struct Metrics {
     outcomes: IntCounterVec,
     missed: IntCounterVec,
     unmatched: IntCounter,
+    jobs_unmatched: IntGauge,
     runs: IntCounterVec,
     job_runs: IntCounterVec,
     job_labels: Mutex<HashSet<String>>,
@@ -150,6 +151,10 @@ impl Metrics {
                 "gdts_worker_ticks_unmatched_total",
                 "Ticks of jobs whose selector matches no live worker (counted once, by one worker); nobody runs them.",
             ),
+            jobs_unmatched: gauge(
+                "gdts_worker_jobs_unmatched",
+                "Jobs (not paused) whose selector matches no live worker, as this worker sees the fleet; nobody runs their ticks.",
+            ),
             runs: counter_vec(
                 "gdts_worker_runs_total",
                 "Run records this worker wrote, by status and trigger.",
@@ -158,7 +163,8 @@ impl Metrics {
             job_runs: counter_vec(
                 "gdts_worker_job_runs_total",
                 "Run records by job and outcome (ok: succeeded or skipped; failed: anything else); at most GDTS_METRICS_MAX_JOBS job names, the rest as _other.",
-                &["job", "outcome"],
+                // Not "job": Prometheus sets that label to the scrape job's.
+                &["job_name", "outcome"],
             ),
             job_labels: Mutex::new(HashSet::new()),
             max_job_labels,
@@ -274,6 +280,11 @@ impl Metrics {
     /// A tick nobody may run: its job's selector matches no live worker.
     pub fn tick_unmatched(&self) {
         self.unmatched.inc();
+    }
+
+    /// How many jobs' selectors match no live worker now.
+    pub fn set_jobs_unmatched(&self, jobs: usize) {
+        self.jobs_unmatched.set(jobs as i64);
     }
 
     /// A run started on this worker; the guard counts it as running until

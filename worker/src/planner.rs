@@ -217,7 +217,14 @@ struct Planner {
     /// watch behind its run-now watch), by key, until their lease would end:
     /// started when the job arrives.
     pending_run_now: HashMap<Vec<u8>, (Entry, std::time::Instant)>,
+    /// The jobs or the fleet changed since the unmatched jobs were counted.
+    unmatched_stale: bool,
+    /// When they were last counted.
+    unmatched_counted_at: Option<std::time::Instant>,
 }
+
+/// The unmatched jobs are counted at most this often.
+const UNMATCHED_RECOUNT: Duration = Duration::from_secs(1);
 
 /// How long a run-now request for a job not known yet is kept: as long as
 /// the request itself lives in etcd.
@@ -259,6 +266,8 @@ pub async fn run_planner(
         in_flight: 0,
         draining: false,
         pending_run_now: HashMap::new(),
+        unmatched_stale: true,
+        unmatched_counted_at: None,
     };
     let mut next_wake = 0i64;
     loop {
@@ -271,6 +280,7 @@ pub async fn run_planner(
             next_wake = p.step(now_ms);
             p.forget_old(now_ms);
         }
+        p.count_unmatched();
         if p.draining && p.in_flight == 0 {
             break;
         }
@@ -670,7 +680,37 @@ impl Planner {
     /// A job changed or was deleted: its ticks not yet claimed are dropped
     /// (the table gives the new definition's ticks again); claimed ones check
     /// their definition when released (`run::execute`).
+    /// Sets `gdts_worker_jobs_unmatched`: the jobs that fire whose selector
+    /// matches no live worker (none while no worker is known). Counted
+    /// again after the jobs or the fleet changed, at most once per
+    /// `UNMATCHED_RECOUNT`.
+    fn count_unmatched(&mut self) {
+        if !self.unmatched_stale
+            || self
+                .unmatched_counted_at
+                .is_some_and(|at| at.elapsed() < UNMATCHED_RECOUNT)
+        {
+            return;
+        }
+        self.unmatched_stale = false;
+        self.unmatched_counted_at = Some(std::time::Instant::now());
+        let jobs = self.ctx.jobs.lock();
+        let fleet = &mut self.fleet;
+        let unmatched = if fleet.all.is_empty() {
+            0
+        } else {
+            jobs.selecting()
+                .filter(|job| {
+                    fleet.select(job);
+                    fleet.eligible(job).is_empty()
+                })
+                .count()
+        };
+        self.ctx.metrics.set_jobs_unmatched(unmatched);
+    }
+
     fn apply_job_event(&mut self, event: PrefixEvent) {
+        self.unmatched_stale = true;
         self.apply_job_table_event(event);
         if !self.pending_run_now.is_empty() {
             let now = std::time::Instant::now();
@@ -784,6 +824,7 @@ impl Planner {
             }
         }
         if before != self.fleet.fingerprint {
+            self.unmatched_stale = true;
             tracing::info!(workers = ?self.fleet.all, "fleet changed");
             // Ownership moved: look at every open tick again.
             for slots in self.window.values_mut() {

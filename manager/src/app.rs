@@ -264,6 +264,35 @@ mod tests {
             &big,
         )
         .await;
+        // Sent without Content-Length (as a chunked body is): the same JSON
+        // refusal, for the JSON API and the legacy one.
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!(body["error"]["status"], 413, "{body}");
+        let form = format!(
+            "name=j&command={}",
+            "x".repeat(crate::auth::DEFAULT_MAX_BODY_BYTES as usize + 1)
+        );
+        let (status, _, body) = send(
+            "POST",
+            "/job/save",
+            Some(ADMIN),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            &form,
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!(body["errno"], -1, "{body}");
+        // A body within the limit still reaches its handler whole (which
+        // reads the schedule, at its end, and refuses it).
+        let (status, _, body) = send(
+            "PUT",
+            "/api/v1/jobs/j",
+            Some(ADMIN),
+            &[("content-type", "application/json")],
+            r#"{"command":"true","cronExpr":"never"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["field"], "cronExpr", "{body}");
     }
 }

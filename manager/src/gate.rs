@@ -22,21 +22,35 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
     let deny = |status: StatusCode, message: String| refusal(status, legacy, message);
     let config = &state.auth;
 
-    if let Some(len) = req
+    let too_large = |size: String| {
+        deny(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is {size} bytes; the limit is {} (GDTS_MAX_BODY_BYTES)",
+                config.max_body_bytes
+            ),
+        )
+    };
+    match req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
     {
-        if len > config.max_body_bytes {
-            return deny(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request body is {len} bytes; the limit is {} (GDTS_MAX_BODY_BYTES)",
-                    config.max_body_bytes
-                ),
-            );
+        Some(len) if len > config.max_body_bytes => return too_large(len.to_string()),
+        Some(_) => {}
+        None if changes => {
+            // No length given (a chunked body): read it here, up to the
+            // limit, so an oversized one gets this refusal too and not the
+            // extractors' plain-text one.
+            let (parts, body) = req.into_parts();
+            let limit = config.max_body_bytes as usize;
+            match axum::body::to_bytes(body, limit).await {
+                Ok(bytes) => req = Request::from_parts(parts, axum::body::Body::from(bytes)),
+                Err(_) => return too_large(format!("over {limit}")),
+            }
         }
+        None => {}
     }
     if changes {
         if let Err(message) = same_origin(req.headers(), &config.allowed_origins) {

@@ -82,7 +82,7 @@ async fn a_job_runs_as_the_unprivileged_job_user() -> anyhow::Result<()> {
     c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
     save_job_json(
         &c,
-        &json!({"name": "who", "command": "echo uid=$(id -u) groups=$(id -G) home=$HOME user=$USER pwd=$(pwd); touch /root/gdts-probe && echo WROTE-ROOT",
+        &json!({"name": "who", "command": "echo uid=$(id -u) groups=$(id -G) home=$HOME user=$USER pwd=$(pwd); touch /root/gdts-probe && echo WROTE-ROOT; grep NoNewPrivs /proc/self/status",
                 "cronExpr": gdts_tests::once_soon(2)}),
     )
     .await?;
@@ -106,6 +106,11 @@ async fn a_job_runs_as_the_unprivileged_job_user() -> anyhow::Result<()> {
     assert!(
         !output.contains("WROTE-ROOT"),
         "the job wrote to /root: {output}"
+    );
+    // No setuid binary lifts it back to root.
+    assert!(
+        output.contains("NoNewPrivs:\t1"),
+        "a job user's run may gain privileges: {output}"
     );
     Ok(())
 }

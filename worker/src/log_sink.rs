@@ -21,7 +21,7 @@
 //! comes back).
 
 use crate::metrics::{Metrics, RecordEvent};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -272,10 +272,35 @@ async fn insert_with_timeout(
     result
 }
 
+/// Creates `dir` (and its parents) if missing, and makes it the worker's
+/// alone (0700): journaled records and outputs waiting for upload hold what
+/// jobs printed, which other jobs (all run as the same job user) must not
+/// read.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Writes a new file only the worker's user may read (0600).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
 /// Writes `records` as JSON lines to a new spool file (atomically: a
 /// temporary name, then a rename).
 fn spool(config: &SinkConfig, records: &[LogRecord]) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(&config.spool_dir)?;
+    create_private_dir(&config.spool_dir)?;
     static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Time, then a sequence: names sort in the order written.
@@ -291,7 +316,7 @@ fn spool(config: &SinkConfig, records: &[LogRecord]) -> std::io::Result<PathBuf>
         text.push_str(&serde_json::to_string(r).expect("a log record serializes"));
         text.push('\n');
     }
-    std::fs::write(&tmp, text)?;
+    write_private(&tmp, text.as_bytes())?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)
 }
@@ -479,5 +504,31 @@ fn duplicate_indices(e: &mongodb::error::Error) -> Option<Vec<usize>> {
         }
         ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY => Some(vec![0]),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn journaled_records_are_the_workers_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("spool/deeper");
+        create_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        // An existing directory others could read is closed to them.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        let file = dir.join("records.jsonl");
+        write_private(&file, b"{}\n").unwrap();
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(std::fs::read(&file).unwrap(), b"{}\n");
     }
 }

@@ -49,7 +49,13 @@ async fn main() -> anyhow::Result<()> {
     }
     match &config.shell.run_as {
         Some(user) => {
-            tracing::info!(user = %user.name, uid = user.uid, "shell jobs run as an unprivileged user")
+            tracing::info!(user = %user.name, uid = user.uid, "shell jobs run as an unprivileged user");
+            // Inherited by every process the worker starts: no setuid or
+            // file-capability binary lifts a run above the job user. The
+            // worker keeps its own rights (it switches users by system
+            // call, never by exec).
+            nix::sys::prctl::set_no_new_privs()
+                .context("setting no_new_privs for runs as the job user")?;
         }
         None if nix::unistd::geteuid().is_root() => tracing::warn!(
             "shell jobs run as root: set GDTS_JOB_USER (e.g. nobody) to run them unprivileged"
@@ -63,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
     let mongo = gdts_runtime::mongo_client(&config.store.mongo_uri, "gdts-worker").await?;
 
     // Outputs waiting for upload and records waiting for MongoDB go here.
-    if let Err(e) = std::fs::create_dir_all(&config.spool_dir) {
+    if let Err(e) = log_sink::create_private_dir(&config.spool_dir) {
         tracing::warn!(dir = %config.spool_dir.display(), error = %e, "cannot create the spool directory (GDTS_SPOOL_DIR)");
     }
     let keys = Keys::new(&config.store.etcd_prefix);

@@ -8,10 +8,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use gdts_common::{Job, JobSpec};
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::client::{segment, Client};
+use crate::client::{segment, ApiFailure, Client};
 
 /// The file: `jobs: [...]` (YAML or TOML `[[jobs]]`), or a YAML list.
 #[derive(serde::Deserialize)]
@@ -68,7 +68,8 @@ pub enum Change {
     },
     Delete {
         name: String,
-        etag: Option<String>,
+        /// The version compared: deleted only if still that one.
+        etag: String,
     },
     Same(String),
 }
@@ -147,11 +148,21 @@ pub async fn plan(client: &Client, wanted: &[JobSpec], prune: bool) -> anyhow::R
     if prune {
         let named: BTreeSet<&str> = wanted.iter().map(|s| s.name.as_str()).collect();
         for name in current.keys().filter(|n| !named.contains(n.as_str())) {
-            let etag = client
-                .get(&format!("/jobs/{}", segment(name)))
-                .await
-                .ok()
-                .and_then(|a| a.etag);
+            // Never deleted unconditionally: a job changed since this
+            // read is left alone (412), so the plan is made again.
+            let answer = match client.get(&format!("/jobs/{}", segment(name))).await {
+                Ok(answer) => answer,
+                Err(e)
+                    if e.downcast_ref::<ApiFailure>()
+                        .is_some_and(|f| f.status == StatusCode::NOT_FOUND) =>
+                {
+                    continue; // Gone already.
+                }
+                Err(e) => return Err(e.context(format!("{name}: cannot read it to prune it"))),
+            };
+            let etag = answer.etag.ok_or_else(|| {
+                anyhow::anyhow!("{name}: the server sent no ETag; not pruned without one")
+            })?;
             changes.push(Change::Delete {
                 name: name.clone(),
                 etag,
@@ -238,13 +249,9 @@ pub async fn apply(client: &Client, changes: &[Change]) -> anyhow::Result<usize>
                 .request(Method::PUT, &path)
                 .header("If-Match", etag.as_str())
                 .json(spec),
-            Change::Delete { etag, .. } => {
-                let mut r = client.request(Method::DELETE, &path);
-                if let Some(e) = etag {
-                    r = r.header("If-Match", e.as_str());
-                }
-                r
-            }
+            Change::Delete { etag, .. } => client
+                .request(Method::DELETE, &path)
+                .header("If-Match", etag.as_str()),
             Change::Same(_) => continue,
         };
         client

@@ -277,21 +277,21 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Command::Logs { job, last, follow } => {
+            let listed_at = chrono::Utc::now().timestamp_millis();
             let mut runs = runs_of(&client, &job, last).await?;
             runs.reverse();
+            let mut printed = std::collections::HashSet::new();
             for r in &runs {
+                let run_id = r["runId"].as_str().unwrap_or_default();
                 let full = client
-                    .get(&format!(
-                        "/jobs/{}/runs/{}",
-                        segment(&job),
-                        segment(r["runId"].as_str().unwrap_or_default())
-                    ))
+                    .get(&format!("/jobs/{}/runs/{}", segment(&job), segment(run_id)))
                     .await?
                     .body;
                 follow::print_run(&full, json_out);
+                printed.insert(run_id.to_string());
             }
             if follow {
-                follow::follow(&client, &job, json_out).await?;
+                follow::follow(&client, &job, json_out, printed, listed_at).await?;
             }
         }
         Command::Workers => {

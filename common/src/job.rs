@@ -186,12 +186,14 @@ fn notify_of(spec: &NotifySpec) -> Result<Notify, JobError> {
         ));
     }
     for url in &spec.webhooks {
-        let rest = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"));
-        let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+        // Parsed as the worker's HTTP client will: a URL it cannot send to
+        // is refused here, not retried for half an hour.
+        let parsed = url::Url::parse(url).ok();
+        let sendable = parsed.as_ref().is_some_and(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+        });
         if url.len() > MAX_WEBHOOK_LEN
-            || host.is_none_or(str::is_empty)
+            || !sendable
             || url.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(invalid(
@@ -893,6 +895,10 @@ mod tests {
                 "notify: webhooks: \"ftp://x\"",
             ),
             (r#"{"webhooks":["https://"]}"#, "notify: webhooks"),
+            // Not URLs an HTTP client can send to.
+            (r#"{"webhooks":["http://a:b:c/"]}"#, "notify: webhooks"),
+            (r#"{"webhooks":["https://h:99999/x"]}"#, "notify: webhooks"),
+            (r#"{"webhooks":["https://[::1/x"]}"#, "notify: webhooks"),
             (
                 r#"{"webhooks":["https://h/x"],"on":["exploded"]}"#,
                 "notify: on: \"exploded\"",

@@ -63,7 +63,10 @@ impl Cluster {
     }
 
     async fn start_manager(&mut self) -> anyhow::Result<()> {
-        let port = free_port();
+        self.start_manager_on(free_port()).await
+    }
+
+    async fn start_manager_on(&mut self, port: u16) -> anyhow::Result<()> {
         let mut cmd = Command::new(binary("gdts-manager"));
         self.store_env(&mut cmd);
         // Authentication is on unless turned off; tests of it turn it on
@@ -293,6 +296,19 @@ impl Cluster {
         self.manager
             .take()
             .is_some_and(|mut m| m.terminate(timeout))
+    }
+
+    /// Stops the manager (SIGTERM) and starts it again at the same address,
+    /// as a client sees a manager replaced.
+    pub async fn restart_manager(&mut self) -> anyhow::Result<()> {
+        self.manager.take();
+        let port = self
+            .manager_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no manager port in {}", self.manager_url))?;
+        self.start_manager_on(port).await
     }
 
     /// Restarts the manager with extra environment (e.g. a bucket).

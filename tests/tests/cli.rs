@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gdts_tests::{binary, wait_until, Cluster};
 use serde_json::Value;
@@ -211,7 +211,8 @@ async fn jobs_as_code_and_every_command() -> anyhow::Result<()> {
     let logs = gdts.expect(0, &["logs", "beta", "--last", "2"]);
     assert!(logs.contains("== beta") && logs.contains("bye"), "{logs}");
 
-    // --follow prints runs as they finish.
+    // --follow prints runs as they finish, and keeps doing so when the
+    // manager is replaced under it (the stream reopened with Last-Event-ID).
     let mut follow = Command::new(binary("gdts"))
         .args(["logs", "beta", "--last", "0", "--follow"])
         .env("GDTS_URL", &gdts.url)
@@ -220,30 +221,43 @@ async fn jobs_as_code_and_every_command() -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .spawn()?;
     let stdout = follow.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let started = Instant::now();
-        let mut lines = Vec::new();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            lines.push(line);
-            if lines.iter().filter(|l| l.starts_with("== beta")).count() >= 2
-                || started.elapsed() > Duration::from_secs(30)
-            {
+            if lines_tx.send(line).is_err() {
                 break;
             }
         }
-        lines
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !reader.is_finished() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut seen = Vec::new();
+    let runs_printed = |seen: &mut Vec<String>| {
+        seen.extend(lines.try_iter());
+        seen.iter().filter(|l| l.starts_with("== beta")).count()
+    };
+    wait_until("--follow to print a run", Duration::from_secs(30), || {
+        let n = runs_printed(&mut seen);
+        async move { n >= 1 }
+    })
+    .await?;
+    c.restart_manager().await?;
+    let before = runs_printed(&mut seen);
+    let outcome = wait_until(
+        "--follow to print runs after the manager restarted",
+        Duration::from_secs(30),
+        || {
+            let n = runs_printed(&mut seen);
+            async move { n >= before + 2 }
+        },
+    )
+    .await;
+    let exited = follow.try_wait()?;
     let _ = follow.kill();
     let _ = follow.wait();
-    let lines = reader.join().expect("reader");
-    assert!(
-        lines.iter().filter(|l| l.starts_with("== beta")).count() >= 2,
-        "--follow printed: {lines:?}"
-    );
+    assert!(exited.is_none(), "--follow exited: {exited:?}");
+    outcome.map_err(|e| e.context(format!("--follow printed: {seen:?}")))?;
+    let ids: Vec<&String> = seen.iter().filter(|l| l.starts_with("== beta")).collect();
+    let distinct: std::collections::BTreeSet<&&String> = ids.iter().collect();
+    assert_eq!(ids.len(), distinct.len(), "a run printed twice: {seen:?}");
 
     // Workers and tokens; a viewer's token may read, not delete.
     let workers = gdts.expect(0, &["workers"]);

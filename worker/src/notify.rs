@@ -244,11 +244,13 @@ async fn deliver(
 }
 
 /// A webhook URL for logs: its path and query may hold a secret (Slack's
-/// do), so only the scheme and host are shown.
+/// do), and so may a user and password, so only the scheme, host and port
+/// are shown.
 fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
-            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            let host = authority.rsplit('@').next().unwrap_or_default();
             format!("{scheme}://{host}/…")
         }
         None => "…".into(),
@@ -268,6 +270,10 @@ mod tests {
         assert_eq!(
             redact("http://127.0.0.1:9/x?token=1"),
             "http://127.0.0.1:9/…"
+        );
+        assert_eq!(
+            redact("https://user:p@ss@hooks.example:8443/x"),
+            "https://hooks.example:8443/…"
         );
     }
 }

@@ -73,6 +73,11 @@ plan --var mongodb_external=true --var 'mongodb_uri=mongodb+srv://gdts:secret@cl
 echo "tf-check: terraform plan (terraform.tfvars.example with a labelled extra worker group)"
 plan --var 'worker_labels={pool="general"}' --var 'worker_groups={highmem={size=1,machine_type="n2-highmem-8",labels={memory="high"}}}'
 
+echo "tf-check: terraform plan (terraform.tfvars.example with IAP and the proxy's origin allowed)"
+plan --var 'manager_iap_audience=/projects/123456789/locations/europe-west1/services/gdts-manager' \
+  --var 'manager_iap_roles=admin=alice@example.com;viewer=*@example.com' \
+  --var 'manager_allowed_origins=http://localhost:8070'
+
 echo "tf-check: checkov"
 "$root/.venv-checkov/bin/checkov" -d "$work" --config-file "$src/.checkov.yaml"
 echo "tf-check: all checks passed"

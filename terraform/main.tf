@@ -123,6 +123,7 @@ module "manager" {
   admin_token_version = var.admin_token_version
   iap_audience        = var.manager_iap_audience
   iap_roles           = var.manager_iap_roles
+  allowed_origins     = var.manager_allowed_origins
 
   depends_on = [module.services]
 }

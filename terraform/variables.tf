@@ -135,6 +135,16 @@ variable "manager_iap_roles" {
   }
 }
 
+variable "manager_allowed_origins" {
+  description = "Other origins (comma-separated https://host[:port]) whose pages may send changes to the manager (GDTS_ALLOWED_ORIGINS): e.g. http://localhost:8070 when the UI is reached through gcloud run services proxy, or the service's own run.app host with manager_auth off."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.manager_allowed_origins == "" || can(regex("^\\s*https?://[^,/\\s]+\\s*(,\\s*https?://[^,/\\s]+\\s*)*$", var.manager_allowed_origins))
+    error_message = "manager_allowed_origins must be comma-separated origins such as http://localhost:8070,https://gdts.example.com."
+  }
+}
+
 variable "admin_token_version" {
   description = "Bump to generate a new bootstrap admin token into Secret Manager (rotation); new manager revisions read the latest."
   type        = number

@@ -59,17 +59,50 @@ impl StreamLimits {
                  (GDTS_SSE_MAX_STREAMS); try again later"
             ));
         }
-        let mine = open.entry(client.to_string()).or_insert(0);
-        if *mine >= self.max_per_client {
+        let mine = open.get(client).copied().unwrap_or(0);
+        if mine >= self.max_per_client {
             return Err(format!(
                 "this client has {mine} event streams open, the most allowed \
                  (GDTS_SSE_MAX_PER_CLIENT); close one first"
             ));
         }
-        *mine += 1;
+        *open.entry(client.to_string()).or_insert(0) += 1;
         Ok(StreamSlot {
             open: self.open.clone(),
             client: client.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_limited_in_all_and_per_client_until_they_end() {
+        let limits = StreamLimits::new(3, 2, Duration::from_secs(30));
+        let a1 = limits.take("a").unwrap();
+        let _a2 = limits.take("a").unwrap();
+        let refused = limits.take("a").err().unwrap();
+        assert!(refused.contains("GDTS_SSE_MAX_PER_CLIENT"), "{refused}");
+        let _b1 = limits.take("b").unwrap();
+        // Three open: nobody gets a fourth, whoever asks.
+        let refused = limits.take("c").err().unwrap();
+        assert!(refused.contains("GDTS_SSE_MAX_STREAMS"), "{refused}");
+        assert_eq!(limits.open_total(), 3);
+        // A stream that ends gives its slot back.
+        drop(a1);
+        assert_eq!(limits.open_total(), 2);
+        let _c1 = limits.take("c").unwrap();
+        assert!(limits.take("a").is_err());
+    }
+
+    #[test]
+    fn a_refused_client_leaves_nothing_behind() {
+        let limits = StreamLimits::new(10, 0, Duration::from_secs(30));
+        for i in 0..100 {
+            assert!(limits.take(&format!("client-{i}")).is_err());
+        }
+        assert!(limits.open.lock().unwrap().is_empty());
     }
 }

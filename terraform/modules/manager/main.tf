@@ -97,6 +97,11 @@ variable "iap_audience" {
   type        = string
 }
 
+variable "allowed_origins" {
+  description = "GDTS_ALLOWED_ORIGINS: other origins whose pages may send changes (e.g. http://localhost:8070 through gcloud run services proxy); empty: none."
+  type        = string
+}
+
 variable "iap_roles" {
   description = "Who gets which role through IAP (GDTS_IAP_ROLES), e.g. admin=alice@example.com;viewer=*@example.com."
   type        = string
@@ -179,6 +184,13 @@ resource "google_cloud_run_v2_service" "manager" {
       env {
         name  = "GDTS_AUTH"
         value = var.auth
+      }
+      dynamic "env" {
+        for_each = var.allowed_origins == "" ? {} : { GDTS_ALLOWED_ORIGINS = var.allowed_origins }
+        content {
+          name  = env.key
+          value = env.value
+        }
       }
       env {
         name = "GDTS_ADMIN_TOKEN"

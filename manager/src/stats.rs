@@ -23,7 +23,8 @@ pub const MAX_MINUTES: i64 = 60;
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
-    /// The window, epoch ms (ticks at or after `from`).
+    /// The window, epoch ms (ticks at or after `from`; when `truncated`,
+    /// from the oldest of the records read, which rates are over).
     pub from: i64,
     pub to: i64,
     /// More records than were read fall in the window: the figures cover
@@ -129,6 +130,16 @@ fn tally(records: &[Document], from: i64, to: i64) -> (Bucket, Vec<Bucket>) {
 
 /// The fleet over the last `minutes` (1-60, default 15): runs, failures,
 /// missed ticks, start lag, per minute; and the live workers.
+/// Where the figures start: `from`, or, when only the newest records were
+/// read (`truncated`; newest first), the oldest of those, so that rates
+/// are over the time the records cover and not the whole window.
+fn covered_from(records: &[Document], from: i64, truncated: bool) -> i64 {
+    match records.last().and_then(|d| int(d, "planTime")) {
+        Some(oldest) if truncated => oldest.max(from),
+        _ => from,
+    }
+}
+
 #[utoipa::path(get, path = "/stats", tag = "stats",
     params(("minutes" = Option<i64>, Query, minimum = 1, maximum = 60, description = "the window, 1-60 minutes, default 15")),
     responses((status = 200, body = Stats), (status = 400, body = ApiError)))]
@@ -156,6 +167,7 @@ pub async fn stats(
     )?;
     let truncated = records.len() as i64 > MAX_RECORDS;
     let records = &records[..records.len().min(MAX_RECORDS as usize)];
+    let from = covered_from(records, from, truncated);
     let (totals, minutes) = tally(records, from, to);
     Ok(Json(Stats {
         from,
@@ -200,6 +212,12 @@ mod tests {
         // The missed tick and the manual run have no start lag.
         assert_eq!(minutes[1].lag_p99_ms, Some(500));
         assert_eq!(minutes[1].success_rate, Some(1.0 / 3.0));
+        // Only the newest records read: the figures cover their time.
+        assert_eq!(covered_from(&records[..50], from, false), from);
+        let newest_first: Vec<Document> = records[..50].iter().rev().cloned().collect();
+        assert_eq!(covered_from(&newest_first, from, true), 120_000);
+        let later: Vec<Document> = vec![doc! { "status": "succeeded", "planTime": 200_000i64 }];
+        assert_eq!(covered_from(&later, from, true), 200_000);
         let (empty, quiet) = tally(&[], from, to);
         assert_eq!((empty.runs, empty.success_rate, quiet.len()), (0, None, 2));
     }

@@ -181,3 +181,71 @@ async fn notices_reach_the_webhook_at_least_once_and_never_hold_runs() -> anyhow
     held.abort();
     Ok(())
 }
+
+/// A worker killed with notices undelivered (the receiver down) delivers
+/// them after its next start: they wait in its outbox, not only in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_outlive_the_worker_that_queued_them() -> anyhow::Result<()> {
+    let mut c = Cluster::with_workers("notifications_outbox", &["w1"]).await?;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let r = http
+        .put(format!("{}/api/v1/jobs/fails", c.manager_url))
+        .json(&json!({"command": "exit 3", "cronExpr": "* * * * * * *",
+                      "notify": {"webhooks": [url], "on": ["failed"]}}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 201, "{}", r.text().await?);
+    wait_until(
+        "two failed runs while the receiver is down",
+        Duration::from_secs(30),
+        || async {
+            let records = c.run_records().await.unwrap_or_default();
+            records_of(&records, "fails").len() >= 2
+        },
+    )
+    .await?;
+    // No new run may end (and be noticed by the next life) from here on.
+    let r = http
+        .post(format!("{}/api/v1/jobs/fails/pause", c.manager_url))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "{}", r.text().await?);
+    c.worker("w1").kill9();
+    let records = c.run_records().await?;
+    let failed: BTreeSet<String> = records_of(&records, "fails")
+        .iter()
+        .map(|d| d.get_str("runId").unwrap_or_default().to_string())
+        .collect();
+
+    let seen: Seen = Arc::default();
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    c.start_worker("w1", Default::default())?;
+    wait_until(
+        "the restarted worker to deliver the notices its last life queued",
+        Duration::from_secs(30),
+        || {
+            let seen = seen.clone();
+            let failed = failed.clone();
+            async move {
+                let got: BTreeSet<String> = seen
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|(_, b)| b["runId"].as_str().map(str::to_string))
+                    .collect();
+                failed.is_subset(&got)
+            }
+        },
+    )
+    .await?;
+    server.abort();
+    Ok(())
+}

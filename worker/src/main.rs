@@ -109,7 +109,11 @@ async fn main() -> anyhow::Result<()> {
     let run_tasks = TaskTracker::new();
     // Ends once every sender (the run context) is gone and deliveries in
     // flight finish, or `notify::FLUSH_GRACE` after.
-    let (notifier, notifier_done) = notify::Notifier::start(metrics.clone(), stop_all.clone());
+    let (notifier, notifier_done) = notify::Notifier::start(
+        metrics.clone(),
+        notify::Outbox::new(&config.spool_dir),
+        stop_all.clone(),
+    );
     let runs = Arc::new(runs::Runs::default());
     let health = Arc::new(health::Health::new(metrics.clone()));
     let (lease_id, lease_rx) = tokio::sync::watch::channel(0i64);

@@ -1,20 +1,25 @@
 //! Job notifications: when a run ends with a status its job's `notify.on`
 //! names, the worker that wrote the record POSTs a notice to each webhook.
 //!
-//! At least once while the worker lives: each delivery is retried with
-//! backoff (1 s doubling to 60 s, for up to `GIVE_UP_AFTER`) until the
-//! receiver answers 2xx; a 4xx other than 408 and 429 ends it (the receiver
-//! refuses it). Never in the way of runs or records: notices are queued
-//! without waiting (a full queue drops the notice, logged and counted), and
-//! delivered by their own tasks. At shutdown, deliveries get `FLUSH_GRACE`.
-//! Every notice carries the run id (body `runId`, headers `X-GDTS-Run-Id`
-//! and `Idempotency-Key`), so a receiver drops repeats by it.
+//! At least once: each delivery is retried with backoff (1 s doubling to
+//! 60 s, for up to `GIVE_UP_AFTER` after the run ended) until the receiver
+//! answers 2xx; a 4xx other than 408 and 429 ends it (the receiver refuses
+//! it). Each notice is kept in an outbox directory (`GDTS_SPOOL_DIR/notices`,
+//! one file per notice, the worker's alone) until its delivery ends, so a
+//! worker that stops before then (at shutdown deliveries get `FLUSH_GRACE`)
+//! or dies delivers it after its next start. Never in the way of runs or
+//! records: notices are queued without waiting (a full queue drops the
+//! notice, logged and counted), and delivered by their own tasks. Every
+//! notice carries the run id (body `runId`, headers `X-GDTS-Run-Id` and
+//! `Idempotency-Key`), so a receiver drops repeats by it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gdts_common::job::Job;
 use gdts_common::log_record::LogRecord;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -39,29 +44,145 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How long deliveries may go on once the worker stops.
 pub const FLUSH_GRACE: Duration = Duration::from_secs(10);
 
+/// A notice, as kept in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Notice {
     url: String,
     run_id: String,
     body: serde_json::Value,
+    /// When it was queued (epoch ms): `GIVE_UP_AFTER` counts from here,
+    /// across restarts.
+    queued_at: i64,
+}
+
+/// Where notices wait until their delivery ends: one file per notice,
+/// written (0600) before the notice is queued, removed when it is
+/// delivered, refused or given up.
+#[derive(Clone)]
+pub struct Outbox {
+    dir: PathBuf,
+}
+
+impl Outbox {
+    pub fn new(spool_dir: &Path) -> Outbox {
+        Outbox {
+            dir: spool_dir.join("notices"),
+        }
+    }
+
+    /// Keeps `notice`; its file, or `None` (logged) if it cannot be kept.
+    fn keep(&self, notice: &Notice) -> Option<PathBuf> {
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self
+            .dir
+            .join(format!("{:013}-{seq:08}.json", notice.queued_at));
+        let tmp = path.with_extension("partial");
+        let kept = crate::log_sink::create_private_dir(&self.dir)
+            .and_then(|()| {
+                let bytes = serde_json::to_vec(notice).expect("a notice serializes");
+                crate::log_sink::write_private(&tmp, &bytes)
+            })
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        match kept {
+            Ok(()) => Some(path),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, run_id = %notice.run_id, "cannot keep a notice in the outbox; it is lost if the worker stops before it is delivered");
+                None
+            }
+        }
+    }
+
+    /// The notices kept by an earlier life of this worker, oldest first
+    /// (unreadable files are left where they are, logged).
+    fn kept(&self) -> Vec<(Notice, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        paths
+            .into_iter()
+            .filter_map(|path| {
+                let read = std::fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+                match read {
+                    Ok(notice) => Some((notice, path)),
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), error = %e, "an outbox notice cannot be read; left in place");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// A notice on its way, with its outbox file (if it has one).
+struct Queued {
+    notice: Notice,
+    file: Option<PathBuf>,
+}
+
+impl Queued {
+    /// Its delivery ended (delivered, refused or given up): the outbox
+    /// forgets it.
+    fn done(&self) {
+        if let Some(file) = &self.file {
+            if let Err(e) = std::fs::remove_file(file) {
+                tracing::warn!(file = %file.display(), error = %e, "cannot remove a delivered notice from the outbox; it may be sent again");
+            }
+        }
+    }
 }
 
 /// Queues notices for delivery.
 #[derive(Clone)]
 pub struct Notifier {
-    tx: mpsc::Sender<Notice>,
+    tx: mpsc::Sender<Queued>,
+    outbox: Outbox,
     metrics: Arc<Metrics>,
 }
 
 impl Notifier {
-    /// Starts the delivery loop; it ends once `stop` is cancelled and the
-    /// deliveries in flight finish or `FLUSH_GRACE` passes.
+    /// Starts the delivery loop, first with the notices `outbox` kept from
+    /// an earlier life; it ends once `stop` is cancelled and the deliveries
+    /// in flight finish or `FLUSH_GRACE` passes.
     pub fn start(
         metrics: Arc<Metrics>,
+        outbox: Outbox,
         stop: CancellationToken,
     ) -> (Notifier, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let handle = tokio::spawn(deliver_all(rx, metrics.clone(), stop));
-        (Notifier { tx, metrics }, handle)
+        let kept: Vec<Queued> = outbox
+            .kept()
+            .into_iter()
+            .map(|(notice, file)| Queued {
+                notice,
+                file: Some(file),
+            })
+            .collect();
+        if !kept.is_empty() {
+            tracing::info!(
+                notices = kept.len(),
+                "delivering notices an earlier run of this worker kept"
+            );
+        }
+        let handle = tokio::spawn(deliver_all(kept, rx, metrics.clone(), stop));
+        (
+            Notifier {
+                tx,
+                outbox,
+                metrics,
+            },
+            handle,
+        )
     }
 
     /// Queues a notice of `record` to each of `job`'s webhooks, if its
@@ -74,13 +195,19 @@ impl Notifier {
             return;
         }
         let body = body(record);
+        let queued_at = chrono::Utc::now().timestamp_millis();
         for url in &notify.webhooks {
             let notice = Notice {
                 url: url.clone(),
                 run_id: record.run_id.clone(),
                 body: body.clone(),
+                queued_at,
             };
-            if self.tx.try_send(notice).is_err() {
+            let file = self.outbox.keep(&notice);
+            if let Err(mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q)) =
+                self.tx.try_send(Queued { notice, file })
+            {
+                q.done();
                 self.metrics.notification("dropped");
                 tracing::error!(job = %job.name, run_id = %record.run_id, "notification queue full; a notice is dropped");
             }
@@ -118,7 +245,8 @@ fn body(r: &LogRecord) -> serde_json::Value {
 }
 
 async fn deliver_all(
-    mut rx: mpsc::Receiver<Notice>,
+    kept: Vec<Queued>,
+    mut rx: mpsc::Receiver<Queued>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -140,7 +268,7 @@ async fn deliver_all(
     let abandon = CancellationToken::new();
     // A delivery of its own, holding its place among `DELIVERIES` (if
     // given) until it ends.
-    let spawn = |notice: Notice, slot: Option<OwnedSemaphorePermit>| {
+    let spawn = |queued: Queued, slot: Option<OwnedSemaphorePermit>| {
         let (client, metrics, abandon, requests) = (
             client.clone(),
             metrics.clone(),
@@ -148,24 +276,32 @@ async fn deliver_all(
             requests.clone(),
         );
         tasks.spawn(async move {
-            deliver(&client, &requests, &notice, &metrics, &abandon).await;
+            if deliver(&client, &requests, &queued.notice, &metrics, &abandon).await {
+                queued.done();
+            }
             drop(slot);
         });
     };
+    for queued in kept {
+        let Ok(slot) = deliveries.clone().acquire_owned().await else {
+            break;
+        };
+        spawn(queued, Some(slot));
+    }
     loop {
         let notice = tokio::select! {
             n = rx.recv() => n,
             _ = stop.cancelled() => None,
         };
-        let Some(notice) = notice else { break };
+        let Some(queued) = notice else { break };
         let Ok(slot) = deliveries.clone().acquire_owned().await else {
             break;
         };
-        spawn(notice, Some(slot));
+        spawn(queued, Some(slot));
     }
     // Notices still queued at the stop get their chance too.
-    while let Ok(notice) = rx.try_recv() {
-        spawn(notice, None);
+    while let Ok(queued) = rx.try_recv() {
+        spawn(queued, None);
     }
     tasks.close();
     if tokio::time::timeout(FLUSH_GRACE, tasks.wait())
@@ -177,14 +313,19 @@ async fn deliver_all(
     }
 }
 
+/// Delivers one notice; true once its delivery ended (delivered, refused or
+/// given up), false if the worker stopped first (it stays in the outbox).
 async fn deliver(
     client: &reqwest::Client,
     requests: &Semaphore,
     n: &Notice,
     metrics: &Metrics,
     abandon: &CancellationToken,
-) {
-    let started = tokio::time::Instant::now();
+) -> bool {
+    let waited = chrono::Utc::now().timestamp_millis() - n.queued_at;
+    let started = tokio::time::Instant::now()
+        .checked_sub(Duration::from_millis(waited.max(0) as u64))
+        .unwrap_or_else(tokio::time::Instant::now);
     let mut backoff = FIRST_RETRY;
     loop {
         let sent = async {
@@ -200,15 +341,14 @@ async fn deliver(
         let outcome = tokio::select! {
             r = sent => r,
             _ = abandon.cancelled() => {
-                metrics.notification("failed");
-                tracing::warn!(url = %redact(&n.url), run_id = %n.run_id, "notification not delivered by shutdown; given up");
-                return;
+                tracing::warn!(url = %redact(&n.url), run_id = %n.run_id, "notification not delivered by shutdown; kept for the next start");
+                return false;
             }
         };
         let why = match outcome {
             Ok(resp) if resp.status().is_success() => {
                 metrics.notification("delivered");
-                return;
+                return true;
             }
             Ok(resp) => {
                 let status = resp.status();
@@ -218,7 +358,7 @@ async fn deliver(
                 {
                     metrics.notification("failed");
                     tracing::error!(url = %redact(&n.url), run_id = %n.run_id, %status, "the webhook refused a notification; not retried");
-                    return;
+                    return true;
                 }
                 format!("answered {status}")
             }
@@ -227,16 +367,15 @@ async fn deliver(
         if started.elapsed() + backoff > GIVE_UP_AFTER {
             metrics.notification("failed");
             tracing::error!(url = %redact(&n.url), run_id = %n.run_id, error = %why, "notification not delivered in {GIVE_UP_AFTER:?}; given up");
-            return;
+            return true;
         }
         metrics.notification("retried");
         tracing::warn!(url = %redact(&n.url), run_id = %n.run_id, error = %why, retry_in = ?backoff, "notification not delivered; retrying");
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = abandon.cancelled() => {
-                metrics.notification("failed");
-                tracing::warn!(url = %redact(&n.url), run_id = %n.run_id, "notification not delivered by shutdown; given up");
-                return;
+                tracing::warn!(url = %redact(&n.url), run_id = %n.run_id, "notification not delivered by shutdown; kept for the next start");
+                return false;
             }
         }
         backoff = (backoff * 2).min(MAX_RETRY);
@@ -260,6 +399,41 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outbox_keeps_notices_until_their_delivery_ends() {
+        let spool = tempfile::tempdir().unwrap();
+        let outbox = Outbox::new(spool.path());
+        assert!(outbox.kept().is_empty());
+        let notice = |run: &str, at: i64| Notice {
+            url: "http://127.0.0.1:9/hook".into(),
+            run_id: run.into(),
+            body: json!({"runId": run}),
+            queued_at: at,
+        };
+        let second = outbox.keep(&notice("b", 2_000)).unwrap();
+        let first = outbox.keep(&notice("a", 1_000)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&first).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A later life finds them, oldest first.
+        let kept = Outbox::new(spool.path()).kept();
+        assert_eq!(
+            kept.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+            [notice("a", 1_000), notice("b", 2_000)]
+        );
+        // A torn write is not a notice.
+        std::fs::write(spool.path().join("notices/x.partial"), b"{").unwrap();
+        assert_eq!(outbox.kept().len(), 2);
+        Queued {
+            notice: notice("a", 1_000),
+            file: Some(first),
+        }
+        .done();
+        let kept = outbox.kept();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].1, second);
+    }
 
     #[test]
     fn urls_are_logged_without_their_secret_part() {

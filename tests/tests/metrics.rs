@@ -343,5 +343,27 @@ fn alert_rules_pass_promtool_and_their_unit_tests() -> anyhow::Result<()> {
     assert!(checked.contains("SUCCESS"), "{checked}");
     let tested = run_promtool(&["test", "rules", "alerts_test.yml"], None)?;
     assert!(tested.contains("SUCCESS"), "{tested}");
+    // Every alert has a unit test that makes it fire.
+    let dir = workspace_root().join("ops/prometheus");
+    let rules = std::fs::read_to_string(dir.join("alerts.yml"))?;
+    let tests = std::fs::read_to_string(dir.join("alerts_test.yml"))?;
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 6, "{alerts:?}");
+    // Each test case runs from its alertname to the next one's.
+    let firing: BTreeSet<&str> = tests
+        .split("alertname: ")
+        .skip(1)
+        .filter(|case| case.contains("exp_labels"))
+        .filter_map(|case| case.lines().next())
+        .map(str::trim)
+        .collect();
+    let untested: Vec<&&str> = alerts.iter().filter(|a| !firing.contains(**a)).collect();
+    assert!(
+        untested.is_empty(),
+        "alerts without a unit test: {untested:?}"
+    );
     Ok(())
 }

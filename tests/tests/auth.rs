@@ -168,6 +168,14 @@ async fn every_endpoint_needs_a_token_and_the_role_for_what_it_does() -> anyhow:
     let v1 = http.send(req(Method::GET, "/api/v1/jobs")).await?;
     assert_eq!(v1.status, 401);
     assert_eq!(v1.body["error"]["status"], 401, "{}", v1.body);
+    // The metrics name jobs and workers: a scraper needs a viewer token.
+    let metrics = http.send(req(Method::GET, "/metrics")).await?;
+    assert_eq!(metrics.status, 401);
+    // Without IAP configured, its header is anyone's to send: ignored.
+    let forged = http
+        .send(req(Method::GET, "/api/v1/jobs").header("x-goog-iap-jwt-assertion", "e30.e30.e30"))
+        .await?;
+    assert_eq!(forged.status, 401, "{}", forged.body);
 
     // Every operation of the OpenAPI document, without a token: 401 unless
     // it is one of the public ones.
@@ -257,6 +265,9 @@ async fn every_endpoint_needs_a_token_and_the_role_for_what_it_does() -> anyhow:
         .await?));
     assert!(ok(&http
         .send(req(Method::GET, "/job/list").token(&viewer))
+        .await?));
+    assert!(ok(&http
+        .send(req(Method::GET, "/metrics").token(&viewer))
         .await?));
     let viewer_put = http
         .send(

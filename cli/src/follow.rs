@@ -40,17 +40,21 @@ pub fn print_run(run: &Value, json_out: bool) {
     }
 }
 
-/// How many times in a row the event stream may fail to open before
-/// `--follow` gives up (exit 1).
+/// How many times in a row the event stream may fail (not open, or end
+/// before anything arrived) before `--follow` gives up (exit 1).
 const MAX_FAILED_CONNECTS: u32 = 8;
+/// The manager sends a keep-alive every 15 s: a stream silent this long is
+/// dead (a manager gone without closing it, a NAT that forgot it).
+const SILENCE: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// Follows `/events` for good: each `run.finished` of `job` that names its
 /// run is fetched and printed, once (`printed`: run ids printed already).
 /// When the stream ends or breaks (a manager replaced, a proxy's request
-/// timeout), it is opened again with `Last-Event-ID`, so no run finished
-/// meanwhile is missed; runs that finished before the stream first opened,
-/// but not before `listed_at` (epoch ms: when the recent ones were listed),
-/// are printed once it has.
+/// timeout, or silent past `SILENCE`), it is opened again with
+/// `Last-Event-ID`. Each time it opens, and when the manager says it could
+/// not resume (`reset`), the job's recent runs that ended since `listed_at`
+/// (epoch ms: when the recent ones were listed) and were not printed yet
+/// are printed, so none is missed.
 pub async fn follow(
     client: &Client,
     job: &str,
@@ -60,29 +64,38 @@ pub async fn follow(
 ) -> anyhow::Result<()> {
     let mut last_id: Option<String> = None;
     let mut failed = 0u32;
-    let mut opened_once = false;
     loop {
-        match open(client, last_id.as_deref()).await {
+        let why = match open(client, last_id.as_deref()).await {
             Ok(resp) => {
-                failed = 0;
-                if !opened_once {
-                    opened_once = true;
-                    catch_up(client, job, json_out, listed_at, &mut printed).await;
+                catch_up(client, job, json_out, listed_at, &mut printed).await;
+                let mut stream = Stream {
+                    client,
+                    job,
+                    json_out,
+                    listed_at,
+                    printed: &mut printed,
+                    last_id: &mut last_id,
+                    heard: false,
+                };
+                let ended = stream.read(resp).await;
+                if stream.heard {
+                    // It worked for a while: start counting afresh.
+                    failed = 0;
                 }
-                if let Err(e) = read(resp, client, job, json_out, &mut printed, &mut last_id).await
-                {
-                    eprintln!("gdts: the event stream broke ({e:#}); opening it again");
+                match ended {
+                    Ok(()) if stream.heard => None,
+                    Ok(()) => Some(anyhow::anyhow!("the event stream ended at once")),
+                    Err(e) => Some(e.context("the event stream broke")),
                 }
             }
-            Err(e) => {
-                failed += 1;
-                if failed >= MAX_FAILED_CONNECTS {
-                    return Err(e.context(format!(
-                        "the event stream could not be opened {failed} times in a row"
-                    )));
-                }
-                eprintln!("gdts: {e:#}; trying again");
+            Err(e) => Some(e),
+        };
+        if let Some(e) = why {
+            failed += 1;
+            if failed >= MAX_FAILED_CONNECTS {
+                return Err(e.context(format!("the event stream failed {failed} times in a row")));
             }
+            eprintln!("gdts: {e:#}; trying again");
         }
         // 0.5 s, doubling up to 8 s, while opening fails.
         let wait = 500u64 << failed.min(4);
@@ -109,45 +122,73 @@ async fn open(client: &Client, last_id: Option<&str>) -> anyhow::Result<reqwest:
     Ok(resp)
 }
 
-/// Reads one connection's events until it ends.
-async fn read(
-    resp: reqwest::Response,
-    client: &Client,
-    job: &str,
+/// One open event stream and what reading it updates.
+struct Stream<'a> {
+    client: &'a Client,
+    job: &'a str,
     json_out: bool,
-    printed: &mut HashSet<String>,
-    last_id: &mut Option<String>,
-) -> anyhow::Result<()> {
-    let mut stream = resp.bytes_stream();
-    let mut buffer = String::new();
-    let (mut event, mut data, mut id) = (String::new(), String::new(), None::<String>);
-    while let Some(chunk) = stream.next().await {
-        buffer.push_str(&String::from_utf8_lossy(&chunk?));
-        while let Some(end) = buffer.find('\n') {
-            let line = buffer[..end].trim_end_matches('\r').to_string();
-            buffer.drain(..=end);
-            if line.is_empty() {
-                if event == "run.finished" {
-                    finished(client, job, &data, json_out, printed).await;
+    listed_at: i64,
+    printed: &'a mut HashSet<String>,
+    last_id: &'a mut Option<String>,
+    /// Anything (an event, a keep-alive) arrived.
+    heard: bool,
+}
+
+impl Stream<'_> {
+    /// Reads the connection's events until it ends, breaks or goes silent.
+    async fn read(&mut self, resp: reqwest::Response) -> anyhow::Result<()> {
+        let mut stream = resp.bytes_stream();
+        let mut buffer = String::new();
+        let (mut event, mut data, mut id) = (String::new(), String::new(), None::<String>);
+        loop {
+            let chunk = match tokio::time::timeout(SILENCE, stream.next()).await {
+                Ok(Some(chunk)) => chunk?,
+                Ok(None) => return Ok(()),
+                Err(_) => anyhow::bail!("nothing arrived in {SILENCE:?}"),
+            };
+            self.heard = true;
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find('\n') {
+                let line = buffer[..end].trim_end_matches('\r').to_string();
+                buffer.drain(..=end);
+                if line.is_empty() {
+                    match event.as_str() {
+                        "run.finished" => {
+                            finished(self.client, self.job, &data, self.json_out, self.printed)
+                                .await
+                        }
+                        // The manager could not resume where this left off:
+                        // what ended meanwhile is read from the records.
+                        "reset" => {
+                            catch_up(
+                                self.client,
+                                self.job,
+                                self.json_out,
+                                self.listed_at,
+                                self.printed,
+                            )
+                            .await
+                        }
+                        _ => {}
+                    }
+                    if let Some(id) = id.take() {
+                        *self.last_id = Some(id);
+                    }
+                    event.clear();
+                    data.clear();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(v.trim_start());
                 }
-                if let Some(id) = id.take() {
-                    *last_id = Some(id);
-                }
-                event.clear();
-                data.clear();
-            } else if let Some(v) = line.strip_prefix("event:") {
-                event = v.trim().to_string();
-            } else if let Some(v) = line.strip_prefix("id:") {
-                id = Some(v.trim().to_string());
-            } else if let Some(v) = line.strip_prefix("data:") {
-                if !data.is_empty() {
-                    data.push('\n');
-                }
-                data.push_str(v.trim_start());
             }
         }
     }
-    Ok(())
 }
 
 /// Prints the job's recent runs that ended at `listed_at` or later and were

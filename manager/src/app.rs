@@ -268,6 +268,17 @@ mod tests {
         // refusal, for the JSON API and the legacy one.
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
         assert_eq!(body["error"]["status"], 413, "{body}");
+        // Nobody's body is read before they are known: a stranger is
+        // refused first.
+        let (status, _, body) = send(
+            "PUT",
+            "/api/v1/jobs/j",
+            None,
+            &[("content-type", "application/json")],
+            &big,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
         let form = format!(
             "name=j&command={}",
             "x".repeat(crate::auth::DEFAULT_MAX_BODY_BYTES as usize + 1)

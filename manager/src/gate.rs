@@ -31,26 +31,13 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
             ),
         )
     };
-    match req
+    let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        Some(len) if len > config.max_body_bytes => return too_large(len.to_string()),
-        Some(_) => {}
-        None if changes => {
-            // No length given (a chunked body): read it here, up to the
-            // limit, so an oversized one gets this refusal too and not the
-            // extractors' plain-text one.
-            let (parts, body) = req.into_parts();
-            let limit = config.max_body_bytes as usize;
-            match axum::body::to_bytes(body, limit).await {
-                Ok(bytes) => req = Request::from_parts(parts, axum::body::Body::from(bytes)),
-                Err(_) => return too_large(format!("over {limit}")),
-            }
-        }
-        None => {}
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|len| *len > config.max_body_bytes) {
+        return too_large(len.to_string());
     }
     if changes {
         if let Err(message) = same_origin(req.headers(), &config.allowed_origins) {
@@ -119,7 +106,47 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
             .map(|v| v.chars().take(200).collect()),
     };
     req.extensions_mut().insert(caller);
+    if declared.is_none() && changes {
+        // No length given (a chunked body), from a caller allowed to send
+        // it: read here, up to the limit and for a bounded time, so an
+        // oversized body gets this refusal and not the extractors' plain
+        // text.
+        let (parts, body) = req.into_parts();
+        let limit = config.max_body_bytes as usize;
+        match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(bytes)) => req = Request::from_parts(parts, axum::body::Body::from(bytes)),
+            Ok(Err(e)) if over_limit(&e) => return too_large(format!("over {limit}")),
+            Ok(Err(e)) => {
+                return deny(
+                    StatusCode::BAD_REQUEST,
+                    format!("the request body could not be read: {e}"),
+                )
+            }
+            Err(_) => {
+                return deny(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}"),
+                )
+            }
+        }
+    }
     next.run(req).await
+}
+
+/// How long a body sent without a length may take to arrive.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether reading a body failed for its size (and not for a broken
+/// connection).
+fn over_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// The credential a request came with, kept for the event stream, which

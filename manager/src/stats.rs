@@ -128,8 +128,6 @@ fn tally(records: &[Document], from: i64, to: i64) -> (Bucket, Vec<Bucket>) {
     (totals, minutes.into_values().map(Tally::finish).collect())
 }
 
-/// The fleet over the last `minutes` (1-60, default 15): runs, failures,
-/// missed ticks, start lag, per minute; and the live workers.
 /// Where the figures start: `from`, or, when only the newest records were
 /// read (`truncated`; newest first), the oldest of those, so that rates
 /// are over the time the records cover and not the whole window.
@@ -140,6 +138,8 @@ fn covered_from(records: &[Document], from: i64, truncated: bool) -> i64 {
     }
 }
 
+/// The fleet over the last `minutes` (1-60, default 15): runs, failures,
+/// missed ticks, start lag, per minute; and the live workers.
 #[utoipa::path(get, path = "/stats", tag = "stats",
     params(("minutes" = Option<i64>, Query, minimum = 1, maximum = 60, description = "the window, 1-60 minutes, default 15")),
     responses((status = 200, body = Stats), (status = 400, body = ApiError)))]

@@ -502,14 +502,10 @@ impl Store {
             .and_then(|kv| decode_spec(kv.value()).map(|spec| (spec, kv.mod_revision()))))
     }
 
-    /// Live workers with their registrations. Workers write a registration
-    /// once, so what changes is filled in here: `lastSeen` from the
-    /// registration lease (its last renewal, to the second), and `running`,
-    /// the running marks that name the worker.
-    /// The workers' registrations as they wrote them: no running counts, no
-    /// last-seen (no lease lookups), enough to tell who takes ticks.
-    /// Whether a live worker could run `name` now: false when its selector
-    /// matches no worker that takes ticks; `None` when there is no such job.
+    /// Whether a live worker could run `name` now: false when workers take
+    /// ticks and its selector matches none of them (with none at all, a
+    /// request waits for one, as any job's does); `None` when there is no
+    /// such job.
     pub async fn runnable(&self, name: &JobName) -> Result<Option<bool>, StoreError> {
         let Some(spec) = self.get_job(name).await? else {
             return Ok(None);
@@ -518,12 +514,14 @@ impl Store {
             return Ok(Some(true));
         }
         let workers = self.registrations().await?;
-        Ok(Some(!gdts_common::values::selector_unmatched(
-            &spec.selector,
-            &workers,
-        )))
+        let none_ticking = gdts_common::values::ticking_workers(&workers).is_empty();
+        Ok(Some(
+            none_ticking || !gdts_common::values::selector_unmatched(&spec.selector, &workers),
+        ))
     }
 
+    /// The workers' registrations as they wrote them: no running counts, no
+    /// last-seen (no lease lookups), enough to tell who takes ticks.
     pub async fn registrations(&self) -> Result<Vec<WorkerInfo>, StoreError> {
         let (kvs, _) = RangePages::prefix(self.etcd.clone(), &self.keys.workers_prefix())
             .collect()
@@ -531,6 +529,10 @@ impl Store {
         Ok(kvs.iter().filter_map(decode_registration).collect())
     }
 
+    /// Live workers with their registrations. Workers write a registration
+    /// once, so what changes is filled in here: `lastSeen` from the
+    /// registration lease (its last renewal, to the second), and `running`,
+    /// the running marks that name the worker.
     pub async fn worker_infos(&self) -> Result<Vec<WorkerInfo>, StoreError> {
         use futures::{StreamExt, TryStreamExt};
         let registrations =

@@ -272,20 +272,22 @@ async fn insert_with_timeout(
     result
 }
 
-/// Creates `dir` (and its parents) if missing, and makes it the worker's
-/// alone (0700): journaled records and outputs waiting for upload hold what
-/// jobs printed, which other jobs (all run as the same job user) must not
-/// read.
+/// Creates `dir` (and its parents) if missing, the worker's alone (0700).
+/// A directory that exists keeps its mode (it may be the system's temporary
+/// directory, shared by everyone): what matters is that every file the
+/// worker writes there (journaled records, outputs waiting for upload,
+/// notices) is its own alone, 0600, since those hold what jobs printed,
+/// which other jobs (all run as the same job user) must not read.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .create(dir)
 }
 
-/// Writes a new file only the worker's user may read (0600).
+/// Writes a new file only the worker's user may read (0600), to disk
+/// (fsync) before it returns; a file left half-written is removed.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -294,7 +296,11 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    file.write_all(bytes)
+    let written = file.write_all(bytes).and_then(|()| file.sync_data());
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
 }
 
 /// Writes `records` as JSON lines to a new spool file (atomically: a
@@ -522,10 +528,13 @@ mod tests {
         let dir = root.path().join("spool/deeper");
         create_private_dir(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
-        // An existing directory others could read is closed to them.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        create_private_dir(&dir).unwrap();
-        assert_eq!(mode(&dir), 0o700);
+        // A directory that exists is left as it is (/tmp must stay 1777).
+        let shared = root.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        create_private_dir(&shared).unwrap();
+        let full = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(full, 0o1777);
         let file = dir.join("records.jsonl");
         write_private(&file, b"{}\n").unwrap();
         assert_eq!(mode(&file), 0o600);

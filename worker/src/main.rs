@@ -34,11 +34,27 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::from_lookup(&|k| std::env::var(k).ok())
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
+    if config.shell.run_as.is_some() {
+        // Before any other thread exists (no_new_privs is a thread's, and
+        // threads inherit it): every process the worker starts has it, so
+        // no setuid or file-capability binary (sudo, su, ping) lifts a run
+        // above the job user. The worker keeps its own rights: it switches
+        // users by system call, never by exec.
+        nix::sys::prctl::set_no_new_privs()
+            .context("setting no_new_privs for runs as the job user")?;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     gdts_runtime::init_tracing(config.log_format);
     tracing::info!(worker = %config.worker_id, "worker starting");
     // Not dumpable: a job running as the worker's own user cannot read the
@@ -49,13 +65,7 @@ async fn main() -> anyhow::Result<()> {
     }
     match &config.shell.run_as {
         Some(user) => {
-            tracing::info!(user = %user.name, uid = user.uid, "shell jobs run as an unprivileged user");
-            // Inherited by every process the worker starts: no setuid or
-            // file-capability binary lifts a run above the job user. The
-            // worker keeps its own rights (it switches users by system
-            // call, never by exec).
-            nix::sys::prctl::set_no_new_privs()
-                .context("setting no_new_privs for runs as the job user")?;
+            tracing::info!(user = %user.name, uid = user.uid, "shell jobs run as an unprivileged user (no_new_privs)");
         }
         None if nix::unistd::geteuid().is_root() => tracing::warn!(
             "shell jobs run as root: set GDTS_JOB_USER (e.g. nobody) to run them unprivileged"
@@ -111,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
     // flight finish, or `notify::FLUSH_GRACE` after.
     let (notifier, notifier_done) = notify::Notifier::start(
         metrics.clone(),
-        notify::Outbox::new(&config.spool_dir),
+        notify::Outbox::new(&config.spool_dir, &config.worker_id),
         stop_all.clone(),
     );
     let runs = Arc::new(runs::Runs::default());

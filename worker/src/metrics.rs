@@ -425,8 +425,8 @@ mod tests {
         for line in [
             "gdts_worker_runs_total{status=\"succeeded\",trigger=\"schedule\"} 2",
             "gdts_worker_runs_total{status=\"timed-out\",trigger=\"schedule\"} 1",
-            "gdts_worker_job_runs_total{job=\"a\",outcome=\"failed\"} 1",
-            "gdts_worker_job_runs_total{job=\"_other\",outcome=\"failed\"} 1",
+            "gdts_worker_job_runs_total{job_name=\"a\",outcome=\"failed\"} 1",
+            "gdts_worker_job_runs_total{job_name=\"_other\",outcome=\"failed\"} 1",
             "gdts_worker_tick_start_lag_seconds_bucket{trigger=\"schedule\",le=\"0.005\"} 4",
             "gdts_worker_tick_start_lag_seconds_bucket{trigger=\"schedule\",le=\"0.0025\"} 0",
             "gdts_worker_run_duration_seconds_bucket{le=\"0.5\"} 4",
@@ -435,7 +435,7 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }
-        assert!(!text.contains("job=\"c\""), "{text}");
+        assert!(!text.contains("job_name=\"c\""), "{text}");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! At least once: each delivery is retried with backoff (1 s doubling to
 //! 60 s, for up to `GIVE_UP_AFTER` after the run ended) until the receiver
 //! answers 2xx; a 4xx other than 408 and 429 ends it (the receiver refuses
-//! it). Each notice is kept in an outbox directory (`GDTS_SPOOL_DIR/notices`,
-//! one file per notice, the worker's alone) until its delivery ends, so a
+//! it). Each notice is kept in an outbox directory
+//! (`GDTS_SPOOL_DIR/notices-{worker id}`, one file per notice, the worker's
+//! alone) until its delivery ends, so a
 //! worker that stops before then (at shutdown deliveries get `FLUSH_GRACE`)
 //! or dies delivers it after its next start. Never in the way of runs or
 //! records: notices are queued without waiting (a full queue drops the
@@ -65,9 +66,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(spool_dir: &Path) -> Outbox {
+    /// The outbox of worker `worker_id`: its own, should workers share a
+    /// spool directory (the default, the system's temporary one).
+    pub fn new(spool_dir: &Path, worker_id: &str) -> Outbox {
         Outbox {
-            dir: spool_dir.join("notices"),
+            dir: spool_dir.join(format!("notices-{worker_id}")),
         }
     }
 
@@ -84,7 +87,11 @@ impl Outbox {
                 let bytes = serde_json::to_vec(notice).expect("a notice serializes");
                 crate::log_sink::write_private(&tmp, &bytes)
             })
-            .and_then(|()| std::fs::rename(&tmp, &path));
+            .and_then(|()| {
+                std::fs::rename(&tmp, &path).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                })
+            });
         match kept {
             Ok(()) => Some(path),
             Err(e) => {
@@ -100,11 +107,17 @@ impl Outbox {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
-        let mut paths: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
+        let mut paths = Vec::new();
+        for path in entries.flatten().map(|e| e.path()) {
+            match path.extension().and_then(|x| x.to_str()) {
+                Some("json") => paths.push(path),
+                // A write the last life did not finish: never queued.
+                Some("partial") => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                _ => {}
+            }
+        }
         paths.sort();
         paths
             .into_iter()
@@ -204,12 +217,15 @@ impl Notifier {
                 queued_at,
             };
             let file = self.outbox.keep(&notice);
-            if let Err(mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q)) =
-                self.tx.try_send(Queued { notice, file })
-            {
-                q.done();
-                self.metrics.notification("dropped");
-                tracing::error!(job = %job.name, run_id = %record.run_id, "notification queue full; a notice is dropped");
+            match self.tx.try_send(Queued { notice, file }) {
+                Ok(()) => {}
+                // Stopping: kept for the next start.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(q)) => {
+                    q.done();
+                    self.metrics.notification("dropped");
+                    tracing::error!(job = %job.name, run_id = %record.run_id, "notification queue full; a notice is dropped");
+                }
             }
         }
     }
@@ -327,6 +343,12 @@ async fn deliver(
         .checked_sub(Duration::from_millis(waited.max(0) as u64))
         .unwrap_or_else(tokio::time::Instant::now);
     let mut backoff = FIRST_RETRY;
+    if started.elapsed() >= GIVE_UP_AFTER {
+        // Kept by a life of the worker that ended long ago: too late.
+        metrics.notification("failed");
+        tracing::error!(url = %redact(&n.url), run_id = %n.run_id, "notification not delivered in {GIVE_UP_AFTER:?}; given up");
+        return true;
+    }
     loop {
         let sent = async {
             let _slot = requests.acquire().await;
@@ -403,7 +425,7 @@ mod tests {
     #[test]
     fn the_outbox_keeps_notices_until_their_delivery_ends() {
         let spool = tempfile::tempdir().unwrap();
-        let outbox = Outbox::new(spool.path());
+        let outbox = Outbox::new(spool.path(), "w1");
         assert!(outbox.kept().is_empty());
         let notice = |run: &str, at: i64| Notice {
             url: "http://127.0.0.1:9/hook".into(),
@@ -417,13 +439,15 @@ mod tests {
         let mode = std::fs::metadata(&first).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         // A later life finds them, oldest first.
-        let kept = Outbox::new(spool.path()).kept();
+        let kept = Outbox::new(spool.path(), "w1").kept();
+        // Another worker's outbox is its own.
+        assert!(Outbox::new(spool.path(), "w2").kept().is_empty());
         assert_eq!(
             kept.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
             [notice("a", 1_000), notice("b", 2_000)]
         );
         // A torn write is not a notice.
-        std::fs::write(spool.path().join("notices/x.partial"), b"{").unwrap();
+        std::fs::write(spool.path().join("notices-w1/x.partial"), b"{").unwrap();
         assert_eq!(outbox.kept().len(), 2);
         Queued {
             notice: notice("a", 1_000),

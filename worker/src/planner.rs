@@ -677,9 +677,6 @@ impl Planner {
         }
     }
 
-    /// A job changed or was deleted: its ticks not yet claimed are dropped
-    /// (the table gives the new definition's ticks again); claimed ones check
-    /// their definition when released (`run::execute`).
     /// Sets `gdts_worker_jobs_unmatched`: the jobs that fire whose selector
     /// matches no live worker (none while no worker is known). Counted
     /// again after the jobs or the fleet changed, at most once per
@@ -709,6 +706,9 @@ impl Planner {
         self.ctx.metrics.set_jobs_unmatched(unmatched);
     }
 
+    /// A job changed or was deleted: its ticks not yet claimed are dropped
+    /// (the table gives the new definition's ticks again); claimed ones check
+    /// their definition when released (`run::execute`).
     fn apply_job_event(&mut self, event: PrefixEvent) {
         self.unmatched_stale = true;
         self.apply_job_table_event(event);

@@ -409,19 +409,31 @@ async fn action(client: &Client, name: &str, what: &str, json_out: bool) -> anyh
     Ok(())
 }
 
+/// A job's newest `limit` runs, newest first, read a page (of at most 500,
+/// the API's largest) at a time.
 async fn runs_of(client: &Client, job: &str, limit: u32) -> anyhow::Result<Vec<Value>> {
-    if limit == 0 {
-        return Ok(Vec::new());
+    // One size for every page, so that page numbers line up.
+    let size = limit.min(500);
+    let mut runs = Vec::new();
+    let mut page = 1;
+    while (runs.len() as u32) < limit {
+        let answer = client
+            .get(&format!(
+                "/jobs/{}/runs?page={page}&pageSize={size}",
+                segment(job)
+            ))
+            .await?
+            .body;
+        let items = answer["items"].as_array().cloned().unwrap_or_default();
+        let last = (items.len() as u32) < size;
+        runs.extend(items);
+        if last {
+            break;
+        }
+        page += 1;
     }
-    let page_size = limit.min(500);
-    let page = client
-        .get(&format!(
-            "/jobs/{}/runs?page=1&pageSize={page_size}",
-            segment(job)
-        ))
-        .await?
-        .body;
-    Ok(page["items"].as_array().cloned().unwrap_or_default())
+    runs.truncate(limit as usize);
+    Ok(runs)
 }
 
 fn run_row(r: &Value) -> Vec<String> {

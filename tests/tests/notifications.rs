@@ -31,6 +31,35 @@ async fn receive(
     "ok"
 }
 
+/// The ids of the runs `c` recorded for `job`.
+async fn run_ids(c: &Cluster, job: &str) -> anyhow::Result<BTreeSet<String>> {
+    let records = c.run_records().await?;
+    Ok(records_of(&records, job)
+        .iter()
+        .map(|d| d.get_str("runId").unwrap_or_default().to_string())
+        .collect())
+}
+
+/// Waits until the receiver has seen a notice of each of `runs`.
+async fn wait_for_notices(
+    what: &str,
+    seen: &Seen,
+    runs: &BTreeSet<String>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    wait_until(what, timeout, || {
+        let got: BTreeSet<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, b)| b["runId"].as_str().map(str::to_string))
+            .collect();
+        let all = runs.is_subset(&got);
+        async move { all }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notices_reach_the_webhook_at_least_once_and_never_hold_runs() -> anyhow::Result<()> {
     let c = Cluster::with_workers("notifications", &["w1"]).await?;
@@ -94,27 +123,12 @@ async fn notices_reach_the_webhook_at_least_once_and_never_hold_runs() -> anyhow
 
     // Every failed run so far reaches the receiver (the retries back off to
     // at most a minute).
-    let records = c.run_records().await?;
-    let failed: BTreeSet<String> = records_of(&records, "fails")
-        .iter()
-        .map(|d| d.get_str("runId").unwrap_or_default().to_string())
-        .collect();
-    wait_until(
+    let failed = run_ids(&c, "fails").await?;
+    wait_for_notices(
         "a notice of every failed run",
+        &seen,
+        &failed,
         Duration::from_secs(90),
-        || {
-            let seen = seen.clone();
-            let failed = failed.clone();
-            async move {
-                let got: BTreeSet<String> = seen
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|(_, b)| b["runId"].as_str().map(str::to_string))
-                    .collect();
-                failed.is_subset(&got)
-            }
-        },
     )
     .await?;
     let cheers = wait_until(
@@ -215,11 +229,7 @@ async fn notices_outlive_the_worker_that_queued_them() -> anyhow::Result<()> {
         .await?;
     assert_eq!(r.status(), 200, "{}", r.text().await?);
     c.worker("w1").kill9();
-    let records = c.run_records().await?;
-    let failed: BTreeSet<String> = records_of(&records, "fails")
-        .iter()
-        .map(|d| d.get_str("runId").unwrap_or_default().to_string())
-        .collect();
+    let failed = run_ids(&c, "fails").await?;
 
     let seen: Seen = Arc::default();
     let app = Router::new()
@@ -228,22 +238,11 @@ async fn notices_outlive_the_worker_that_queued_them() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     c.start_worker("w1", Default::default())?;
-    wait_until(
+    wait_for_notices(
         "the restarted worker to deliver the notices its last life queued",
+        &seen,
+        &failed,
         Duration::from_secs(30),
-        || {
-            let seen = seen.clone();
-            let failed = failed.clone();
-            async move {
-                let got: BTreeSet<String> = seen
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|(_, b)| b["runId"].as_str().map(str::to_string))
-                    .collect();
-                failed.is_subset(&got)
-            }
-        },
     )
     .await?;
     server.abort();

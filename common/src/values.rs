@@ -66,13 +66,10 @@ where
         .collect()
 }
 
-/// No worker that takes ticks among `infos` has every label `selector` asks
-/// for (an empty selector is matched by any such worker).
-pub fn selector_unmatched<'a, I>(selector: &BTreeMap<String, String>, infos: I) -> bool
-where
-    I: IntoIterator<Item = &'a WorkerInfo>,
-{
-    !ticking_workers(infos)
+/// None of `ticking` (the workers that take ticks, [`ticking_workers`]) has
+/// every label `selector` asks for (an empty selector is matched by any).
+pub fn selector_unmatched(selector: &BTreeMap<String, String>, ticking: &[&WorkerInfo]) -> bool {
+    !ticking
         .iter()
         .any(|w| crate::job::selector_matches(selector, &w.labels))
 }

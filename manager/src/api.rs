@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::auth::Caller;
 use crate::state::AppState;
-use crate::store::{Store, StoreError};
+use crate::store::{RunRequest, Store, StoreError};
 use serde_json::json;
 
 /// The original system's endpoints, and the probes.
@@ -158,11 +158,17 @@ async fn run_job(
     form: Result<Form<Fields>, FormRejection>,
 ) -> ApiResult<serde_json::Value> {
     let name = job_name(&form_fields(form)?)?;
-    if state.store.runnable(&name).await? == Some(false) {
-        return Err(ApiError::BadRequest(crate::api_v1::nobody_could_run(&name)));
-    }
-    let Some((requested_at, request)) = state.store.request_run(&name).await? else {
-        return Err(ApiError::BadRequest(format!("name: no job named {name:?}")));
+    let (requested_at, request) = match state.store.request_run(&name).await? {
+        RunRequest::Made {
+            requested_at,
+            request,
+        } => (requested_at, request),
+        RunRequest::NoSuchJob => {
+            return Err(ApiError::BadRequest(format!("name: no job named {name:?}")))
+        }
+        RunRequest::NobodyMatches => {
+            return Err(ApiError::BadRequest(crate::api_v1::nobody_could_run(&name)))
+        }
     };
     tracing::info!(job = %name, request = %request, by = %caller.name(), "run requested");
     let answer = json!({ "requestedAt": requested_at, "request": request });

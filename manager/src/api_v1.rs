@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::reply::{paging, query, ApiError, ApiErrorBody, Page, V1Error, V1Result};
 use crate::state::AppState;
-use crate::store::JobWindow;
+use crate::store::{JobWindow, RunRequest};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -133,8 +133,9 @@ async fn flag_unmatched(state: &AppState, views: &mut [JobView]) {
             return;
         }
     };
+    let ticking = gdts_common::values::ticking_workers(&workers);
     for v in views.iter_mut().filter(|v| !v.spec.selector.is_empty()) {
-        v.unmatched = gdts_common::values::selector_unmatched(&v.spec.selector, &workers);
+        v.unmatched = gdts_common::values::selector_unmatched(&v.spec.selector, &ticking);
     }
 }
 
@@ -541,16 +542,14 @@ async fn run_job(
     Path(name): Path<String>,
 ) -> V1Result<(StatusCode, Json<Value>)> {
     let name = name_of(&name)?;
-    match state.store.runnable(&name).await? {
-        None => return Err(no_such_job(&name)),
-        Some(false) => return Err(V1Error::Conflict(nobody_could_run(&name))),
-        Some(true) => {}
-    }
-    let (requested_at, request) = state
-        .store
-        .request_run(&name)
-        .await?
-        .ok_or_else(|| no_such_job(&name))?;
+    let (requested_at, request) = match state.store.request_run(&name).await? {
+        RunRequest::Made {
+            requested_at,
+            request,
+        } => (requested_at, request),
+        RunRequest::NoSuchJob => return Err(no_such_job(&name)),
+        RunRequest::NobodyMatches => return Err(V1Error::Conflict(nobody_could_run(&name))),
+    };
     let answer = json!({ "requestedAt": requested_at, "request": request });
     state
         .audit

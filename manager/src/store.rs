@@ -8,8 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
-    TxnOpResponse,
+    Client, Compare, CompareOp, DeleteOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 use gdts_common::keys::{prefix_range_end, Keys};
 use gdts_common::log_record::{LogRecord, LOG_COLLECTION};
@@ -31,6 +30,19 @@ pub enum StoreError {
     Mongo(#[from] mongodb::error::Error),
     #[error("the job kept changing under a read-modify-write")]
     Conflict,
+}
+
+/// What became of a request for an immediate run ([`Store::request_run`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum RunRequest {
+    /// Made: its time (the run's `planTime`) and id.
+    Made {
+        requested_at: i64,
+        request: String,
+    },
+    NoSuchJob,
+    /// The job's selector matches none of the workers that take ticks.
+    NobodyMatches,
 }
 
 #[derive(Clone)]
@@ -218,21 +230,23 @@ impl Store {
         Err(StoreError::Conflict)
     }
 
-    /// Asks the fleet for one immediate run of `name`. Returns the request's
-    /// time (the run's `planTime`) and id, or `None` if there is no such job.
-    pub async fn request_run(&self, name: &JobName) -> Result<Option<(i64, String)>, StoreError> {
-        let exists = self
-            .etcd
-            .kv_client()
-            .get(
-                self.keys.job(name),
-                Some(GetOptions::new().with_count_only()),
-            )
-            .await?
-            .count()
-            > 0;
-        if !exists {
-            return Ok(None);
+    /// Asks the fleet for one immediate run of `name`: the request's time
+    /// (the run's `planTime`) and id. Not made for a job that does not exist,
+    /// nor for one whose selector matches none of the workers that take ticks
+    /// (every worker would pass it by, and no record would say so; with no
+    /// such worker at all, the request waits for one, as any job's does).
+    pub async fn request_run(&self, name: &JobName) -> Result<RunRequest, StoreError> {
+        let Some(spec) = self.get_job(name).await? else {
+            return Ok(RunRequest::NoSuchJob);
+        };
+        if !spec.selector.is_empty() {
+            let workers = self.registrations().await?;
+            let ticking = gdts_common::values::ticking_workers(&workers);
+            if !ticking.is_empty()
+                && gdts_common::values::selector_unmatched(&spec.selector, &ticking)
+            {
+                return Ok(RunRequest::NobodyMatches);
+            }
         }
         let lease = self
             .etcd
@@ -251,7 +265,10 @@ impl Store {
                 Some(PutOptions::new().with_lease(lease.id())),
             )
             .await?;
-        Ok(Some((requested_at, request)))
+        Ok(RunRequest::Made {
+            requested_at,
+            request,
+        })
     }
 
     /// Every job, page by page at one revision: the whole list never has to
@@ -500,24 +517,6 @@ impl Store {
             .kvs()
             .first()
             .and_then(|kv| decode_spec(kv.value()).map(|spec| (spec, kv.mod_revision()))))
-    }
-
-    /// Whether a live worker could run `name` now: false when workers take
-    /// ticks and its selector matches none of them (with none at all, a
-    /// request waits for one, as any job's does); `None` when there is no
-    /// such job.
-    pub async fn runnable(&self, name: &JobName) -> Result<Option<bool>, StoreError> {
-        let Some(spec) = self.get_job(name).await? else {
-            return Ok(None);
-        };
-        if spec.selector.is_empty() {
-            return Ok(Some(true));
-        }
-        let workers = self.registrations().await?;
-        let none_ticking = gdts_common::values::ticking_workers(&workers).is_empty();
-        Ok(Some(
-            none_ticking || !gdts_common::values::selector_unmatched(&spec.selector, &workers),
-        ))
     }
 
     /// The workers' registrations as they wrote them: no running counts, no

@@ -286,9 +286,33 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// Writes `bytes` as a new file in `dir` (made if missing, see
+/// [`create_private_dir`]), named `{prefix}{at:013}-{sequence:08}.{ext}`
+/// (`at` in epoch ms: names sort in the order written), whole or not at
+/// all: under a temporary name first, on disk, then renamed; nothing is
+/// left behind when that fails. Its path.
+pub fn write_spool_file(
+    dir: &Path,
+    prefix: &str,
+    at: i64,
+    ext: &str,
+    bytes: &[u8],
+) -> std::io::Result<PathBuf> {
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    create_private_dir(dir)?;
+    let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("{prefix}{at:013}-{seq:08}.{ext}"));
+    let tmp = path.with_extension("partial");
+    write_private(&tmp, bytes)?;
+    std::fs::rename(&tmp, &path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    Ok(path)
+}
+
 /// Writes a new file only the worker's user may read (0600), to disk
 /// (fsync) before it returns; a file left half-written is removed.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -306,25 +330,18 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Writes `records` as JSON lines to a new spool file (atomically: a
 /// temporary name, then a rename).
 fn spool(config: &SinkConfig, records: &[LogRecord]) -> std::io::Result<PathBuf> {
-    create_private_dir(&config.spool_dir)?;
-    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // Time, then a sequence: names sort in the order written.
-    let name = format!(
-        "{}{:013}-{seq:08}.jsonl",
-        config.spool_prefix(),
-        chrono::Utc::now().timestamp_millis()
-    );
-    let path = config.spool_dir.join(name);
-    let tmp = path.with_extension("partial");
     let mut text = String::new();
     for r in records {
         text.push_str(&serde_json::to_string(r).expect("a log record serializes"));
         text.push('\n');
     }
-    write_private(&tmp, text.as_bytes())?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
+    write_spool_file(
+        &config.spool_dir,
+        &config.spool_prefix(),
+        chrono::Utc::now().timestamp_millis(),
+        "jsonl",
+        text.as_bytes(),
+    )
 }
 
 /// Uploads a spool file to the bucket, if there is one, and removes it from

@@ -76,24 +76,11 @@ impl Outbox {
 
     /// Keeps `notice`; its file, or `None` (logged) if it cannot be kept.
     fn keep(&self, notice: &Notice) -> Option<PathBuf> {
-        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = self
-            .dir
-            .join(format!("{:013}-{seq:08}.json", notice.queued_at));
-        let tmp = path.with_extension("partial");
-        let kept = crate::log_sink::create_private_dir(&self.dir)
-            .and_then(|()| {
-                let bytes = serde_json::to_vec(notice).expect("a notice serializes");
-                crate::log_sink::write_private(&tmp, &bytes)
-            })
-            .and_then(|()| {
-                std::fs::rename(&tmp, &path).inspect_err(|_| {
-                    let _ = std::fs::remove_file(&tmp);
-                })
-            });
+        let bytes = serde_json::to_vec(notice).expect("a notice serializes");
+        let kept =
+            crate::log_sink::write_spool_file(&self.dir, "", notice.queued_at, "json", &bytes);
         match kept {
-            Ok(()) => Some(path),
+            Ok(path) => Some(path),
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), error = %e, run_id = %notice.run_id, "cannot keep a notice in the outbox; it is lost if the worker stops before it is delivered");
                 None

@@ -59,21 +59,24 @@ pub async fn follow(
     client: &Client,
     job: &str,
     json_out: bool,
-    mut printed: HashSet<String>,
+    printed: HashSet<String>,
     listed_at: i64,
 ) -> anyhow::Result<()> {
+    let mut printer = Printer {
+        client,
+        job,
+        json_out,
+        listed_at,
+        printed,
+    };
     let mut last_id: Option<String> = None;
     let mut failed = 0u32;
     loop {
         let why = match open(client, last_id.as_deref()).await {
             Ok(resp) => {
-                catch_up(client, job, json_out, listed_at, &mut printed).await;
+                printer.catch_up().await;
                 let mut stream = Stream {
-                    client,
-                    job,
-                    json_out,
-                    listed_at,
-                    printed: &mut printed,
+                    printer: &mut printer,
                     last_id: &mut last_id,
                     heard: false,
                 };
@@ -123,18 +126,14 @@ async fn open(client: &Client, last_id: Option<&str>) -> anyhow::Result<reqwest:
 }
 
 /// One open event stream and what reading it updates.
-struct Stream<'a> {
-    client: &'a Client,
-    job: &'a str,
-    json_out: bool,
-    listed_at: i64,
-    printed: &'a mut HashSet<String>,
+struct Stream<'a, 'c> {
+    printer: &'a mut Printer<'c>,
     last_id: &'a mut Option<String>,
     /// Anything (an event, a keep-alive) arrived.
     heard: bool,
 }
 
-impl Stream<'_> {
+impl Stream<'_, '_> {
     /// Reads the connection's events until it ends, breaks or goes silent.
     async fn read(&mut self, resp: reqwest::Response) -> anyhow::Result<()> {
         let mut stream = resp.bytes_stream();
@@ -153,22 +152,10 @@ impl Stream<'_> {
                 buffer.drain(..=end);
                 if line.is_empty() {
                     match event.as_str() {
-                        "run.finished" => {
-                            finished(self.client, self.job, &data, self.json_out, self.printed)
-                                .await
-                        }
+                        "run.finished" => self.printer.finished(&data).await,
                         // The manager could not resume where this left off:
                         // what ended meanwhile is read from the records.
-                        "reset" => {
-                            catch_up(
-                                self.client,
-                                self.job,
-                                self.json_out,
-                                self.listed_at,
-                                self.printed,
-                            )
-                            .await
-                        }
+                        "reset" => self.printer.catch_up().await,
                         _ => {}
                     }
                     if let Some(id) = id.take() {
@@ -191,71 +178,64 @@ impl Stream<'_> {
     }
 }
 
-/// Prints the job's recent runs that ended at `listed_at` or later and were
-/// not printed yet, oldest first.
-async fn catch_up(
-    client: &Client,
-    job: &str,
+/// Prints a job's runs, each once.
+struct Printer<'c> {
+    client: &'c Client,
+    job: &'c str,
     json_out: bool,
+    /// Epoch ms: when the recent runs were listed.
     listed_at: i64,
-    printed: &mut HashSet<String>,
-) {
-    let path = format!("/jobs/{}/runs?page=1&pageSize=20", segment(job));
-    let Ok(answer) = client.get(&path).await else {
-        return;
-    };
-    let runs = answer.body["items"].as_array().cloned().unwrap_or_default();
-    let recent = runs
-        .iter()
-        .rev()
-        .filter(|r| r["endTime"].as_i64().is_some_and(|end| end >= listed_at));
-    for run in recent {
-        if let Some(run_id) = run["runId"].as_str() {
-            if !printed.contains(run_id) {
-                print_by_id(client, job, run_id, json_out, printed).await;
+    /// Run ids printed already.
+    printed: HashSet<String>,
+}
+
+impl Printer<'_> {
+    /// Prints the job's recent runs that ended at `listed_at` or later,
+    /// oldest first.
+    async fn catch_up(&mut self) {
+        let Ok(runs) = crate::runs_of(self.client, self.job, 20).await else {
+            return;
+        };
+        let listed_at = self.listed_at;
+        let recent = runs
+            .iter()
+            .rev()
+            .filter(|r| r["endTime"].as_i64().is_some_and(|end| end >= listed_at));
+        for run in recent {
+            if let Some(run_id) = run["runId"].as_str() {
+                self.print(run_id).await;
             }
         }
     }
-}
 
-async fn finished(
-    client: &Client,
-    job: &str,
-    data: &str,
-    json_out: bool,
-    printed: &mut HashSet<String>,
-) {
-    let Ok(event) = serde_json::from_str::<Value>(data) else {
-        return;
-    };
-    if event["job"] != job {
-        return;
-    }
-    let Some(run_id) = event["runId"].as_str() else {
-        return;
-    };
-    if !printed.contains(run_id) {
-        print_by_id(client, job, run_id, json_out, printed).await;
-    }
-}
-
-/// Fetches a run and prints it, noting its id.
-async fn print_by_id(
-    client: &Client,
-    job: &str,
-    run_id: &str,
-    json_out: bool,
-    printed: &mut HashSet<String>,
-) {
-    let path = format!("/jobs/{}/runs/{}", segment(job), segment(run_id));
-    // The record may reach MongoDB just after the event.
-    for _ in 0..20 {
-        if let Ok(answer) = client.get(&path).await {
-            print_run(&answer.body, json_out);
-            printed.insert(run_id.to_string());
+    /// Prints the run a `run.finished` event names, if it is the job's.
+    async fn finished(&mut self, data: &str) {
+        let Ok(event) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        if event["job"] != self.job {
             return;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if let Some(run_id) = event["runId"].as_str() {
+            self.print(run_id).await;
+        }
     }
-    eprintln!("gdts: run {run_id} finished, but its record is not readable yet");
+
+    /// Fetches a run and prints it, unless it was printed already.
+    async fn print(&mut self, run_id: &str) {
+        if self.printed.contains(run_id) {
+            return;
+        }
+        let path = format!("/jobs/{}/runs/{}", segment(self.job), segment(run_id));
+        // The record may reach MongoDB just after the event.
+        for _ in 0..20 {
+            if let Ok(answer) = self.client.get(&path).await {
+                print_run(&answer.body, self.json_out);
+                self.printed.insert(run_id.to_string());
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        eprintln!("gdts: run {run_id} finished, but its record is not readable yet");
+    }
 }

@@ -209,15 +209,25 @@ impl Cluster {
 
     /// Waits up to `timeout` until `job` has a run record; returns the first.
     pub async fn first_record(&self, job: &str, timeout: Duration) -> anyhow::Result<Document> {
-        wait_until(&format!("a record of {job}"), timeout, || async {
+        Ok(self.wait_for_records(job, 1, timeout).await?[0].clone())
+    }
+
+    /// Waits until `job` has at least `n` run records; its records then.
+    pub async fn wait_for_records(
+        &self,
+        job: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<Document>> {
+        wait_until(&format!("{n} records of {job}"), timeout, || async {
             self.run_records()
                 .await
-                .map(|r| !records_of(&r, job).is_empty())
+                .map(|r| records_of(&r, job).len() >= n)
                 .unwrap_or(false)
         })
         .await?;
         let records = self.run_records().await?;
-        Ok(records_of(&records, job)[0].clone())
+        Ok(records_of(&records, job).into_iter().cloned().collect())
     }
 
     /// The current etcd revision.

@@ -31,6 +31,19 @@ async fn receive(
     "ok"
 }
 
+/// A webhook receiver on `port`, and what it has seen.
+async fn start_receiver(port: u16) -> anyhow::Result<(Seen, tokio::task::JoinHandle<()>)> {
+    let seen: Seen = Arc::default();
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((seen, server))
+}
+
 /// The ids of the runs `c` recorded for `job`.
 async fn run_ids(c: &Cluster, job: &str) -> anyhow::Result<BTreeSet<String>> {
     let records = c.run_records().await?;
@@ -104,22 +117,10 @@ async fn notices_reach_the_webhook_at_least_once_and_never_hold_runs() -> anyhow
             .await?;
         assert_eq!(r.status(), 201, "{name}: {}", r.text().await?);
     }
-    wait_until(
-        "three failed runs while the receiver is down",
-        Duration::from_secs(30),
-        || async {
-            let records = c.run_records().await.unwrap_or_default();
-            records_of(&records, "fails").len() >= 3
-        },
-    )
-    .await?;
-
-    let seen: Seen = Arc::default();
-    let app = Router::new()
-        .route("/hook", post(receive))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    // Three failed runs while the receiver is down.
+    c.wait_for_records("fails", 3, Duration::from_secs(30))
+        .await?;
+    let (seen, server) = start_receiver(port).await?;
 
     // Every failed run so far reaches the receiver (the retries back off to
     // at most a minute).
@@ -171,13 +172,10 @@ async fn notices_reach_the_webhook_at_least_once_and_never_hold_runs() -> anyhow
     assert!(!by_job.contains_key("fine"));
 
     // The silent webhook held nothing up: runs of `fails` went on every 2 s.
-    wait_until("six runs of fails", Duration::from_secs(30), || async {
-        let records = c.run_records().await.unwrap_or_default();
-        records_of(&records, "fails").len() >= 6
-    })
-    .await?;
-    let records = c.run_records().await?;
-    let mut ticks: Vec<i64> = records_of(&records, "fails")
+    let records = c
+        .wait_for_records("fails", 6, Duration::from_secs(30))
+        .await?;
+    let mut ticks: Vec<i64> = records
         .iter()
         .map(|d| gdts_tests::int_field(d, "planTime"))
         .collect();
@@ -213,15 +211,9 @@ async fn notices_outlive_the_worker_that_queued_them() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(r.status(), 201, "{}", r.text().await?);
-    wait_until(
-        "two failed runs while the receiver is down",
-        Duration::from_secs(30),
-        || async {
-            let records = c.run_records().await.unwrap_or_default();
-            records_of(&records, "fails").len() >= 2
-        },
-    )
-    .await?;
+    // Two failed runs while the receiver is down.
+    c.wait_for_records("fails", 2, Duration::from_secs(30))
+        .await?;
     // No new run may end (and be noticed by the next life) from here on.
     let r = http
         .post(format!("{}/api/v1/jobs/fails/pause", c.manager_url))
@@ -231,12 +223,7 @@ async fn notices_outlive_the_worker_that_queued_them() -> anyhow::Result<()> {
     c.worker("w1").kill9();
     let failed = run_ids(&c, "fails").await?;
 
-    let seen: Seen = Arc::default();
-    let app = Router::new()
-        .route("/hook", post(receive))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (seen, server) = start_receiver(port).await?;
     c.start_worker("w1", Default::default())?;
     wait_for_notices(
         "the restarted worker to deliver the notices its last life queued",

@@ -8,6 +8,7 @@
 //!   t - CLAIM_LEAD     claim the tick in etcd, batched with the owner's other ticks
 //!   t                  open the gate (or claim now, for jobs whose policy needs the
 //!                      state at the tick: overlap forbid/replace, catch-up, containers)
+//!   t + PREPARED_HOLD  a process still at its gate (claim in doubt) is killed
 //!   t + LATENESS       too late: the tick is recorded as missed, never run
 //! ```
 //!
@@ -138,6 +139,13 @@ pub const KILL_REQUEST_TTL: Duration = Duration::from_secs(10);
 /// The owner's process starts for one instant are spread out to finish this
 /// long before it (after `PREPARE_LEAD` began them).
 pub const PREPARE_DONE_BEFORE: Duration = Duration::from_millis(150);
+
+/// A process started ahead whose claim is still unsettled this long after
+/// its tick (etcd answering late, a claim whose answer was lost) is killed
+/// rather than kept at its gate for as long as the claim's resolution may
+/// take (up to a minute: an overloaded machine held thousands so); a claim
+/// won later still runs, from a process started then.
+pub const PREPARED_HOLD: Duration = Duration::from_secs(2);
 
 /// A run released at a tick checks its job's definition this long before it
 /// (a job changed or deleted in the last moment is not run).

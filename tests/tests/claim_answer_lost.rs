@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use gdts_common::timing::CLAIM_TIMEOUT;
+use gdts_common::timing::{CLAIM_TIMEOUT, PREPARED_HOLD};
 use gdts_tests::{
     every_second_shell_job, int_field, now_ms, records_of, save_job_json, wait_until, Cluster,
     ReplyHoldProxy, TickReport, WorkerOptions,
@@ -43,7 +43,17 @@ async fn a_won_claim_whose_answer_was_lost_still_runs_once() -> anyhow::Result<(
     let held_from = now_ms();
     proxy.hold(true);
     tokio::time::sleep(hold).await;
+    // The processes started ahead of the held ticks are not kept at their
+    // gates for as long as their claims are in doubt (for a minute at
+    // most: an overloaded worker held thousands so).
+    let waiting = ticks_waiting_at_gates(c.worker("w1").pid());
     proxy.hold(false);
+    let oldest_allowed =
+        now_ms() - (PREPARED_HOLD + Duration::from_millis(1500)).as_millis() as i64;
+    assert!(
+        waiting.iter().all(|&tick| tick >= oldest_allowed),
+        "processes started ahead still wait for ticks {waiting:?}, more than {PREPARED_HOLD:?} ago"
+    );
     let held_to = now_ms();
     // Up to the last tick whose claim went out during the hold. (After it
     // the worker may spend a moment registering again, its connection reset
@@ -109,4 +119,33 @@ async fn report_all(c: &Cluster, start: i64) -> anyhow::Result<TickReport> {
         start,
         now_ms(),
     ))
+}
+
+/// The ticks (`GDTS_PLAN_TIME_MS`) of the worker's child processes.
+fn ticks_waiting_at_gates(worker: i32) -> Vec<i64> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid ...`; comm may hold spaces.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(worker)
+        })
+        .filter_map(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            env.split(|&b| b == 0).find_map(|var| {
+                std::str::from_utf8(var.strip_prefix(b"GDTS_PLAN_TIME_MS=")?)
+                    .ok()?
+                    .parse()
+                    .ok()
+            })
+        })
+        .collect()
 }

@@ -62,6 +62,11 @@ pub struct WorkerConfig {
     /// machine, in cgroup v2 units (100 = one ordinary process; 1-10000).
     /// Default 100.
     pub job_cpu_weight: u32,
+    /// `GDTS_START_MAX_RUNNABLE`: runnable tasks per CPU at which the worker
+    /// holds its process starts (see `load.rs`); a start held past its tick
+    /// is not made and the tick is recorded as missed. 0 turns it off.
+    /// Default 4.
+    pub start_max_runnable: u32,
     /// `GDTS_HEALTH_PORT`: serve `/healthz` and `/readyz` on this port (all
     /// interfaces). Unset: no health endpoint.
     pub health_port: Option<u16>,
@@ -140,6 +145,10 @@ impl WorkerConfig {
             job_cpu_weight: match number(get, "GDTS_JOB_CPU_WEIGHT", 100)? {
                 n @ 1..=10_000 => n as u32,
                 n => return Err(format!("GDTS_JOB_CPU_WEIGHT: {n} is outside 1..=10000")),
+            },
+            start_max_runnable: match number(get, "GDTS_START_MAX_RUNNABLE", 4)? {
+                n @ 0..=1_000 => n as u32,
+                n => return Err(format!("GDTS_START_MAX_RUNNABLE: {n} is outside 0..=1000")),
             },
             container_host_network: match get("GDTS_CONTAINER_HOST_NETWORK")
                 .as_deref()

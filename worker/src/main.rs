@@ -12,6 +12,7 @@ mod gcs;
 mod health;
 mod jobs;
 mod kills;
+mod load;
 mod log_sink;
 mod metrics;
 mod notify;
@@ -282,6 +283,7 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         tokio::runtime::Handle::current(),
         config.shell.nice,
         job_cgroup.clone(),
+        load::StartGate::new(config.start_max_runnable),
     );
     let claimer = Arc::new(claim::Claimer::new(
         etcd.clone(),

@@ -13,7 +13,7 @@ use gdts_common::keys::RunKey;
 use gdts_common::log_record::LogRecord;
 use gdts_common::timing::{
     CATCH_UP_KEY_SAFE_AGE, CATCH_UP_LABEL_AGE, CLAIM_REFRESH_EVERY, LAZY_RUNNING_MARK_AFTER,
-    MAX_TICK_LATENESS, PREPARE_DONE_BEFORE, RELEASE_CHECK, WAIT_FOR_REGISTRATION,
+    MAX_TICK_LATENESS, PREPARED_HOLD, PREPARE_DONE_BEFORE, RELEASE_CHECK, WAIT_FOR_REGISTRATION,
 };
 use gdts_common::values::FinishedRun;
 use tokio::sync::{mpsc, oneshot};
@@ -115,6 +115,24 @@ struct PrepareJob {
     reply: oneshot::Sender<Result<Prepared, String>>,
 }
 
+impl PrepareJob {
+    /// Waits while the machine's run queue is long (`load::StartGate`);
+    /// `false` if the start is not to be made. A start for a later tick
+    /// waits until that tick, then the tick is missed; one wanted now waits
+    /// `URGENT_HOLD` at most, then goes (it is already due: holding it
+    /// longer would only make it later), unless its own deadline passed.
+    fn wait_for_cpu(&self, gate: &crate::load::StartGate, now: std::time::Instant) -> bool {
+        if !self.urgent {
+            return gate.wait(self.not_after);
+        }
+        gate.wait(self.not_after.min(now + URGENT_HOLD));
+        std::time::Instant::now() <= self.not_after
+    }
+}
+
+/// The longest a start wanted now waits for a shorter run queue.
+const URGENT_HOLD: Duration = Duration::from_millis(500);
+
 /// The preparer's answer for a start it dequeued after the tick.
 const TOO_LATE_TO_PREPARE: &str = "too late to start ahead";
 
@@ -156,9 +174,10 @@ impl Preparer {
         runtime: tokio::runtime::Handle,
         nice: i32,
         cgroup: Option<Arc<crate::cgroup::JobCgroup>>,
+        gate: crate::load::StartGate,
     ) -> Preparer {
         let queues = (0..PREPARER_THREADS)
-            .map(|i| Self::start_thread(runtime.clone(), i, nice, cgroup.clone()))
+            .map(|i| Self::start_thread(runtime.clone(), i, nice, cgroup.clone(), gate.clone()))
             .collect();
         Preparer {
             queues: Arc::new(queues),
@@ -171,6 +190,7 @@ impl Preparer {
         i: usize,
         nice: i32,
         cgroup: Option<Arc<crate::cgroup::JobCgroup>>,
+        gate: crate::load::StartGate,
     ) -> std::sync::mpsc::Sender<PrepareJob> {
         let (queue, jobs) = std::sync::mpsc::channel::<PrepareJob>();
         std::thread::Builder::new()
@@ -195,7 +215,7 @@ impl Preparer {
                     let result = if job.reply.is_closed() {
                         // Nobody waits for it any more.
                         continue;
-                    } else if now > job.not_after {
+                    } else if now > job.not_after || !job.wait_for_cpu(&gate, now) {
                         Err(TOO_LATE_TO_PREPARE.to_string())
                     } else {
                         executor::prepare_shell(&job.shell, &job.command, &job.env, &job.vars)
@@ -286,6 +306,10 @@ impl Preparer {
     }
 }
 
+/// Why a won tick has no process started ahead: its claim was settled
+/// more than `PREPARED_HOLD` after the tick, and the process was killed.
+const HELD_PAST_TICK: &str = "its claim was settled too long after the tick";
+
 /// What the planner tells a prepared run once its claim is settled.
 #[derive(Debug)]
 pub enum Go {
@@ -306,11 +330,27 @@ pub async fn prepared_tick(
     go: oneshot::Receiver<Go>,
 ) {
     let run = RunKey::scheduled(tick.timestamp_millis());
-    let decision = go.await;
+    let mut go = go;
+    let hold = run.tick_ms + PREPARED_HOLD.as_millis() as i64 - now_ms();
+    let settled = tokio::select! {
+        decision = &mut go => Some(decision),
+        _ = tokio::time::sleep(Duration::from_millis(hold.max(0) as u64)) => None,
+    };
+    let (decision, prepared) = match settled {
+        Some(decision) => (
+            decision,
+            prepared
+                .await
+                .unwrap_or_else(|_| Err("preparer stopped".into())),
+        ),
+        None => {
+            if let Ok(Ok(p)) = prepared.await {
+                p.abort();
+            }
+            (go.await, Err(HELD_PAST_TICK.to_string()))
+        }
+    };
     let decided = now_ms() - run.tick_ms;
-    let prepared = prepared
-        .await
-        .unwrap_or_else(|_| Err("preparer stopped".into()));
     tracing::debug!(job = %job.name, decided_ms = decided, prepared_ms = now_ms() - run.tick_ms, ok = prepared.is_ok(), "prepared tick settled");
     match decision {
         Ok(Go::Run { revision }) => {
@@ -619,7 +659,7 @@ pub async fn settle_claims(
         "claims got no answer; asking etcd whether they were won");
     let outcomes = ctx.claimer.resolve(requests, &ctx.stop_resolving).await;
     let registration_changed = ctx.claimer.registration_lease_id() != lease;
-    requests
+    let settled: Vec<Option<Claim>> = requests
         .iter()
         .zip(outcomes)
         .map(|(request, outcome)| match outcome {
@@ -640,11 +680,19 @@ pub async fn settle_claims(
                 })
             }
             other => {
-                tracing::info!(job = %request.job, run = %request.run, outcome = ?other, "claim outcome learned");
+                tracing::debug!(job = %request.job, run = %request.run, outcome = ?other, "claim outcome learned");
                 other
             }
         })
-        .collect()
+        .collect();
+    let won = settled
+        .iter()
+        .filter(|c| matches!(c, Some(Claim::Won { .. })))
+        .count();
+    let unknown = settled.iter().filter(|c| c.is_none()).count();
+    tracing::info!(runs = requests.len(), first = %requests[0].job, won, unknown,
+        others = requests.len() - won - unknown, "claim outcomes learned");
+    settled
 }
 
 /// How a won run starts: with a process prepared ahead or not, at a tick

@@ -161,17 +161,33 @@ fn view(spec: JobSpec, running: u32) -> JobView {
 /// The last run of each job, a few lookups at a time.
 async fn last_runs(state: &AppState, jobs: &[JobSpec]) -> V1Result<Vec<Option<LogRecord>>> {
     use futures::{StreamExt, TryStreamExt};
-    let names: Vec<Option<JobName>> = jobs.iter().map(|j| JobName::parse(&j.name).ok()).collect();
+    let now = chrono::Utc::now();
+    let names: Vec<Option<(JobName, bool)>> = jobs
+        .iter()
+        .map(|j| Some((JobName::parse(&j.name).ok()?, fired_lately(j, now))))
+        .collect();
     futures::stream::iter(names)
         .map(|name| async move {
             Ok::<_, V1Error>(match name {
-                Some(name) => state.store.last_run(&name).await?,
+                Some((name, lately)) => state.store.last_run(&name, lately).await?,
                 None => None,
             })
         })
         .buffered(LAST_RUN_LOOKUPS)
         .try_collect()
         .await
+}
+
+/// Whether the job's schedule had a tick within the last
+/// `LAST_RUN_RECENT` (where [`crate::store::Store::last_run`] looks first).
+fn fired_lately(spec: &JobSpec, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let Ok(job) = Job::from_spec(spec) else {
+        return false;
+    };
+    let recent = chrono::Duration::from_std(crate::store::LAST_RUN_RECENT).unwrap_or_default();
+    job.schedule
+        .next_fire(now - recent)
+        .is_some_and(|tick| tick <= now)
 }
 
 /// Last-run lookups of a page in flight at once.
@@ -242,7 +258,10 @@ async fn get_job(State(state): State<AppState>, Path(name): Path<String>) -> V1R
         .await?
         .ok_or_else(|| no_such_job(&name))?;
     let mut v = view(spec, state.store.running_count(&name).await?);
-    v.last_run = state.store.last_run(&name).await?;
+    v.last_run = state
+        .store
+        .last_run(&name, fired_lately(&v.spec, chrono::Utc::now()))
+        .await?;
     flag_unmatched(&state, std::slice::from_mut(&mut v)).await;
     Ok((
         [(axum::http::header::ETAG, format!("\"{version}\""))],

@@ -15,6 +15,7 @@ mod contract;
 mod events;
 mod gate;
 pub mod iap;
+pub mod job_index;
 mod metrics;
 pub mod outputs;
 mod reply;

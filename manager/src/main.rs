@@ -1,7 +1,7 @@
 //! `gdts-manager`: the stateless HTTP front of GDTS. Any number of replicas
 //! can run; all state is in etcd and MongoDB.
 
-use gdts_manager::{app, audit, config, iap, outputs, state, store, streams, tokens};
+use gdts_manager::{app, audit, config, iap, job_index, outputs, state, store, streams, tokens};
 
 use anyhow::Context;
 use config::ManagerConfig;
@@ -61,6 +61,11 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let store = store.with_job_index(job_index::JobIndex::follow(
+        etcd.clone(),
+        &keys,
+        shutdown.clone(),
+    ));
     let state = state::AppState {
         store,
         outputs,

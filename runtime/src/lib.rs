@@ -4,6 +4,7 @@
 //! (The scheduling core, `gdts-common`, stays free of all of this.)
 
 pub mod etcd_pages;
+pub mod etcd_watch;
 pub mod metrics;
 
 use std::time::Duration;

@@ -83,6 +83,21 @@ async fn a_hundred_thousand_jobs() -> anyhow::Result<()> {
         etcd.put(key, mark, None::<PutOptions>).await?;
     }
     let http = reqwest::Client::new();
+    // The manager pages the list through its index of job names, which its
+    // watch of the jobs keeps (`job_index.rs`): jobs written straight into
+    // etcd, as by another manager, are in it once the watch has brought them.
+    let total_url = format!("{}/api/v1/jobs?pageSize=1", c.manager_url);
+    gdts_tests::wait_until(
+        "the manager's job index to hold every job",
+        Duration::from_secs(60),
+        || async {
+            match http.get(&total_url).send().await {
+                Ok(r) => r.json::<Value>().await.is_ok_and(|v| v["total"] == JOBS),
+                Err(_) => false,
+            }
+        },
+    )
+    .await?;
 
     // The legacy list: every job, in order, in one envelope.
     let started = Instant::now();

@@ -516,6 +516,31 @@ async fn running_counts_cursors_and_workers_from_etcd() -> anyhow::Result<()> {
     assert_eq!(parsed.data.len(), names.len());
     assert_eq!(text, serde_json::to_string(&parsed)?);
 
+    // A job another manager saves or deletes (written straight into etcd
+    // here) shows in the list, total and pages, once this manager's watch
+    // of the jobs brings the change (the job index, `job_index.rs`).
+    let elsewhere = JobName::parse("a-b")?;
+    let spec = json!({"name": "a-b", "command": "true", "cronExpr": "@yearly"}).to_string();
+    etcd.put(keys.job(&elsewhere), spec, None).await?;
+    wait_until(
+        "the list to show a job saved elsewhere",
+        Duration::from_secs(10),
+        || async {
+            page("/jobs?pageSize=2&page=2").await.ok()
+                == Some((owned(&[("a-c", 0), ("a.b", 1)]), 5))
+        },
+    )
+    .await?;
+    etcd.delete(keys.job(&elsewhere), None).await?;
+    wait_until(
+        "the list to drop a job deleted elsewhere",
+        Duration::from_secs(10),
+        || async {
+            page("/jobs?pageSize=2&page=2").await.ok() == Some((owned(&[("a.b", 1), ("b", 1)]), 4))
+        },
+    )
+    .await?;
+
     // Workers: `running` counts the marks naming each; `draining` shows.
     let r = api.get("/workers").await?;
     let workers = r.1.as_array().unwrap();

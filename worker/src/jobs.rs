@@ -16,7 +16,7 @@ use gdts_common::schedule::due_ticks;
 use gdts_common::timing::MAX_TICK_LATENESS;
 use gdts_common::{Job, JobName, JobSpec};
 
-use crate::etcd_watch::{Entry, PrefixEvent};
+use gdts_runtime::etcd_watch::{Entry, PrefixEvent};
 
 /// A tick to attempt: the job as this worker knows it, the etcd
 /// `mod_revision` of that definition, and the tick.

@@ -7,9 +7,9 @@ use tokio::sync::mpsc;
 
 use gdts_common::values::KillRequest;
 
-use crate::etcd_watch::{Entry, PrefixEvent};
 use crate::executor::KillReason;
 use crate::runs::{Kill, Runs};
+use gdts_runtime::etcd_watch::{Entry, PrefixEvent};
 
 pub async fn apply_kill_requests(
     keys: Keys,

@@ -13,13 +13,17 @@
 //!
 //! The signal is the number of runnable tasks on the machine right now (the
 //! fourth field of `/proc/loadavg`), against `GDTS_START_MAX_RUNNABLE` per
-//! CPU. It counts every process, so several workers on one machine (the
-//! benchmarks) hold back together.
+//! CPU of the machine (online CPUs from `/proc/stat`: the same scope as the
+//! count, so a worker in a container limited to one CPU of a large host is
+//! not held by the host's other tasks). It counts every process, so several
+//! workers on one machine (the benchmarks) hold back together. The preparer
+//! looks at it before each start (`run::Preparer`); a start held is put
+//! back in its queue, behind any start wanted now.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often a held start looks at the run queue again.
-const RECHECK: Duration = Duration::from_millis(2);
+pub const RECHECK: Duration = Duration::from_millis(2);
 
 /// Gives a start the go while the run queue is short enough.
 #[derive(Debug, Clone)]
@@ -31,30 +35,21 @@ pub struct StartGate {
 impl StartGate {
     /// `per_cpu` runnable tasks for each of the machine's CPUs (0: off).
     pub fn new(per_cpu: u32) -> StartGate {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let cpus = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| online_cpus(&stat))
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
         StartGate {
             limit: (per_cpu > 0).then(|| per_cpu.saturating_mul(cpus)),
         }
     }
 
-    /// Waits until the run queue is below the limit or `until` has passed;
-    /// `true` if a start may go now. Blocks the calling thread: for the
-    /// preparer's threads only.
-    pub fn wait(&self, until: Instant) -> bool {
-        let Some(limit) = self.limit else {
-            return true;
-        };
-        loop {
-            // Unreadable (not Linux, no /proc): never holds anything.
-            let short = runnable_now().is_none_or(|n| n < limit);
-            if short {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= until {
-                return false;
-            }
-            std::thread::sleep(RECHECK.min(until - now));
+    /// Whether a start may go now: the run queue is below the limit (or
+    /// the gate is off, or the count cannot be read).
+    pub fn open(&self) -> bool {
+        match self.limit {
+            None => true,
+            Some(limit) => runnable_now().is_none_or(|n| n < limit),
         }
     }
 }
@@ -68,6 +63,18 @@ fn runnable_now() -> Option<u32> {
 fn runnable(loadavg: &str) -> Option<u32> {
     let tasks = loadavg.split_whitespace().nth(3)?;
     tasks.split_once('/')?.0.parse().ok()
+}
+
+/// The machine's online CPUs: the `cpuN` lines of `/proc/stat`.
+fn online_cpus(stat: &str) -> Option<u32> {
+    let n = stat
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count() as u32;
+    (n > 0).then_some(n)
 }
 
 #[cfg(test)]
@@ -86,17 +93,21 @@ mod tests {
     }
 
     #[test]
-    fn an_open_gate_never_waits_and_a_shut_one_waits_until_its_deadline() {
-        let open = StartGate { limit: None };
-        assert!(open.wait(Instant::now()));
+    fn counts_online_cpus() {
+        let stat = "cpu  1 2 3\ncpu0 1 2 3\ncpu1 4 5 6\nintr 1\nctxt 2\n";
+        assert_eq!(online_cpus(stat), Some(2));
+        assert_eq!(online_cpus("intr 1\n"), None);
+    }
+
+    #[test]
+    fn a_gate_opens_below_its_limit_only() {
+        assert!(StartGate { limit: None }.open());
         // The reader itself is runnable: a limit of one is never met.
-        let shut = StartGate { limit: Some(1) };
-        let until = Instant::now() + Duration::from_millis(20);
-        assert!(!shut.wait(until));
-        assert!(Instant::now() >= until);
-        let wide = StartGate {
-            limit: Some(u32::MAX),
-        };
-        assert!(wide.wait(Instant::now()));
+        assert!(!StartGate { limit: Some(1) }.open());
+        assert!(StartGate {
+            limit: Some(u32::MAX)
+        }
+        .open());
+        assert!(StartGate::new(0).open());
     }
 }

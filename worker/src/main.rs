@@ -6,7 +6,6 @@ mod claim;
 mod clock;
 mod config;
 mod container;
-mod etcd_watch;
 mod executor;
 mod gcs;
 mod health;
@@ -236,7 +235,7 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     };
 
     let (kill_tx, kill_rx) = mpsc::channel(64);
-    background.spawn(etcd_watch::follow_prefix(
+    background.spawn(gdts_runtime::etcd_watch::follow_prefix(
         etcd.clone(),
         keys.kill_prefix(),
         kill_tx,
@@ -250,7 +249,7 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
 
     let follow = |prefix: String, stop: &CancellationToken| {
         let (tx, rx) = mpsc::channel(256);
-        background.spawn(etcd_watch::follow_prefix(
+        background.spawn(gdts_runtime::etcd_watch::follow_prefix(
             etcd.clone(),
             prefix,
             tx,

@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::claim::{Claim, ClaimRequest};
-use crate::etcd_watch::{Entry, PrefixEvent};
 use crate::jobs::{DueTick, JobTable};
 use crate::run::{self, Go, Preparer, RunContext};
+use gdts_runtime::etcd_watch::{Entry, PrefixEvent};
 
 /// The planner's event sources.
 pub struct Inputs {

@@ -112,21 +112,23 @@ struct PrepareJob {
     shell: ShellConfig,
     /// The tick: not started at all when dequeued after it.
     not_after: std::time::Instant,
+    /// When the start was asked for.
+    asked: std::time::Instant,
     reply: oneshot::Sender<Result<Prepared, String>>,
 }
 
 impl PrepareJob {
-    /// Waits while the machine's run queue is long (`load::StartGate`);
-    /// `false` if the start is not to be made. A start for a later tick
-    /// waits until that tick, then the tick is missed; one wanted now waits
-    /// `URGENT_HOLD` at most, then goes (it is already due: holding it
-    /// longer would only make it later), unless its own deadline passed.
-    fn wait_for_cpu(&self, gate: &crate::load::StartGate, now: std::time::Instant) -> bool {
-        if !self.urgent {
-            return gate.wait(self.not_after);
+    /// Until when a start may be held while the machine's run queue is long
+    /// (`load::StartGate`): one for a later tick until that tick (then the
+    /// tick is missed); one wanted now `URGENT_HOLD` at most from when it
+    /// was asked for, then it goes (it is already due: holding it longer
+    /// would only make it later).
+    fn hold_until(&self) -> std::time::Instant {
+        if self.urgent {
+            self.not_after.min(self.asked + URGENT_HOLD)
+        } else {
+            self.not_after
         }
-        gate.wait(self.not_after.min(now + URGENT_HOLD));
-        std::time::Instant::now() <= self.not_after
     }
 }
 
@@ -215,8 +217,16 @@ impl Preparer {
                     let result = if job.reply.is_closed() {
                         // Nobody waits for it any more.
                         continue;
-                    } else if now > job.not_after || !job.wait_for_cpu(&gate, now) {
+                    } else if now > job.not_after {
                         Err(TOO_LATE_TO_PREPARE.to_string())
+                    } else if now < job.hold_until() && !gate.open() {
+                        // The run queue is long: held, and looked at again
+                        // shortly, behind any start wanted now that came
+                        // meanwhile (see `load.rs`). One for a later tick
+                        // held until its tick is not made.
+                        queued.push_front(job);
+                        std::thread::sleep(crate::load::RECHECK);
+                        continue;
                     } else {
                         executor::prepare_shell(&job.shell, &job.command, &job.env, &job.vars)
                             .inspect(|p| {
@@ -300,6 +310,7 @@ impl Preparer {
             vars: run_vars(job, run).to_vec(),
             shell: shell.clone(),
             not_after,
+            asked: std::time::Instant::now(),
             reply,
         });
         answer
@@ -333,6 +344,7 @@ pub async fn prepared_tick(
     let mut go = go;
     let hold = run.tick_ms + PREPARED_HOLD.as_millis() as i64 - now_ms();
     let settled = tokio::select! {
+        biased;
         decision = &mut go => Some(decision),
         _ = tokio::time::sleep(Duration::from_millis(hold.max(0) as u64)) => None,
     };
@@ -344,10 +356,17 @@ pub async fn prepared_tick(
                 .unwrap_or_else(|_| Err("preparer stopped".into())),
         ),
         None => {
-            if let Ok(Ok(p)) = prepared.await {
-                p.abort();
-            }
-            (go.await, Err(HELD_PAST_TICK.to_string()))
+            let prepared = match prepared.await {
+                Ok(Ok(p)) => {
+                    p.abort();
+                    Err(HELD_PAST_TICK.to_string())
+                }
+                // Not started (too late, the run queue too long): a claim
+                // won later is missed, not started now.
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("preparer stopped".into()),
+            };
+            (go.await, prepared)
         }
     };
     let decided = now_ms() - run.tick_ms;

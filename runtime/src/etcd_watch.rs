@@ -81,7 +81,7 @@ async fn follow_once(
     events: &mpsc::Sender<PrefixEvent>,
 ) -> anyhow::Result<()> {
     // Paged: a prefix of 100,000 jobs does not fit in one response.
-    let (snapshot, revision) = gdts_runtime::etcd_pages::RangePages::prefix(client.clone(), prefix)
+    let (snapshot, revision) = crate::etcd_pages::RangePages::prefix(client.clone(), prefix)
         .collect()
         .await?;
     let mut stream = client

@@ -19,6 +19,11 @@
 //! - Nobody else ever claims it. etcd work per tick is therefore one claim in
 //!   a batch, whatever the size of the fleet; backups add work only while an
 //!   owner fails.
+//! - A claim whose outcome stays unknown (not sent, or etcd never said) is
+//!   decided again `unsettled_retry_delay` later: claimed again while not too
+//!   late, then recorded as missed. Owner and backups can all fail at one
+//!   instant (etcd unreachable from each); the tick is then claimed once one
+//!   of them reaches etcd again within its windows.
 //!
 //! Two claims of one tick cannot both win (the claim transaction creates the
 //! key only if it is absent); views of the fleet that differ for a moment
@@ -166,6 +171,16 @@ pub fn decide(view: &View, job: &str, tick_ms: i64, mode: ClaimMode, now_ms: i64
         }
         _ => Decision::NotMine,
     }
+}
+
+/// How long after its `n`th claim whose outcome stayed unknown (never sent,
+/// or etcd never said) a worker decides about the tick again: 1 s, then
+/// twice as long each time, at most 4 s, so a tick is tried about five times
+/// within its lateness and missed-record windows. Nobody may have the tick:
+/// the owner's backups can fail alike. A second claim of a tick that was won
+/// after all loses on its claim key.
+pub fn unsettled_retry_delay(n: u32) -> Duration {
+    Duration::from_secs(1u64 << (n.clamp(1, 3) - 1))
 }
 
 #[cfg(test)]
@@ -398,7 +413,7 @@ mod tests {
         use super::*;
         use crate::timing::{CLAIM_TTL, MAX_CLOCK_SKEW};
         use proptest::prelude::*;
-        use std::collections::{BTreeMap, HashSet};
+        use std::collections::BTreeMap;
 
         const JOBS: [(&str, ClaimMode); 4] = [
             ("a", ClaimMode::Ahead),
@@ -460,8 +475,10 @@ mod tests {
             let mut horizons_at: Vec<(i64, usize, Horizon)> = Vec::new();
             let mut published: Vec<Horizon> = vec![Horizon::default(); n];
             let mut in_flight: Vec<Request> = Vec::new();
-            // Per worker: what it has already sent.
-            let mut sent: Vec<HashSet<(String, i64)>> = vec![HashSet::new(); n];
+            // Per worker: the ticks it has sent claims of, when it looks at
+            // each again (never, once etcd answered: `i64::MAX`), and how
+            // many of its claims of it had an unknown outcome.
+            let mut sent: Vec<HashMap<(String, i64), (i64, u32)>> = vec![HashMap::new(); n];
             // Per worker: its own claim batches not yet answered, and when
             // they will be (a batch sent while cut off is resolved once etcd
             // answers again: 2 s after the cut, the key still absent).
@@ -529,7 +546,8 @@ mod tests {
                             continue;
                         }
                         for (job, mode) in JOBS {
-                            if sent[i].contains(&(job.to_string(), tick)) {
+                            let key = (job.to_string(), tick);
+                            if sent[i].get(&key).is_some_and(|(look, _)| *look > t) {
                                 continue;
                             }
                             let (missed, rank) = match decide(&view, job, tick, mode, now) {
@@ -537,7 +555,6 @@ mod tests {
                                 Decision::Missed { rank } => (true, rank),
                                 _ => continue,
                             };
-                            sent[i].insert((job.to_string(), tick));
                             batches.entry((tick, mode, rank == 0)).or_default().push((
                                 job.to_string(),
                                 tick,
@@ -553,6 +570,22 @@ mod tests {
                         } else {
                             t + s.latency
                         };
+                        let settles = match cut {
+                            Some((_, end)) => end + 2_000 + s.latency,
+                            None => arrives,
+                        };
+                        for (job, tick, _) in &claims {
+                            let entry = sent[i].entry((job.clone(), *tick)).or_default();
+                            *entry = match cut {
+                                // Its outcome learned as unknown once etcd
+                                // answers again: decided again after that.
+                                Some(_) => (
+                                    settles + ms(unsettled_retry_delay(entry.1 + 1)),
+                                    entry.1 + 1,
+                                ),
+                                None => (i64::MAX, entry.1),
+                            };
+                        }
                         // The horizon never passes an instant of its own still
                         // in doubt (see `planner::Planner::send`).
                         let horizon = owned.then(|| {
@@ -564,10 +597,6 @@ mod tests {
                             (mode, doubt.map_or(tick, |d| d - 1), fleet)
                         });
                         if owned {
-                            let settles = match cut {
-                                Some((_, end)) => end + 2_000 + s.latency,
-                                None => arrives,
-                            };
                             pending[i].push((mode, tick, settles));
                         }
                         in_flight.push(Request {
@@ -604,8 +633,60 @@ mod tests {
             )
         }
 
+        /// Workers that never die, each maybe cut off from etcd once (for up
+        /// to 12 s, so owner and backups are often all cut at one tick).
+        fn scenario_with_cuts() -> impl Strategy<Value = Scenario> {
+            let worker = (
+                -50i64..=50,
+                proptest::option::weighted(0.6, (3_000i64..14_000, 500i64..12_000)),
+            )
+                .prop_map(|(offset, cut)| WorkerSpec {
+                    offset,
+                    dies_at: None,
+                    cut: cut.map(|(a, len)| (a, a + len)),
+                });
+            (proptest::collection::vec(worker, 1..5), 1i64..80, 0i64..60).prop_map(
+                |(workers, latency, watch_delay)| Scenario {
+                    workers,
+                    latency,
+                    watch_delay,
+                    end: 34_000,
+                },
+            )
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+            /// However the owner and backups of a tick are cut off from etcd
+            /// around it (all of them, at once), the tick is claimed (to run,
+            /// or to record it as missed) when its owner or first backup
+            /// reaches etcd again soon enough: its claims whose outcome was
+            /// unknown are decided again.
+            #[test]
+            fn every_tick_is_claimed_once_its_owner_or_first_backup_reaches_etcd(
+                s in scenario_with_cuts()
+            ) {
+                let out = run(&s);
+                let ids = fleet(s.workers.len());
+                prop_assert!(out.recreated.is_empty(), "claimed twice: {:?}", out.recreated);
+                for tick in (5_000..=s.end - 17_000).step_by(1000) {
+                    for (job, _) in JOBS {
+                        let ranked = ranking(&ids, job, tick);
+                        let index = |w: &str| ids.iter().position(|x| x == w).unwrap();
+                        // Back 2 s (and a retry delay) before the lateness
+                        // bound: in time to claim it or record it as missed.
+                        let back_in_time = ranked.iter().take(2).any(|w| {
+                            s.workers[index(w)].cut.is_none_or(|(_, end)| end <= tick + 7_000)
+                        });
+                        let key = (job.to_string(), tick);
+                        prop_assert!(
+                            !back_in_time || out.claimed.contains_key(&key),
+                            "{key:?} never claimed"
+                        );
+                    }
+                }
+            }
 
             /// Whatever the skew (within the bound), deaths and cuts, a claim
             /// key is never created twice for one tick: the TTL outlives

@@ -153,8 +153,7 @@ impl ChaosReport {
             self.params
         ));
         out.push_str("| figure | value |\n|---|---|\n");
-        let unrecorded: usize =
-            self.unrecorded_in_windows.values().sum::<usize>() + self.unrecorded_unexplained.len();
+        let unrecorded: usize = self.unrecorded_in_windows.values().sum();
         let not_run: usize = self.not_run.values().sum();
         for (k, v) in [
             ("ticks due", self.ticks_due.to_string()),

@@ -226,13 +226,21 @@ impl LeaseSlot {
     }
 }
 
-/// Grants a claim lease, never renewed (`CLAIM_LEASE_TTL`).
+/// Grants a claim lease, never renewed (`CLAIM_LEASE_TTL`). A grant that
+/// never left this process (the balancer picked a member that is down) is
+/// asked for again at once, from another member.
 async fn grant_claim_lease(client: Client) -> Result<i64, etcd_client::Error> {
-    Ok(client
-        .lease_client()
-        .grant(CLAIM_LEASE_TTL.as_secs() as i64, None)
-        .await?
-        .id())
+    let mut leases = client.lease_client();
+    let mut tries = 0;
+    loop {
+        match leases.grant(CLAIM_LEASE_TTL.as_secs() as i64, None).await {
+            Ok(granted) => return Ok(granted.id()),
+            Err(e) if gdts_runtime::etcd_never_sent(&e) && tries < MAX_UNSENT_RETRIES => {
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Claims for one worker. Claim keys share a lease asked for every

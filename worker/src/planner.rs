@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use gdts_common::job::Job;
 use gdts_common::keys::{Keys, RunKey};
-use gdts_common::plan::{decide, ClaimMode, Decision, View};
+use gdts_common::plan::{decide, unsettled_retry_delay, ClaimMode, Decision, View};
 use gdts_common::timing::{
     AT_TICK_BACKUP_DELAYS, CLAIM_BATCH, MAX_TICK_LATENESS, MISSED_RECORD_WINDOW, PREPARE_LEAD,
     SLOW_OWNER_GRACE,
@@ -57,6 +57,8 @@ struct Slot {
     wake_at: i64,
     /// Counted in `gdts_worker_ticks_unmatched_total` already.
     unmatched_counted: bool,
+    /// Claims of the tick sent from here whose outcome stayed unknown.
+    unsettled_claims: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -351,6 +353,7 @@ impl Planner {
                     state: SlotState::Idle,
                     wake_at: 0,
                     unmatched_counted: false,
+                    unsettled_claims: 0,
                 });
         }
     }
@@ -599,12 +602,16 @@ impl Planner {
             return;
         };
         let mut settle_owed = Vec::new();
+        let now_ms = Utc::now().timestamp_millis();
+        let mut again = 0;
         for (i, outcome) in result.outcomes {
             let slot = &mut slots[i];
+            let mut owed_again = false;
             if result.owned == Some(ClaimMode::AtTick) && !slot.due.job.policy.catch_up.is_zero() {
                 if let Some(owed) = self.owed.get_mut(&slot.due.job.name) {
                     owed.open = owed.open.saturating_sub(1);
                     if outcome.is_none() {
+                        owed_again = true;
                         // Never settled: claimed again once etcd answers.
                         tracing::warn!(job = %slot.due.job.name, tick = %slot.due.tick, "a catch-up job's claim was not settled; it will be claimed again");
                         owed.ticks.push(DueTick {
@@ -658,6 +665,22 @@ impl Planner {
                 }
                 (_, None) => {}
             }
+            if outcome.is_none() && !owed_again {
+                // Not sent, or its fate not learned: nobody may have the
+                // tick (see `unsettled_retry_delay`). `decide` says what
+                // happens to it then, as for any tick.
+                slot.unsettled_claims += 1;
+                slot.state = SlotState::Idle;
+                slot.wake_at = now_ms + ms(unsettled_retry_delay(slot.unsettled_claims));
+                again += 1;
+            }
+        }
+        if again > 0 {
+            tracing::info!(
+                ticks = again,
+                tick = result.tick_ms,
+                "claims not settled; the ticks are decided again shortly"
+            );
         }
         for name in settle_owed {
             self.settle_owed(&name);

@@ -668,8 +668,9 @@ pub async fn settle_claims(
     let failure = match result {
         Ok(claims) => return claims.into_iter().map(Some).collect(),
         Err(e @ (ClaimError::NotRegistered | ClaimError::NotSent(_))) => {
-            // Never reached etcd: nothing to ask about.
-            tracing::warn!(runs = requests.len(), error = %e, "claims not sent; not run here");
+            // Never reached etcd: nothing to ask about (the planner decides
+            // the ticks again).
+            tracing::warn!(runs = requests.len(), error = %e, "claims not sent");
             return vec![None; requests.len()];
         }
         Err(e) => e.to_string(),

@@ -10,7 +10,7 @@
 //!                      state at the tick: overlap forbid/replace, catch-up, containers)
 //!   t + PREPARED_HOLD  a process still at its gate (claim in doubt) is killed
 //!   (any time)         a claim whose outcome stayed unknown: the tick is decided
-//!                      again 1-4 s later (`plan::unsettled_retry_delay`)
+//!                      again 1-4 s later (`plan::decide_again_at`)
 //!   t + LATENESS       too late: the tick is recorded as missed, never run
 //! ```
 //!

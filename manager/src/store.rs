@@ -538,14 +538,13 @@ impl Store {
             .collect())
     }
 
-    /// A job's newest run (newest tick), without its output.
-    /// A job's newest run, without output. `fired_lately`: its schedule had
-    /// a tick within [`LAST_RUN_RECENT`], so its newest run is most likely
-    /// among its recent ones: those are looked at first, which gives the
-    /// same answer from a short range of the index (the Mongo-protocol
-    /// server of the tests and benchmarks sorts every run of the job
-    /// instead: 17 ms for 500 runs against 0.9 ms), and all of its runs
-    /// only if it has none lately.
+    /// A job's newest run (newest tick), without its output. `fired_lately`:
+    /// its schedule had a tick within [`LAST_RUN_RECENT`], so its newest
+    /// run is most likely among its recent ones: those are looked at first,
+    /// which gives the same answer from a short range of the index (the
+    /// Mongo-protocol server of the tests and benchmarks sorts every run of
+    /// the job instead: 17 ms for 500 runs against 0.9 ms), and all of its
+    /// runs only if it has none lately.
     pub async fn last_run(
         &self,
         name: &JobName,

@@ -375,6 +375,7 @@ impl Claimer {
                 Some(PutOptions::new().with_lease(running_lease)),
             ));
         }
+        self.drop_pending_marks(reqs);
         let side = self.take_side_ops(running_lease);
         if let Some(taken) = &side {
             ops.extend(taken.ops.iter().cloned());
@@ -433,6 +434,20 @@ impl Claimer {
             .collect();
         self.note_marks(reqs, &claims, running_lease);
         Ok(claims)
+    }
+
+    /// A claim that writes its run's running mark supersedes a write of that
+    /// mark still waiting to go out: the deletion queued when an earlier
+    /// attempt at the tick was taken as not made (`resolve`), before the
+    /// tick was claimed again. In one transaction the two would be refused
+    /// together with every claim of the batch (etcd takes no key twice in a
+    /// transaction); sent after it, the deletion would remove the mark of a
+    /// run this claim may start, or of the worker that won the tick.
+    fn drop_pending_marks(&self, reqs: &[ClaimRequest]) {
+        let mut side = self.side.lock().expect("side ops lock");
+        for req in reqs.iter().filter(|r| r.mark_running && !r.missed) {
+            side.marks.remove(&self.keys.running(&req.job, &req.run));
+        }
     }
 
     /// Remembers the running marks that won claims wrote (under `lease`).
@@ -499,7 +514,8 @@ impl Claimer {
     /// own attempt. `None` where that could not be learned in time, and
     /// where the claim is taken not to have been made (its key still absent
     /// past its send deadline): either way it is not known to be anybody's,
-    /// so a catch-up job claims that tick again (`planner::Owed`).
+    /// so the planner decides the tick again (`plan::decide_again_at`), and
+    /// a catch-up job owes it (`planner::Owed`).
     pub async fn resolve(
         &self,
         reqs: &[ClaimRequest],

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use gdts_common::job::Job;
 use gdts_common::keys::{Keys, RunKey};
-use gdts_common::plan::{decide, unsettled_retry_delay, ClaimMode, Decision, View};
+use gdts_common::plan::{decide, decide_again_at, ClaimMode, Decision, View};
 use gdts_common::timing::{
     AT_TICK_BACKUP_DELAYS, CLAIM_BATCH, MAX_TICK_LATENESS, MISSED_RECORD_WINDOW, PREPARE_LEAD,
     SLOW_OWNER_GRACE,
@@ -667,11 +667,11 @@ impl Planner {
             }
             if outcome.is_none() && !owed_again {
                 // Not sent, or its fate not learned: nobody may have the
-                // tick (see `unsettled_retry_delay`). `decide` says what
+                // tick (see `decide_again_at`). `decide` says what
                 // happens to it then, as for any tick.
                 slot.unsettled_claims += 1;
                 slot.state = SlotState::Idle;
-                slot.wake_at = now_ms + ms(unsettled_retry_delay(slot.unsettled_claims));
+                slot.wake_at = decide_again_at(result.tick_ms, now_ms, slot.unsettled_claims);
                 again += 1;
             }
         }
@@ -855,7 +855,11 @@ impl Planner {
                     if matches!(slot.state, SlotState::Passed) {
                         slot.state = SlotState::Idle;
                     }
-                    slot.wake_at = 0;
+                    // A tick waiting out its claim's back-off keeps it (the
+                    // fleet changes most while etcd is in trouble).
+                    if slot.unsettled_claims == 0 {
+                        slot.wake_at = 0;
+                    }
                 }
             }
         }

@@ -94,6 +94,32 @@ impl Cluster {
         .await
     }
 
+    /// Starts worker `id` reaching etcd only through a [`ReplyHoldProxy`]
+    /// (returned, to hold, cut or sever its connections on demand), under a
+    /// registration lease of `lease_ttl_secs`.
+    pub async fn start_worker_behind_proxy(
+        &mut self,
+        id: &str,
+        lease_ttl_secs: u64,
+    ) -> anyhow::Result<ReplyHoldProxy> {
+        let target = self.etcd.endpoint.trim_start_matches("http://").to_string();
+        let proxy = ReplyHoldProxy::start(&target).await?;
+        self.start_worker(
+            id,
+            WorkerOptions {
+                env: vec![
+                    ("GDTS_ETCD_ENDPOINTS".into(), proxy.url.clone()),
+                    (
+                        "GDTS_WORKER_LEASE_TTL_SECS".into(),
+                        lease_ttl_secs.to_string(),
+                    ),
+                ],
+                ..Default::default()
+            },
+        )?;
+        Ok(proxy)
+    }
+
     pub fn start_worker(&mut self, id: &str, options: WorkerOptions) -> anyhow::Result<()> {
         let mut cmd = Command::new(binary("gdts-worker"));
         self.store_env(&mut cmd);

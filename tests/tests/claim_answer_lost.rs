@@ -8,25 +8,14 @@ use std::time::Duration;
 use gdts_common::timing::{CLAIM_TIMEOUT, PREPARED_HOLD};
 use gdts_tests::{
     every_second_shell_job, int_field, now_ms, records_of, save_job_json, wait_until, Cluster,
-    ReplyHoldProxy, TickReport, WorkerOptions,
+    TickReport,
 };
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_won_claim_whose_answer_was_lost_still_runs_once() -> anyhow::Result<()> {
     let mut c = Cluster::start("claim_answer_lost").await?;
-    let target = c.etcd.endpoint.trim_start_matches("http://").to_string();
-    let proxy = ReplyHoldProxy::start(&target).await?;
-    c.start_worker(
-        "w1",
-        WorkerOptions {
-            env: vec![
-                ("GDTS_ETCD_ENDPOINTS".into(), proxy.url.clone()),
-                // Longer than the hold: the registration outlives it.
-                ("GDTS_WORKER_LEASE_TTL_SECS".into(), "30".into()),
-            ],
-            ..Default::default()
-        },
-    )?;
+    // Longer than the hold: the registration outlives it.
+    let proxy = c.start_worker_behind_proxy("w1", 30).await?;
     c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
     save_job_json(&c, &every_second_shell_job("ticker")).await?;
     let start = now_ms() + 2000;

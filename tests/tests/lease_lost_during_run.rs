@@ -6,26 +6,13 @@
 
 use std::time::Duration;
 
-use gdts_tests::{
-    int_field, records_of, save_job_json, wait_until, Cluster, ReplyHoldProxy, WorkerOptions,
-};
+use gdts_tests::{int_field, records_of, save_job_json, wait_until, Cluster, WorkerOptions};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forbid_run_stops_before_its_lease_can_expire() -> anyhow::Result<()> {
     let mut c = Cluster::start("lease_lost_during_run").await?;
-    let target = c.etcd.endpoint.trim_start_matches("http://").to_string();
-    let proxy = ReplyHoldProxy::start(&target).await?;
-    c.start_worker(
-        "w1",
-        WorkerOptions {
-            env: vec![
-                ("GDTS_ETCD_ENDPOINTS".into(), proxy.url.clone()),
-                ("GDTS_WORKER_LEASE_TTL_SECS".into(), "4".into()),
-            ],
-            ..Default::default()
-        },
-    )?;
+    let proxy = c.start_worker_behind_proxy("w1", 4).await?;
     c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
     save_job_json(
         &c,
@@ -108,19 +95,8 @@ async fn a_forbid_run_stops_before_its_lease_can_expire() -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mark_whose_deletion_failed_does_not_block_the_job() -> anyhow::Result<()> {
     let mut c = Cluster::start("mark_deletion_failed").await?;
-    let target = c.etcd.endpoint.trim_start_matches("http://").to_string();
-    let proxy = ReplyHoldProxy::start(&target).await?;
-    c.start_worker(
-        "w1",
-        WorkerOptions {
-            env: vec![
-                ("GDTS_ETCD_ENDPOINTS".into(), proxy.url.clone()),
-                // Longer than the hold: the registration (and the mark) outlive it.
-                ("GDTS_WORKER_LEASE_TTL_SECS".into(), "30".into()),
-            ],
-            ..Default::default()
-        },
-    )?;
+    // Longer than the hold: the registration (and the mark) outlive it.
+    let proxy = c.start_worker_behind_proxy("w1", 30).await?;
     c.wait_for_workers(&["w1"], Duration::from_secs(20)).await?;
     save_job_json(
         &c,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use gdts_common::values::ClaimRecord;
-use gdts_tests::{records_of, save_job_json, wait_until, Cluster, ReplyHoldProxy, WorkerOptions};
+use gdts_tests::{records_of, save_job_json, wait_until, Cluster, WorkerOptions};
 use serde_json::json;
 
 /// The claims `worker` holds now: run id -> claim record.
@@ -130,18 +130,7 @@ fn statuses(records: &[mongodb::bson::Document], job: &str) -> HashMap<String, S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_record_replaces_a_lost_one() -> anyhow::Result<()> {
     let mut c = Cluster::start("lost_then_found").await?;
-    let target = c.etcd.endpoint.trim_start_matches("http://").to_string();
-    let proxy = ReplyHoldProxy::start(&target).await?;
-    c.start_worker(
-        "w1",
-        WorkerOptions {
-            env: vec![
-                ("GDTS_ETCD_ENDPOINTS".into(), proxy.url.clone()),
-                ("GDTS_WORKER_LEASE_TTL_SECS".into(), "4".into()),
-            ],
-            ..Default::default()
-        },
-    )?;
+    let proxy = c.start_worker_behind_proxy("w1", 4).await?;
     c.start_worker("w2", WorkerOptions::default())?;
     c.wait_for_workers(&["w1", "w2"], Duration::from_secs(20))
         .await?;

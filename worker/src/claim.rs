@@ -71,6 +71,10 @@ pub struct ClaimRequest {
     /// When the claim was decided (this worker's clock, epoch ms); also its
     /// `claimedAt`, by which the worker recognises its own attempt.
     pub now_ms: i64,
+    /// The `claimedAt` of this worker's earlier attempts at the tick whose
+    /// outcome stayed unknown (`Claimer::resolve`): one of them may have
+    /// committed after all, and a claim key it wrote is this worker's too.
+    pub earlier: Vec<i64>,
 }
 
 impl ClaimRequest {
@@ -107,6 +111,7 @@ impl ClaimRequest {
             mark_running: true,
             missed: false,
             now_ms,
+            earlier: Vec::new(),
         }
     }
 
@@ -429,10 +434,19 @@ impl Claimer {
                 TxnOpResponse::Txn(inner) if inner.succeeded() => {
                     outcome_of_won(req, revision, inner.op_responses().last())
                 }
+                // Refused: the claim key as it is, read where `req` names
+                // earlier attempts (see `ClaimRequest::earlier`).
+                TxnOpResponse::Txn(inner) => match inner.op_responses().first() {
+                    Some(TxnOpResponse::Get(get)) => get
+                        .kvs()
+                        .first()
+                        .map_or(Claim::Lost, |kv| self.recognise(req, kv)),
+                    _ => Claim::Lost,
+                },
                 _ => Claim::Lost,
             })
             .collect();
-        self.note_marks(reqs, &claims, running_lease);
+        self.note_marks(reqs, &claims, running_lease, revision);
         Ok(claims)
     }
 
@@ -450,12 +464,14 @@ impl Claimer {
         }
     }
 
-    /// Remembers the running marks that won claims wrote (under `lease`).
-    fn note_marks(&self, reqs: &[ClaimRequest], claims: &[Claim], lease: i64) {
-        let won = reqs
-            .iter()
-            .zip(claims)
-            .filter(|(r, c)| r.mark_running && matches!(c, Claim::Won { .. }));
+    /// Remembers the running marks that claims won by the transaction at
+    /// `revision` wrote (under `lease`). A claim won by an earlier attempt
+    /// (`ClaimRequest::earlier`) had its mark noted by `recognise`, to be
+    /// written again.
+    fn note_marks(&self, reqs: &[ClaimRequest], claims: &[Claim], lease: i64, revision: i64) {
+        let won = reqs.iter().zip(claims).filter(|(r, c)| {
+            r.mark_running && matches!(c, Claim::Won { revision: won } if *won == revision)
+        });
         let mut side = self.side.lock().expect("side ops lock");
         for (req, _) in won {
             let value = self.running_value(req.now_ms);
@@ -602,10 +618,32 @@ impl Claimer {
         outcomes
     }
 
-    /// What a claim key says about this worker's attempt `req`.
+    /// What a claim key says about this worker's attempt `req`, or about
+    /// one of its earlier attempts at the tick (`ClaimRequest::earlier`).
+    /// A run claim won by an earlier attempt is recorded as missed when `req`
+    /// only meant to record the tick as missed: it is too late to run by now.
     fn recognise(&self, req: &ClaimRequest, kv: &etcd_client::KeyValue) -> Claim {
         match serde_json::from_slice::<ClaimRecord>(kv.value()) {
-            Ok(r) if r.worker == self.worker_id && r.claimed_at == req.now_ms => {
+            Ok(r)
+                if r.worker == self.worker_id
+                    && r.claimed_at != req.now_ms
+                    && req.earlier.contains(&r.claimed_at)
+                    && req.missed =>
+            {
+                let revision = kv.create_revision();
+                if r.skipped {
+                    Claim::Skipped {
+                        revision,
+                        reason: SKIP_OVERLAP,
+                    }
+                } else {
+                    Claim::Missed { revision }
+                }
+            }
+            Ok(r)
+                if r.worker == self.worker_id
+                    && (r.claimed_at == req.now_ms || req.earlier.contains(&r.claimed_at)) =>
+            {
                 // The claim key is created by the claim transaction, so its
                 // create revision is the transaction's revision.
                 let revision = kv.create_revision();
@@ -663,12 +701,21 @@ impl Claimer {
                 watermark_value(req.run.tick_ms),
             ));
         }
+        // Where an earlier attempt may have made the claim, a refused one
+        // reads the key back, so the worker learns whose it is.
+        let read_back = |txn: Txn| {
+            if req.earlier.is_empty() {
+                txn
+            } else {
+                txn.or_else(vec![TxnOp::get(claim_key.as_str(), None)])
+            }
+        };
         if req.missed {
-            return Txn::new().when(when).and_then(vec![TxnOp::put(
+            return read_back(Txn::new().when(when).and_then(vec![TxnOp::put(
                 claim_key.as_str(),
                 self.claim_record(req, false),
                 claim_options(),
-            )]);
+            )]));
         }
 
         let run_it = |mut ops: Vec<TxnOp>| {
@@ -741,7 +788,7 @@ impl Claimer {
             then.push(TxnOp::txn(raise));
         }
         then.push(TxnOp::txn(overlap));
-        Txn::new().when(when).and_then(then)
+        read_back(Txn::new().when(when).and_then(then))
     }
 
     /// Puts a run's claim key again, value unchanged, under the current
@@ -1039,6 +1086,70 @@ mod tests {
         assert_eq!(
             slot.choose(stale + CLAIM_LEASE_ROTATION),
             LeaseUse::UseAndGrant(2)
+        );
+    }
+
+    /// A claim that never reached etcd's answer and was taken as not made
+    /// may commit later (stuck in a member's log). Its tick is then claimed
+    /// again by this worker, and that attempt loses to the first: the claim
+    /// key names this worker, under the first attempt's `claimedAt`.
+    #[tokio::test]
+    async fn a_claim_lost_to_this_workers_own_earlier_attempt_is_this_workers() {
+        let dir = tempfile::tempdir().unwrap();
+        let etcd = gdts_tests::Etcd::start(dir.path()).await.unwrap();
+        let client = Client::connect([etcd.endpoint.as_str()], None)
+            .await
+            .unwrap();
+        let keys = Keys::new("/gdts");
+        let spec = gdts_common::JobSpec::shell("late", "true", "* * * * * * *");
+        let job = gdts_common::Job::from_spec(&spec).unwrap();
+        let put = client
+            .kv_client()
+            .put(keys.job(&job.name), "{}", None)
+            .await
+            .unwrap();
+        let job_revision = put.header().unwrap().revision();
+        let registration = client.lease_client().grant(60, None).await.unwrap().id();
+        let (_lease, lease_rx) = tokio::sync::watch::channel(registration);
+        let claimer = Claimer::new(client, keys, "w1".into(), lease_rx);
+
+        let tick = 1_800_000_000_000;
+        let now = chrono::Utc::now().timestamp_millis();
+        let claim = |at: i64, earlier: Vec<i64>, missed: bool| ClaimRequest {
+            earlier,
+            missed,
+            ..ClaimRequest::new(&job, job_revision, RunKey::scheduled(tick), at)
+        };
+        // The first attempt, whose answer the planner never learned.
+        let first = claimer
+            .claim_batch(&[claim(now, vec![], false)], None)
+            .await;
+        let Ok(first) = first else {
+            panic!("first attempt: {first:?}")
+        };
+        let Claim::Won { revision } = first[0] else {
+            panic!("first attempt: {first:?}")
+        };
+        // Each attempt is a transaction of its own: etcd takes a key once
+        // per transaction.
+        let mut outcomes = Vec::new();
+        for attempt in [
+            // Decided again: the first attempt's key is this worker's.
+            claim(now + 1000, vec![now], false),
+            // Too late to run by then: recorded as missed.
+            claim(now + 9000, vec![now - 5, now], true),
+            // Nothing of this worker's before: somebody else's.
+            claim(now + 2000, vec![now - 5], false),
+        ] {
+            outcomes.extend(claimer.claim_batch(&[attempt], None).await.unwrap());
+        }
+        assert_eq!(
+            outcomes,
+            vec![
+                Claim::Won { revision },
+                Claim::Missed { revision },
+                Claim::Lost
+            ]
         );
     }
 }

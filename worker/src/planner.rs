@@ -59,6 +59,8 @@ struct Slot {
     unmatched_counted: bool,
     /// Claims of the tick sent from here whose outcome stayed unknown.
     unsettled_claims: u32,
+    /// Their `claimedAt` (see `ClaimRequest::earlier`).
+    unsettled_at: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,6 +74,8 @@ struct BatchResult {
     tick_ms: i64,
     /// The mode of an owner's batch (its horizon waited on it).
     owned: Option<ClaimMode>,
+    /// When its claims were decided: their `claimedAt`.
+    decided_at: i64,
     outcomes: Vec<(usize, Option<Claim>)>,
 }
 
@@ -354,6 +358,7 @@ impl Planner {
                     wake_at: 0,
                     unmatched_counted: false,
                     unsettled_claims: 0,
+                    unsettled_at: Vec::new(),
                 });
         }
     }
@@ -511,6 +516,7 @@ impl Planner {
                 ClaimMode::AtTick => ClaimRequest::new(job, slot.due.job_revision, run, now_ms),
             };
             request.missed = role == Role::Missed;
+            request.earlier = slot.unsettled_at.clone();
             requests.push(request);
             indices.push(i);
             let go = match std::mem::replace(&mut slot.state, SlotState::Done) {
@@ -547,6 +553,7 @@ impl Planner {
             let _ = results.send(BatchResult {
                 tick_ms,
                 owned,
+                decided_at: now_ms,
                 outcomes: indices.into_iter().zip(outcomes).collect(),
             });
         });
@@ -670,6 +677,7 @@ impl Planner {
                 // tick (see `decide_again_at`). `decide` says what
                 // happens to it then, as for any tick.
                 slot.unsettled_claims += 1;
+                slot.unsettled_at.push(result.decided_at);
                 slot.state = SlotState::Idle;
                 slot.wake_at = decide_again_at(result.tick_ms, now_ms, slot.unsettled_claims);
                 again += 1;

@@ -562,6 +562,8 @@ async fn catch_up_one(
     let tick_ms = due.tick.timestamp_millis();
     let run = RunKey::scheduled(tick_ms);
     let mut pause = Duration::from_secs(1);
+    // Attempts whose outcome stayed unknown (see `ClaimRequest::earlier`).
+    let mut earlier = Vec::new();
     let (claim, trigger) = loop {
         let age = (Utc::now() - due.tick).to_std().unwrap_or_default();
         let trigger = if age > CATCH_UP_LABEL_AGE {
@@ -578,6 +580,7 @@ async fn catch_up_one(
         }
         let request = ClaimRequest {
             catch_up: age > CATCH_UP_KEY_SAFE_AGE,
+            earlier: earlier.clone(),
             ..ClaimRequest::new(job, due.job_revision, run.clone(), now_ms())
         };
         match claim_one(ctx, &request).await {
@@ -585,6 +588,7 @@ async fn catch_up_one(
             // Not settled (etcd unreachable): the same tick again, so the
             // job's ticks stay in order.
             None => {
+                earlier.push(request.now_ms);
                 tokio::select! {
                     _ = ctx.stop_scheduling.cancelled() => return None,
                     _ = tokio::time::sleep(pause) => {}

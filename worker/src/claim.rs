@@ -49,6 +49,9 @@ pub const SKIP_OVERLAP: &str = "skipped: a run of this job was still in progress
 pub const SKIP_LEARNED_LATE: &str =
     "skipped: this worker won the tick but lost etcd before it learned so, \
      and its registration expired meanwhile; running it then could have broken the overlap policy";
+pub const SKIP_EARLIER_WIN: &str =
+    "skipped: an earlier claim of this worker, taken as not made, was found to have won the tick \
+     only later; its running mark was gone meanwhile, so running it could have broken the overlap policy";
 
 /// What to claim.
 #[derive(Debug, Clone)]
@@ -160,8 +163,8 @@ struct SideOps {
     live: HashMap<String, (Vec<u8>, i64)>,
 }
 
-/// How often a claim transaction that never left this process (no
-/// connection to the etcd member picked) is sent again at once.
+/// How often a claim transaction or claim-lease grant that never left this
+/// process (no connection to the etcd member picked) is sent again at once.
 const MAX_UNSENT_RETRIES: usize = 3;
 
 /// Most side writes per transaction (etcd allows 128 operations a list).
@@ -232,18 +235,43 @@ impl LeaseSlot {
 }
 
 /// Grants a claim lease, never renewed (`CLAIM_LEASE_TTL`). A grant that
-/// never left this process (the balancer picked a member that is down) is
-/// asked for again at once, from another member.
+/// never left this process is asked for again ([`resend_unsent`]).
 async fn grant_claim_lease(client: Client) -> Result<i64, etcd_client::Error> {
-    let mut leases = client.lease_client();
+    let leases = client.lease_client();
+    let granted = resend_unsent(
+        || {
+            let mut leases = leases.clone();
+            async move { leases.grant(CLAIM_LEASE_TTL.as_secs() as i64, None).await }
+        },
+        || true,
+    )
+    .await?;
+    Ok(granted.id())
+}
+
+/// Sends the request `send` makes; one that never left this process (the
+/// client's balancer picked a member that is down) is sent again at once,
+/// to another member, up to `MAX_UNSENT_RETRIES` times while `may_resend`
+/// says so. Any other failure may have reached etcd: it is returned.
+async fn resend_unsent<T, F, Fut>(
+    mut send: F,
+    may_resend: impl Fn() -> bool,
+) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
     let mut tries = 0;
     loop {
-        match leases.grant(CLAIM_LEASE_TTL.as_secs() as i64, None).await {
-            Ok(granted) => return Ok(granted.id()),
-            Err(e) if gdts_runtime::etcd_never_sent(&e) && tries < MAX_UNSENT_RETRIES => {
+        match send().await {
+            Err(e)
+                if gdts_runtime::etcd_never_sent(&e)
+                    && tries < MAX_UNSENT_RETRIES
+                    && may_resend() =>
+            {
                 tries += 1;
             }
-            Err(e) => return Err(e),
+            answer => return answer,
         }
     }
 }
@@ -385,32 +413,26 @@ impl Claimer {
         if let Some(taken) = &side {
             ops.extend(taken.ops.iter().cloned());
         }
-        let mut kv = self.client.kv_client();
-        let answer_by = Instant::now() + CLAIM_TIMEOUT;
-        let mut tries = 0;
+        let kv = self.client.kv_client();
         let timed = std::time::Instant::now();
-        let result = loop {
-            let sent = kv.txn(Txn::new().and_then(ops.clone()));
-            match tokio::time::timeout_at(answer_by, sent).await {
-                Ok(Ok(resp)) => break Ok(resp),
-                // Never left this process (the balancer picked a member
-                // that is down): sent again at once, to another member,
-                // still within the claims' send deadlines.
-                Ok(Err(e))
-                    if gdts_runtime::etcd_never_sent(&e)
-                        && tries < MAX_UNSENT_RETRIES
-                        && reqs
-                            .iter()
-                            .all(|r| chrono::Utc::now().timestamp_millis() <= r.send_by()) =>
-                {
-                    tries += 1;
-                }
-                Ok(Err(e)) if gdts_runtime::etcd_never_sent(&e) => {
-                    break Err(ClaimError::NotSent("no etcd member could be reached"))
-                }
-                Ok(Err(e)) => break Err(ClaimError::from(e)),
-                Err(_) => break Err(ClaimError::TimedOut(CLAIM_TIMEOUT)),
+        // A resend stays within the claims' send deadlines.
+        let sent = resend_unsent(
+            || {
+                let (mut kv, txn) = (kv.clone(), Txn::new().and_then(ops.clone()));
+                async move { kv.txn(txn).await }
+            },
+            || {
+                let now = chrono::Utc::now().timestamp_millis();
+                reqs.iter().all(|r| now <= r.send_by())
+            },
+        );
+        let result = match tokio::time::timeout(CLAIM_TIMEOUT, sent).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if gdts_runtime::etcd_never_sent(&e) => {
+                Err(ClaimError::NotSent("no etcd member could be reached"))
             }
+            Ok(Err(e)) => Err(ClaimError::from(e)),
+            Err(_) => Err(ClaimError::TimedOut(CLAIM_TIMEOUT)),
         };
         gdts_runtime::metrics::etcd_observed("claim_txn", timed, result.is_ok());
         if let Some(taken) = side {
@@ -429,7 +451,7 @@ impl Claimer {
         let answers = resp.op_responses();
         let claims: Vec<Claim> = reqs
             .iter()
-            .zip(answers)
+            .zip(&answers)
             .map(|(req, answer)| match answer {
                 TxnOpResponse::Txn(inner) if inner.succeeded() => {
                     outcome_of_won(req, revision, inner.op_responses().last())
@@ -446,7 +468,7 @@ impl Claimer {
                 _ => Claim::Lost,
             })
             .collect();
-        self.note_marks(reqs, &claims, running_lease, revision);
+        self.note_marks(reqs, &answers, &claims, running_lease);
         Ok(claims)
     }
 
@@ -464,14 +486,27 @@ impl Claimer {
         }
     }
 
-    /// Remembers the running marks that claims won by the transaction at
-    /// `revision` wrote (under `lease`). A claim won by an earlier attempt
+    /// Remembers the running marks that claims won by this transaction
+    /// (`answers`) wrote (under `lease`). A claim won by an earlier attempt
     /// (`ClaimRequest::earlier`) had its mark noted by `recognise`, to be
     /// written again.
-    fn note_marks(&self, reqs: &[ClaimRequest], claims: &[Claim], lease: i64, revision: i64) {
-        let won = reqs.iter().zip(claims).filter(|(r, c)| {
-            r.mark_running && matches!(c, Claim::Won { revision: won } if *won == revision)
-        });
+    fn note_marks(
+        &self,
+        reqs: &[ClaimRequest],
+        answers: &[TxnOpResponse],
+        claims: &[Claim],
+        lease: i64,
+    ) {
+        let won = reqs
+            .iter()
+            .zip(answers)
+            .zip(claims)
+            .filter(|((r, answer), c)| {
+                r.mark_running
+                    && matches!(c, Claim::Won { .. })
+                    && matches!(answer, TxnOpResponse::Txn(inner) if inner.succeeded())
+            })
+            .map(|((r, _), c)| (r, c));
         let mut side = self.side.lock().expect("side ops lock");
         for (req, _) in won {
             let value = self.running_value(req.now_ms);
@@ -623,55 +658,55 @@ impl Claimer {
     /// A run claim won by an earlier attempt is recorded as missed when `req`
     /// only meant to record the tick as missed: it is too late to run by now.
     fn recognise(&self, req: &ClaimRequest, kv: &etcd_client::KeyValue) -> Claim {
-        match serde_json::from_slice::<ClaimRecord>(kv.value()) {
-            Ok(r)
-                if r.worker == self.worker_id
-                    && r.claimed_at != req.now_ms
-                    && req.earlier.contains(&r.claimed_at)
-                    && req.missed =>
-            {
-                let revision = kv.create_revision();
-                if r.skipped {
-                    Claim::Skipped {
-                        revision,
-                        reason: SKIP_OVERLAP,
-                    }
-                } else {
-                    Claim::Missed { revision }
-                }
-            }
-            Ok(r)
-                if r.worker == self.worker_id
-                    && (r.claimed_at == req.now_ms || req.earlier.contains(&r.claimed_at)) =>
-            {
-                // The claim key is created by the claim transaction, so its
-                // create revision is the transaction's revision.
-                let revision = kv.create_revision();
-                if req.mark_running && !r.missed && !r.skipped {
-                    // Written under a lease not known here: rewritten under
-                    // the current one should that be another.
-                    let key = self.keys.running(&req.job, &req.run);
-                    let value = self.running_value(req.now_ms);
-                    self.side
-                        .lock()
-                        .expect("side ops lock")
-                        .live
-                        .insert(key, (value, 0));
-                    self.rewrite_stale_marks();
-                }
-                if r.missed {
-                    Claim::Missed { revision }
-                } else if r.skipped {
-                    Claim::Skipped {
-                        revision,
-                        reason: SKIP_OVERLAP,
-                    }
-                } else {
-                    Claim::Won { revision }
-                }
-            }
-            _ => Claim::Lost,
+        let Ok(r) = serde_json::from_slice::<ClaimRecord>(kv.value()) else {
+            return Claim::Lost;
+        };
+        let this_attempt = r.claimed_at == req.now_ms;
+        if r.worker != self.worker_id || !(this_attempt || req.earlier.contains(&r.claimed_at)) {
+            return Claim::Lost;
         }
+        // The claim key is created by the claim transaction, so its create
+        // revision is the transaction's revision.
+        let revision = kv.create_revision();
+        if r.missed {
+            return Claim::Missed { revision };
+        }
+        if r.skipped {
+            return Claim::Skipped {
+                revision,
+                reason: SKIP_OVERLAP,
+            };
+        }
+        if !this_attempt && (req.missed || req.overlap != Overlap::Allow) {
+            // An earlier attempt's win, learned of only now. Its running mark
+            // (if it wrote one) was deleted when the attempt was taken as not
+            // made, or is deleted now: it is too late to run the tick, or
+            // running it could overlap a run that started meanwhile.
+            if req.mark_running {
+                self.clear_running(&req.job, &req.run);
+            }
+            return if req.missed {
+                Claim::Missed { revision }
+            } else {
+                Claim::Skipped {
+                    revision,
+                    reason: SKIP_EARLIER_WIN,
+                }
+            };
+        }
+        if req.mark_running {
+            // Written under a lease not known here (or deleted, for an
+            // earlier attempt): rewritten under the current one.
+            let key = self.keys.running(&req.job, &req.run);
+            let value = self.running_value(req.now_ms);
+            self.side
+                .lock()
+                .expect("side ops lock")
+                .live
+                .insert(key, (value, 0));
+            self.rewrite_stale_marks();
+        }
+        Claim::Won { revision }
     }
 
     fn claim_record(&self, req: &ClaimRequest, skipped: bool) -> Vec<u8> {
@@ -1103,9 +1138,18 @@ mod tests {
         let keys = Keys::new("/gdts");
         let spec = gdts_common::JobSpec::shell("late", "true", "* * * * * * *");
         let job = gdts_common::Job::from_spec(&spec).unwrap();
+        let forbid = gdts_common::Job::from_spec(&gdts_common::JobSpec {
+            overlap: Some("forbid".into()),
+            ..gdts_common::JobSpec::shell("late-forbid", "true", "* * * * * * *")
+        })
+        .unwrap();
+        // One transaction: both jobs at one revision.
         let put = client
             .kv_client()
-            .put(keys.job(&job.name), "{}", None)
+            .txn(Txn::new().and_then(vec![
+                TxnOp::put(keys.job(&job.name), "{}", None),
+                TxnOp::put(keys.job(&forbid.name), "{}", None),
+            ]))
             .await
             .unwrap();
         let job_revision = put.header().unwrap().revision();
@@ -1115,31 +1159,40 @@ mod tests {
 
         let tick = 1_800_000_000_000;
         let now = chrono::Utc::now().timestamp_millis();
-        let claim = |at: i64, earlier: Vec<i64>, missed: bool| ClaimRequest {
-            earlier,
-            missed,
-            ..ClaimRequest::new(&job, job_revision, RunKey::scheduled(tick), at)
-        };
-        // The first attempt, whose answer the planner never learned.
-        let first = claimer
-            .claim_batch(&[claim(now, vec![], false)], None)
-            .await;
-        let Ok(first) = first else {
-            panic!("first attempt: {first:?}")
-        };
-        let Claim::Won { revision } = first[0] else {
-            panic!("first attempt: {first:?}")
-        };
+        let claim =
+            |job: &gdts_common::Job, at: i64, earlier: Vec<i64>, missed: bool| ClaimRequest {
+                earlier,
+                missed,
+                ..ClaimRequest::new(job, job_revision, RunKey::scheduled(tick), at)
+            };
+        // The first attempts, whose answers the planner never learned.
+        let mut firsts = Vec::new();
+        for job in [&job, &forbid] {
+            let first = claimer
+                .claim_batch(&[claim(job, now, vec![], false)], None)
+                .await;
+            let Ok(first) = first else {
+                panic!("first attempt: {first:?}")
+            };
+            let Claim::Won { revision } = first[0] else {
+                panic!("first attempt: {first:?}")
+            };
+            firsts.push(revision);
+        }
+        let (revision, forbid_revision) = (firsts[0], firsts[1]);
         // Each attempt is a transaction of its own: etcd takes a key once
         // per transaction.
         let mut outcomes = Vec::new();
         for attempt in [
             // Decided again: the first attempt's key is this worker's.
-            claim(now + 1000, vec![now], false),
+            claim(&job, now + 1000, vec![now], false),
             // Too late to run by then: recorded as missed.
-            claim(now + 9000, vec![now - 5, now], true),
+            claim(&job, now + 9000, vec![now - 5, now], true),
             // Nothing of this worker's before: somebody else's.
-            claim(now + 2000, vec![now - 5], false),
+            claim(&job, now + 2000, vec![now - 5], false),
+            // `forbid`: its running mark was gone for a while, so another
+            // tick may have started meanwhile; not run.
+            claim(&forbid, now + 1000, vec![now], false),
         ] {
             outcomes.extend(claimer.claim_batch(&[attempt], None).await.unwrap());
         }
@@ -1148,7 +1201,11 @@ mod tests {
             vec![
                 Claim::Won { revision },
                 Claim::Missed { revision },
-                Claim::Lost
+                Claim::Lost,
+                Claim::Skipped {
+                    revision: forbid_revision,
+                    reason: SKIP_EARLIER_WIN
+                },
             ]
         );
     }

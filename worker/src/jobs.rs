@@ -28,6 +28,10 @@ pub struct DueTick {
     /// A tick already past, taken in the first look after a start or resync
     /// of a job with `catchUpSeconds`: possibly missed during an outage.
     pub catch_up: bool,
+    /// The `claimedAt` of this worker's attempts at the tick whose outcome
+    /// stayed unknown (see `ClaimRequest::earlier`), carried along when the
+    /// tick is decided again or owed to a catch-up.
+    pub earlier: Vec<i64>,
 }
 
 struct Scheduled {
@@ -235,6 +239,7 @@ impl JobTable {
                 // Right after a start or resync, the job's past ticks are
                 // claimed in order by one task, so the watermark rises tick by tick.
                 catch_up: catching_up && tick <= now,
+                earlier: Vec::new(),
             }));
             if let Some(next) = s.next {
                 self.by_time.insert((next.timestamp_millis(), name));

@@ -57,10 +57,9 @@ struct Slot {
     wake_at: i64,
     /// Counted in `gdts_worker_ticks_unmatched_total` already.
     unmatched_counted: bool,
-    /// Claims of the tick sent from here whose outcome stayed unknown.
+    /// Claims of the tick sent from here whose outcome stayed unknown (their
+    /// `claimedAt` are in `due.earlier`).
     unsettled_claims: u32,
-    /// Their `claimedAt` (see `ClaimRequest::earlier`).
-    unsettled_at: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -358,7 +357,6 @@ impl Planner {
                     wake_at: 0,
                     unmatched_counted: false,
                     unsettled_claims: 0,
-                    unsettled_at: Vec::new(),
                 });
         }
     }
@@ -516,7 +514,7 @@ impl Planner {
                 ClaimMode::AtTick => ClaimRequest::new(job, slot.due.job_revision, run, now_ms),
             };
             request.missed = role == Role::Missed;
-            request.earlier = slot.unsettled_at.clone();
+            request.earlier = slot.due.earlier.clone();
             requests.push(request);
             indices.push(i);
             let go = match std::mem::replace(&mut slot.state, SlotState::Done) {
@@ -613,6 +611,9 @@ impl Planner {
         let mut again = 0;
         for (i, outcome) in result.outcomes {
             let slot = &mut slots[i];
+            if outcome.is_none() {
+                slot.due.earlier.push(result.decided_at);
+            }
             let mut owed_again = false;
             if result.owned == Some(ClaimMode::AtTick) && !slot.due.job.policy.catch_up.is_zero() {
                 if let Some(owed) = self.owed.get_mut(&slot.due.job.name) {
@@ -677,7 +678,6 @@ impl Planner {
                 // tick (see `decide_again_at`). `decide` says what
                 // happens to it then, as for any tick.
                 slot.unsettled_claims += 1;
-                slot.unsettled_at.push(result.decided_at);
                 slot.state = SlotState::Idle;
                 slot.wake_at = decide_again_at(result.tick_ms, now_ms, slot.unsettled_claims);
                 again += 1;

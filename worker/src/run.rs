@@ -562,8 +562,9 @@ async fn catch_up_one(
     let tick_ms = due.tick.timestamp_millis();
     let run = RunKey::scheduled(tick_ms);
     let mut pause = Duration::from_secs(1);
-    // Attempts whose outcome stayed unknown (see `ClaimRequest::earlier`).
-    let mut earlier = Vec::new();
+    // Attempts whose outcome stayed unknown (see `ClaimRequest::earlier`),
+    // the planner's too.
+    let mut earlier = due.earlier.clone();
     let (claim, trigger) = loop {
         let age = (Utc::now() - due.tick).to_std().unwrap_or_default();
         let trigger = if age > CATCH_UP_LABEL_AGE {

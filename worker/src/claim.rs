@@ -36,7 +36,8 @@ pub enum Claim {
     /// This worker won the tick but must not run it: it records the skip,
     /// with `reason` as the record's `err`. A run of the job was in progress
     /// under `forbid` ([`SKIP_OVERLAP`]), or the win was learned too late to
-    /// run under the overlap policy ([`SKIP_LEARNED_LATE`], see `run::claim`).
+    /// run under the overlap policy ([`SKIP_LEARNED_LATE`], see `run::claim`;
+    /// [`SKIP_EARLIER_WIN`], see `Claimer::recognise`).
     Skipped { revision: i64, reason: &'static str },
     /// This worker claimed the tick only to record that it was missed.
     Missed { revision: i64 },
@@ -51,7 +52,8 @@ pub const SKIP_LEARNED_LATE: &str =
      and its registration expired meanwhile; running it then could have broken the overlap policy";
 pub const SKIP_EARLIER_WIN: &str =
     "skipped: an earlier claim of this worker, taken as not made, was found to have won the tick \
-     only later; its running mark was gone meanwhile, so running it could have broken the overlap policy";
+     only later; its running mark may have been gone meanwhile, so running it could have broken the \
+     overlap policy";
 
 /// What to claim.
 #[derive(Debug, Clone)]
@@ -153,6 +155,8 @@ struct SideOps {
     /// A transaction carrying side writes is in flight: the next one waits,
     /// so a mark's put and its deletion are never reordered.
     in_flight: bool,
+    /// Running-mark deletions in the transaction in flight.
+    deleting: std::collections::HashSet<String>,
     /// Marks whose put went out in a transaction whose answer was lost: it
     /// may have been applied, so their deletion is always sent.
     maybe_written: std::collections::HashSet<String>,
@@ -166,6 +170,12 @@ struct SideOps {
 /// How often a claim transaction or claim-lease grant that never left this
 /// process (no connection to the etcd member picked) is sent again at once.
 const MAX_UNSENT_RETRIES: usize = 3;
+
+/// How long a batch with `forbid` claims waits for deletions of those jobs'
+/// running marks to be written (`Claimer::settle_forbid_marks`).
+const FORBID_MARK_WAIT: Duration = Duration::from_millis(300);
+/// What that wait leaves of the claims' send deadlines.
+const SEND_MARGIN_MS: i64 = 200;
 
 /// Most side writes per transaction (etcd allows 128 operations a list).
 const MAX_SIDE_OPS: usize = 100;
@@ -289,6 +299,8 @@ pub struct Claimer {
     registration_lease: tokio::sync::watch::Receiver<i64>,
     side: StdMutex<SideOps>,
     side_ready: Notify,
+    /// A transaction carrying side writes has ended (all waiters).
+    side_done: Notify,
 }
 
 impl Claimer {
@@ -306,6 +318,7 @@ impl Claimer {
             registration_lease,
             side: StdMutex::new(SideOps::default()),
             side_ready: Notify::new(),
+            side_done: Notify::new(),
         }
     }
 
@@ -391,6 +404,7 @@ impl Claimer {
             // No claim left: the claim lease could not be had.
             Ok(Err(_)) | Err(_) => return Err(ClaimError::NotSent("no claim lease from etcd")),
         };
+        self.settle_forbid_marks(reqs).await;
         // Checked right before the send: the at-most-once window counts on it.
         let now = chrono::Utc::now().timestamp_millis();
         if reqs.iter().any(|r| now > r.send_by()) {
@@ -459,10 +473,17 @@ impl Claimer {
                 // Refused: the claim key as it is, read where `req` names
                 // earlier attempts (see `ClaimRequest::earlier`).
                 TxnOpResponse::Txn(inner) => match inner.op_responses().first() {
-                    Some(TxnOpResponse::Get(get)) => get
-                        .kvs()
-                        .first()
-                        .map_or(Claim::Lost, |kv| self.recognise(req, kv)),
+                    Some(TxnOpResponse::Get(get)) => match get.kvs().first() {
+                        Some(kv) => self.recognise(req, kv),
+                        None => {
+                            // The job changed, or (a catch-up refused by
+                            // its watermark) an earlier attempt won and its
+                            // claim has expired since: then nobody records
+                            // the tick.
+                            tracing::warn!(job = %req.job, tick = req.run.tick_ms, earlier = ?req.earlier, "a claim retried after attempts with an unknown outcome was refused with no claim key: the job changed, or an earlier attempt won and its claim expired (the tick then has no record)");
+                            Claim::Lost
+                        }
+                    },
                     _ => Claim::Lost,
                 },
                 _ => Claim::Lost,
@@ -656,7 +677,10 @@ impl Claimer {
     /// What a claim key says about this worker's attempt `req`, or about
     /// one of its earlier attempts at the tick (`ClaimRequest::earlier`).
     /// A run claim won by an earlier attempt is recorded as missed when `req`
-    /// only meant to record the tick as missed: it is too late to run by now.
+    /// only meant to record the tick as missed: it is too late to run by now;
+    /// and as skipped for a `forbid`/`replace` job: the earlier attempt's
+    /// running mark may have been deleted meanwhile, so another tick's run may
+    /// have started.
     fn recognise(&self, req: &ClaimRequest, kv: &etcd_client::KeyValue) -> Claim {
         let Ok(r) = serde_json::from_slice::<ClaimRecord>(kv.value()) else {
             return Claim::Lost;
@@ -916,6 +940,11 @@ impl Claimer {
         let rest = side.feed.split_off(cut);
         let feed = std::mem::replace(&mut side.feed, rest);
         side.in_flight = true;
+        side.deleting = marks
+            .iter()
+            .filter(|(_, value)| value.is_none())
+            .map(|(key, _)| key.clone())
+            .collect();
         if side.marks.is_empty() && side.feed.is_empty() {
             side.due = None;
         }
@@ -947,6 +976,7 @@ impl Claimer {
     fn side_sent(&self, taken: TakenSideOps, ok: bool) {
         let mut side = self.side.lock().expect("side ops lock");
         side.in_flight = false;
+        side.deleting.clear();
         if ok {
             for (key, value) in &taken.marks {
                 if value.is_none() {
@@ -978,6 +1008,59 @@ impl Claimer {
         }
         drop(side);
         self.side_ready.notify_one();
+        self.side_done.notify_waiters();
+    }
+
+    /// Before `reqs` go out: deletions of the running marks of their
+    /// `forbid` jobs, still queued here or in flight, are written first (for
+    /// up to `FORBID_MARK_WAIT`, within the claims' send deadlines). Such a
+    /// mark is of a run that has ended: left in place it would make the
+    /// claim a skip, and riding in the claim's own transaction would not
+    /// help (etcd evaluates every compare of a transaction, nested ones
+    /// too, before any of its writes).
+    async fn settle_forbid_marks(&self, reqs: &[ClaimRequest]) {
+        let prefixes: Vec<String> = reqs
+            .iter()
+            .filter(|r| !r.missed && r.overlap == Overlap::Forbid)
+            .map(|r| self.keys.running_prefix(&r.job))
+            .collect();
+        if prefixes.is_empty() {
+            return;
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let budget = reqs
+            .iter()
+            .map(|r| r.send_by() - now_ms - SEND_MARGIN_MS)
+            .min()
+            .unwrap_or(0)
+            .clamp(0, FORBID_MARK_WAIT.as_millis() as i64);
+        let until = Instant::now() + Duration::from_millis(budget as u64);
+        let ours = |key: &String| prefixes.iter().any(|p| key.starts_with(p.as_str()));
+        loop {
+            let done = self.side_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            {
+                let mut side = self.side.lock().expect("side ops lock");
+                let queued = side
+                    .marks
+                    .iter()
+                    .any(|(key, value)| value.is_none() && ours(key));
+                if !queued && !side.deleting.iter().any(ours) {
+                    return;
+                }
+                if queued {
+                    side.due = Some(Instant::now());
+                }
+            }
+            self.side_ready.notify_one();
+            if tokio::time::timeout_at(until, done).await.is_err() {
+                tracing::debug!(
+                    "a forbid claim goes out before a deletion of its job's running mark"
+                );
+                return;
+            }
+        }
     }
 
     /// Writes side writes that no claim batch took along, by their deadline.
@@ -1208,5 +1291,73 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// `forbid` skips a tick while a run of the job is in progress, not
+    /// because the mark of a run that has ended is still on its way out:
+    /// etcd evaluates every compare of a transaction before its writes, so
+    /// the deletion riding in the claim's own transaction would not count.
+    #[tokio::test]
+    async fn a_forbid_claim_is_not_skipped_for_a_run_that_has_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let etcd = gdts_tests::Etcd::start(dir.path()).await.unwrap();
+        let client = Client::connect([etcd.endpoint.as_str()], None)
+            .await
+            .unwrap();
+        let keys = Keys::new("/gdts");
+        let forbid = gdts_common::Job::from_spec(&gdts_common::JobSpec {
+            overlap: Some("forbid".into()),
+            ..gdts_common::JobSpec::shell("ends-late", "sleep 0.95", "* * * * * * *")
+        })
+        .unwrap();
+        let job_revision = client
+            .kv_client()
+            .put(keys.job(&forbid.name), "{}", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        let registration = client.lease_client().grant(60, None).await.unwrap().id();
+        let (_lease, lease_rx) = tokio::sync::watch::channel(registration);
+        let claimer = Arc::new(Claimer::new(client, keys, "w1".into(), lease_rx));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let writer = tokio::spawn({
+            let (claimer, stop) = (claimer.clone(), stop.clone());
+            async move { claimer.run_side_writer(stop).await }
+        });
+
+        let now = chrono::Utc::now().timestamp_millis();
+        let tick = now - now % 1000;
+        let claim =
+            |tick: i64| ClaimRequest::new(&forbid, job_revision, RunKey::scheduled(tick), now);
+        let mut outcomes = Vec::new();
+        outcomes.extend(claimer.claim_batch(&[claim(tick)], None).await.unwrap());
+        // The run ends just before the next tick is claimed.
+        claimer.clear_running(&forbid.name, &RunKey::scheduled(tick));
+        outcomes.extend(
+            claimer
+                .claim_batch(&[claim(tick + 1000)], None)
+                .await
+                .unwrap(),
+        );
+        // That run goes on: the tick after is skipped.
+        outcomes.extend(
+            claimer
+                .claim_batch(&[claim(tick + 2000)], None)
+                .await
+                .unwrap(),
+        );
+        stop.cancel();
+        writer.await.unwrap();
+        let kinds: Vec<&str> = outcomes
+            .iter()
+            .map(|o| match o {
+                Claim::Won { .. } => "won",
+                Claim::Skipped { reason, .. } if *reason == SKIP_OVERLAP => "skipped",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["won", "won", "skipped"], "{outcomes:?}");
     }
 }

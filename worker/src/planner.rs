@@ -57,9 +57,14 @@ struct Slot {
     wake_at: i64,
     /// Counted in `gdts_worker_ticks_unmatched_total` already.
     unmatched_counted: bool,
-    /// Claims of the tick sent from here whose outcome stayed unknown (their
-    /// `claimedAt` are in `due.earlier`).
-    unsettled_claims: u32,
+}
+
+impl Slot {
+    /// Claims of the tick sent from here whose outcome stayed unknown (one
+    /// `claimedAt` each in `due.earlier`; a window slot starts with none).
+    fn unsettled_claims(&self) -> u32 {
+        self.due.earlier.len() as u32
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -356,7 +361,6 @@ impl Planner {
                     state: SlotState::Idle,
                     wake_at: 0,
                     unmatched_counted: false,
-                    unsettled_claims: 0,
                 });
         }
     }
@@ -677,9 +681,8 @@ impl Planner {
                 // Not sent, or its fate not learned: nobody may have the
                 // tick (see `decide_again_at`). `decide` says what
                 // happens to it then, as for any tick.
-                slot.unsettled_claims += 1;
                 slot.state = SlotState::Idle;
-                slot.wake_at = decide_again_at(result.tick_ms, now_ms, slot.unsettled_claims);
+                slot.wake_at = decide_again_at(result.tick_ms, now_ms, slot.unsettled_claims());
                 again += 1;
             }
         }
@@ -865,7 +868,7 @@ impl Planner {
                     }
                     // A tick waiting out its claim's back-off keeps it (the
                     // fleet changes most while etcd is in trouble).
-                    if slot.unsettled_claims == 0 {
+                    if slot.unsettled_claims() == 0 {
                         slot.wake_at = 0;
                     }
                 }

@@ -157,6 +157,12 @@ struct SideOps {
     in_flight: bool,
     /// Running-mark deletions in the transaction in flight.
     deleting: std::collections::HashSet<String>,
+    /// Of those, the ones a claim has since superseded (it writes that mark
+    /// anew, see `Claimer::drop_pending_marks`): not queued again should
+    /// the transaction fail.
+    superseded: std::collections::HashSet<String>,
+    /// Side transactions that failed so far.
+    failures: u64,
     /// Marks whose put went out in a transaction whose answer was lost: it
     /// may have been applied, so their deletion is always sent.
     maybe_written: std::collections::HashSet<String>,
@@ -395,6 +401,8 @@ impl Claimer {
         reqs: &[ClaimRequest],
         horizon: Option<Horizon>,
     ) -> Result<Vec<Claim>, ClaimError> {
+        // First: the claim lease is chosen right before the send.
+        self.settle_forbid_marks(reqs).await;
         let running_lease = match self.registration_lease_id() {
             0 => return Err(ClaimError::NotRegistered),
             id => id,
@@ -404,7 +412,6 @@ impl Claimer {
             // No claim left: the claim lease could not be had.
             Ok(Err(_)) | Err(_) => return Err(ClaimError::NotSent("no claim lease from etcd")),
         };
-        self.settle_forbid_marks(reqs).await;
         // Checked right before the send: the at-most-once window counts on it.
         let now = chrono::Utc::now().timestamp_millis();
         if reqs.iter().any(|r| now > r.send_by()) {
@@ -477,10 +484,10 @@ impl Claimer {
                         Some(kv) => self.recognise(req, kv),
                         None => {
                             // The job changed, or (a catch-up refused by
-                            // its watermark) an earlier attempt won and its
-                            // claim has expired since: then nobody records
-                            // the tick.
-                            tracing::warn!(job = %req.job, tick = req.run.tick_ms, earlier = ?req.earlier, "a claim retried after attempts with an unknown outcome was refused with no claim key: the job changed, or an earlier attempt won and its claim expired (the tick then has no record)");
+                            // its watermark) a later tick was claimed, or an
+                            // earlier attempt won and its claim has expired
+                            // since: then nobody records the tick.
+                            tracing::warn!(job = %req.job, tick = req.run.tick_ms, earlier = ?req.earlier, "a claim retried after attempts with an unknown outcome was refused with no claim key: the job changed, a later tick raised the catch-up watermark, or an earlier attempt won and its claim expired (the tick then has no record)");
                             Claim::Lost
                         }
                     },
@@ -500,10 +507,16 @@ impl Claimer {
     /// together with every claim of the batch (etcd takes no key twice in a
     /// transaction); sent after it, the deletion would remove the mark of a
     /// run this claim may start, or of the worker that won the tick.
+    /// A deletion already in flight is not queued again should its
+    /// transaction fail.
     fn drop_pending_marks(&self, reqs: &[ClaimRequest]) {
         let mut side = self.side.lock().expect("side ops lock");
         for req in reqs.iter().filter(|r| r.mark_running && !r.missed) {
-            side.marks.remove(&self.keys.running(&req.job, &req.run));
+            let key = self.keys.running(&req.job, &req.run);
+            side.marks.remove(&key);
+            if side.deleting.contains(&key) {
+                side.superseded.insert(key);
+            }
         }
     }
 
@@ -977,6 +990,7 @@ impl Claimer {
         let mut side = self.side.lock().expect("side ops lock");
         side.in_flight = false;
         side.deleting.clear();
+        let superseded = std::mem::take(&mut side.superseded);
         if ok {
             for (key, value) in &taken.marks {
                 if value.is_none() {
@@ -984,9 +998,13 @@ impl Claimer {
                 }
             }
         } else {
+            side.failures += 1;
             for (key, value) in taken.marks {
                 if value.is_some() {
                     side.maybe_written.insert(key.clone());
+                }
+                if value.is_none() && superseded.contains(&key) {
+                    continue;
                 }
                 side.marks.entry(key).or_insert(value);
             }
@@ -1017,7 +1035,10 @@ impl Claimer {
     /// mark is of a run that has ended: left in place it would make the
     /// claim a skip, and riding in the claim's own transaction would not
     /// help (etcd evaluates every compare of a transaction, nested ones
-    /// too, before any of its writes).
+    /// too, before any of its writes). Gives up at once when a side
+    /// transaction fails meanwhile (the writer's back-off stands). Only this
+    /// worker's deletions are waited for: a run that ended on another
+    /// worker within `MARK_WRITE_DELAY` of the tick still makes it a skip.
     async fn settle_forbid_marks(&self, reqs: &[ClaimRequest]) {
         let prefixes: Vec<String> = reqs
             .iter()
@@ -1036,12 +1057,18 @@ impl Claimer {
             .clamp(0, FORBID_MARK_WAIT.as_millis() as i64);
         let until = Instant::now() + Duration::from_millis(budget as u64);
         let ours = |key: &String| prefixes.iter().any(|p| key.starts_with(p.as_str()));
+        let failures = self.side.lock().expect("side ops lock").failures;
         loop {
             let done = self.side_done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
             {
                 let mut side = self.side.lock().expect("side ops lock");
+                if side.failures != failures {
+                    // etcd refused or did not answer: the writer's back-off
+                    // stands, and the claims go out as they are.
+                    return;
+                }
                 let queued = side
                     .marks
                     .iter()
@@ -1207,38 +1234,65 @@ mod tests {
         );
     }
 
+    fn forbid_job(name: &str, command: &str) -> gdts_common::Job {
+        gdts_common::Job::from_spec(&gdts_common::JobSpec {
+            overlap: Some("forbid".into()),
+            ..gdts_common::JobSpec::shell(name, command, "* * * * * * *")
+        })
+        .unwrap()
+    }
+
+    /// Worker `w1`'s claimer against an etcd of its own, registered under a
+    /// 60 s lease, with `jobs` stored in one transaction (`job_revision`).
+    struct TestClaimer {
+        claimer: Arc<Claimer>,
+        job_revision: i64,
+        _lease: tokio::sync::watch::Sender<i64>,
+        _etcd: gdts_tests::Etcd,
+        _dir: tempfile::TempDir,
+    }
+
+    impl TestClaimer {
+        async fn start(jobs: &[&gdts_common::Job]) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let etcd = gdts_tests::Etcd::start(dir.path()).await.unwrap();
+            let client = Client::connect([etcd.endpoint.as_str()], None)
+                .await
+                .unwrap();
+            let keys = Keys::new("/gdts");
+            let puts: Vec<TxnOp> = jobs
+                .iter()
+                .map(|job| TxnOp::put(keys.job(&job.name), "{}", None))
+                .collect();
+            let put = client
+                .kv_client()
+                .txn(Txn::new().and_then(puts))
+                .await
+                .unwrap();
+            let job_revision = put.header().unwrap().revision();
+            let registration = client.lease_client().grant(60, None).await.unwrap().id();
+            let (lease, lease_rx) = tokio::sync::watch::channel(registration);
+            TestClaimer {
+                claimer: Arc::new(Claimer::new(client, keys, "w1".into(), lease_rx)),
+                job_revision,
+                _lease: lease,
+                _etcd: etcd,
+                _dir: dir,
+            }
+        }
+    }
+
     /// A claim that never reached etcd's answer and was taken as not made
     /// may commit later (stuck in a member's log). Its tick is then claimed
     /// again by this worker, and that attempt loses to the first: the claim
     /// key names this worker, under the first attempt's `claimedAt`.
     #[tokio::test]
     async fn a_claim_lost_to_this_workers_own_earlier_attempt_is_this_workers() {
-        let dir = tempfile::tempdir().unwrap();
-        let etcd = gdts_tests::Etcd::start(dir.path()).await.unwrap();
-        let client = Client::connect([etcd.endpoint.as_str()], None)
-            .await
-            .unwrap();
-        let keys = Keys::new("/gdts");
         let spec = gdts_common::JobSpec::shell("late", "true", "* * * * * * *");
         let job = gdts_common::Job::from_spec(&spec).unwrap();
-        let forbid = gdts_common::Job::from_spec(&gdts_common::JobSpec {
-            overlap: Some("forbid".into()),
-            ..gdts_common::JobSpec::shell("late-forbid", "true", "* * * * * * *")
-        })
-        .unwrap();
-        // One transaction: both jobs at one revision.
-        let put = client
-            .kv_client()
-            .txn(Txn::new().and_then(vec![
-                TxnOp::put(keys.job(&job.name), "{}", None),
-                TxnOp::put(keys.job(&forbid.name), "{}", None),
-            ]))
-            .await
-            .unwrap();
-        let job_revision = put.header().unwrap().revision();
-        let registration = client.lease_client().grant(60, None).await.unwrap().id();
-        let (_lease, lease_rx) = tokio::sync::watch::channel(registration);
-        let claimer = Claimer::new(client, keys, "w1".into(), lease_rx);
+        let forbid = forbid_job("late-forbid", "true");
+        let t = TestClaimer::start(&[&job, &forbid]).await;
+        let (claimer, job_revision) = (&t.claimer, t.job_revision);
 
         let tick = 1_800_000_000_000;
         let now = chrono::Utc::now().timestamp_millis();
@@ -1299,28 +1353,9 @@ mod tests {
     /// the deletion riding in the claim's own transaction would not count.
     #[tokio::test]
     async fn a_forbid_claim_is_not_skipped_for_a_run_that_has_ended() {
-        let dir = tempfile::tempdir().unwrap();
-        let etcd = gdts_tests::Etcd::start(dir.path()).await.unwrap();
-        let client = Client::connect([etcd.endpoint.as_str()], None)
-            .await
-            .unwrap();
-        let keys = Keys::new("/gdts");
-        let forbid = gdts_common::Job::from_spec(&gdts_common::JobSpec {
-            overlap: Some("forbid".into()),
-            ..gdts_common::JobSpec::shell("ends-late", "sleep 0.95", "* * * * * * *")
-        })
-        .unwrap();
-        let job_revision = client
-            .kv_client()
-            .put(keys.job(&forbid.name), "{}", None)
-            .await
-            .unwrap()
-            .header()
-            .unwrap()
-            .revision();
-        let registration = client.lease_client().grant(60, None).await.unwrap().id();
-        let (_lease, lease_rx) = tokio::sync::watch::channel(registration);
-        let claimer = Arc::new(Claimer::new(client, keys, "w1".into(), lease_rx));
+        let forbid = forbid_job("ends-late", "sleep 0.95");
+        let t = TestClaimer::start(&[&forbid]).await;
+        let (claimer, job_revision) = (t.claimer.clone(), t.job_revision);
         let stop = tokio_util::sync::CancellationToken::new();
         let writer = tokio::spawn({
             let (claimer, stop) = (claimer.clone(), stop.clone());
@@ -1359,5 +1394,61 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["won", "won", "skipped"], "{outcomes:?}");
+    }
+
+    /// A deletion already in flight is waited for too; one a later claim has
+    /// superseded (it writes that mark anew) is not queued again when its
+    /// transaction fails: sent later, it would remove the new run's mark.
+    #[tokio::test]
+    async fn a_mark_deletion_in_flight_is_waited_for_and_not_sent_again_over_a_new_mark() {
+        let forbid = forbid_job("in-flight", "sleep 0.95");
+        let t = TestClaimer::start(&[&forbid]).await;
+        let (claimer, job_revision) = (t.claimer.clone(), t.job_revision);
+        let lease = claimer.registration_lease_id();
+        let now = chrono::Utc::now().timestamp_millis();
+        let tick = now - now % 1000;
+        let claim =
+            |tick: i64| ClaimRequest::new(&forbid, job_revision, RunKey::scheduled(tick), now);
+        let won = |c: &[Claim]| matches!(c, [Claim::Won { .. }]);
+
+        let first = claimer.claim_batch(&[claim(tick)], None).await.unwrap();
+        assert!(won(&first), "{first:?}");
+        claimer.clear_running(&forbid.name, &RunKey::scheduled(tick));
+        // The deletion goes out in a side transaction (no side writer runs
+        // here: this test plays it).
+        let taken = claimer
+            .take_side_ops(lease)
+            .expect("the deletion is queued");
+        let mut next = tokio::spawn({
+            let (claimer, req) = (claimer.clone(), claim(tick + 1000));
+            async move { claimer.claim_batch(&[req], None).await }
+        });
+        let waited = tokio::time::timeout(Duration::from_millis(50), &mut next).await;
+        assert!(waited.is_err(), "the claim went out before the deletion");
+        let mut kv = claimer.client().kv_client();
+        kv.txn(Txn::new().and_then(taken.ops.clone()))
+            .await
+            .unwrap();
+        claimer.side_sent(taken, true);
+        let next = next.await.unwrap().unwrap();
+        assert!(won(&next), "{next:?}");
+
+        // The second run's mark: its deletion in flight fails after a claim
+        // of the same run wrote the mark again.
+        let second = RunKey::scheduled(tick + 1000);
+        claimer.clear_running(&forbid.name, &second);
+        let taken = claimer
+            .take_side_ops(lease)
+            .expect("the deletion is queued");
+        claimer.drop_pending_marks(&[claim(tick + 1000)]);
+        claimer.side_sent(taken, false);
+        let key = claimer.keys.running(&forbid.name, &second);
+        let side = claimer.side.lock().unwrap();
+        assert!(
+            !side.marks.contains_key(&key),
+            "queued again: {:?}",
+            side.marks.keys()
+        );
+        assert_eq!(side.failures, 1);
     }
 }

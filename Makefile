@@ -62,6 +62,7 @@ bench: bench-deps
 	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 300
 	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 300 --shell bash-static
 	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 60 --job-user nobody
+	$(BENCH) ticks --jobs 30 --workers 3 --seconds 60 --forbid-percent 100 --forbid-run-ms 930
 	$(BENCH) fleet --jobs 200 --workers 1,3,6 --seconds 60
 	$(BENCH) overload --jobs 3000 --workers 3 --seconds 60
 	$(BENCH) jobs --total 100000 --per-second 100

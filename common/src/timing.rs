@@ -161,9 +161,18 @@ pub const CATCH_UP_LABEL_AGE: Duration = Duration::from_secs(1);
 /// for the registration.
 pub const WAIT_FOR_REGISTRATION: Duration = Duration::from_secs(10);
 
-/// A running mark's deletion (the next `forbid` tick waits for it) goes out
-/// this soon after the run ends, batched with others.
+/// A running mark's write or deletion goes out this soon, batched with
+/// others; the deletion of a `forbid` run's mark sooner if the job's next
+/// tick is near (`FORBID_MARK_LEAD`).
 pub const MARK_WRITE_DELAY: Duration = Duration::from_millis(100);
+
+/// The deletion of a `forbid` run's mark is written at least this long
+/// before the job's next tick (when that is sooner than `MARK_WRITE_DELAY`
+/// after the run's end): that tick is claimed at the tick, as likely as not
+/// by another worker, and would be a skip with the mark still there. By the
+/// ending worker's clock: worker clocks further apart than this leave the
+/// batching delay as the window.
+pub const FORBID_MARK_LEAD: Duration = Duration::from_millis(50);
 
 /// How long after a registration disappears its claims are swept (recorded
 /// as lost): a worker only cut off for a moment registers again meanwhile
@@ -243,7 +252,9 @@ mod tests {
         // the job comes after the starts are done.
         assert!(RELEASE_CHECK < PREPARE_DONE_BEFORE && PREPARE_DONE_BEFORE < PREPARE_LEAD);
         assert!(CATCH_UP_LABEL_AGE < MAX_TICK_LATENESS);
-        // A forbid run's mark is gone before the next second's tick.
+        // Batched mark writes go out well within a second; a forbid run's
+        // deletion, when due by its lead, is sooner than batching would be.
         assert!(MARK_WRITE_DELAY < Duration::from_secs(1));
+        assert!(FORBID_MARK_LEAD < MARK_WRITE_DELAY);
     }
 }

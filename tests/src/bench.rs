@@ -1044,6 +1044,9 @@ pub struct LoadParams {
     pub seconds: u64,
     /// Percentage of the jobs with `overlap: forbid` (claimed at the tick).
     pub forbid_percent: u32,
+    /// How long each run of those `forbid` jobs lasts after its clock line
+    /// (a `sleep`): near a second, their runs end just before the next tick.
+    pub forbid_run: Option<Duration>,
     /// Poll `/healthz` and `/api/v1/jobs?pageSize=1` every 200 ms.
     pub poll_api: bool,
     /// Sample RSS and etcd's size this often (a soak).
@@ -1063,6 +1066,7 @@ impl LoadParams {
             warmup: DEFAULT_WARMUP,
             seconds,
             forbid_percent: 0,
+            forbid_run: None,
             poll_api: false,
             sample_every: None,
             keep_logs_under: None,
@@ -1174,7 +1178,11 @@ async fn load_on(cluster: &mut Cluster, p: &LoadParams) -> anyhow::Result<LoadRe
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let mut spec = JobSpec::shell(name, &clock_command(name, &clock_file), "* * * * * * *");
+            let mut command = clock_command(name, &clock_file);
+            if let (true, Some(run)) = (i < forbid_jobs, p.forbid_run) {
+                command = format!("{command}; sleep {:.3}", run.as_secs_f64());
+            }
+            let mut spec = JobSpec::shell(name, &command, "* * * * * * *");
             if i < forbid_jobs {
                 spec.overlap = Some("forbid".into());
             }

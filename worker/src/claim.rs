@@ -157,10 +157,17 @@ struct SideOps {
     in_flight: bool,
     /// Running-mark deletions in the transaction in flight.
     deleting: std::collections::HashSet<String>,
-    /// Of those, the ones a claim has since superseded (it writes that mark
-    /// anew, see `Claimer::drop_pending_marks`): not queued again should
-    /// the transaction fail.
-    superseded: std::collections::HashSet<String>,
+    /// Of those, the ones a claim taken out since writes anew
+    /// (`Claimer::drop_pending_marks`): not queued again should the
+    /// transaction fail while that claim is out, nor once it was sent.
+    superseded: HashMap<String, Superseding>,
+    /// Superseded deletions whose transaction failed while their claim was
+    /// out: queued again if that claim is never sent
+    /// (`Claimer::restore_marks`), else forgotten (`supersede_marks`).
+    held: std::collections::HashSet<String>,
+    /// After a failed side transaction: nothing is due before this (the
+    /// writer's back-off), however urgent.
+    retry_after: Option<Instant>,
     /// Side transactions that failed so far.
     failures: u64,
     /// Marks whose put went out in a transaction whose answer was lost: it
@@ -173,9 +180,59 @@ struct SideOps {
     live: HashMap<String, (Vec<u8>, i64)>,
 }
 
+/// Where the claim that superseded a deletion in flight is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Superseding {
+    /// Not answered yet: it may turn out never sent.
+    Out,
+    /// Sent (whatever its outcome).
+    Sent,
+}
+
+impl SideOps {
+    /// Pending writes go out within `delay` at the latest (not before the
+    /// back-off after a failed side transaction).
+    fn due_in(&mut self, delay: Duration) {
+        let mut due = Instant::now() + delay;
+        if let Some(floor) = self.retry_after {
+            due = due.max(floor);
+        }
+        self.due = Some(self.due.map_or(due, |d| d.min(due)));
+    }
+}
+
+/// For [`Claimer::clear_running`]: the mark of a `forbid` claim taken back
+/// goes out at once (the job's next tick is not known here).
+pub fn at_once_if_forbid(req: &ClaimRequest) -> Option<i64> {
+    (req.overlap == Overlap::Forbid).then_some(0)
+}
+
+/// How soon a mark deletion asked for by `by_ms` (epoch ms) is due at
+/// `now_ms`: within `MARK_WRITE_DELAY`, sooner if `by_ms` is, at once if it
+/// has passed.
+fn mark_delay(by_ms: Option<i64>, now_ms: i64) -> Duration {
+    match by_ms {
+        None => MARK_WRITE_DELAY,
+        Some(by) => MARK_WRITE_DELAY.min(Duration::from_millis((by - now_ms).max(0) as u64)),
+    }
+}
+
+/// A failed side transaction's writes go out again this much later.
+const SIDE_RETRY_AFTER: Duration = Duration::from_millis(500);
+
 /// How often a claim transaction or claim-lease grant that never left this
 /// process (no connection to the etcd member picked) is sent again at once.
 const MAX_UNSENT_RETRIES: usize = 3;
+
+/// Mark writes a claim batch took back before it went out
+/// (`Claimer::drop_pending_marks`).
+#[derive(Default)]
+struct DroppedMarks {
+    /// Queued writes of its claims' marks: key -> put (value) or delete.
+    queued: Vec<(String, Option<Vec<u8>>)>,
+    /// Deletions of its claims' marks that were in flight.
+    in_flight: Vec<String>,
+}
 
 /// How long a batch with `forbid` claims waits for deletions of those jobs'
 /// running marks to be written (`Claimer::settle_forbid_marks`).
@@ -307,6 +364,9 @@ pub struct Claimer {
     side_ready: Notify,
     /// A transaction carrying side writes has ended (all waiters).
     side_done: Notify,
+    /// How long a batch with `forbid` claims waits for deletions of those
+    /// jobs' running marks (`FORBID_MARK_WAIT`; tests set more).
+    forbid_mark_wait: Duration,
 }
 
 impl Claimer {
@@ -325,6 +385,7 @@ impl Claimer {
             side: StdMutex::new(SideOps::default()),
             side_ready: Notify::new(),
             side_done: Notify::new(),
+            forbid_mark_wait: FORBID_MARK_WAIT,
         }
     }
 
@@ -401,8 +462,12 @@ impl Claimer {
         reqs: &[ClaimRequest],
         horizon: Option<Horizon>,
     ) -> Result<Vec<Claim>, ClaimError> {
+        if self.registration_lease_id() == 0 {
+            return Err(ClaimError::NotRegistered);
+        }
         // First: the claim lease is chosen right before the send.
         self.settle_forbid_marks(reqs).await;
+        // Again: the registration may have been lost during that wait.
         let running_lease = match self.registration_lease_id() {
             0 => return Err(ClaimError::NotRegistered),
             id => id,
@@ -429,7 +494,7 @@ impl Claimer {
                 Some(PutOptions::new().with_lease(running_lease)),
             ));
         }
-        self.drop_pending_marks(reqs);
+        let dropped = self.drop_pending_marks(reqs);
         let side = self.take_side_ops(running_lease);
         if let Some(taken) = &side {
             ops.extend(taken.ops.iter().cloned());
@@ -458,6 +523,11 @@ impl Claimer {
         gdts_runtime::metrics::etcd_observed("claim_txn", timed, result.is_ok());
         if let Some(taken) = side {
             self.side_sent(taken, result.is_ok());
+        }
+        match result {
+            // Not written: the mark writes these claims replaced stand.
+            Err(ClaimError::NotSent(_)) => self.restore_marks(dropped),
+            _ => self.supersede_marks(dropped),
         }
         let resp = match result {
             Ok(resp) => resp,
@@ -506,17 +576,61 @@ impl Claimer {
     /// tick was claimed again. In one transaction the two would be refused
     /// together with every claim of the batch (etcd takes no key twice in a
     /// transaction); sent after it, the deletion would remove the mark of a
-    /// run this claim may start, or of the worker that won the tick.
-    /// A deletion already in flight is not queued again should its
-    /// transaction fail.
-    fn drop_pending_marks(&self, reqs: &[ClaimRequest]) {
+    /// run this claim may start, or of the worker that won the tick. So the
+    /// queued writes are taken out here, before the claims go out, and given
+    /// back by [`Claimer::restore_marks`] if they never do; a deletion in
+    /// flight is dealt with once they have (`supersede_marks`).
+    fn drop_pending_marks(&self, reqs: &[ClaimRequest]) -> DroppedMarks {
         let mut side = self.side.lock().expect("side ops lock");
+        let mut dropped = DroppedMarks::default();
         for req in reqs.iter().filter(|r| r.mark_running && !r.missed) {
             let key = self.keys.running(&req.job, &req.run);
-            side.marks.remove(&key);
-            if side.deleting.contains(&key) {
-                side.superseded.insert(key);
+            if let Some(value) = side.marks.remove(&key) {
+                dropped.queued.push((key.clone(), value));
             }
+            if side.deleting.contains(&key) {
+                side.superseded.insert(key.clone(), Superseding::Out);
+                dropped.in_flight.push(key);
+            }
+        }
+        dropped
+    }
+
+    /// The claims `dropped` was taken for were never sent: the mark writes
+    /// they would have replaced are queued again, and a deletion in flight
+    /// is queued again should its transaction fail (or has failed).
+    fn restore_marks(&self, dropped: DroppedMarks) {
+        if dropped.queued.is_empty() && dropped.in_flight.is_empty() {
+            return;
+        }
+        let mut side = self.side.lock().expect("side ops lock");
+        for (key, value) in dropped.queued {
+            side.marks.entry(key).or_insert(value);
+        }
+        for key in dropped.in_flight {
+            side.superseded.remove(&key);
+            if side.held.remove(&key) {
+                side.marks.entry(key).or_insert(None);
+            }
+        }
+        side.due_in(MARK_WRITE_DELAY);
+        drop(side);
+        self.side_ready.notify_one();
+    }
+
+    /// The claims `dropped` was taken for went out (with whatever outcome):
+    /// a deletion of their marks in flight is not queued again, whether its
+    /// transaction fails later or has failed already.
+    fn supersede_marks(&self, dropped: DroppedMarks) {
+        if dropped.in_flight.is_empty() {
+            return;
+        }
+        let mut side = self.side.lock().expect("side ops lock");
+        for key in dropped.in_flight {
+            if let Some(state) = side.superseded.get_mut(&key) {
+                *state = Superseding::Sent;
+            }
+            side.held.remove(&key);
         }
     }
 
@@ -587,8 +701,7 @@ impl Claimer {
         for (key, value) in stale {
             side.marks.insert(key, Some(value));
         }
-        let due = Instant::now() + MARK_WRITE_DELAY;
-        side.due = Some(side.due.map_or(due, |d| d.min(due)));
+        side.due_in(MARK_WRITE_DELAY);
         drop(side);
         self.side_ready.notify_one();
     }
@@ -673,7 +786,11 @@ impl Claimer {
                         if reqs[i].mark_running {
                             // Should the attempt commit after all, its mark
                             // must not block the job's later ticks.
-                            self.clear_running(&reqs[i].job, &reqs[i].run);
+                            self.clear_running(
+                                &reqs[i].job,
+                                &reqs[i].run,
+                                at_once_if_forbid(&reqs[i]),
+                            );
                         }
                     }
                     Some(_) => {}
@@ -720,7 +837,7 @@ impl Claimer {
             // made, or is deleted now: it is too late to run the tick, or
             // running it could overlap a run that started meanwhile.
             if req.mark_running {
-                self.clear_running(&req.job, &req.run);
+                self.clear_running(&req.job, &req.run, at_once_if_forbid(req));
             }
             return if req.missed {
                 Claim::Missed { revision }
@@ -890,16 +1007,21 @@ impl Claimer {
     /// Marks a run as running (a claim-ahead run that is taking long).
     pub fn mark_running(&self, job: &JobName, run: &RunKey, started_at: i64) {
         let value = self.running_value(started_at);
-        self.queue_mark(self.keys.running(job, run), Some(value));
+        self.queue_mark(self.keys.running(job, run), Some(value), MARK_WRITE_DELAY);
     }
 
     /// Marks a run as no longer running. Retried until etcd takes it (or
-    /// the mark goes with this worker's lease).
-    pub fn clear_running(&self, job: &JobName, run: &RunKey) {
-        self.queue_mark(self.keys.running(job, run), None);
+    /// the mark goes with this worker's lease). Written within
+    /// `MARK_WRITE_DELAY`, with other writes, and by `by_ms` (epoch ms) if
+    /// that is sooner (at once if it has passed): a `forbid` job's next tick
+    /// is claimed at the tick, as likely as not by another worker, and
+    /// would be skipped for a run whose mark is still there.
+    pub fn clear_running(&self, job: &JobName, run: &RunKey, by_ms: Option<i64>) {
+        let delay = mark_delay(by_ms, chrono::Utc::now().timestamp_millis());
+        self.queue_mark(self.keys.running(job, run), None, delay);
     }
 
-    fn queue_mark(&self, key: String, value: Option<Vec<u8>>) {
+    fn queue_mark(&self, key: String, value: Option<Vec<u8>>, delay: Duration) {
         let lease = self.registration_lease_id();
         let mut side = self.side.lock().expect("side ops lock");
         match &value {
@@ -916,8 +1038,7 @@ impl Claimer {
                 side.marks.insert(key, value);
             }
         }
-        let due = Instant::now() + MARK_WRITE_DELAY;
-        side.due = Some(side.due.map_or(due, |d| d.min(due)));
+        side.due_in(delay);
         drop(side);
         self.side_ready.notify_one();
     }
@@ -929,8 +1050,7 @@ impl Claimer {
             side.feed.remove(0);
         }
         side.feed.push(run);
-        let due = Instant::now() + FEED_DELAY;
-        side.due = Some(side.due.map_or(due, |d| d.min(due)));
+        side.due_in(FEED_DELAY);
         drop(side);
         self.side_ready.notify_one();
     }
@@ -992,6 +1112,7 @@ impl Claimer {
         side.deleting.clear();
         let superseded = std::mem::take(&mut side.superseded);
         if ok {
+            side.retry_after = None;
             for (key, value) in &taken.marks {
                 if value.is_none() {
                     side.maybe_written.remove(key);
@@ -999,12 +1120,20 @@ impl Claimer {
             }
         } else {
             side.failures += 1;
+            side.retry_after = Some(Instant::now() + SIDE_RETRY_AFTER);
             for (key, value) in taken.marks {
                 if value.is_some() {
                     side.maybe_written.insert(key.clone());
                 }
-                if value.is_none() && superseded.contains(&key) {
-                    continue;
+                if value.is_none() {
+                    match superseded.get(&key) {
+                        Some(Superseding::Out) => {
+                            side.held.insert(key);
+                            continue;
+                        }
+                        Some(Superseding::Sent) => continue,
+                        None => {}
+                    }
                 }
                 side.marks.entry(key).or_insert(value);
             }
@@ -1021,8 +1150,7 @@ impl Claimer {
                     "run feed backlog full; oldest entries dropped"
                 );
             }
-            let retry = Instant::now() + Duration::from_millis(500);
-            side.due = Some(side.due.map_or(retry, |d| d.min(retry)));
+            side.due_in(SIDE_RETRY_AFTER);
         }
         drop(side);
         self.side_ready.notify_one();
@@ -1031,14 +1159,16 @@ impl Claimer {
 
     /// Before `reqs` go out: deletions of the running marks of their
     /// `forbid` jobs, still queued here or in flight, are written first (for
-    /// up to `FORBID_MARK_WAIT`, within the claims' send deadlines). Such a
+    /// up to `forbid_mark_wait`, within the claims' send deadlines). Such a
     /// mark is of a run that has ended: left in place it would make the
     /// claim a skip, and riding in the claim's own transaction would not
     /// help (etcd evaluates every compare of a transaction, nested ones
     /// too, before any of its writes). Gives up at once when a side
     /// transaction fails meanwhile (the writer's back-off stands). Only this
-    /// worker's deletions are waited for: a run that ended on another
-    /// worker within `MARK_WRITE_DELAY` of the tick still makes it a skip.
+    /// worker's deletions are waited for; another worker writes the
+    /// deletion of a `forbid` run's mark `FORBID_MARK_LEAD` before the job's
+    /// next tick at the latest (`clear_running`), so a run that ended there
+    /// only a moment before the tick can still make it a skip.
     async fn settle_forbid_marks(&self, reqs: &[ClaimRequest]) {
         let prefixes: Vec<String> = reqs
             .iter()
@@ -1054,7 +1184,7 @@ impl Claimer {
             .map(|r| r.send_by() - now_ms - SEND_MARGIN_MS)
             .min()
             .unwrap_or(0)
-            .clamp(0, FORBID_MARK_WAIT.as_millis() as i64);
+            .clamp(0, self.forbid_mark_wait.as_millis() as i64);
         let until = Instant::now() + Duration::from_millis(budget as u64);
         let ours = |key: &String| prefixes.iter().any(|p| key.starts_with(p.as_str()));
         let failures = self.side.lock().expect("side ops lock").failures;
@@ -1077,7 +1207,7 @@ impl Claimer {
                     return;
                 }
                 if queued {
-                    side.due = Some(Instant::now());
+                    side.due_in(Duration::ZERO);
                 }
             }
             self.side_ready.notify_one();
@@ -1248,12 +1378,17 @@ mod tests {
         claimer: Arc<Claimer>,
         job_revision: i64,
         _lease: tokio::sync::watch::Sender<i64>,
-        _etcd: gdts_tests::Etcd,
+        etcd: gdts_tests::Etcd,
         _dir: tempfile::TempDir,
     }
 
     impl TestClaimer {
         async fn start(jobs: &[&gdts_common::Job]) -> Self {
+            Self::start_waiting(jobs, FORBID_MARK_WAIT).await
+        }
+
+        /// With `forbid_mark_wait` set to `wait`.
+        async fn start_waiting(jobs: &[&gdts_common::Job], wait: Duration) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let etcd = gdts_tests::Etcd::start(dir.path()).await.unwrap();
             let client = Client::connect([etcd.endpoint.as_str()], None)
@@ -1272,11 +1407,13 @@ mod tests {
             let job_revision = put.header().unwrap().revision();
             let registration = client.lease_client().grant(60, None).await.unwrap().id();
             let (lease, lease_rx) = tokio::sync::watch::channel(registration);
+            let mut claimer = Claimer::new(client, keys, "w1".into(), lease_rx);
+            claimer.forbid_mark_wait = wait;
             TestClaimer {
-                claimer: Arc::new(Claimer::new(client, keys, "w1".into(), lease_rx)),
+                claimer: Arc::new(claimer),
                 job_revision,
                 _lease: lease,
-                _etcd: etcd,
+                etcd,
                 _dir: dir,
             }
         }
@@ -1354,7 +1491,8 @@ mod tests {
     #[tokio::test]
     async fn a_forbid_claim_is_not_skipped_for_a_run_that_has_ended() {
         let forbid = forbid_job("ends-late", "sleep 0.95");
-        let t = TestClaimer::start(&[&forbid]).await;
+        // A wait far longer than the test needs (a slow machine).
+        let t = TestClaimer::start_waiting(&[&forbid], Duration::from_secs(4)).await;
         let (claimer, job_revision) = (t.claimer.clone(), t.job_revision);
         let stop = tokio_util::sync::CancellationToken::new();
         let writer = tokio::spawn({
@@ -1368,8 +1506,9 @@ mod tests {
             |tick: i64| ClaimRequest::new(&forbid, job_revision, RunKey::scheduled(tick), now);
         let mut outcomes = Vec::new();
         outcomes.extend(claimer.claim_batch(&[claim(tick)], None).await.unwrap());
-        // The run ends just before the next tick is claimed.
-        claimer.clear_running(&forbid.name, &RunKey::scheduled(tick));
+        // The run ends just before the next tick is claimed (its mark's
+        // deletion batched as if the next tick were far).
+        claimer.clear_running(&forbid.name, &RunKey::scheduled(tick), None);
         outcomes.extend(
             claimer
                 .claim_batch(&[claim(tick + 1000)], None)
@@ -1396,13 +1535,16 @@ mod tests {
         assert_eq!(kinds, ["won", "won", "skipped"], "{outcomes:?}");
     }
 
-    /// A deletion already in flight is waited for too; one a later claim has
+    /// A deletion already in flight is waited for too, and the claim does
+    /// not go out before it has been written; one a later claim has
     /// superseded (it writes that mark anew) is not queued again when its
     /// transaction fails: sent later, it would remove the new run's mark.
     #[tokio::test]
     async fn a_mark_deletion_in_flight_is_waited_for_and_not_sent_again_over_a_new_mark() {
         let forbid = forbid_job("in-flight", "sleep 0.95");
-        let t = TestClaimer::start(&[&forbid]).await;
+        // A wait far longer than the test needs: a slow machine cannot make
+        // the claim give up waiting and be skipped.
+        let t = TestClaimer::start_waiting(&[&forbid], Duration::from_secs(4)).await;
         let (claimer, job_revision) = (t.claimer.clone(), t.job_revision);
         let lease = claimer.registration_lease_id();
         let now = chrono::Utc::now().timestamp_millis();
@@ -1413,7 +1555,7 @@ mod tests {
 
         let first = claimer.claim_batch(&[claim(tick)], None).await.unwrap();
         assert!(won(&first), "{first:?}");
-        claimer.clear_running(&forbid.name, &RunKey::scheduled(tick));
+        claimer.clear_running(&forbid.name, &RunKey::scheduled(tick), Some(0));
         // The deletion goes out in a side transaction (no side writer runs
         // here: this test plays it).
         let taken = claimer
@@ -1423,9 +1565,15 @@ mod tests {
             let (claimer, req) = (claimer.clone(), claim(tick + 1000));
             async move { claimer.claim_batch(&[req], None).await }
         });
-        let waited = tokio::time::timeout(Duration::from_millis(50), &mut next).await;
-        assert!(waited.is_err(), "the claim went out before the deletion");
+        let waited = tokio::time::timeout(Duration::from_millis(300), &mut next).await;
+        assert!(waited.is_err(), "the claim did not wait for the deletion");
         let mut kv = claimer.client().kv_client();
+        let next_claim = claimer.keys.claim(&forbid.name, tick + 1000);
+        let sent = kv.get(next_claim.as_str(), None).await.unwrap();
+        assert!(
+            sent.kvs().is_empty(),
+            "the claim went out before the deletion"
+        );
         kv.txn(Txn::new().and_then(taken.ops.clone()))
             .await
             .unwrap();
@@ -1433,22 +1581,158 @@ mod tests {
         let next = next.await.unwrap().unwrap();
         assert!(won(&next), "{next:?}");
 
-        // The second run's mark: its deletion in flight fails after a claim
-        // of the same run wrote the mark again.
+        // The second run's mark: its deletion is in flight when a claim of
+        // the same run, which writes the mark again, goes out.
         let second = RunKey::scheduled(tick + 1000);
-        claimer.clear_running(&forbid.name, &second);
-        let taken = claimer
-            .take_side_ops(lease)
-            .expect("the deletion is queued");
-        claimer.drop_pending_marks(&[claim(tick + 1000)]);
-        claimer.side_sent(taken, false);
         let key = claimer.keys.running(&forbid.name, &second);
-        let side = claimer.side.lock().unwrap();
+        let queued = |claimer: &Claimer| {
+            let side = claimer.side.lock().unwrap();
+            (side.marks.contains_key(&key), side.held.contains(&key))
+        };
+        let in_flight = || {
+            claimer.clear_running(&forbid.name, &second, Some(0));
+            claimer
+                .take_side_ops(lease)
+                .expect("the deletion is queued")
+        };
+        // The deletion fails after the claim's answer: not queued again.
+        let taken = in_flight();
+        let dropped = claimer.drop_pending_marks(&[claim(tick + 1000)]);
+        claimer.supersede_marks(dropped);
+        claimer.side_sent(taken, false);
+        assert_eq!(queued(&claimer), (false, false));
+        assert_eq!(claimer.side.lock().unwrap().failures, 1);
+        // It fails while the claim is out: held back (sent now, it could
+        // land after the claim and remove the new mark), then forgotten
+        // once the claim was sent.
+        let taken = in_flight();
+        let dropped = claimer.drop_pending_marks(&[claim(tick + 1000)]);
+        claimer.side_sent(taken, false);
+        assert_eq!(queued(&claimer), (false, true));
+        claimer.supersede_marks(dropped);
+        assert_eq!(queued(&claimer), (false, false));
+        // The same, but the claim was never sent: queued again.
+        let taken = in_flight();
+        let dropped = claimer.drop_pending_marks(&[claim(tick + 1000)]);
+        claimer.side_sent(taken, false);
+        claimer.restore_marks(dropped);
+        assert_eq!(queued(&claimer), (true, false));
+        claimer.side.lock().unwrap().marks.clear();
+        // The claim was never sent, the deletion fails afterwards: queued again.
+        let taken = in_flight();
+        let dropped = claimer.drop_pending_marks(&[claim(tick + 1000)]);
+        claimer.restore_marks(dropped);
+        claimer.side_sent(taken, false);
+        assert_eq!(queued(&claimer), (true, false));
+    }
+
+    /// A claim that never went out (no etcd member could be reached) leaves
+    /// the mark writes it would have replaced as they were: the deletion
+    /// queued for an earlier attempt at the tick taken as not made is still
+    /// written, should that attempt commit late.
+    #[tokio::test]
+    async fn a_claim_never_sent_leaves_the_mark_deletion_it_would_have_replaced() {
+        let job = gdts_common::Job::from_spec(&gdts_common::JobSpec::shell(
+            "never-sent",
+            "true",
+            "* * * * * * *",
+        ))
+        .unwrap();
+        let mut t = TestClaimer::start(&[&job]).await;
+        let (claimer, job_revision) = (t.claimer.clone(), t.job_revision);
+        let now = chrono::Utc::now().timestamp_millis();
+        let run = RunKey::scheduled(now - now % 1000 + 1000);
+        // A claim lease, so the claim below needs no grant.
+        claimer.current_lease().await.unwrap();
+        // An earlier attempt at the tick was taken as not made.
+        claimer.clear_running(&job.name, &run, None);
+        t.etcd.stop();
+        // Until the client has seen the connection go (a request on the old
+        // one fails with no telling whether it was applied).
+        let mut kv = claimer.client().kv_client();
+        let gone = async {
+            loop {
+                match kv.get("probe", None).await {
+                    Err(e) if gdts_runtime::etcd_never_sent(&e) => break,
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), gone)
+            .await
+            .expect("etcd still reachable");
+        // Decided now: well within its send deadline.
+        let now = chrono::Utc::now().timestamp_millis();
+        let retried = claimer
+            .claim_batch(
+                &[ClaimRequest::new(&job, job_revision, run.clone(), now)],
+                None,
+            )
+            .await;
         assert!(
-            !side.marks.contains_key(&key),
-            "queued again: {:?}",
+            matches!(
+                retried,
+                Err(ClaimError::NotSent("no etcd member could be reached"))
+            ),
+            "{retried:?}"
+        );
+        let key = claimer.keys.running(&job.name, &run);
+        let side = claimer.side.lock().unwrap();
+        assert_eq!(
+            side.marks.get(&key),
+            Some(&None),
+            "the deletion is gone: {:?}",
             side.marks.keys()
         );
-        assert_eq!(side.failures, 1);
+    }
+
+    /// A mark's deletion is due `MARK_WRITE_DELAY` after the run's end, to
+    /// go out with other writes, or sooner when asked (a `forbid` job's next
+    /// tick, claimed at the tick and most often by another worker, would be
+    /// skipped for a run that ended up to `MARK_WRITE_DELAY` before it).
+    #[tokio::test]
+    async fn a_run_marks_deletion_is_due_by_the_time_asked() {
+        let forbid = forbid_job("due-now", "true");
+        let t = TestClaimer::start(&[&forbid]).await;
+        let claimer = t.claimer.clone();
+        // When the write is due, from just before the call and from just after.
+        let due = |by_ms: Option<i64>, tick: i64| {
+            let before = Instant::now();
+            claimer.clear_running(&forbid.name, &RunKey::scheduled(tick), by_ms);
+            let after = Instant::now();
+            let mut side = claimer.side.lock().unwrap();
+            let due = side.due.take().expect("a write is due");
+            side.marks.clear();
+            (due.saturating_duration_since(before), due <= after)
+        };
+        assert!(due(None, 1000).0 >= MARK_WRITE_DELAY);
+        assert!(due(Some(0), 2000).1, "not due at once");
+    }
+
+    #[test]
+    fn a_mark_deletion_is_due_within_the_write_delay_or_by_the_time_asked() {
+        let now = 1_000_000;
+        assert_eq!(mark_delay(None, now), MARK_WRITE_DELAY);
+        assert_eq!(mark_delay(Some(now - 5), now), Duration::ZERO);
+        assert_eq!(mark_delay(Some(now + 40), now), Duration::from_millis(40));
+        assert_eq!(mark_delay(Some(now + 1000), now), MARK_WRITE_DELAY);
+    }
+
+    /// After a failed side transaction nothing is due before its back-off,
+    /// not even a deletion asked for at once.
+    #[tokio::test]
+    async fn an_urgent_write_waits_out_the_back_off_after_a_failure() {
+        let forbid = forbid_job("back-off", "true");
+        let t = TestClaimer::start(&[&forbid]).await;
+        let claimer = t.claimer.clone();
+        let lease = claimer.registration_lease_id();
+        claimer.clear_running(&forbid.name, &RunKey::scheduled(1000), Some(0));
+        let taken = claimer.take_side_ops(lease).expect("queued");
+        let failed = Instant::now();
+        claimer.side_sent(taken, false);
+        claimer.side.lock().unwrap().due = None;
+        claimer.clear_running(&forbid.name, &RunKey::scheduled(2000), Some(0));
+        let due = claimer.side.lock().unwrap().due.expect("a write is due");
+        assert!(due >= failed + SIDE_RETRY_AFTER, "due before the back-off");
     }
 }

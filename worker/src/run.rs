@@ -12,15 +12,18 @@ use gdts_common::job::{Job, Overlap};
 use gdts_common::keys::RunKey;
 use gdts_common::log_record::LogRecord;
 use gdts_common::timing::{
-    CATCH_UP_KEY_SAFE_AGE, CATCH_UP_LABEL_AGE, CLAIM_REFRESH_EVERY, LAZY_RUNNING_MARK_AFTER,
-    MAX_TICK_LATENESS, PREPARED_HOLD, PREPARE_DONE_BEFORE, RELEASE_CHECK, WAIT_FOR_REGISTRATION,
+    CATCH_UP_KEY_SAFE_AGE, CATCH_UP_LABEL_AGE, CLAIM_REFRESH_EVERY, FORBID_MARK_LEAD,
+    LAZY_RUNNING_MARK_AFTER, MAX_TICK_LATENESS, PREPARED_HOLD, PREPARE_DONE_BEFORE, RELEASE_CHECK,
+    WAIT_FOR_REGISTRATION,
 };
 use gdts_common::values::FinishedRun;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::claim::{Claim, ClaimError, ClaimRequest, Claimer, SKIP_LEARNED_LATE};
+use crate::claim::{
+    at_once_if_forbid, Claim, ClaimError, ClaimRequest, Claimer, SKIP_LEARNED_LATE,
+};
 use crate::container;
 use crate::executor::{self, now_ms, Outcome, Prepared, RunLimits, ShellConfig};
 use crate::jobs::DueTick;
@@ -698,7 +701,7 @@ pub async fn settle_claims(
                     "won a claim, learned too late to run it under its overlap policy");
                 // Its mark, should it still be there, must not hold up the
                 // job's later ticks.
-                ctx.claimer.clear_running(&request.job, &request.run);
+                ctx.claimer.clear_running(&request.job, &request.run, at_once_if_forbid(request));
                 Some(Claim::Skipped {
                     revision,
                     reason: SKIP_LEARNED_LATE,
@@ -1030,7 +1033,8 @@ async fn execute(
         }
     };
     if marked {
-        ctx.claimer.clear_running(&job.name, run);
+        ctx.claimer
+            .clear_running(&job.name, run, mark_gone_by(job, Utc::now()));
     }
     drop(guard);
     let output_uri = match (&ctx.outputs, &outcome.spool) {
@@ -1139,9 +1143,43 @@ async fn hand_over(ctx: &RunContext, job: &Job, record: LogRecord, run: &RunKey)
     }
 }
 
+/// When the deletion of the mark of a run of `job` that ends `now` must be
+/// written by (see [`Claimer::clear_running`]): for a `forbid` job,
+/// `FORBID_MARK_LEAD` before its next tick, which is claimed at the tick.
+fn mark_gone_by(job: &Job, now: DateTime<Utc>) -> Option<i64> {
+    if job.policy.overlap != Overlap::Forbid {
+        return None;
+    }
+    let next = job.schedule.next_fire(now)?;
+    Some(next.timestamp_millis() - FORBID_MARK_LEAD.as_millis() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forbid_runs_mark_is_gone_a_little_before_the_jobs_next_tick() {
+        let spec = |overlap: &str, cron: &str| {
+            Job::from_spec(&gdts_common::JobSpec {
+                overlap: Some(overlap.into()),
+                ..gdts_common::JobSpec::shell("m", "true", cron)
+            })
+            .unwrap()
+        };
+        let now = DateTime::parse_from_rfc3339("2026-11-29T10:00:05.960Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let next_second = DateTime::parse_from_rfc3339("2026-11-29T10:00:06Z")
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(
+            mark_gone_by(&spec("forbid", "* * * * * * *"), now),
+            Some(next_second - FORBID_MARK_LEAD.as_millis() as i64)
+        );
+        assert_eq!(mark_gone_by(&spec("allow", "* * * * * * *"), now), None);
+        assert_eq!(mark_gone_by(&spec("replace", "* * * * * * *"), now), None);
+    }
 
     #[test]
     fn starts_asked_for_now_go_first_oldest_first() {

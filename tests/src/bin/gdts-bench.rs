@@ -3,7 +3,7 @@
 //! targets, and replaces the scenario's section of `docs/benchmarks.md`.
 //!
 //! ```text
-//! gdts-bench ticks    --jobs K --workers W --seconds S [--forbid-percent P] [--warmup S] [--shell SHELL] [--job-user USER]
+//! gdts-bench ticks    --jobs K --workers W --seconds S [--forbid-percent P [--forbid-run-ms MS]] [--warmup S] [--shell SHELL] [--job-user USER]
 //! gdts-bench fleet    --jobs 200 --workers 1,3,6 --seconds S [--warmup S]
 //! gdts-bench overload --jobs 3000 --workers 3 --seconds S [--warmup S]
 //! gdts-bench jobs     --total 100000 --per-second 100 [--requests 200]
@@ -196,6 +196,7 @@ async fn run(args: &Args, keep_logs: Option<PathBuf>, plots: &Path) -> anyhow::R
                 "workers",
                 "seconds",
                 "forbid-percent",
+                "forbid-run-ms",
                 "warmup",
                 "shell",
                 "job-user",
@@ -207,6 +208,8 @@ async fn run(args: &Args, keep_logs: Option<PathBuf>, plots: &Path) -> anyhow::R
                 args.number("seconds", None)?,
             );
             p.forbid_percent = args.number("forbid-percent", Some(0))?;
+            let forbid_run_ms: u64 = args.number("forbid-run-ms", Some(0))?;
+            p.forbid_run = (forbid_run_ms > 0).then(|| Duration::from_millis(forbid_run_ms));
             let shell = args.options.get("shell").cloned();
             if let Some(shell) = &shell {
                 p.worker_env.push(("GDTS_SHELL".into(), shell.clone()));
@@ -222,6 +225,9 @@ async fn run(args: &Args, keep_logs: Option<PathBuf>, plots: &Path) -> anyhow::R
             if p.forbid_percent > 0 {
                 let _ = write!(id, "-forbid{}", p.forbid_percent);
             }
+            if forbid_run_ms > 0 {
+                let _ = write!(id, "-run{forbid_run_ms}ms");
+            }
             if let Some(shell) = &shell {
                 let _ = write!(id, "-{shell}");
             }
@@ -235,7 +241,9 @@ async fn run(args: &Args, keep_logs: Option<PathBuf>, plots: &Path) -> anyhow::R
                     "Ticks: {} jobs every second on {} workers{}",
                     p.jobs,
                     p.workers,
-                    if p.forbid_percent > 0 {
+                    if p.forbid_percent > 0 && forbid_run_ms > 0 {
+                        format!(", {} % forbid running {forbid_run_ms} ms", p.forbid_percent)
+                    } else if p.forbid_percent > 0 {
                         format!(", {} % forbid", p.forbid_percent)
                     } else {
                         String::new()

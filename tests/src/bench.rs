@@ -697,6 +697,9 @@ pub struct TickStats {
     pub stray_records: usize,
     /// A few unrecorded and duplicated ticks, for the report.
     pub examples: Vec<String>,
+    /// `forbid` ticks skipped as "still in progress" although the job's
+    /// last run before the tick (in the window) had ended by the tick.
+    pub skipped_after_end: usize,
 }
 
 impl TickStats {
@@ -734,6 +737,9 @@ pub struct TickTally {
     seconds: usize,
     /// Per (job, second): records, and records with status `succeeded`.
     counts: Vec<(u16, u16)>,
+    /// Per (job, second) of `forbid` jobs: the end (epoch ms) of its run, 0
+    /// for none, or -1 for a skip.
+    forbid_ends: Vec<i64>,
     stats: TickStats,
     /// startTime − planTime of runs, ms, for allow and forbid jobs.
     lag_allow_ms: Vec<f64>,
@@ -753,6 +759,7 @@ impl TickTally {
             from_ms,
             seconds,
             counts: vec![(0, 0); jobs.len() * seconds],
+            forbid_ends: vec![0; forbid_jobs.min(jobs.len()) * seconds],
             stats: TickStats::default(),
             lag_allow_ms: Vec::new(),
             lag_forbid_ms: Vec::new(),
@@ -773,6 +780,13 @@ impl TickTally {
             return;
         }
         let status = d.get_str("status").unwrap_or("?");
+        if j < self.forbid_jobs {
+            self.forbid_ends[j * self.seconds + second] = match status {
+                "skipped" => -1,
+                _ if is_not_run(status) => 0,
+                _ => crate::int_field(d, "endTime"),
+            };
+        }
         let cell = &mut self.counts[j * self.seconds + second];
         cell.0 = cell.0.saturating_add(1);
         if status == "succeeded" {
@@ -836,7 +850,26 @@ impl TickTally {
                 }
             }
         }
+        self.stats.skipped_after_end = self.skipped_after_end();
         (self.stats, self.lag_allow_ms, self.lag_forbid_ms)
+    }
+
+    /// `forbid` skips with the job's last run before them ended by their tick.
+    fn skipped_after_end(&self) -> usize {
+        let mut n = 0;
+        for cells in self.forbid_ends.chunks(self.seconds.max(1)) {
+            for (s, &end) in cells.iter().enumerate() {
+                if end != -1 {
+                    continue;
+                }
+                let tick = self.from_ms + s as i64 * 1000;
+                let last_run = cells[..s].iter().rev().find(|&&e| e > 0);
+                if last_run.is_some_and(|&e| e <= tick) {
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 }
 
@@ -868,7 +901,8 @@ async fn tally_records(
     let mut cursor = runs
         .find(doc! {"planTime": {"$gte": from_ms, "$lt": to_ms}})
         .projection(doc! {
-            "jobName": 1, "planTime": 1, "startTime": 1, "status": 1, "err": 1, "worker": 1,
+            "jobName": 1, "planTime": 1, "startTime": 1, "endTime": 1, "status": 1, "err": 1,
+            "worker": 1,
         })
         .batch_size(5000)
         .await?;
@@ -1387,7 +1421,8 @@ impl LoadReport {
                 self.ticks.missed_ticks() == 0,
             ),
         ];
-        if let Some(limit) = lag_target_ms(self.params.jobs) {
+        let allow_jobs = self.forbid_jobs < self.params.jobs;
+        if let (Some(limit), true) = (lag_target_ms(self.params.jobs), allow_jobs) {
             let forbid = if self.forbid_jobs > 0 {
                 ", allow jobs"
             } else {
@@ -1478,6 +1513,10 @@ impl LoadReport {
             row(
                 "jobs with `overlap: forbid`",
                 format!("{} ({} %)", self.forbid_jobs, p.forbid_percent),
+            );
+            row(
+                "`forbid` ticks skipped though the job's run before had ended by the tick",
+                self.ticks.skipped_after_end.to_string(),
             );
         }
         row("runs/s", format!("{:.1}", self.runs_per_second()));
@@ -2766,6 +2805,32 @@ mod tests {
         assert_eq!(s.runs(), 5);
         assert_eq!(s.missed_reasons["missed: owner wN gone at N ms"], 1);
         assert!(lags.iter().all(|l| *l == 7.0));
+    }
+
+    #[test]
+    fn a_forbid_skip_counts_as_after_the_end_when_the_run_before_had_ended() {
+        let jobs = vec!["f".to_string(), "g".to_string()];
+        let mut t = TickTally::new(&jobs, 1, 10_000, 15_000);
+        let run = |tick: i64, end: i64| {
+            let mut d = record("f", tick, "succeeded", "");
+            d.insert("endTime", end);
+            d
+        };
+        for d in [
+            run(10_000, 11_005),
+            // Still running at 11_000: a real overlap.
+            record("f", 11_000, "skipped", "still in progress"),
+            // It ended at 11_005: skipping 12_000 was not needed.
+            record("f", 12_000, "skipped", "still in progress"),
+            run(13_000, 13_950),
+            record("f", 14_000, "skipped", "still in progress"),
+            // Not a forbid job.
+            record("g", 11_000, "skipped", "still in progress"),
+        ] {
+            t.add(&d);
+        }
+        let (s, _, _) = t.finish();
+        assert_eq!(s.skipped_after_end, 2, "12000 and 14000");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use prometheus::{
     Registry,
 };
 
-use crate::claim::Claim;
+use crate::claim::{Claim, ClaimRequest};
 
 /// At most this many job names label `gdts_worker_job_runs_total` (the
 /// rest count under `job="_other"`), so 100,000 jobs cannot make 100,000
@@ -84,6 +84,7 @@ pub struct Metrics {
     registry: Registry,
     prepared: IntCounter,
     claims: IntCounterVec,
+    retries: IntCounter,
     outcomes: IntCounterVec,
     missed: IntCounterVec,
     unmatched: IntCounter,
@@ -136,6 +137,10 @@ impl Metrics {
                 "gdts_worker_claims_total",
                 "Tick claims sent, by role (owner, or backup for a silent owner).",
                 &["role"],
+            ),
+            retries: counter(
+                "gdts_worker_claim_retries_total",
+                "Claims of a tick sent again after earlier attempts whose outcome stayed unknown (their answer was lost); counted in gdts_worker_claims_total too.",
             ),
             outcomes: counter_vec(
                 "gdts_worker_claim_outcomes_total",
@@ -256,9 +261,13 @@ impl Metrics {
         self.prepared.inc();
     }
 
-    pub fn claims_sent(&self, n: usize, backup: bool) {
+    pub fn claims_sent(&self, requests: &[ClaimRequest], backup: bool) {
         let role = if backup { "backup" } else { "owner" };
-        self.claims.with_label_values(&[role]).inc_by(n as u64);
+        self.claims
+            .with_label_values(&[role])
+            .inc_by(requests.len() as u64);
+        let retries = requests.iter().filter(|r| !r.earlier.is_empty()).count();
+        self.retries.inc_by(retries as u64);
     }
 
     pub fn claim_outcome(&self, outcome: Option<Claim>) {
@@ -436,6 +445,26 @@ mod tests {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }
         assert!(!text.contains("job_name=\"c\""), "{text}");
+    }
+
+    #[test]
+    fn claims_sent_again_after_a_lost_answer_count_as_retries() {
+        let m = Metrics::default();
+        let job =
+            gdts_common::Job::from_spec(&gdts_common::JobSpec::shell("r", "true", "* * * * * * *"))
+                .unwrap();
+        let first = ClaimRequest::new(&job, 1, gdts_common::keys::RunKey::scheduled(1000), 900);
+        let again = ClaimRequest {
+            earlier: vec![900],
+            ..first.clone()
+        };
+        m.claims_sent(&[first, again], false);
+        let text = m.render();
+        assert!(
+            text.contains("gdts_worker_claims_total{role=\"owner\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("gdts_worker_claim_retries_total 1"), "{text}");
     }
 
     #[test]

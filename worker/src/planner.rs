@@ -544,9 +544,7 @@ impl Planner {
             }
         });
         let owned = (role == Role::Owner).then_some(mode);
-        self.ctx
-            .metrics
-            .claims_sent(requests.len(), role != Role::Owner);
+        self.ctx.metrics.claims_sent(&requests, role != Role::Owner);
         self.in_flight += 1;
         let ctx = self.ctx.clone();
         let results = self.results.clone();

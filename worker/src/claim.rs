@@ -190,14 +190,13 @@ enum Superseding {
 }
 
 impl SideOps {
-    /// Pending writes go out within `delay` at the latest (not before the
-    /// back-off after a failed side transaction).
+    /// Pending writes go out within `delay` at the latest, and not before
+    /// the back-off after a failed side transaction (writes already due
+    /// included).
     fn due_in(&mut self, delay: Duration) {
-        let mut due = Instant::now() + delay;
-        if let Some(floor) = self.retry_after {
-            due = due.max(floor);
-        }
-        self.due = Some(self.due.map_or(due, |d| d.min(due)));
+        let due = Instant::now() + delay;
+        let due = self.due.map_or(due, |d| d.min(due));
+        self.due = Some(self.retry_after.map_or(due, |floor| due.max(floor)));
     }
 }
 
@@ -1194,7 +1193,7 @@ impl Claimer {
             done.as_mut().enable();
             {
                 let mut side = self.side.lock().expect("side ops lock");
-                if side.failures != failures {
+                if side.failures != failures || side.retry_after.is_some_and(|r| r > until) {
                     // etcd refused or did not answer: the writer's back-off
                     // stands, and the claims go out as they are.
                     return;
@@ -1728,10 +1727,14 @@ mod tests {
         let lease = claimer.registration_lease_id();
         claimer.clear_running(&forbid.name, &RunKey::scheduled(1000), Some(0));
         let taken = claimer.take_side_ops(lease).expect("queued");
+        // Due at once, queued while that transaction is out...
+        claimer.clear_running(&forbid.name, &RunKey::scheduled(2000), Some(0));
         let failed = Instant::now();
         claimer.side_sent(taken, false);
-        claimer.side.lock().unwrap().due = None;
-        claimer.clear_running(&forbid.name, &RunKey::scheduled(2000), Some(0));
+        let due = claimer.side.lock().unwrap().due.expect("a write is due");
+        assert!(due >= failed + SIDE_RETRY_AFTER, "due before the back-off");
+        // ...and asked for at once after it failed.
+        claimer.clear_running(&forbid.name, &RunKey::scheduled(3000), Some(0));
         let due = claimer.side.lock().unwrap().due.expect("a write is due");
         assert!(due >= failed + SIDE_RETRY_AFTER, "due before the back-off");
     }

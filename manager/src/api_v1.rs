@@ -158,36 +158,115 @@ fn view(spec: JobSpec, running: u32) -> JobView {
     }
 }
 
-/// The last run of each job, a few lookups at a time.
+/// The last run of each job: stretches of jobs that did not fire lately a
+/// stretch at a time, the others a few lookups at a time.
 async fn last_runs(state: &AppState, jobs: &[JobSpec]) -> V1Result<Vec<Option<LogRecord>>> {
     use futures::{StreamExt, TryStreamExt};
     let now = chrono::Utc::now();
-    let names: Vec<Option<(JobName, bool)>> = jobs
+    let wanted: Vec<Option<(JobName, Option<i64>)>> = jobs
         .iter()
-        .map(|j| Some((JobName::parse(&j.name).ok()?, fired_lately(j, now))))
+        .map(|j| Some((JobName::parse(&j.name).ok()?, recent_from(j, now))))
         .collect();
-    futures::stream::iter(names)
+    // `Some(run)`: known.
+    let mut known: Vec<Option<Option<LogRecord>>> = vec![None; wanted.len()];
+    for stretch in quiet_stretches(&wanted) {
+        let names: Vec<&JobName> = wanted[stretch.clone()]
+            .iter()
+            .flatten()
+            .map(|(name, _)| name)
+            .collect();
+        let (Some(first), Some(last)) = (names.iter().min(), names.iter().max()) else {
+            continue;
+        };
+        let limit = (RUNS_A_QUIET_JOB * names.len()) as i64;
+        if let Some(mut newest) = state.store.last_runs_between(first, last, limit).await? {
+            for i in stretch {
+                if let Some((name, _)) = &wanted[i] {
+                    known[i] = Some(newest.remove(name.as_str()));
+                }
+            }
+        }
+    }
+    let lookups: Vec<Option<(JobName, Option<i64>)>> = wanted
+        .into_iter()
+        .zip(&known)
+        .map(|(w, k)| w.filter(|_| k.is_none()))
+        .collect();
+    let looked_up: Vec<Option<LogRecord>> = futures::stream::iter(lookups)
         .map(|name| async move {
             Ok::<_, V1Error>(match name {
-                Some((name, lately)) => state.store.last_run(&name, lately).await?,
+                Some((name, from)) => state.store.last_run(&name, from).await?,
                 None => None,
             })
         })
         .buffered(LAST_RUN_LOOKUPS)
         .try_collect()
-        .await
+        .await?;
+    Ok(known
+        .into_iter()
+        .zip(looked_up)
+        .map(|(k, l)| k.unwrap_or(l))
+        .collect())
 }
 
-/// Whether the job's schedule had a tick within the last
-/// `LAST_RUN_RECENT` (where [`crate::store::Store::last_run`] looks first).
-fn fired_lately(spec: &JobSpec, now: chrono::DateTime<chrono::Utc>) -> bool {
-    let Ok(job) = Job::from_spec(spec) else {
-        return false;
-    };
+/// Runs a job that did not fire lately has on average, at most, for its
+/// stretch's runs to be read in one go ([`quiet_stretches`]).
+const RUNS_A_QUIET_JOB: usize = 4;
+
+/// The stretches (index ranges, at least two long) of consecutive jobs that
+/// did not fire lately (`recent_from` is `None`). Their newest runs are read
+/// with one range read of names each: a page comes in name order, so each
+/// stretch spans names of its own jobs only (and of jobs deleted since, whose
+/// runs are left out), and few runs if its jobs fire rarely.
+fn quiet_stretches(wanted: &[Option<(JobName, Option<i64>)>]) -> Vec<std::ops::Range<usize>> {
+    let mut stretches = Vec::new();
+    let mut start = 0;
+    for (i, w) in wanted.iter().enumerate() {
+        let quiet = matches!(w, Some((_, None)));
+        if !quiet {
+            if i - start >= 2 {
+                stretches.push(start..i);
+            }
+            start = i + 1;
+        }
+    }
+    if wanted.len().saturating_sub(start) >= 2 {
+        stretches.push(start..wanted.len());
+    }
+    stretches
+}
+
+/// How many of a job's newest ticks [`recent_from`] covers: the newest may
+/// still be running, or its record on its way (the worker writes records in
+/// batches), the one before it is most likely on record.
+const RECENT_TICKS: usize = 3;
+
+/// Where [`crate::store::Store::last_run`] looks first for the job's newest
+/// run (a `planTime`, epoch ms): from its [`RECENT_TICKS`]th newest tick in
+/// the last [`crate::store::LAST_RUN_RECENT`], or from the start of that
+/// span if it had fewer ticks in it. `None`: no tick in that span (or a
+/// paused job), its newest run is not likely to be recent.
+///
+/// A narrow range matters: the Mongo-protocol server of the tests and
+/// benchmarks reads every run in the range before it picks the newest.
+fn recent_from(spec: &JobSpec, now: chrono::DateTime<chrono::Utc>) -> Option<i64> {
+    let job = Job::from_spec(spec).ok().filter(|j| !j.paused)?;
     let recent = chrono::Duration::from_std(crate::store::LAST_RUN_RECENT).unwrap_or_default();
-    job.schedule
-        .next_fire(now - recent)
-        .is_some_and(|tick| tick <= now)
+    let start = now - recent;
+    let mut newest = std::collections::VecDeque::with_capacity(RECENT_TICKS);
+    let mut t = start;
+    while let Some(tick) = job.schedule.next_fire(t).filter(|tick| *tick <= now) {
+        if newest.len() == RECENT_TICKS {
+            newest.pop_front();
+        }
+        newest.push_back(tick);
+        t = tick;
+    }
+    match newest.len() {
+        0 => None,
+        RECENT_TICKS => newest.front().map(|t| t.timestamp_millis()),
+        _ => Some(start.timestamp_millis()),
+    }
 }
 
 /// Last-run lookups of a page in flight at once.
@@ -260,7 +339,7 @@ async fn get_job(State(state): State<AppState>, Path(name): Path<String>) -> V1R
     let mut v = view(spec, state.store.running_count(&name).await?);
     v.last_run = state
         .store
-        .last_run(&name, fired_lately(&v.spec, chrono::Utc::now()))
+        .last_run(&name, recent_from(&v.spec, chrono::Utc::now()))
         .await?;
     flag_unmatched(&state, std::slice::from_mut(&mut v)).await;
     Ok((
@@ -719,6 +798,64 @@ async fn preview(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jobs_newest_run_is_looked_for_from_its_third_newest_tick_lately() {
+        use chrono::TimeZone;
+        let at = |s: u32, ms: u32| {
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 29, 12, 0, s)
+                .unwrap()
+                .checked_add_signed(chrono::Duration::milliseconds(ms.into()))
+                .unwrap()
+        };
+        let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
+        let every_second = JobSpec::shell("a", "true", "* * * * * * *");
+        assert_eq!(recent_from(&every_second, at(30, 500)), Some(ms(at(28, 0))));
+        // A tick at this very moment counts.
+        assert_eq!(recent_from(&every_second, at(30, 0)), Some(ms(at(28, 0))));
+        // Fewer ticks lately than that: from the start of the span.
+        let every_ten = JobSpec::shell("b", "true", "*/10 * * * * * *");
+        assert_eq!(
+            recent_from(&every_ten, at(35, 500)),
+            Some(ms(at(35, 500)) - crate::store::LAST_RUN_RECENT.as_millis() as i64)
+        );
+        // No tick lately, or paused: none.
+        let hourly = JobSpec::shell("c", "true", "0 0 * * * * *");
+        assert_eq!(recent_from(&hourly, at(30, 0)), None);
+        let paused = JobSpec {
+            paused: true,
+            ..every_second.clone()
+        };
+        assert_eq!(recent_from(&paused, at(30, 500)), None);
+    }
+
+    #[test]
+    fn quiet_stretches_are_runs_of_two_or_more_jobs_not_fired_lately() {
+        let job = |name: &str, from: Option<i64>| Some((JobName::parse(name).unwrap(), from));
+        let (quiet, lately) = (None, Some(1));
+        let wanted = [
+            job("a", quiet),
+            job("b", quiet),
+            job("c", lately),
+            job("d", quiet),
+            job("e", lately),
+            None,
+            job("f", quiet),
+            job("g", quiet),
+            job("h", quiet),
+        ];
+        assert_eq!(quiet_stretches(&wanted), vec![0..2, 6..9]);
+        assert_eq!(
+            quiet_stretches(&wanted[..1]),
+            Vec::<std::ops::Range<usize>>::new()
+        );
+        assert_eq!(quiet_stretches(&[]), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(
+            quiet_stretches(&wanted[2..5]),
+            Vec::<std::ops::Range<usize>>::new()
+        );
+    }
 
     #[test]
     fn etag_lists_are_quoted_or_bare_numbers() {

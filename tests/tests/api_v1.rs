@@ -603,3 +603,130 @@ async fn running_counts_cursors_and_workers_from_etcd() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A job's `lastRun` is its newest run (by tick, then start) however long
+/// ago that was: the manager looks at a job's few newest ticks first, then
+/// its last seconds, then at all of its runs, or reads a stretch of jobs
+/// that did not fire lately in one go; each way must give the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_run_is_the_newest_however_old() -> anyhow::Result<()> {
+    use gdts_tests::gdts_common::log_record::{LogRecord, LOG_COLLECTION};
+
+    let c = Cluster::start("api_v1_last_run").await?;
+    let api = Api {
+        base: c.manager_url.clone(),
+        http: reqwest::Client::new(),
+    };
+    // No worker runs these jobs: their runs are the records written here,
+    // (tick in seconds from now, attempt).
+    const EVERY_SECOND: &str = "* * * * * * *";
+    const YEARLY: &str = "0 0 0 1 1 * *";
+    let many: Vec<_> = (1..=10).map(|h| (-3600 * h, 1)).collect();
+    type Run = (i64, u32);
+    let cases: Vec<(&str, &str, Vec<Run>, Option<Run>)> = vec![
+        (
+            "ages-ago",
+            EVERY_SECOND,
+            vec![(-3_600, 1), (-60, 1)],
+            Some((-60, 1)),
+        ),
+        (
+            "in-the-last-seconds",
+            EVERY_SECOND,
+            vec![(-60, 1), (-10, 1)],
+            Some((-10, 1)),
+        ),
+        (
+            "in-the-last-ticks",
+            EVERY_SECOND,
+            vec![(-60, 1), (-10, 1), (-2, 1)],
+            Some((-2, 1)),
+        ),
+        (
+            "ahead-of-the-clock",
+            EVERY_SECOND,
+            vec![(-1, 1), (5, 1)],
+            Some((5, 1)),
+        ),
+        ("never", EVERY_SECOND, vec![], None),
+        // Jobs that did not fire lately, three in a row (read together)...
+        ("quiet-a", YEARLY, vec![], None),
+        (
+            "quiet-b",
+            YEARLY,
+            vec![(-7_200, 1), (-3_600, 1)],
+            Some((-3_600, 1)),
+        ),
+        (
+            "quiet-c",
+            YEARLY,
+            vec![(-200, 2), (-100, 1), (-100, 2)],
+            Some((-100, 2)),
+        ),
+        ("r-every-second", EVERY_SECOND, vec![(-1, 1)], Some((-1, 1))),
+        // ... and two with too many runs to read together.
+        ("slow-a", YEARLY, many.clone(), Some((-3_600, 1))),
+        ("slow-b", YEARLY, vec![(-5_000, 1)], Some((-5_000, 1))),
+    ];
+    let now = gdts_tests::now_ms() / 1000 * 1000;
+    let run_id = |job: &str, (s, attempt): Run| format!("{job}@{}#{attempt}", now + s * 1000);
+    let runs = c
+        .mongo
+        .client()
+        .await
+        .database(&c.db)
+        .collection::<LogRecord>(LOG_COLLECTION);
+    for (job, cron, ticks, _) in &cases {
+        let body = json!({"command": "true", "cronExpr": cron}).to_string();
+        assert_eq!(
+            api.put(&format!("/jobs/{job}"), &body).await?.0,
+            StatusCode::CREATED
+        );
+        for &(s, attempt) in ticks {
+            let tick = now + s * 1000;
+            runs.insert_one(LogRecord {
+                run_id: run_id(job, (s, attempt)),
+                job_name: job.to_string(),
+                command: "true".into(),
+                err: String::new(),
+                output: "out".into(),
+                plan_time: tick,
+                schedule_time: tick,
+                start_time: tick + 100 * attempt as i64,
+                end_time: tick + 100 * attempt as i64 + 5,
+                exit_code: Some(0),
+                signal: None,
+                worker: "w1".into(),
+                truncated: false,
+                output_bytes: 3,
+                output_uri: None,
+                killed: false,
+                status: "succeeded".into(),
+                attempt,
+                trigger: "schedule".into(),
+            })
+            .await?;
+        }
+    }
+    let expected = |job: &str| {
+        let (_, _, _, newest) = cases.iter().find(|c| c.0 == job).unwrap();
+        newest.map(|n| json!(run_id(job, n)))
+    };
+    let last_run = |v: &Value| v.get("lastRun").map(|l| l["runId"].clone());
+    for (job, _, _, _) in &cases {
+        let r = api.get(&format!("/jobs/{job}")).await?;
+        assert_eq!(last_run(&r.1), expected(job), "{job}: {}", r.1);
+    }
+    let r = api.get("/jobs").await?;
+    let items = r.1["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), cases.len(), "{}", r.1);
+    for item in items {
+        let job = item["name"].as_str().unwrap_or_default();
+        assert_eq!(last_run(&item), expected(job), "{job}: {item}");
+        assert_eq!(
+            item["lastRun"].get("output").cloned().unwrap_or(json!("")),
+            ""
+        );
+    }
+    Ok(())
+}

@@ -121,9 +121,9 @@ pub async fn watch_availability(
 /// Identity of one container run, for its name and labels, and the shell
 /// its command runs in.
 pub struct ContainerRun<'a> {
-    /// The configured shell (`GDTS_SHELL`): `bash` (the default) runs the
-    /// command in bash where the image has it and in `sh` where it does not;
-    /// any other shell is run as named.
+    /// The configured shell (`GDTS_SHELL`): `bash` (the default, also as
+    /// `bash-static`) runs the command in bash where the image has it and in
+    /// `sh` where it does not; any other shell is run as named.
     pub shell: &'a str,
     pub prefix: &'a str,
     pub worker: &'a str,
@@ -141,7 +141,7 @@ fn shell_entrypoint(shell: &str, command: &str) -> Vec<String> {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or(shell);
-    if name == "bash" {
+    if name == "bash" || name == crate::executor::STATIC_BASH {
         const BASH_WHERE_PRESENT: &str =
             r#"if command -v bash >/dev/null 2>&1; then exec bash -c "$1"; fi; exec sh -c "$1""#;
         ["sh", "-c", BASH_WHERE_PRESENT, "gdts", command]
@@ -473,6 +473,22 @@ pub async fn remove_leftovers(
 mod tests {
     use super::*;
     use gdts_common::job::PullPolicy;
+
+    /// The worker's bash, static or not, becomes "bash where the image has
+    /// it"; another shell runs as named.
+    #[test]
+    fn a_bash_worker_runs_container_commands_in_bash_where_present() {
+        for shell in ["bash", "/usr/bin/bash", "/usr/bin/bash-static"] {
+            let entry = shell_entrypoint(shell, "echo hi");
+            assert_eq!(entry[..2], ["sh", "-c"], "{shell}");
+            assert_eq!(entry.last().map(String::as_str), Some("echo hi"), "{shell}");
+            assert!(entry[2].contains("exec bash -c"), "{shell}: {entry:?}");
+        }
+        assert_eq!(
+            shell_entrypoint("/bin/dash", "echo hi"),
+            ["/bin/dash", "-c", "echo hi"]
+        );
+    }
 
     #[test]
     fn a_job_container_is_confined() {

@@ -290,6 +290,8 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         config.worker_id.clone(),
         lease_rx.clone(),
     ));
+    let shell = config.shell.clone().with_program_resolved();
+    tracing::info!(shell = %shell.program, "shell jobs run with -c in this shell");
     let ctx = Arc::new(run::RunContext {
         worker_id: config.worker_id.clone(),
         prefix: keys.prefix().to_string(),
@@ -309,7 +311,7 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
             },
             kill_grace: config.kill_grace,
         },
-        shell: config.shell.clone().with_program_resolved(),
+        shell,
         releaser: executor::Releaser::start(),
         preparer: preparer.clone(),
         jobs: jobs::SharedJobs::new(jobs::JobTable::new(keys.clone())),

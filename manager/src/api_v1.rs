@@ -167,23 +167,32 @@ async fn last_runs(state: &AppState, jobs: &[JobSpec]) -> V1Result<Vec<Option<Lo
         .iter()
         .map(|j| Some((JobName::parse(&j.name).ok()?, recent_from(j, now))))
         .collect();
+    // A few stretches at a time, as the lookups below.
+    let wanted_ref = &wanted;
+    let stretches: Vec<_> = futures::stream::iter(quiet_stretches(wanted_ref))
+        .map(|stretch| async move {
+            let names: Vec<&JobName> = wanted_ref[stretch.clone()]
+                .iter()
+                .flatten()
+                .map(|(name, _)| name)
+                .collect();
+            let (Some(first), Some(last)) = (names.iter().min(), names.iter().max()) else {
+                return Ok::<_, V1Error>((stretch, None));
+            };
+            let limit = (RUNS_A_QUIET_JOB * names.len()) as i64;
+            let newest = state.store.last_runs_between(first, last, limit).await?;
+            Ok((stretch, newest))
+        })
+        .buffer_unordered(LAST_RUN_LOOKUPS)
+        .try_collect()
+        .await?;
     // `Some(run)`: known.
     let mut known: Vec<Option<Option<LogRecord>>> = vec![None; wanted.len()];
-    for stretch in quiet_stretches(&wanted) {
-        let names: Vec<&JobName> = wanted[stretch.clone()]
-            .iter()
-            .flatten()
-            .map(|(name, _)| name)
-            .collect();
-        let (Some(first), Some(last)) = (names.iter().min(), names.iter().max()) else {
-            continue;
-        };
-        let limit = (RUNS_A_QUIET_JOB * names.len()) as i64;
-        if let Some(mut newest) = state.store.last_runs_between(first, last, limit).await? {
-            for i in stretch {
-                if let Some((name, _)) = &wanted[i] {
-                    known[i] = Some(newest.remove(name.as_str()));
-                }
+    for (stretch, newest) in stretches {
+        let Some(mut newest) = newest else { continue };
+        for i in stretch {
+            if let Some((name, _)) = &wanted[i] {
+                known[i] = Some(newest.remove(name.as_str()));
             }
         }
     }
@@ -210,7 +219,9 @@ async fn last_runs(state: &AppState, jobs: &[JobSpec]) -> V1Result<Vec<Option<Lo
 }
 
 /// Runs a job that did not fire lately has on average, at most, for its
-/// stretch's runs to be read in one go ([`quiet_stretches`]).
+/// stretch's runs to be read in one go ([`quiet_stretches`]). A stretch of
+/// jobs with more (a long history of hourly runs) costs that one read of at
+/// most this many records a job, without output, before its lookups.
 const RUNS_A_QUIET_JOB: usize = 4;
 
 /// The stretches (index ranges, at least two long) of consecutive jobs that

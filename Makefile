@@ -60,7 +60,7 @@ bench: bench-deps
 	$(CARGO) build --release --workspace --bins
 	$(BENCH) ticks --jobs 100 --workers 3 --seconds 60
 	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 300
-	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 300 --shell bash
+	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 300 --shell bash-static
 	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 60 --job-user nobody
 	$(BENCH) ticks --jobs 30 --workers 3 --seconds 60 --forbid-percent 100 --forbid-run-ms 930
 	$(BENCH) fleet --jobs 200 --workers 1,3,6 --seconds 60

@@ -22,9 +22,6 @@ command -v dpkg-scanpackages >/dev/null 2>&1 || apt_packages+=(dpkg-dev)
 command -v journalctl >/dev/null 2>&1 || apt_packages+=(systemd)
 command -v losetup >/dev/null 2>&1 || apt_packages+=(mount)
 command -v cc >/dev/null 2>&1 || apt_packages+=(build-essential)
-# The shell runs use where it is installed (bash itself, statically linked:
-# it starts faster; see GDTS_SHELL in the README).
-command -v bash-static >/dev/null 2>&1 || apt_packages+=(bash-static)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
 # Container jobs and images: the Docker daemon, and debootstrap for a base
 # image where no registry can be reached.

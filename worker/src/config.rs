@@ -48,10 +48,9 @@ pub struct WorkerConfig {
     pub log_flush_timeout: Duration,
     pub log_format: LogFormat,
     /// `GDTS_SHELL`: the shell that runs shell jobs with `-c`. Default `bash`
-    /// (as the original system), as Debian's `bash-static` where that is
-    /// installed (`ShellConfig::prefer_static_bash`); it must support
-    /// `read -r`. Container jobs' commands run in it too (with `bash` or
-    /// `bash-static`: in bash where the image has it, `sh` otherwise).
+    /// (as the original system); it must support `read -r`. Container jobs'
+    /// commands run in it too (with `bash`: where the image has bash, `sh`
+    /// otherwise).
     /// `GDTS_JOB_NICE`: how many nice levels below the worker shell runs
     /// run (0-19, default 10), so an overloaded machine still serves the
     /// worker (its lease, its claims) first.
@@ -133,7 +132,6 @@ impl WorkerConfig {
                     Some(s) => s.trim().to_string(),
                     None => "bash".into(),
                 },
-                prefer_static_bash: get("GDTS_SHELL").is_none(),
                 nice: match number(get, "GDTS_JOB_NICE", 10)? {
                     n @ 0..=19 => n as i32,
                     n => return Err(format!("GDTS_JOB_NICE: {n} is outside 0..=19")),

@@ -141,7 +141,7 @@ fn shell_entrypoint(shell: &str, command: &str) -> Vec<String> {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or(shell);
-    if name == "bash" || name == crate::executor::STATIC_BASH {
+    if name == "bash" || name == "bash-static" {
         const BASH_WHERE_PRESENT: &str =
             r#"if command -v bash >/dev/null 2>&1; then exec bash -c "$1"; fi; exec sh -c "$1""#;
         ["sh", "-c", BASH_WHERE_PRESENT, "gdts", command]

@@ -75,9 +75,6 @@ pub struct ShellConfig {
     /// The shell that runs each command with `-c` (`GDTS_SHELL`, default
     /// `bash`, as the original system). It must support `read -r`.
     pub program: String,
-    /// `GDTS_SHELL` was not set: a run's `bash` is Debian's `bash-static`
-    /// where it is installed (see [`ShellConfig::with_program_resolved`]).
-    pub prefer_static_bash: bool,
     /// How much lower than the worker's a run's CPU priority is
     /// (`GDTS_JOB_NICE`, 0-19): see [`Prepared::lower_priority`].
     pub nice: i32,
@@ -120,13 +117,6 @@ impl ShellConfig {
     /// costs more CPU than the runs (the benchmark's 1000 ticks/s fell to
     /// about 190 runs/s). Left as it is when nothing is found; the run's
     /// start then fails with a message.
-    ///
-    /// With [`ShellConfig::prefer_static_bash`], `bash` is `bash-static`
-    /// where that is found: the same bash (Debian builds both from one
-    /// source, at one version), linked statically, so a run's start skips
-    /// the dynamic loader and glibc's start-up: about two thirds of the
-    /// time. At a hundred runs a second together that is what makes the
-    /// last of them start within 20 ms of the tick (docs/benchmarks.md).
     pub fn with_program_resolved(mut self) -> Self {
         if !self.program.contains('/') {
             let path = self
@@ -134,19 +124,13 @@ impl ShellConfig {
                 .iter()
                 .find(|(k, _)| k == "PATH")
                 .map_or("/bin:/usr/bin", |(_, v)| v.as_str());
-            let static_bash = (self.prefer_static_bash && self.program == "bash")
-                .then(|| find_program(STATIC_BASH, path))
-                .flatten();
-            if let Some(found) = static_bash.or_else(|| find_program(&self.program, path)) {
+            if let Some(found) = find_program(&self.program, path) {
                 self.program = found;
             }
         }
         self
     }
 }
-
-/// Debian's statically linked bash (package `bash-static`).
-pub const STATIC_BASH: &str = "bash-static";
 
 /// The first executable regular file named `name` in `path`'s directories.
 fn find_program(name: &str, path: &str) -> Option<String> {
@@ -165,7 +149,6 @@ impl Default for ShellConfig {
     fn default() -> Self {
         ShellConfig {
             program: "bash".into(),
-            prefer_static_bash: false,
             nice: 0,
             inherited: DEFAULT_ENV_PASS
                 .iter()
@@ -791,46 +774,6 @@ mod tests {
             ["/bin/sh", "/usr/bin/sh"].contains(&bare.as_str()),
             "{bare}"
         );
-    }
-
-    /// With `GDTS_SHELL` unset, `bash` is `bash-static` where the runs' PATH
-    /// has it, `bash` where it does not; a shell set by name is that shell.
-    #[test]
-    fn the_default_bash_is_the_static_one_where_installed() {
-        use std::os::unix::fs::PermissionsExt;
-        let (with_static, without) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        for (dir, names) in [
-            (&with_static, &["bash", STATIC_BASH][..]),
-            (&without, &["bash"][..]),
-        ] {
-            for name in names {
-                let file = dir.path().join(name);
-                std::fs::write(&file, "#!/bin/sh\n").unwrap();
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
-            }
-        }
-        let resolve = |dir: &tempfile::TempDir, program: &str, prefer_static_bash: bool| {
-            ShellConfig {
-                program: program.into(),
-                prefer_static_bash,
-                inherited: vec![("PATH".into(), dir.path().display().to_string())],
-                ..ShellConfig::default()
-            }
-            .with_program_resolved()
-            .program
-        };
-        let at = |dir: &tempfile::TempDir, name: &str| dir.path().join(name).display().to_string();
-        assert_eq!(
-            resolve(&with_static, "bash", true),
-            at(&with_static, STATIC_BASH)
-        );
-        assert_eq!(resolve(&without, "bash", true), at(&without, "bash"));
-        assert_eq!(
-            resolve(&with_static, "bash", false),
-            at(&with_static, "bash")
-        );
-        let sh = resolve(&with_static, "/bin/sh", true);
-        assert_eq!(sh, "/bin/sh");
     }
 
     /// A run gets the variables let through and its own, nothing else of the

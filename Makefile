@@ -59,6 +59,7 @@ bench-deps: deps
 bench: bench-deps
 	$(CARGO) build --release --workspace --bins
 	$(BENCH) ticks --jobs 100 --workers 3 --seconds 60
+	$(BENCH) ticks --jobs 100 --workers 3 --seconds 60 --shell bash-static
 	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 300
 	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 300 --shell bash-static
 	$(BENCH) ticks --jobs 1000 --workers 3 --seconds 60 --job-user nobody

@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use gdts_common::job::JobError;
 use gdts_common::log_record::LogRecord;
+use gdts_common::schedule::due_ticks;
 use gdts_common::values::WorkerInfo;
 use gdts_common::{CronSchedule, Job, JobName, JobSpec};
 use serde::Serialize;
@@ -196,26 +197,18 @@ async fn last_runs(state: &AppState, jobs: &[JobSpec]) -> V1Result<Vec<Option<Lo
             }
         }
     }
-    let lookups: Vec<Option<(JobName, Option<i64>)>> = wanted
-        .into_iter()
-        .zip(&known)
-        .map(|(w, k)| w.filter(|_| k.is_none()))
-        .collect();
-    let looked_up: Vec<Option<LogRecord>> = futures::stream::iter(lookups)
-        .map(|name| async move {
-            Ok::<_, V1Error>(match name {
-                Some((name, from)) => state.store.last_run(&name, from).await?,
-                None => None,
+    // The rest one by one.
+    futures::stream::iter(wanted.into_iter().zip(known))
+        .map(|(wanted, known)| async move {
+            Ok::<_, V1Error>(match (known, wanted) {
+                (Some(run), _) => run,
+                (None, Some((name, from))) => state.store.last_run(&name, from).await?,
+                (None, None) => None,
             })
         })
         .buffered(LAST_RUN_LOOKUPS)
         .try_collect()
-        .await?;
-    Ok(known
-        .into_iter()
-        .zip(looked_up)
-        .map(|(k, l)| k.unwrap_or(l))
-        .collect())
+        .await
 }
 
 /// Runs a job that did not fire lately has on average, at most, for its
@@ -264,18 +257,10 @@ fn recent_from(spec: &JobSpec, now: chrono::DateTime<chrono::Utc>) -> Option<i64
     let job = Job::from_spec(spec).ok().filter(|j| !j.paused)?;
     let recent = chrono::Duration::from_std(crate::store::LAST_RUN_RECENT).unwrap_or_default();
     let start = now - recent;
-    let mut newest = std::collections::VecDeque::with_capacity(RECENT_TICKS);
-    let mut t = start;
-    while let Some(tick) = job.schedule.next_fire(t).filter(|tick| *tick <= now) {
-        if newest.len() == RECENT_TICKS {
-            newest.pop_front();
-        }
-        newest.push_back(tick);
-        t = tick;
-    }
-    match newest.len() {
+    let (ticks, _) = due_ticks(&job.schedule, job.schedule.next_fire(start)?, now, recent);
+    match ticks.len() {
         0 => None,
-        RECENT_TICKS => newest.front().map(|t| t.timestamp_millis()),
+        n if n >= RECENT_TICKS => Some(ticks[n - RECENT_TICKS].timestamp_millis()),
         _ => Some(start.timestamp_millis()),
     }
 }

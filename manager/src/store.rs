@@ -64,6 +64,18 @@ pub const LAST_RUN_RECENT: Duration = Duration::from_secs(15);
 /// Timeout for one etcd request made while serving an HTTP request.
 const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A run record as stored, or `None` (logged) if it does not decode.
+fn decode_record(d: Document) -> Option<LogRecord> {
+    let job = d.get_str("jobName").unwrap_or("?").to_string();
+    match mongodb::bson::from_document::<LogRecord>(d) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(job = %job, error = %e, "skipping undecodable log record");
+            None
+        }
+    }
+}
+
 impl Store {
     pub fn new(etcd: Client, keys: Keys, mongo: &mongodb::Database) -> Self {
         Store {
@@ -526,16 +538,7 @@ impl Store {
                 .await
         })
         .await?;
-        Ok(docs
-            .into_iter()
-            .filter_map(|d| match mongodb::bson::from_document::<LogRecord>(d) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    tracing::warn!(job = %name, error = %e, "skipping undecodable log record");
-                    None
-                }
-            })
-            .collect())
+        Ok(docs.into_iter().filter_map(decode_record).collect())
     }
 
     /// A job's newest run (newest tick), without its output. `recent_from`
@@ -597,14 +600,7 @@ impl Store {
             return Ok(None);
         }
         let mut newest: HashMap<String, LogRecord> = HashMap::new();
-        for d in docs {
-            let run = match mongodb::bson::from_document::<LogRecord>(d) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "skipping undecodable log record");
-                    continue;
-                }
-            };
+        for run in docs.into_iter().filter_map(decode_record) {
             let order = |r: &LogRecord| (r.plan_time, r.start_time);
             match newest.get(&run.job_name) {
                 Some(held) if order(held) >= order(&run) => {}

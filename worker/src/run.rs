@@ -148,6 +148,29 @@ pub const MISSED_NOT_PREPARED: &str = "missed: this worker won the tick but coul
 /// Longest pause between two starts.
 const MAX_PREPARE_GAP: Duration = Duration::from_millis(10);
 
+/// No start ahead is made from `TICK_QUIET_BEFORE` before a whole second
+/// until `TICK_QUIET_AFTER` after it (epoch ms): every scheduled tick falls
+/// on a whole second, and there the releaser wakes that second's held
+/// processes together. A start made then (for a later tick: they are spread
+/// over the second before their tick, so some land there) takes a CPU from
+/// the commands that should be starting. Starts wanted now are not held.
+const TICK_QUIET_BEFORE: i64 = 3;
+const TICK_QUIET_AFTER: i64 = 25;
+
+/// How long a start ahead at `now_ms` (epoch ms) waits for the quiet time
+/// around a whole second to end (zero outside it).
+fn tick_quiet_wait(now_ms: i64) -> Duration {
+    let into = now_ms.rem_euclid(1000);
+    let wait = if into < TICK_QUIET_AFTER {
+        TICK_QUIET_AFTER - into
+    } else if into >= 1000 - TICK_QUIET_BEFORE {
+        1000 - into + TICK_QUIET_AFTER
+    } else {
+        0
+    };
+    Duration::from_millis(wait as u64)
+}
+
 /// The pause after a start, so the starts due by `ready_by` spread evenly
 /// over the time left: started back to back, hundreds of shells starting
 /// up at once would be runnable together and crowd out the worker, etcd
@@ -216,6 +239,15 @@ impl Preparer {
                     let Some(job) = queued.pop_front() else {
                         continue;
                     };
+                    if !job.urgent {
+                        let quiet = tick_quiet_wait(executor::now_ms());
+                        if !quiet.is_zero() {
+                            // Behind any start wanted now that comes meanwhile.
+                            std::thread::sleep(quiet);
+                            queued.push_front(job);
+                            continue;
+                        }
+                    }
                     let now = std::time::Instant::now();
                     let result = if job.reply.is_closed() {
                         // Nobody waits for it any more.
@@ -1157,6 +1189,19 @@ fn mark_gone_by(job: &Job, now: DateTime<Utc>) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn starts_ahead_keep_off_the_moments_around_a_whole_second() {
+        let second = 1_764_410_405_000_i64;
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(tick_quiet_wait(second), ms(25));
+        assert_eq!(tick_quiet_wait(second + 10), ms(15));
+        assert_eq!(tick_quiet_wait(second + 25), Duration::ZERO);
+        assert_eq!(tick_quiet_wait(second + 500), Duration::ZERO);
+        assert_eq!(tick_quiet_wait(second + 996), Duration::ZERO);
+        assert_eq!(tick_quiet_wait(second + 997), ms(28));
+        assert_eq!(tick_quiet_wait(second + 999), ms(26));
+    }
 
     #[test]
     fn a_forbid_runs_mark_is_gone_a_little_before_the_jobs_next_tick() {

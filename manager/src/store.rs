@@ -7,6 +7,8 @@
 //! finds its bounds in the job index (`job_index.rs`) and reads only them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -56,7 +58,14 @@ pub struct Store {
     logs: mongodb::Collection<Document>,
     /// The job names, when followed ([`Store::with_job_index`]).
     index: JobIndex,
+    /// Until when (epoch ms) [`Store::last_runs_since`] does not read: its
+    /// last read found more runs than it takes.
+    many_recent_runs_until: Arc<AtomicI64>,
 }
+
+/// How long [`Store::last_runs_since`] stays off once it found too many
+/// runs: the runs a second of the fleet change slowly.
+const MANY_RECENT_RUNS_FOR: Duration = Duration::from_secs(30);
 
 /// How far back [`Store::last_run`] looks first for a job that fired lately.
 pub const LAST_RUN_RECENT: Duration = Duration::from_secs(15);
@@ -83,6 +92,7 @@ impl Store {
             keys,
             logs: mongo.collection(LOG_COLLECTION),
             index: JobIndex::default(),
+            many_recent_runs_until: Arc::default(),
         }
     }
 
@@ -585,10 +595,53 @@ impl Store {
         last: &JobName,
         limit: i64,
     ) -> Result<Option<HashMap<String, LogRecord>>, StoreError> {
+        self.newest_by_job(
+            doc! { "jobName": { "$gte": first.as_str(), "$lte": last.as_str() } },
+            limit,
+        )
+        .await
+    }
+
+    /// The newest run (without output) of each job that has a run with a
+    /// tick at or after `since` (epoch ms), by job name: of every job, so
+    /// the jobs of a page that fire often are answered by one read of the
+    /// `planTime` index instead of a lookup each. `None` if there are
+    /// `limit` runs or more since then (ask [`Store::last_run`] then); for
+    /// [`MANY_RECENT_RUNS_FOR`] after that, `None` without a read (a read
+    /// of that many runs costs more than the lookups it saves).
+    pub async fn last_runs_since(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> Result<Option<HashMap<String, LogRecord>>, StoreError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        if now < self.many_recent_runs_until.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let newest = self
+            .newest_by_job(doc! { "planTime": { "$gte": since } }, limit)
+            .await?;
+        if newest.is_none() {
+            self.many_recent_runs_until.store(
+                now + MANY_RECENT_RUNS_FOR.as_millis() as i64,
+                Ordering::Relaxed,
+            );
+        }
+        Ok(newest)
+    }
+
+    /// The newest run of each job among the runs `filter` matches, by job
+    /// name, unless there are `limit` of them or more. The newest of a
+    /// range holds for the job only if the range holds all its newer runs.
+    async fn newest_by_job(
+        &self,
+        filter: Document,
+        limit: i64,
+    ) -> Result<Option<HashMap<String, LogRecord>>, StoreError> {
         use futures::TryStreamExt;
         let docs: Vec<Document> = gdts_runtime::metrics::mongo("find_runs", async {
             self.logs
-                .find(doc! { "jobName": { "$gte": first.as_str(), "$lte": last.as_str() } })
+                .find(filter)
                 .limit(limit)
                 .projection(doc! { "_id": 0, "output": 0 })
                 .await?

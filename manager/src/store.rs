@@ -7,7 +7,6 @@
 //! finds its bounds in the job index (`job_index.rs`) and reads only them.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,9 +57,15 @@ pub struct Store {
     logs: mongodb::Collection<Document>,
     /// The job names, when followed ([`Store::with_job_index`]).
     index: JobIndex,
-    /// Until when (epoch ms) [`Store::last_runs_since`] does not read: its
-    /// last read found more runs than it takes.
-    many_recent_runs_until: Arc<AtomicI64>,
+    /// When [`Store::last_runs_since`] last found more runs than it took:
+    /// until when (epoch ms) it does not read with that limit or a lower one.
+    many_recent_runs: Arc<std::sync::Mutex<ManyRecentRuns>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct ManyRecentRuns {
+    until: i64,
+    limit: i64,
 }
 
 /// How long [`Store::last_runs_since`] stays off once it found too many
@@ -92,7 +97,7 @@ impl Store {
             keys,
             logs: mongo.collection(LOG_COLLECTION),
             index: JobIndex::default(),
-            many_recent_runs_until: Arc::default(),
+            many_recent_runs: Arc::default(),
         }
     }
 
@@ -596,6 +601,7 @@ impl Store {
         limit: i64,
     ) -> Result<Option<HashMap<String, LogRecord>>, StoreError> {
         self.newest_by_job(
+            "find_runs",
             doc! { "jobName": { "$gte": first.as_str(), "$lte": last.as_str() } },
             limit,
         )
@@ -607,25 +613,42 @@ impl Store {
     /// the jobs of a page that fire often are answered by one read of the
     /// `planTime` index instead of a lookup each. `None` if there are
     /// `limit` runs or more since then (ask [`Store::last_run`] then); for
-    /// [`MANY_RECENT_RUNS_FOR`] after that, `None` without a read (a read
-    /// of that many runs costs more than the lookups it saves).
+    /// [`MANY_RECENT_RUNS_FOR`] after that, `None` without a read for a
+    /// limit as low or lower (a read of that many runs costs more than the
+    /// lookups it saves).
     pub async fn last_runs_since(
         &self,
         since: i64,
         limit: i64,
     ) -> Result<Option<HashMap<String, LogRecord>>, StoreError> {
         let now = chrono::Utc::now().timestamp_millis();
-        if now < self.many_recent_runs_until.load(Ordering::Relaxed) {
+        let many = || {
+            self.many_recent_runs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        let last = *many();
+        if now < last.until && limit <= last.limit {
             return Ok(None);
         }
         let newest = self
-            .newest_by_job(doc! { "planTime": { "$gte": since } }, limit)
+            .newest_by_job(
+                "find_recent_runs",
+                doc! { "planTime": { "$gte": since } },
+                limit,
+            )
             .await?;
         if newest.is_none() {
-            self.many_recent_runs_until.store(
-                now + MANY_RECENT_RUNS_FOR.as_millis() as i64,
-                Ordering::Relaxed,
-            );
+            let mut many = many();
+            let limit = if now < many.until {
+                many.limit.max(limit)
+            } else {
+                limit
+            };
+            *many = ManyRecentRuns {
+                until: now + MANY_RECENT_RUNS_FOR.as_millis() as i64,
+                limit,
+            };
         }
         Ok(newest)
     }
@@ -635,11 +658,12 @@ impl Store {
     /// range holds for the job only if the range holds all its newer runs.
     async fn newest_by_job(
         &self,
+        op: &'static str,
         filter: Document,
         limit: i64,
     ) -> Result<Option<HashMap<String, LogRecord>>, StoreError> {
         use futures::TryStreamExt;
-        let docs: Vec<Document> = gdts_runtime::metrics::mongo("find_runs", async {
+        let docs: Vec<Document> = gdts_runtime::metrics::mongo(op, async {
             self.logs
                 .find(filter)
                 .limit(limit)

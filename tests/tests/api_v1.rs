@@ -747,9 +747,27 @@ async fn last_run_is_the_newest_however_old() -> anyhow::Result<()> {
             anyhow::Ok(())
         }
     };
+    // How many times the manager read the runs of the last seconds for a page.
+    let page_reads = || async {
+        let text = reqwest::get(format!("{}/metrics", c.manager_url))
+            .await?
+            .text()
+            .await?;
+        let count = text
+            .lines()
+            .find(|l| {
+                l.starts_with("gdts_mongo_request_duration_seconds_count")
+                    && l.contains("op=\"find_recent_runs\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        anyhow::Ok(count)
+    };
     list_matches(cases.len()).await?;
-    // More runs in the last seconds than the page read takes (8 a job of
-    // the page): the jobs are looked up one by one, with the same answers.
+    assert_eq!(page_reads().await?, 1, "the page read its recent runs once");
+    // More runs in the last seconds than the page read takes (8 a job it
+    // is for): the jobs are looked up one by one, with the same answers,
+    // and the next page does not try the read again for a while.
     const BUSY_ATTEMPTS: u32 = 200;
     let body = json!({"command": "true", "cronExpr": EVERY_SECOND}).to_string();
     assert_eq!(api.put("/jobs/busy", &body).await?.0, StatusCode::CREATED);
@@ -758,5 +776,12 @@ async fn last_run_is_the_newest_however_old() -> anyhow::Result<()> {
         .collect();
     runs.insert_many(busy).await?;
     list_matches(cases.len() + 1).await?;
+    assert_eq!(page_reads().await?, 2);
+    list_matches(cases.len() + 1).await?;
+    assert_eq!(
+        page_reads().await?,
+        2,
+        "a read over its limit is not tried again at once"
+    );
     Ok(())
 }

@@ -196,6 +196,37 @@ fn enqueue<T>(queued: &mut std::collections::VecDeque<T>, job: T, urgent: impl F
     }
 }
 
+/// Takes in what comes on `jobs` until `deadline`, or until a start wanted
+/// now comes (`urgent`).
+fn take_in_until<T>(
+    jobs: &std::sync::mpsc::Receiver<T>,
+    queued: &mut std::collections::VecDeque<T>,
+    deadline: std::time::Instant,
+    urgent: impl Fn(&T) -> bool,
+) {
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match jobs.recv_timeout(left) {
+            Ok(job) => {
+                let now = urgent(&job);
+                enqueue(queued, job, &urgent);
+                if now {
+                    return;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // Shutting down: still not before the deadline.
+                std::thread::sleep(left);
+                return;
+            }
+        }
+    }
+}
+
 impl Preparer {
     /// Runs until every handle is dropped.
     pub fn start(
@@ -239,21 +270,25 @@ impl Preparer {
                     let Some(job) = queued.pop_front() else {
                         continue;
                     };
-                    if !job.urgent {
-                        let quiet = tick_quiet_wait(executor::now_ms());
-                        if !quiet.is_zero() {
-                            // Behind any start wanted now that comes meanwhile.
-                            std::thread::sleep(quiet);
-                            queued.push_front(job);
-                            continue;
-                        }
-                    }
                     let now = std::time::Instant::now();
+                    let quiet = if job.urgent {
+                        Duration::ZERO
+                    } else {
+                        tick_quiet_wait(executor::now_ms())
+                    };
                     let result = if job.reply.is_closed() {
                         // Nobody waits for it any more.
                         continue;
                     } else if now > job.not_after {
                         Err(TOO_LATE_TO_PREPARE.to_string())
+                    } else if !quiet.is_zero() && now + quiet < job.not_after {
+                        // Around a whole second: held until its quiet time
+                        // ends (one for the second being released is not:
+                        // it would miss its tick), but not a start wanted
+                        // now that comes meanwhile.
+                        queued.push_front(job);
+                        take_in_until(&jobs, &mut queued, now + quiet, |j| j.urgent);
+                        continue;
                     } else if now < job.hold_until() && !gate.open() {
                         // The run queue is long: held, and looked at again
                         // shortly, behind any start wanted now that came
@@ -1201,6 +1236,28 @@ mod tests {
         assert_eq!(tick_quiet_wait(second + 996), Duration::ZERO);
         assert_eq!(tick_quiet_wait(second + 997), ms(28));
         assert_eq!(tick_quiet_wait(second + 999), ms(26));
+    }
+
+    #[test]
+    fn a_quiet_wait_takes_in_starts_and_ends_early_for_one_wanted_now() {
+        use std::time::Instant;
+        let (send, jobs) = std::sync::mpsc::channel::<(&str, bool)>();
+        let mut queued = std::collections::VecDeque::from([("held", false)]);
+        send.send(("later", false)).unwrap();
+        send.send(("now", true)).unwrap();
+        send.send(("after", false)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        take_in_until(&jobs, &mut queued, deadline, |j| j.1);
+        assert!(Instant::now() < deadline);
+        assert_eq!(
+            queued.iter().map(|j| j.0).collect::<Vec<_>>(),
+            ["now", "held", "later"]
+        );
+        // Nothing wanted now: until the deadline.
+        let deadline = Instant::now() + Duration::from_millis(30);
+        take_in_until(&jobs, &mut queued, deadline, |j| j.1);
+        assert!(Instant::now() >= deadline);
+        assert_eq!(queued.len(), 4);
     }
 
     #[test]

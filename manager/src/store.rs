@@ -78,6 +78,20 @@ pub const LAST_RUN_RECENT: Duration = Duration::from_secs(15);
 /// Timeout for one etcd request made while serving an HTTP request.
 const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The index of a job's runs, newest first (`Store::ensure_log_indexes`).
+pub const RUNS_BY_JOB_INDEX: &str = "jobName_planTime_startTime";
+/// What earlier versions made instead (without `startTime`).
+const OLD_RUNS_BY_JOB_INDEX: &str = "jobName_planTime";
+
+/// Whether dropping an index failed because there is no such index
+/// (`IndexNotFound`, 27; `NamespaceNotFound`, 26: no collection).
+fn is_index_not_found(e: &mongodb::error::Error) -> bool {
+    matches!(
+        e.kind.as_ref(),
+        mongodb::error::ErrorKind::Command(c) if c.code == 27 || c.code == 26
+    )
+}
+
 /// A run record as stored, or `None` (logged) if it does not decode.
 fn decode_record(d: Document) -> Option<LogRecord> {
     let job = d.get_str("jobName").unwrap_or("?").to_string();
@@ -111,15 +125,26 @@ impl Store {
     /// index when a retention is configured (updating its expiry when the
     /// setting changed, dropping it when retention was turned off). Idempotent.
     pub async fn ensure_log_indexes(&self, retention_days: Option<u64>) -> Result<(), StoreError> {
+        // A job's runs newest first, as every read of them sorts (tick, then
+        // start: the attempts of one tick): with `startTime` in the index,
+        // MongoDB walks it in that order and stops at the limit, instead of
+        // reading every run of the job to sort them.
         let by_job = IndexModel::builder()
-            .keys(doc! { "jobName": 1, "planTime": -1 })
+            .keys(doc! { "jobName": 1, "planTime": -1, "startTime": -1 })
             .options(
                 IndexOptions::builder()
-                    .name("jobName_planTime".to_string())
+                    .name(RUNS_BY_JOB_INDEX.to_string())
                     .build(),
             )
             .build();
         self.logs.create_index(by_job).await?;
+        // Its predecessor (without `startTime`), from an earlier version:
+        // a prefix of the new one, it only costs writes now.
+        if let Err(e) = self.logs.drop_index(OLD_RUNS_BY_JOB_INDEX).await {
+            if !is_index_not_found(&e) {
+                tracing::warn!(error = %e, index = OLD_RUNS_BY_JOB_INDEX, "could not drop an index an earlier version made");
+            }
+        }
         // The overview (`/api/v1/stats`): the newest runs of all jobs.
         let by_time = IndexModel::builder()
             .keys(doc! { "planTime": -1 })

@@ -913,7 +913,7 @@ async fn tally_records(
 }
 
 /// Waits until the records of the window's last second are in for a few
-/// jobs spread over the set (queries the `jobName_planTime` index answers
+/// jobs spread over the set (queries the runs-by-job index answers
 /// at once; a range count scans the whole collection, which on the
 /// Mongo-protocol server of the tests takes tens of seconds at 300k
 /// records), and at least 2 s after the window. At most 30 s after it.

@@ -785,3 +785,47 @@ async fn last_run_is_the_newest_however_old() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A job's runs are indexed in the order every read of them sorts in (job,
+/// tick, start); the index an earlier version made without the start is
+/// dropped when a manager starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_indexed_in_the_order_they_are_read() -> anyhow::Result<()> {
+    use mongodb::bson::{doc, Document};
+    use mongodb::options::IndexOptions;
+    use mongodb::IndexModel;
+    const INDEX: &str = "jobName_planTime_startTime";
+    const OLD_INDEX: &str = "jobName_planTime";
+
+    let mut c = Cluster::start("api_v1_run_index").await?;
+    let db = c.mongo.client().await.database(&c.db);
+    let runs = db.collection::<Document>("job_logs");
+    let indexes = runs.list_index_names().await?;
+    assert!(indexes.iter().any(|i| i == INDEX), "{indexes:?}");
+    assert!(!indexes.iter().any(|i| i == OLD_INDEX), "{indexes:?}");
+    // As an earlier version left it.
+    runs.create_index(
+        IndexModel::builder()
+            .keys(doc! { "jobName": 1, "planTime": -1 })
+            .options(IndexOptions::builder().name(OLD_INDEX.to_string()).build())
+            .build(),
+    )
+    .await?;
+    c.restart_manager().await?;
+    let indexes = runs.list_index_names().await?;
+    assert!(indexes.iter().any(|i| i == INDEX), "{indexes:?}");
+    assert!(!indexes.iter().any(|i| i == OLD_INDEX), "{indexes:?}");
+    // A job's newest run is found through it.
+    let plan = db
+        .run_command(doc! {
+            "explain": {
+                "find": "job_logs",
+                "filter": { "jobName": "a" },
+                "sort": { "planTime": -1, "startTime": -1 },
+                "limit": 1,
+            },
+        })
+        .await?;
+    assert!(plan.to_string().contains(&format!("\"{INDEX}\"")), "{plan}");
+    Ok(())
+}

@@ -23,7 +23,6 @@ use etcd_client::{Txn, TxnOp};
 use futures::TryStreamExt;
 use gdts_common::job::{JobName, JobSpec};
 use gdts_common::keys::Keys;
-use gdts_common::log_record::LOG_COLLECTION;
 use gdts_common::timing::{MAX_TICK_LATENESS, MISSED_RECORD_WINDOW};
 use mongodb::bson::{doc, Document};
 use tokio::sync::watch;
@@ -440,12 +439,6 @@ pub fn clock_command(job: &str, file: &Path) -> String {
         "echo \"${{GDTS_JOB:-{job}}} ${{GDTS_PLAN_TIME_MS:-0}} ${{EPOCHREALTIME:-$(date +%s.%N)}}\" >> '{}'",
         file.display()
     )
-}
-
-fn runs_collection(cluster: &Cluster, client: &mongodb::Client) -> mongodb::Collection<Document> {
-    client
-        .database(&cluster.db)
-        .collection::<Document>(LOG_COLLECTION)
 }
 
 fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
@@ -1302,8 +1295,7 @@ async fn load_on(cluster: &mut Cluster, p: &LoadParams) -> anyhow::Result<LoadRe
         None => Vec::new(),
     };
 
-    let mongo = cluster.mongo.client().await;
-    let runs = runs_collection(cluster, &mongo);
+    let runs = cluster.runs::<Document>().await;
     wait_for_records(&runs, &names, to).await?;
     // The workers stop before the records are read: the reads then do not
     // compete with a thousand runs a second.
@@ -2198,8 +2190,7 @@ async fn jobs_on(cluster: &mut Cluster, p: &JobsParams) -> anyhow::Result<JobsRe
     put_jobs(cluster, &specs).await?;
     report.put_seconds = started.elapsed().as_secs_f64();
 
-    let mongo = cluster.mongo.client().await;
-    let runs = runs_collection(cluster, &mongo);
+    let runs = cluster.runs::<Document>().await;
     let worker_started_ms = now_ms();
     let worker_started = Instant::now();
     cluster.start_worker("w1", WorkerOptions::default())?;

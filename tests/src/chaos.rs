@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use gdts_common::job::JobSpec;
 use gdts_common::keys::Keys;
-use gdts_common::log_record::{LogRecord, LOG_COLLECTION, STATUS_LOST};
+use gdts_common::log_record::{LogRecord, STATUS_LOST};
 use gdts_common::values::ClaimRecord;
 use gdts_runtime::etcd_pages::RangePages;
 use mongodb::bson::{doc, Document};
@@ -675,12 +675,7 @@ async fn chaos_on(c: &mut Cluster, p: &ChaosParams) -> anyhow::Result<ChaosRepor
     }
     // Records settle: journals written, sweeps done (a killed worker's
     // lease expires a TTL after the kill).
-    let runs = c
-        .mongo
-        .client()
-        .await
-        .database(&c.db)
-        .collection::<Document>(LOG_COLLECTION);
+    let runs = c.runs::<Document>().await;
     let _ = stop_tx.send(true);
     let (api_down, list_wrong, polls) = list.await?;
     collector.await?;

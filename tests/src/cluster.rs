@@ -222,14 +222,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// The run records' collection in the test database, read (or written)
+    /// as `T`: straight from Mongo.
+    pub async fn runs<T: Send + Sync>(&self) -> mongodb::Collection<T> {
+        self.mongo
+            .client()
+            .await
+            .database(&self.db)
+            .collection::<T>(gdts_common::log_record::LOG_COLLECTION)
+    }
+
     /// Every run record in the test database (straight from Mongo).
     pub async fn run_records(&self) -> anyhow::Result<Vec<Document>> {
-        let client = self.mongo.client().await;
-        let cursor = client
-            .database(&self.db)
-            .collection::<Document>(gdts_common::log_record::LOG_COLLECTION)
-            .find(doc! {})
-            .await?;
+        let cursor = self.runs::<Document>().await.find(doc! {}).await?;
         Ok(cursor.try_collect().await?)
     }
 

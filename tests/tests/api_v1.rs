@@ -610,7 +610,7 @@ async fn running_counts_cursors_and_workers_from_etcd() -> anyhow::Result<()> {
 /// that did not fire lately in one go; each way must give the newest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_run_is_the_newest_however_old() -> anyhow::Result<()> {
-    use gdts_tests::gdts_common::log_record::{LogRecord, LOG_COLLECTION};
+    use gdts_tests::gdts_common::log_record::LogRecord;
 
     let c = Cluster::start("api_v1_last_run").await?;
     let api = Api {
@@ -678,12 +678,7 @@ async fn last_run_is_the_newest_however_old() -> anyhow::Result<()> {
     ];
     let now = gdts_tests::now_ms() / 1000 * 1000;
     let run_id = |job: &str, (s, attempt): Run| format!("{job}@{}#{attempt}", now + s * 1000);
-    let runs = c
-        .mongo
-        .client()
-        .await
-        .database(&c.db)
-        .collection::<LogRecord>(LOG_COLLECTION);
+    let runs = c.runs::<LogRecord>().await;
     let record = |job: &str, (s, attempt): Run| {
         let tick = now + s * 1000;
         LogRecord {
@@ -799,7 +794,7 @@ async fn runs_are_indexed_in_the_order_they_are_read() -> anyhow::Result<()> {
 
     let mut c = Cluster::start("api_v1_run_index").await?;
     let db = c.mongo.client().await.database(&c.db);
-    let runs = db.collection::<Document>("job_logs");
+    let runs = c.runs::<Document>().await;
     let indexes = runs.list_index_names().await?;
     assert!(indexes.iter().any(|i| i == INDEX), "{indexes:?}");
     assert!(!indexes.iter().any(|i| i == OLD_INDEX), "{indexes:?}");

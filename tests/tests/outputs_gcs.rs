@@ -21,11 +21,8 @@ async fn large_outputs_go_to_the_bucket_and_come_back_whole() -> anyhow::Result<
     c.restart_manager_with(&manager_env).await?;
     // Retention: a TTL index on the records' end date.
     let indexes = c
-        .mongo
-        .client()
+        .runs::<mongodb::bson::Document>()
         .await
-        .database(&c.db)
-        .collection::<mongodb::bson::Document>("job_logs")
         .list_index_names()
         .await?;
     assert!(indexes.contains(&"endDate_ttl".to_string()), "{indexes:?}");

@@ -42,9 +42,19 @@ async fn main() -> anyhow::Result<()> {
              command on every worker. Use it only on a machine of your own."
         );
     }
-    if let Err(e) = store.ensure_log_indexes(config.log_retention_days).await {
-        // Queries still work without the index, only slower; a later start retries.
-        tracing::warn!(error = %e, "could not create log indexes");
+    {
+        // In the background: a new index over a large collection takes
+        // MongoDB a while to build (as when an upgrade changes one), and the
+        // manager serves meanwhile (a start held that long fails its
+        // platform's start-up probe). Queries work without the index, only
+        // slower; a later start retries.
+        let (store, retention) = (store.clone(), config.log_retention_days);
+        tokio::spawn(async move {
+            match store.ensure_log_indexes(retention).await {
+                Ok(()) => tracing::info!("log indexes in place"),
+                Err(e) => tracing::warn!(error = %e, "could not create log indexes"),
+            }
+        });
     }
 
     let addr = format!("{}:{}", config.bind, config.port);

@@ -79,7 +79,7 @@ pub const LAST_RUN_RECENT: Duration = Duration::from_secs(15);
 const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The index of a job's runs, newest first (`Store::ensure_log_indexes`).
-pub const RUNS_BY_JOB_INDEX: &str = "jobName_planTime_startTime";
+const RUNS_BY_JOB_INDEX: &str = "jobName_planTime_startTime";
 /// What earlier versions made instead (without `startTime`).
 const OLD_RUNS_BY_JOB_INDEX: &str = "jobName_planTime";
 

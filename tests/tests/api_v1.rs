@@ -715,7 +715,7 @@ async fn last_run_is_the_newest_however_old() -> anyhow::Result<()> {
     }
     let expected = |job: &str| {
         if job == "busy" {
-            return Some(json!(run_id(job, (10, BUSY_ATTEMPTS))));
+            return Some(json!(run_id(job, (3_600, BUSY_ATTEMPTS))));
         }
         let (_, _, _, newest) = cases.iter().find(|c| c.0 == job).unwrap();
         newest.map(|n| json!(run_id(job, n)))
@@ -760,14 +760,16 @@ async fn last_run_is_the_newest_however_old() -> anyhow::Result<()> {
     };
     list_matches(cases.len()).await?;
     assert_eq!(page_reads().await?, 1, "the page read its recent runs once");
-    // More runs in the last seconds than the page read takes (8 a job it
-    // is for): the jobs are looked up one by one, with the same answers,
-    // and the next page does not try the read again for a while.
-    const BUSY_ATTEMPTS: u32 = 200;
+    // More runs since the read's start than it takes (8 for each job fired
+    // lately: 8 of them, so 64; 80 is under 8 for each job of the page, 13):
+    // the jobs are looked up one by one, with the same answers, and the
+    // next page does not try the read again for a while. An hour ahead, the
+    // runs are in the read's span however slow this test is.
+    const BUSY_ATTEMPTS: u32 = 80;
     let body = json!({"command": "true", "cronExpr": EVERY_SECOND}).to_string();
     assert_eq!(api.put("/jobs/busy", &body).await?.0, StatusCode::CREATED);
     let busy: Vec<_> = (1..=BUSY_ATTEMPTS)
-        .map(|a| record("busy", (10, a)))
+        .map(|a| record("busy", (3_600, a)))
         .collect();
     runs.insert_many(busy).await?;
     list_matches(cases.len() + 1).await?;
@@ -786,6 +788,7 @@ async fn last_run_is_the_newest_however_old() -> anyhow::Result<()> {
 /// dropped when a manager starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_are_indexed_in_the_order_they_are_read() -> anyhow::Result<()> {
+    use gdts_tests::gdts_common::log_record::LOG_COLLECTION;
     use mongodb::bson::{doc, Document};
     use mongodb::options::IndexOptions;
     use mongodb::IndexModel;
@@ -795,9 +798,18 @@ async fn runs_are_indexed_in_the_order_they_are_read() -> anyhow::Result<()> {
     let mut c = Cluster::start("api_v1_run_index").await?;
     let db = c.mongo.client().await.database(&c.db);
     let runs = c.runs::<Document>().await;
-    let indexes = runs.list_index_names().await?;
-    assert!(indexes.iter().any(|i| i == INDEX), "{indexes:?}");
-    assert!(!indexes.iter().any(|i| i == OLD_INDEX), "{indexes:?}");
+    // The manager makes its indexes in the background as it starts.
+    let only_the_new_index = || async {
+        runs.list_index_names().await.is_ok_and(|indexes| {
+            indexes.iter().any(|i| i == INDEX) && !indexes.iter().any(|i| i == OLD_INDEX)
+        })
+    };
+    wait_until(
+        "the runs-by-job index",
+        Duration::from_secs(20),
+        only_the_new_index,
+    )
+    .await?;
     // As an earlier version left it.
     runs.create_index(
         IndexModel::builder()
@@ -807,20 +819,32 @@ async fn runs_are_indexed_in_the_order_they_are_read() -> anyhow::Result<()> {
     )
     .await?;
     c.restart_manager().await?;
-    let indexes = runs.list_index_names().await?;
-    assert!(indexes.iter().any(|i| i == INDEX), "{indexes:?}");
-    assert!(!indexes.iter().any(|i| i == OLD_INDEX), "{indexes:?}");
+    wait_until(
+        "the old index to go",
+        Duration::from_secs(20),
+        only_the_new_index,
+    )
+    .await?;
     // A job's newest run is found through it.
+    let records: Vec<Document> = (0..20_i64)
+        .map(|i| doc! { "jobName": format!("j{}", i % 4), "planTime": i * 1000, "startTime": i * 1000 + 5 })
+        .collect();
+    runs.insert_many(records).await?;
     let plan = db
         .run_command(doc! {
             "explain": {
-                "find": "job_logs",
-                "filter": { "jobName": "a" },
+                "find": LOG_COLLECTION,
+                "filter": { "jobName": "j1" },
                 "sort": { "planTime": -1, "startTime": -1 },
                 "limit": 1,
             },
         })
         .await?;
-    assert!(plan.to_string().contains(&format!("\"{INDEX}\"")), "{plan}");
+    let winning = plan
+        .get_document("queryPlanner")
+        .and_then(|p| p.get_document("winningPlan"))
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    assert!(winning.contains(&format!("\"{INDEX}\"")), "{plan}");
     Ok(())
 }

@@ -19,13 +19,19 @@ async fn large_outputs_go_to_the_bucket_and_come_back_whole() -> anyhow::Result<
     let mut manager_env = bucket_env.to_vec();
     manager_env.push(("GDTS_LOG_RETENTION_DAYS", "7"));
     c.restart_manager_with(&manager_env).await?;
-    // Retention: a TTL index on the records' end date.
-    let indexes = c
-        .runs::<mongodb::bson::Document>()
-        .await
-        .list_index_names()
-        .await?;
-    assert!(indexes.contains(&"endDate_ttl".to_string()), "{indexes:?}");
+    // Retention: a TTL index on the records' end date (made in the
+    // background as the manager starts).
+    let runs = c.runs::<mongodb::bson::Document>().await;
+    wait_until(
+        "the retention TTL index",
+        Duration::from_secs(20),
+        || async {
+            runs.list_index_names()
+                .await
+                .is_ok_and(|i| i.iter().any(|i| i == "endDate_ttl"))
+        },
+    )
+    .await?;
     c.start_worker(
         "w1",
         WorkerOptions {

@@ -287,7 +287,16 @@ impl Preparer {
                         // it would miss its tick), but not a start wanted
                         // now that comes meanwhile.
                         queued.push_front(job);
-                        take_in_until(&jobs, &mut queued, now + quiet, |j| j.urgent);
+                        // One for the second being released that queued
+                        // behind it (asked for late: its job saved, or taken
+                        // over, just before the tick) goes first, now.
+                        match queued.iter().position(|j| j.not_after <= now + quiet) {
+                            Some(i) => {
+                                let due = queued.remove(i).expect("found");
+                                queued.push_front(due);
+                            }
+                            None => take_in_until(&jobs, &mut queued, now + quiet, |j| j.urgent),
+                        }
                         continue;
                     } else if now < job.hold_until() && !gate.open() {
                         // The run queue is long: held, and looked at again

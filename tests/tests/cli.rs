@@ -2,8 +2,9 @@
 //! worker, etcd and Mongo-protocol server: jobs as code from YAML and TOML
 //! (a diff, --dry-run changing nothing, --detailed-exitcode, apply, --prune,
 //! a typo refused), job actions, runs, logs (also --follow), workers and
-//! tokens, with exit codes a CI job can rely on. Also the API's conditional
-//! delete that `--prune` uses.
+//! tokens, with exit codes a CI job can rely on (also 4: a job changed on
+//! the server between `apply`'s plan and its write). Also the API's
+//! conditional delete that `--prune` uses.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -317,5 +318,130 @@ async fn jobs_as_code_and_every_command() -> anyhow::Result<()> {
     assert_eq!(r.status(), 204);
     gdts.expect(0, &["jobs", "delete", "beta"]);
     assert!(names(&gdts.json(&["jobs", "list"])).is_empty());
+    Ok(())
+}
+
+/// Between `gdts` and the manager: forwards every request, but before the
+/// first conditional write (`If-Match`) of `job` it changes that job itself,
+/// as another client would between `apply`'s plan and its write.
+struct ChangeFirst {
+    upstream: String,
+    job: String,
+    http: reqwest::Client,
+    changed: std::sync::atomic::AtomicBool,
+}
+
+impl ChangeFirst {
+    /// Serves on a loopback port; its URL.
+    async fn start(upstream: &str, job: &str) -> anyhow::Result<String> {
+        let state = std::sync::Arc::new(ChangeFirst {
+            upstream: upstream.to_string(),
+            job: job.to_string(),
+            http: reqwest::Client::new(),
+            changed: false.into(),
+        });
+        let app = axum::Router::new()
+            .fallback(Self::forward)
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(url)
+    }
+
+    async fn forward(
+        axum::extract::State(s): axum::extract::State<std::sync::Arc<ChangeFirst>>,
+        req: axum::extract::Request,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let body = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .unwrap_or_default();
+        let job_path = format!("/api/v1/jobs/{}", s.job);
+        if parts.headers.contains_key("if-match")
+            && path == job_path
+            && !s.changed.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let other = serde_json::json!({"command": "echo other", "cronExpr": "0 0 * * * * *"});
+            let r = s
+                .http
+                .put(format!("{}{job_path}", s.upstream))
+                .json(&other)
+                .send()
+                .await;
+            assert!(
+                r.is_ok_and(|r| r.status().is_success()),
+                "the other client's change"
+            );
+        }
+        let mut forwarded = s
+            .http
+            .request(parts.method, format!("{}{path}", s.upstream))
+            .body(body);
+        for (name, value) in &parts.headers {
+            if !matches!(name.as_str(), "host" | "content-length" | "connection") {
+                forwarded = forwarded.header(name, value);
+            }
+        }
+        match forwarded.send().await {
+            Ok(r) => {
+                let (status, headers) = (r.status(), r.headers().clone());
+                let bytes = r.bytes().await.unwrap_or_default();
+                let mut answer = (status, bytes).into_response();
+                for (name, value) in &headers {
+                    if !matches!(
+                        name.as_str(),
+                        "content-length" | "connection" | "transfer-encoding"
+                    ) {
+                        answer.headers_mut().insert(name, value.clone());
+                    }
+                }
+                answer
+            }
+            Err(e) => (reqwest::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        }
+    }
+}
+
+/// A job changed on the server between `apply`'s plan and its write: the
+/// write is refused (412), `apply` exits 4 (plan again), and the other
+/// client's change stands. Applying again then goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_exits_4_when_a_job_changed_since_its_plan() -> anyhow::Result<()> {
+    let c = Cluster::start("cli_changed_since").await?;
+    let direct = Gdts {
+        url: c.manager_url.clone(),
+        token: String::new(),
+    };
+    let dir = c.dir.path().to_path_buf();
+    let job = |command: &str| {
+        format!("jobs:\n  - name: gamma\n    command: {command}\n    cronExpr: \"0 0 * * * * *\"\n")
+    };
+    let first = write(&dir, "first.yaml", &job("echo one"));
+    direct.expect(0, &["jobs", "apply", "-f", &first]);
+    let through = Gdts {
+        url: ChangeFirst::start(&c.manager_url, "gamma").await?,
+        token: String::new(),
+    };
+    let second = write(&dir, "second.yaml", &job("echo two"));
+    let out = through.run(&["jobs", "apply", "-f", &second]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "stderr: {stderr}");
+    assert!(
+        stderr.contains("gamma") && stderr.contains("412"),
+        "{stderr}"
+    );
+    assert_eq!(
+        direct.json(&["jobs", "get", "gamma"])["command"],
+        "echo other"
+    );
+    // Planned again against what is there now: applied.
+    through.expect(0, &["jobs", "apply", "-f", &second]);
+    assert_eq!(
+        direct.json(&["jobs", "get", "gamma"])["command"],
+        "echo two"
+    );
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! workers whose labels (`GDTS_WORKER_LABELS`) include every pair, still
 //! exactly once per tick; a job whose selector matches no live worker is
 //! flagged `unmatched` in the API and counted in the workers' metrics, and
-//! runs once a matching worker joins; the worker list shows the labels. The
+//! runs once a matching worker joins; a manual run goes to a matching
+//! worker too; the worker list shows the labels. The
 //! JSON API refuses a field a job does not have (a typo) with 422 naming it.
 
 use std::collections::{BTreeSet, HashMap};
@@ -226,6 +227,38 @@ async fn selectors_pick_workers_by_label_and_unmatched_jobs_are_flagged() -> any
             .is_some_and(|m| m.contains("no live worker")),
         "{legacy}"
     );
+
+    // A manual run of a job with a selector runs on a matching worker only
+    // (four runs: one outside the selector among three workers is likely).
+    let r = put(
+        "gpu-manual",
+        json!({"command": "echo manual", "cronExpr": "0 0 0 1 1 * 2099", "selector": {"gpu": "true"}}),
+    )
+    .await?;
+    assert_eq!(r.status(), 201, "{}", r.text().await?);
+    for n in 1..=4 {
+        let run = http
+            .post(format!("{}/api/v1/jobs/gpu-manual/run", c.manager_url))
+            .send()
+            .await?;
+        assert!(run.status().is_success(), "{}", run.text().await?);
+        wait_until(
+            "the manual run's record",
+            Duration::from_secs(20),
+            || async {
+                let records = c.run_records().await.unwrap_or_default();
+                records_of(&records, "gpu-manual").len() >= n
+            },
+        )
+        .await?;
+    }
+    let records = c.run_records().await?;
+    let manual = records_of(&records, "gpu-manual");
+    assert_eq!(manual.len(), 4);
+    for d in manual {
+        assert_eq!(d.get_str("trigger"), Ok("manual"), "{d}");
+        assert_eq!(d.get_str("worker"), Ok("w-gpu"), "{d}");
+    }
 
     // A worker in zone c joins: the job is no longer flagged, and runs there.
     c.start_worker("w-c", labelled("zone=c", free_port()))?;

@@ -159,6 +159,9 @@ fn view(spec: JobSpec, running: u32) -> JobView {
     }
 }
 
+/// A job of the page and where its lookup looks first ([`recent_from`]).
+type Wanted = (JobName, Option<i64>);
+
 /// The last run of each job: the jobs that fire often with one read of the
 /// runs of the last seconds, stretches of jobs that did not fire lately a
 /// stretch at a time, the others (and those the reads left open) a few
@@ -166,24 +169,21 @@ fn view(spec: JobSpec, running: u32) -> JobView {
 async fn last_runs(state: &AppState, jobs: &[JobSpec]) -> V1Result<Vec<Option<LogRecord>>> {
     use futures::{StreamExt, TryStreamExt};
     let now = chrono::Utc::now();
-    let wanted: Vec<Option<(JobName, Option<i64>)>> = jobs
+    let lately = now.timestamp_millis() - PAGE_READ_SPAN.as_millis() as i64;
+    // Each job's recent ticks are worked out once, for both reads.
+    let (wanted, often): (Vec<Option<Wanted>>, Vec<Option<i64>>) = jobs
         .iter()
         .map(|j| {
-            Some((
-                JobName::parse(&j.name).ok()?,
-                recent_from(j, now, RECENT_TICKS),
-            ))
+            let Ok(name) = JobName::parse(&j.name) else {
+                return (None, None);
+            };
+            let ticks = recent_ticks(j, now);
+            let from = |nth| ticks.as_ref().and_then(|t| t.look_from(nth));
+            let often = from(PAGE_RECENT_TICKS).filter(|from| *from >= lately);
+            (Some((name, from(RECENT_TICKS))), often)
         })
-        .collect();
-    let lately = now.timestamp_millis() - PAGE_READ_SPAN.as_millis() as i64;
-    let often: Vec<i64> = jobs
-        .iter()
-        .zip(&wanted)
-        .filter_map(|(j, w)| {
-            w.as_ref()?;
-            recent_from(j, now, PAGE_RECENT_TICKS).filter(|from| *from >= lately)
-        })
-        .collect();
+        .unzip();
+    let often: Vec<i64> = often.into_iter().flatten().collect();
     let page_read = async {
         match often.iter().min() {
             Some(since) if often.len() >= 2 => {
@@ -294,7 +294,7 @@ const RUNS_A_QUIET_JOB: usize = 4;
 /// with one range read of names each: a page comes in name order, so each
 /// stretch spans names of its own jobs only (and of jobs deleted since, whose
 /// runs are left out), and few runs if its jobs fire rarely.
-fn quiet_stretches(wanted: &[Option<(JobName, Option<i64>)>]) -> Vec<std::ops::Range<usize>> {
+fn quiet_stretches(wanted: &[Option<Wanted>]) -> Vec<std::ops::Range<usize>> {
     let mut stretches = Vec::new();
     let mut start = 0;
     for (i, w) in wanted.iter().enumerate() {
@@ -327,14 +327,37 @@ const RECENT_TICKS: usize = 3;
 /// A narrow range matters: the Mongo-protocol server of the tests and
 /// benchmarks reads every run in the range before it picks the newest.
 fn recent_from(spec: &JobSpec, now: chrono::DateTime<chrono::Utc>, nth: usize) -> Option<i64> {
+    recent_ticks(spec, now)?.look_from(nth)
+}
+
+/// A job's ticks in the last [`crate::store::LAST_RUN_RECENT`], oldest
+/// first, and that span's start (epoch ms).
+struct RecentTicks {
+    ticks: Vec<i64>,
+    start: i64,
+}
+
+/// `None` for a paused job (or one that does not parse) and one with no
+/// tick ahead of the span's start.
+fn recent_ticks(spec: &JobSpec, now: chrono::DateTime<chrono::Utc>) -> Option<RecentTicks> {
     let job = Job::from_spec(spec).ok().filter(|j| !j.paused)?;
     let recent = chrono::Duration::from_std(crate::store::LAST_RUN_RECENT).unwrap_or_default();
     let start = now - recent;
     let (ticks, _) = due_ticks(&job.schedule, job.schedule.next_fire(start)?, now, recent);
-    match ticks.len() {
-        0 => None,
-        n if n >= nth => Some(ticks[n - nth].timestamp_millis()),
-        _ => Some(start.timestamp_millis()),
+    Some(RecentTicks {
+        ticks: ticks.iter().map(|t| t.timestamp_millis()).collect(),
+        start: start.timestamp_millis(),
+    })
+}
+
+impl RecentTicks {
+    /// [`recent_from`] of these ticks.
+    fn look_from(&self, nth: usize) -> Option<i64> {
+        match self.ticks.len() {
+            0 => None,
+            n if n >= nth => Some(self.ticks[n - nth]),
+            _ => Some(self.start),
+        }
     }
 }
 

@@ -1267,6 +1267,16 @@ mod tests {
         take_in_until(&jobs, &mut queued, deadline, |j| j.1);
         assert!(Instant::now() >= deadline);
         assert_eq!(queued.len(), 4);
+        // Every sender gone (shutting down): still not before the deadline,
+        // and what is queued stays queued.
+        drop(send);
+        let deadline = Instant::now() + Duration::from_millis(30);
+        take_in_until(&jobs, &mut queued, deadline, |j| j.1);
+        assert!(Instant::now() >= deadline);
+        assert_eq!(
+            queued.iter().map(|j| j.0).collect::<Vec<_>>(),
+            ["now", "held", "later", "after"]
+        );
     }
 
     #[test]

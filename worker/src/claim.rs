@@ -144,11 +144,47 @@ pub enum ClaimError {
     NotSent(&'static str),
 }
 
+/// A write of a running mark waiting to go out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MarkWrite {
+    /// The mark, written under the registration lease.
+    Put(Vec<u8>),
+    /// Deleted, but only while it still holds this value (the mark this
+    /// worker wrote): a deletion that lands after a later claim of the
+    /// run wrote the mark anew (its own `startedAt`), or after another
+    /// worker wrote it, leaves that mark. `None` where the value is not
+    /// known here: deleted whatever it holds.
+    Delete(Option<Vec<u8>>),
+}
+
+impl MarkWrite {
+    fn is_delete(&self) -> bool {
+        matches!(self, MarkWrite::Delete(_))
+    }
+
+    /// The operation that makes this write in a transaction.
+    fn op(&self, key: &str, lease: i64) -> TxnOp {
+        match self {
+            MarkWrite::Put(value) => TxnOp::put(
+                key,
+                value.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+            MarkWrite::Delete(None) => TxnOp::delete(key, None),
+            MarkWrite::Delete(Some(value)) => TxnOp::txn(
+                Txn::new()
+                    .when(vec![Compare::value(key, CompareOp::Equal, value.clone())])
+                    .and_then(vec![TxnOp::delete(key, None)]),
+            ),
+        }
+    }
+}
+
 /// Writes that may wait a little and ride along with the next claim batch.
 #[derive(Default)]
 struct SideOps {
-    /// Running-mark key -> put (value) or delete (None).
-    marks: HashMap<String, Option<Vec<u8>>>,
+    /// Running-mark key -> its pending write.
+    marks: HashMap<String, MarkWrite>,
     feed: Vec<FinishedRun>,
     /// When the oldest pending write should go out at the latest.
     due: Option<Instant>,
@@ -164,14 +200,15 @@ struct SideOps {
     /// Superseded deletions whose transaction failed while their claim was
     /// out: queued again if that claim is never sent
     /// (`Claimer::restore_marks`), else forgotten (`supersede_marks`).
-    held: std::collections::HashSet<String>,
+    held: HashMap<String, MarkWrite>,
     /// After a failed side transaction: nothing is due before this (the
     /// writer's back-off), however urgent.
     retry_after: Option<Instant>,
     /// Side transactions that failed so far.
     failures: u64,
-    /// Marks whose put went out in a transaction whose answer was lost: it
-    /// may have been applied, so their deletion is always sent.
+    /// Marks whose put went out in a transaction whose answer was lost (it
+    /// may have been applied), or that a won claim learned of later wrote:
+    /// their deletion is always sent.
     maybe_written: std::collections::HashSet<String>,
     /// The marks of runs in progress here: key -> (value, the registration
     /// lease it was written under; 0 if not known). When the worker
@@ -227,8 +264,8 @@ const MAX_UNSENT_RETRIES: usize = 3;
 /// (`Claimer::drop_pending_marks`).
 #[derive(Default)]
 struct DroppedMarks {
-    /// Queued writes of its claims' marks: key -> put (value) or delete.
-    queued: Vec<(String, Option<Vec<u8>>)>,
+    /// Queued writes of its claims' marks.
+    queued: Vec<(String, MarkWrite)>,
     /// Deletions of its claims' marks that were in flight.
     in_flight: Vec<String>,
 }
@@ -572,10 +609,13 @@ impl Claimer {
     /// A claim that writes its run's running mark supersedes a write of that
     /// mark still waiting to go out: the deletion queued when an earlier
     /// attempt at the tick was taken as not made (`resolve`), before the
-    /// tick was claimed again. In one transaction the two would be refused
-    /// together with every claim of the batch (etcd takes no key twice in a
-    /// transaction); sent after it, the deletion would remove the mark of a
-    /// run this claim may start, or of the worker that won the tick. So the
+    /// tick was claimed again. In one transaction with the claim, a deletion
+    /// whose value the mark held before would still remove the new mark
+    /// (etcd evaluates every compare before any write), and one without a
+    /// value (`MarkWrite::Delete(None)`) would have the whole batch refused
+    /// (etcd takes no key twice in a transaction); sent after it, one
+    /// without a value would remove the mark of a run this claim may start,
+    /// or of the worker that won the tick. So the
     /// queued writes are taken out here, before the claims go out, and given
     /// back by [`Claimer::restore_marks`] if they never do; a deletion in
     /// flight is dealt with once they have (`supersede_marks`).
@@ -608,8 +648,8 @@ impl Claimer {
         }
         for key in dropped.in_flight {
             side.superseded.remove(&key);
-            if side.held.remove(&key) {
-                side.marks.entry(key).or_insert(None);
+            if let Some(deletion) = side.held.remove(&key) {
+                side.marks.entry(key).or_insert(deletion);
             }
         }
         side.due_in(MARK_WRITE_DELAY);
@@ -698,7 +738,7 @@ impl Claimer {
             "registered under a new lease: writing the running marks of runs in progress again"
         );
         for (key, value) in stale {
-            side.marks.insert(key, Some(value));
+            side.marks.insert(key, MarkWrite::Put(value));
         }
         side.due_in(MARK_WRITE_DELAY);
         drop(side);
@@ -785,11 +825,7 @@ impl Claimer {
                         if reqs[i].mark_running {
                             // Should the attempt commit after all, its mark
                             // must not block the job's later ticks.
-                            self.clear_running(
-                                &reqs[i].job,
-                                &reqs[i].run,
-                                at_once_if_forbid(&reqs[i]),
-                            );
+                            self.clear_attempts_mark(&reqs[i], reqs[i].now_ms);
                         }
                     }
                     Some(_) => {}
@@ -836,7 +872,7 @@ impl Claimer {
             // made, or is deleted now: it is too late to run the tick, or
             // running it could overlap a run that started meanwhile.
             if req.mark_running {
-                self.clear_running(&req.job, &req.run, at_once_if_forbid(req));
+                self.clear_attempts_mark(req, r.claimed_at);
             }
             return if req.missed {
                 Claim::Missed { revision }
@@ -848,15 +884,17 @@ impl Claimer {
             };
         }
         if req.mark_running {
-            // Written under a lease not known here (or deleted, for an
-            // earlier attempt): rewritten under the current one.
+            // The attempt that won wrote its mark (its own `claimedAt`) under
+            // a lease not known here, and an earlier attempt's mark may have
+            // been deleted since it was taken as not made: written again
+            // under the current lease. Already in etcd, it is deleted even
+            // should the run end before that write goes out.
             let key = self.keys.running(&req.job, &req.run);
-            let value = self.running_value(req.now_ms);
-            self.side
-                .lock()
-                .expect("side ops lock")
-                .live
-                .insert(key, (value, 0));
+            let value = self.running_value(r.claimed_at);
+            let mut side = self.side.lock().expect("side ops lock");
+            side.maybe_written.insert(key.clone());
+            side.live.insert(key, (value, 0));
+            drop(side);
             self.rewrite_stale_marks();
         }
         Claim::Won { revision }
@@ -1006,7 +1044,11 @@ impl Claimer {
     /// Marks a run as running (a claim-ahead run that is taking long).
     pub fn mark_running(&self, job: &JobName, run: &RunKey, started_at: i64) {
         let value = self.running_value(started_at);
-        self.queue_mark(self.keys.running(job, run), Some(value), MARK_WRITE_DELAY);
+        self.queue_mark(
+            self.keys.running(job, run),
+            MarkWrite::Put(value),
+            MARK_WRITE_DELAY,
+        );
     }
 
     /// Marks a run as no longer running. Retried until etcd takes it (or
@@ -1015,26 +1057,56 @@ impl Claimer {
     /// that is sooner (at once if it has passed): a `forbid` job's next tick
     /// is claimed at the tick, as likely as not by another worker, and
     /// would be skipped for a run whose mark is still there.
+    ///
+    /// The deletion removes the mark only while it holds the value this
+    /// worker last wrote for the run (see [`MarkWrite::Delete`]); whatever
+    /// it holds where this worker wrote none it knows of.
     pub fn clear_running(&self, job: &JobName, run: &RunKey, by_ms: Option<i64>) {
-        let delay = mark_delay(by_ms, chrono::Utc::now().timestamp_millis());
-        self.queue_mark(self.keys.running(job, run), None, delay);
+        self.clear_mark(job, run, None, by_ms);
     }
 
-    fn queue_mark(&self, key: String, value: Option<Vec<u8>>, delay: Duration) {
+    /// [`Claimer::clear_running`] for a mark an attempt that claimed at
+    /// `claimed_at` (epoch ms, its `now_ms`) may have written.
+    fn clear_attempts_mark(&self, req: &ClaimRequest, claimed_at: i64) {
+        let value = self.running_value(claimed_at);
+        self.clear_mark(&req.job, &req.run, Some(value), at_once_if_forbid(req));
+    }
+
+    /// Deletes the mark if it holds `value`, or (`None`) the value this
+    /// worker last wrote for it; whatever it holds when that is not known.
+    fn clear_mark(&self, job: &JobName, run: &RunKey, value: Option<Vec<u8>>, by_ms: Option<i64>) {
+        let delay = mark_delay(by_ms, chrono::Utc::now().timestamp_millis());
+        let key = self.keys.running(job, run);
+        let side = self.side.lock().expect("side ops lock");
+        let value = value.or_else(|| side.live.get(&key).map(|(value, _)| value.clone()));
+        self.queue_mark_in(side, key, MarkWrite::Delete(value), delay);
+    }
+
+    fn queue_mark(&self, key: String, write: MarkWrite, delay: Duration) {
+        let side = self.side.lock().expect("side ops lock");
+        self.queue_mark_in(side, key, write, delay);
+    }
+
+    fn queue_mark_in(
+        &self,
+        mut side: std::sync::MutexGuard<'_, SideOps>,
+        key: String,
+        write: MarkWrite,
+        delay: Duration,
+    ) {
         let lease = self.registration_lease_id();
-        let mut side = self.side.lock().expect("side ops lock");
-        match &value {
-            Some(v) => side.live.insert(key.clone(), (v.clone(), lease)),
-            None => side.live.remove(&key),
+        match &write {
+            MarkWrite::Put(v) => side.live.insert(key.clone(), (v.clone(), lease)),
+            MarkWrite::Delete(_) => side.live.remove(&key),
         };
         let maybe_written = side.maybe_written.contains(&key);
-        match (side.marks.get(&key), &value) {
+        match (side.marks.get(&key), &write) {
             // A put that never went out, then its deletion: nothing to write.
-            (Some(Some(_)), None) if !maybe_written => {
+            (Some(MarkWrite::Put(_)), MarkWrite::Delete(_)) if !maybe_written => {
                 side.marks.remove(&key);
             }
             _ => {
-                side.marks.insert(key, value);
+                side.marks.insert(key, write);
             }
         }
         side.due_in(delay);
@@ -1074,7 +1146,7 @@ impl Claimer {
         side.in_flight = true;
         side.deleting = marks
             .iter()
-            .filter(|(_, value)| value.is_none())
+            .filter(|(_, write)| write.is_delete())
             .map(|(key, _)| key.clone())
             .collect();
         if side.marks.is_empty() && side.feed.is_empty() {
@@ -1083,14 +1155,7 @@ impl Claimer {
         drop(side);
         let mut ops: Vec<TxnOp> = marks
             .iter()
-            .map(|(key, value)| match value {
-                Some(v) => TxnOp::put(
-                    key.as_str(),
-                    v.clone(),
-                    Some(PutOptions::new().with_lease(lease)),
-                ),
-                None => TxnOp::delete(key.as_str(), None),
-            })
+            .map(|(key, write)| write.op(key, lease))
             .collect();
         if !feed.is_empty() {
             let value = serde_json::to_vec(&RunFeed { runs: feed.clone() }).expect("serializes");
@@ -1112,29 +1177,28 @@ impl Claimer {
         let superseded = std::mem::take(&mut side.superseded);
         if ok {
             side.retry_after = None;
-            for (key, value) in &taken.marks {
-                if value.is_none() {
+            for (key, write) in &taken.marks {
+                if write.is_delete() {
                     side.maybe_written.remove(key);
                 }
             }
         } else {
             side.failures += 1;
             side.retry_after = Some(Instant::now() + SIDE_RETRY_AFTER);
-            for (key, value) in taken.marks {
-                if value.is_some() {
-                    side.maybe_written.insert(key.clone());
-                }
-                if value.is_none() {
+            for (key, write) in taken.marks {
+                if write.is_delete() {
                     match superseded.get(&key) {
                         Some(Superseding::Out) => {
-                            side.held.insert(key);
+                            side.held.insert(key, write);
                             continue;
                         }
                         Some(Superseding::Sent) => continue,
                         None => {}
                     }
+                } else {
+                    side.maybe_written.insert(key.clone());
                 }
-                side.marks.entry(key).or_insert(value);
+                side.marks.entry(key).or_insert(write);
             }
             let newer = std::mem::take(&mut side.feed);
             side.feed = taken.feed;
@@ -1201,7 +1265,7 @@ impl Claimer {
                 let queued = side
                     .marks
                     .iter()
-                    .any(|(key, value)| value.is_none() && ours(key));
+                    .any(|(key, write)| write.is_delete() && ours(key));
                 if !queued && !side.deleting.iter().any(ours) {
                     return;
                 }
@@ -1275,7 +1339,7 @@ impl Claimer {
 
 struct TakenSideOps {
     ops: Vec<TxnOp>,
-    marks: Vec<(String, Option<Vec<u8>>)>,
+    marks: Vec<(String, MarkWrite)>,
     feed: Vec<FinishedRun>,
 }
 
@@ -1537,7 +1601,8 @@ mod tests {
     /// A deletion already in flight is waited for too, and the claim does
     /// not go out before it has been written; one a later claim has
     /// superseded (it writes that mark anew) is not queued again when its
-    /// transaction fails: sent later, it would remove the new run's mark.
+    /// transaction fails: sent later, one whose value is not known (as
+    /// here) would remove the new run's mark.
     #[tokio::test]
     async fn a_mark_deletion_in_flight_is_waited_for_and_not_sent_again_over_a_new_mark() {
         let forbid = forbid_job("in-flight", "sleep 0.95");
@@ -1586,7 +1651,7 @@ mod tests {
         let key = claimer.keys.running(&forbid.name, &second);
         let queued = |claimer: &Claimer| {
             let side = claimer.side.lock().unwrap();
-            (side.marks.contains_key(&key), side.held.contains(&key))
+            (side.marks.contains_key(&key), side.held.contains_key(&key))
         };
         let in_flight = || {
             claimer.clear_running(&forbid.name, &second, Some(0));
@@ -1644,7 +1709,8 @@ mod tests {
         // A claim lease, so the claim below needs no grant.
         claimer.current_lease().await.unwrap();
         // An earlier attempt at the tick was taken as not made.
-        claimer.clear_running(&job.name, &run, None);
+        let earlier = ClaimRequest::new(&job, job_revision, run.clone(), now - 10);
+        claimer.clear_attempts_mark(&earlier, earlier.now_ms);
         t.etcd.stop();
         // Until the client has seen the connection go (a request on the old
         // one fails with no telling whether it was applied).
@@ -1679,10 +1745,134 @@ mod tests {
         let side = claimer.side.lock().unwrap();
         assert_eq!(
             side.marks.get(&key),
-            Some(&None),
+            Some(&MarkWrite::Delete(Some(
+                claimer.running_value(earlier.now_ms)
+            ))),
             "the deletion is gone: {:?}",
             side.marks.keys()
         );
+    }
+
+    /// A run's mark deletion deletes only the mark this worker wrote: one
+    /// that lands after the mark was written anew (by a later attempt at
+    /// the tick, with its own `startedAt`, or by another worker) leaves it.
+    #[tokio::test]
+    async fn a_mark_deletion_leaves_a_mark_written_anew() {
+        let (a, b) = (forbid_job("anew", "true"), forbid_job("as-written", "true"));
+        let t = TestClaimer::start(&[&a, &b]).await;
+        let claimer = t.claimer.clone();
+        let mut kv = claimer.client().kv_client();
+        let reader = kv.clone();
+        let mark = |job: &gdts_common::Job, run: &RunKey| {
+            let (mut kv, key) = (reader.clone(), claimer.keys.running(&job.name, run));
+            async move {
+                let got = kv.get(key, None).await.unwrap();
+                got.kvs().first().map(|kv| kv.value().to_vec())
+            }
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let run = RunKey::scheduled(now - now % 1000 + 1000);
+        let reqs: Vec<ClaimRequest> = [&a, &b]
+            .iter()
+            .map(|job| ClaimRequest::new(job, t.job_revision, run.clone(), now))
+            .collect();
+        let won = claimer.claim_batch(&reqs, None).await.unwrap();
+        assert!(
+            matches!(won[..], [Claim::Won { .. }, Claim::Won { .. }]),
+            "{won:?}"
+        );
+        assert_eq!(mark(&a, &run).await, Some(claimer.running_value(now)));
+        // Job a's mark is written anew before this worker's deletion of the
+        // one it wrote lands.
+        let anew = claimer.running_value(now + 1);
+        kv.put(claimer.keys.running(&a.name, &run), anew.clone(), None)
+            .await
+            .unwrap();
+        claimer.clear_running(&a.name, &run, Some(0));
+        claimer.clear_running(&b.name, &run, Some(0));
+        claimer.flush_side_ops().await;
+        {
+            let side = claimer.side.lock().unwrap();
+            assert!(side.marks.is_empty() && !side.in_flight && side.failures == 0);
+        }
+        assert_eq!(
+            mark(&a, &run).await,
+            Some(anew),
+            "the mark written anew is gone"
+        );
+        assert_eq!(
+            mark(&b, &run).await,
+            None,
+            "the mark this worker wrote stays"
+        );
+        // An attempt's mark, deleted as that attempt's: the same.
+        let later = RunKey::scheduled(now - now % 1000 + 2000);
+        let req = ClaimRequest::new(&a, t.job_revision, later.clone(), now - 5);
+        let key = claimer.keys.running(&a.name, &later);
+        kv.put(key.as_str(), claimer.running_value(now), None)
+            .await
+            .unwrap();
+        claimer.clear_attempts_mark(&req, req.now_ms);
+        claimer.flush_side_ops().await;
+        assert_eq!(mark(&a, &later).await, Some(claimer.running_value(now)));
+        claimer.clear_attempts_mark(&req, now);
+        claimer.flush_side_ops().await;
+        assert_eq!(mark(&a, &later).await, None);
+    }
+
+    /// A won claim learned of only by reading its claim key back
+    /// (`recognise`): its mark, written by the attempt that won (under its
+    /// own `claimedAt`), is deleted when the run ends, even before the
+    /// mark's rewrite under the current lease went out.
+    #[tokio::test]
+    async fn the_mark_of_a_win_learned_late_is_deleted_at_the_runs_end() {
+        let spec = gdts_common::JobSpec::shell("learned-late", "true", "* * * * * * *");
+        let allow = gdts_common::Job::from_spec(&spec).unwrap();
+        let forbid = forbid_job("learned-late-forbid", "true");
+        let t = TestClaimer::start(&[&allow, &forbid]).await;
+        let claimer = t.claimer.clone();
+        let mut kv = claimer.client().kv_client();
+        let now = chrono::Utc::now().timestamp_millis();
+        let run = RunKey::scheduled(now - now % 1000 + 1000);
+        // The allow job's tick was won by an earlier attempt, the forbid
+        // job's by this one; their answers were lost.
+        let mut late = ClaimRequest::new(&allow, t.job_revision, run.clone(), now);
+        late.earlier = vec![now - 10];
+        let this = ClaimRequest::new(&forbid, t.job_revision, run.clone(), now);
+        for (req, claimed_at) in [(&late, now - 10), (&this, now)] {
+            let record = ClaimRecord {
+                worker: "w1".into(),
+                claimed_at,
+                skipped: false,
+                missed: false,
+            };
+            let claim_key = claimer.keys.claim_run(&req.job, &run);
+            kv.put(
+                claim_key.as_str(),
+                serde_json::to_vec(&record).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+            let mark = claimer.keys.running(&req.job, &run);
+            kv.put(mark, claimer.running_value(claimed_at), None)
+                .await
+                .unwrap();
+            let got = kv.get(claim_key, None).await.unwrap();
+            let claim = claimer.recognise(req, &got.kvs()[0]);
+            assert!(matches!(claim, Claim::Won { .. }), "{claim:?}");
+            // The run ends at once.
+            claimer.clear_running(&req.job, &run, Some(0));
+        }
+        claimer.flush_side_ops().await;
+        assert!(claimer.side.lock().unwrap().marks.is_empty());
+        for job in [&allow, &forbid] {
+            let mark = kv
+                .get(claimer.keys.running(&job.name, &run), None)
+                .await
+                .unwrap();
+            assert!(mark.kvs().is_empty(), "{}'s mark is left", job.name);
+        }
     }
 
     /// A mark's deletion is due `MARK_WRITE_DELAY` after the run's end, to

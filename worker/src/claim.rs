@@ -1178,7 +1178,11 @@ impl Claimer {
         if ok {
             side.retry_after = None;
             for (key, write) in &taken.marks {
-                if write.is_delete() {
+                // Not where the mark was written anew meanwhile (a win
+                // learned late, `recognise`): that mark is still to delete.
+                let anew = side.live.contains_key(key)
+                    || matches!(side.marks.get(key), Some(MarkWrite::Put(_)));
+                if write.is_delete() && !anew {
                     side.maybe_written.remove(key);
                 }
             }
@@ -1601,8 +1605,7 @@ mod tests {
     /// A deletion already in flight is waited for too, and the claim does
     /// not go out before it has been written; one a later claim has
     /// superseded (it writes that mark anew) is not queued again when its
-    /// transaction fails: sent later, one whose value is not known (as
-    /// here) would remove the new run's mark.
+    /// transaction fails: sent later, it could remove the new run's mark.
     #[tokio::test]
     async fn a_mark_deletion_in_flight_is_waited_for_and_not_sent_again_over_a_new_mark() {
         let forbid = forbid_job("in-flight", "sleep 0.95");
@@ -1873,6 +1876,59 @@ mod tests {
                 .unwrap();
             assert!(mark.kvs().is_empty(), "{}'s mark is left", job.name);
         }
+    }
+
+    /// A win learned late while a deletion of the run's mark (an earlier
+    /// attempt's, taken as not made) is in flight: that deletion's success
+    /// does not make the run's end forget the mark the win wrote.
+    #[tokio::test]
+    async fn a_deletion_in_flight_does_not_make_a_win_learned_late_leave_its_mark() {
+        let forbid = forbid_job("in-flight-late", "true");
+        let t = TestClaimer::start(&[&forbid]).await;
+        let claimer = t.claimer.clone();
+        let lease = claimer.registration_lease_id();
+        let mut kv = claimer.client().kv_client();
+        let now = chrono::Utc::now().timestamp_millis();
+        let run = RunKey::scheduled(now - now % 1000 + 1000);
+        let key = claimer.keys.running(&forbid.name, &run);
+        // The earlier attempt was taken as not made: its deletion goes out.
+        let earlier = ClaimRequest::new(&forbid, t.job_revision, run.clone(), now - 10);
+        claimer.clear_attempts_mark(&earlier, earlier.now_ms);
+        let taken = claimer.take_side_ops(lease).expect("queued");
+        // Meanwhile the next attempt's win is learned by reading it back.
+        let mut req = ClaimRequest::new(&forbid, t.job_revision, run.clone(), now);
+        req.earlier = vec![earlier.now_ms];
+        let record = ClaimRecord {
+            worker: "w1".into(),
+            claimed_at: now,
+            skipped: false,
+            missed: false,
+        };
+        let claim_key = claimer.keys.claim_run(&forbid.name, &run);
+        kv.put(
+            claim_key.as_str(),
+            serde_json::to_vec(&record).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+        kv.put(key.as_str(), claimer.running_value(now), None)
+            .await
+            .unwrap();
+        let got = kv.get(claim_key, None).await.unwrap();
+        let claim = claimer.recognise(&req, &got.kvs()[0]);
+        assert!(matches!(claim, Claim::Won { .. }), "{claim:?}");
+        // The deletion's transaction succeeds; the run ends before the
+        // mark's rewrite went out.
+        claimer.side_sent(taken, true);
+        claimer.clear_running(&forbid.name, &run, Some(0));
+        assert_eq!(
+            claimer.side.lock().unwrap().marks.get(&key),
+            Some(&MarkWrite::Delete(Some(claimer.running_value(now))))
+        );
+        claimer.flush_side_ops().await;
+        let mark = kv.get(key, None).await.unwrap();
+        assert!(mark.kvs().is_empty(), "the mark is left");
     }
 
     /// A mark's deletion is due `MARK_WRITE_DELAY` after the run's end, to

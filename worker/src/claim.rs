@@ -1756,6 +1756,39 @@ mod tests {
         );
     }
 
+    /// What etcd holds at `key`.
+    async fn value_at(claimer: &Claimer, key: &str) -> Option<Vec<u8>> {
+        let got = claimer.client().kv_client().get(key, None).await.unwrap();
+        got.kvs().first().map(|kv| kv.value().to_vec())
+    }
+
+    /// The claim key and running mark this worker's attempt at `req`'s tick
+    /// decided at `claimed_at` wrote, as a claim whose answer was lost leaves
+    /// them, and what `req` learns by reading the claim back (`recognise`).
+    async fn win_learned_late(claimer: &Claimer, req: &ClaimRequest, claimed_at: i64) -> Claim {
+        let mut kv = claimer.client().kv_client();
+        let record = ClaimRecord {
+            worker: "w1".into(),
+            claimed_at,
+            skipped: false,
+            missed: false,
+        };
+        let claim_key = claimer.keys.claim_run(&req.job, &req.run);
+        kv.put(
+            claim_key.as_str(),
+            serde_json::to_vec(&record).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+        let mark = claimer.keys.running(&req.job, &req.run);
+        kv.put(mark, claimer.running_value(claimed_at), None)
+            .await
+            .unwrap();
+        let got = kv.get(claim_key, None).await.unwrap();
+        claimer.recognise(req, &got.kvs()[0])
+    }
+
     /// A run's mark deletion deletes only the mark this worker wrote: one
     /// that lands after the mark was written anew (by a later attempt at
     /// the tick, with its own `startedAt`, or by another worker) leaves it.
@@ -1765,13 +1798,10 @@ mod tests {
         let t = TestClaimer::start(&[&a, &b]).await;
         let claimer = t.claimer.clone();
         let mut kv = claimer.client().kv_client();
-        let reader = kv.clone();
         let mark = |job: &gdts_common::Job, run: &RunKey| {
-            let (mut kv, key) = (reader.clone(), claimer.keys.running(&job.name, run));
-            async move {
-                let got = kv.get(key, None).await.unwrap();
-                got.kvs().first().map(|kv| kv.value().to_vec())
-            }
+            let key = claimer.keys.running(&job.name, run);
+            let claimer = claimer.clone();
+            async move { value_at(&claimer, &key).await }
         };
         let now = chrono::Utc::now().timestamp_millis();
         let run = RunKey::scheduled(now - now % 1000 + 1000);
@@ -1834,7 +1864,6 @@ mod tests {
         let forbid = forbid_job("learned-late-forbid", "true");
         let t = TestClaimer::start(&[&allow, &forbid]).await;
         let claimer = t.claimer.clone();
-        let mut kv = claimer.client().kv_client();
         let now = chrono::Utc::now().timestamp_millis();
         let run = RunKey::scheduled(now - now % 1000 + 1000);
         // The allow job's tick was won by an earlier attempt, the forbid
@@ -1843,26 +1872,7 @@ mod tests {
         late.earlier = vec![now - 10];
         let this = ClaimRequest::new(&forbid, t.job_revision, run.clone(), now);
         for (req, claimed_at) in [(&late, now - 10), (&this, now)] {
-            let record = ClaimRecord {
-                worker: "w1".into(),
-                claimed_at,
-                skipped: false,
-                missed: false,
-            };
-            let claim_key = claimer.keys.claim_run(&req.job, &run);
-            kv.put(
-                claim_key.as_str(),
-                serde_json::to_vec(&record).unwrap(),
-                None,
-            )
-            .await
-            .unwrap();
-            let mark = claimer.keys.running(&req.job, &run);
-            kv.put(mark, claimer.running_value(claimed_at), None)
-                .await
-                .unwrap();
-            let got = kv.get(claim_key, None).await.unwrap();
-            let claim = claimer.recognise(req, &got.kvs()[0]);
+            let claim = win_learned_late(&claimer, req, claimed_at).await;
             assert!(matches!(claim, Claim::Won { .. }), "{claim:?}");
             // The run ends at once.
             claimer.clear_running(&req.job, &run, Some(0));
@@ -1870,11 +1880,8 @@ mod tests {
         claimer.flush_side_ops().await;
         assert!(claimer.side.lock().unwrap().marks.is_empty());
         for job in [&allow, &forbid] {
-            let mark = kv
-                .get(claimer.keys.running(&job.name, &run), None)
-                .await
-                .unwrap();
-            assert!(mark.kvs().is_empty(), "{}'s mark is left", job.name);
+            let mark = value_at(&claimer, &claimer.keys.running(&job.name, &run)).await;
+            assert_eq!(mark, None, "{}'s mark is left", job.name);
         }
     }
 
@@ -1887,7 +1894,6 @@ mod tests {
         let t = TestClaimer::start(&[&forbid]).await;
         let claimer = t.claimer.clone();
         let lease = claimer.registration_lease_id();
-        let mut kv = claimer.client().kv_client();
         let now = chrono::Utc::now().timestamp_millis();
         let run = RunKey::scheduled(now - now % 1000 + 1000);
         let key = claimer.keys.running(&forbid.name, &run);
@@ -1898,25 +1904,7 @@ mod tests {
         // Meanwhile the next attempt's win is learned by reading it back.
         let mut req = ClaimRequest::new(&forbid, t.job_revision, run.clone(), now);
         req.earlier = vec![earlier.now_ms];
-        let record = ClaimRecord {
-            worker: "w1".into(),
-            claimed_at: now,
-            skipped: false,
-            missed: false,
-        };
-        let claim_key = claimer.keys.claim_run(&forbid.name, &run);
-        kv.put(
-            claim_key.as_str(),
-            serde_json::to_vec(&record).unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
-        kv.put(key.as_str(), claimer.running_value(now), None)
-            .await
-            .unwrap();
-        let got = kv.get(claim_key, None).await.unwrap();
-        let claim = claimer.recognise(&req, &got.kvs()[0]);
+        let claim = win_learned_late(&claimer, &req, now).await;
         assert!(matches!(claim, Claim::Won { .. }), "{claim:?}");
         // The deletion's transaction succeeds; the run ends before the
         // mark's rewrite went out.
@@ -1927,8 +1915,7 @@ mod tests {
             Some(&MarkWrite::Delete(Some(claimer.running_value(now))))
         );
         claimer.flush_side_ops().await;
-        let mark = kv.get(key, None).await.unwrap();
-        assert!(mark.kvs().is_empty(), "the mark is left");
+        assert_eq!(value_at(&claimer, &key).await, None, "the mark is left");
     }
 
     /// A mark's deletion is due `MARK_WRITE_DELAY` after the run's end, to

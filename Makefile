@@ -68,6 +68,8 @@ bench: bench-deps
 	$(BENCH) overload --jobs 3000 --workers 3 --seconds 60
 	$(BENCH) jobs --total 100000 --per-second 100
 	$(BENCH) floor --n 1000
+	$(BENCH) floor --n 1000 --releasers 3
+	$(BENCH) floor --n 100 --releasers 3
 
 soak: bench-deps
 	$(CARGO) build --release --workspace --bins

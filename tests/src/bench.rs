@@ -2440,6 +2440,11 @@ async fn time_job_pages(
 #[derive(Debug, Clone, Default)]
 pub struct FloorReport {
     pub n: usize,
+    /// Threads that release them, each a share, all at the same instant
+    /// (as the workers of a ticks scenario do).
+    pub releasers: usize,
+    /// `LC_ALL` of the shells.
+    pub locale: String,
     /// Starting the N processes.
     pub spawn_seconds: f64,
     /// Writing the N release bytes.
@@ -2458,8 +2463,16 @@ impl FloorReport {
         let mut out = String::from("| figure | value |\n|---|---|\n");
         let _ = writeln!(
             out,
-            "| processes | {} `bash -c 'IFS= read -r _g \\|\\| exit 125; echo \"$EPOCHREALTIME\" >> FILE'`, stdin a pipe each |",
-            self.n
+            "| processes | {} `bash -c 'IFS= read -r _g \\|\\| exit 125; echo \"$EPOCHREALTIME\" >> FILE'`, stdin a pipe each, `LC_ALL={}` ({}) |",
+            self.n,
+            self.locale,
+            locale_source(&self.locale)
+        );
+        let _ = writeln!(
+            out,
+            "| released by | {} thread{}, each writing to its share of the pipes in turn, all from the same instant |",
+            self.releasers,
+            if self.releasers == 1 { "" } else { "s" }
         );
         let _ = writeln!(
             out,
@@ -2469,7 +2482,7 @@ impl FloorReport {
         );
         let _ = writeln!(
             out,
-            "| writing the N newlines (1 s later) | {:.1} ms |",
+            "| writing the N newlines (1 s later; the slowest releaser) | {:.1} ms |",
             self.release_ms
         );
         let _ = writeln!(
@@ -2495,10 +2508,74 @@ impl FloorReport {
     }
 }
 
+/// The locale a worker started from here hands its shell runs (it passes
+/// `LC_ALL`, `LC_CTYPE` and `LANG` on), said with where glibc loads it from:
+/// a locale out of the locale archive is one mapping, one from its own
+/// directory is a dozen files opened and mapped by every shell (about
+/// 0.2 ms of CPU a run on the machines of these sections).
+fn describe_shell_locale() -> String {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match var("LC_ALL").or_else(|| var("LANG")) {
+        Some(l) => format!("{l} ({})", locale_source(&l)),
+        None => "C (built in)".into(),
+    }
+}
+
+/// Where glibc finds `locale`: built in, the locale archive, or a
+/// directory of its own under /usr/lib/locale.
+fn locale_source(locale: &str) -> &'static str {
+    if locale == "C" || locale == "POSIX" {
+        return "built in";
+    }
+    let listed = Command::new("localedef")
+        .arg("--list-archive")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let wanted = normalize_locale_name(locale);
+    match listed {
+        Some(names)
+            if names
+                .lines()
+                .any(|n| normalize_locale_name(n.trim()) == wanted) =>
+        {
+            "from the locale archive"
+        }
+        _ => "from its own files, not the locale archive",
+    }
+}
+
+/// glibc's spelling of a locale's codeset: `C.UTF-8` is `C.utf8`.
+fn normalize_locale_name(name: &str) -> String {
+    let (base, modifier) = match name.split_once('@') {
+        Some((b, m)) => (b, Some(m)),
+        None => (name, None),
+    };
+    let mut out = match base.split_once('.') {
+        Some((lang, codeset)) => {
+            let codeset: String = codeset
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .map(|c| c.to_ascii_lowercase())
+                .collect();
+            format!("{lang}.{codeset}")
+        }
+        None => base.to_string(),
+    };
+    if let Some(m) = modifier {
+        out.push('@');
+        out.push_str(m);
+    }
+    out
+}
+
 /// Starts `n` bash processes blocked on a read of their stdin, waits 1 s,
-/// releases them all at once and measures when each command ran by its own
-/// clock. Blocking; run it off the async runtime.
-pub fn run_floor(n: usize) -> anyhow::Result<FloorReport> {
+/// releases them all at once from `releasers` threads (a share each) and
+/// measures when each command ran by its own clock. The shells run with
+/// `LC_ALL=locale`. Blocking; run it off the async runtime.
+pub fn run_floor(n: usize, releasers: usize, locale: &str) -> anyhow::Result<FloorReport> {
+    let releasers = releasers.clamp(1, n.max(1));
     raise_fd_limit(n as u64 * 2 + 256);
     let dir = tempfile::Builder::new()
         .prefix("gdts-bench-floor-")
@@ -2516,7 +2593,7 @@ pub fn run_floor(n: usize) -> anyhow::Result<FloorReport> {
         let child = Command::new("bash")
             .arg("-c")
             .arg(&script)
-            .env("LC_ALL", "C")
+            .env("LC_ALL", locale)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -2534,15 +2611,36 @@ pub fn run_floor(n: usize) -> anyhow::Result<FloorReport> {
         }
     }
     let spawn_seconds = started.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_secs(1));
-    let release_us = now_us();
-    let writing = Instant::now();
-    for child in &mut children {
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(b"\n");
-        }
+    let mut gates: Vec<Vec<std::process::ChildStdin>> =
+        (0..releasers).map(|_| Vec::new()).collect();
+    for (i, child) in children.iter_mut().enumerate() {
+        gates[i % releasers].extend(child.stdin.take());
     }
-    let release_ms = writing.elapsed().as_secs_f64() * 1000.0;
+    std::thread::sleep(Duration::from_secs(1));
+    let barrier = std::sync::Barrier::new(releasers + 1);
+    let (release_us, release_ms) = std::thread::scope(|scope| {
+        let threads: Vec<_> = gates
+            .into_iter()
+            .map(|share| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    let writing = Instant::now();
+                    for mut stdin in share {
+                        let _ = stdin.write_all(b"\n");
+                    }
+                    writing.elapsed().as_secs_f64() * 1000.0
+                })
+            })
+            .collect();
+        let release_us = now_us();
+        barrier.wait();
+        let slowest = threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or(f64::NAN))
+            .fold(0.0, f64::max);
+        (release_us, slowest)
+    });
     let mut failed = 0;
     for mut child in children {
         if !child.wait().map(|s| s.success()).unwrap_or(false) {
@@ -2561,6 +2659,8 @@ pub fn run_floor(n: usize) -> anyhow::Result<FloorReport> {
         .collect();
     Ok(FloorReport {
         n,
+        releasers,
+        locale: locale.to_string(),
         spawn_seconds,
         release_ms,
         lines: lags.len(),
@@ -2639,10 +2739,11 @@ impl RunInfo {
             date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
             commit,
             machine: format!(
-                "{cpu}, {cores} cores, {} RAM, Linux {kernel}",
+                "{cpu}, {cores} cores, {} RAM, Linux {kernel}, shells' locale {}",
                 ram_gib
                     .map(|g| format!("{g:.1} GiB"))
-                    .unwrap_or_else(|| "? GiB".into())
+                    .unwrap_or_else(|| "? GiB".into()),
+                describe_shell_locale()
             ),
             command: command.to_string(),
             etcd,
@@ -2737,6 +2838,16 @@ pub fn plot(kind: &str, csv: &Path, png: &Path, title: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locale_names_are_spelled_as_glibc_files_them() {
+        assert_eq!(normalize_locale_name("C.UTF-8"), "C.utf8");
+        assert_eq!(normalize_locale_name("en_US.ISO-8859-1"), "en_US.iso88591");
+        assert_eq!(normalize_locale_name("de_DE.UTF-8@euro"), "de_DE.utf8@euro");
+        assert_eq!(normalize_locale_name("C.utf8"), "C.utf8");
+        assert_eq!(normalize_locale_name("POSIX"), "POSIX");
+        assert_eq!(locale_source("C"), "built in");
+    }
 
     #[test]
     fn metrics_are_summed_by_name_and_label() {

@@ -7,7 +7,7 @@
 //! gdts-bench fleet    --jobs 200 --workers 1,3,6 --seconds S [--warmup S]
 //! gdts-bench overload --jobs 3000 --workers 3 --seconds S [--warmup S]
 //! gdts-bench jobs     --total 100000 --per-second 100 [--requests 200]
-//! gdts-bench floor    --n 1000
+//! gdts-bench floor    --n 1000 [--releasers 1] [--locale C]
 //! gdts-bench soak     --jobs 1000 --workers 3 --seconds 1800 [--sample-every 30] [--warmup S]
 //! gdts-bench chaos    --jobs 200 --seconds 300
 //!
@@ -330,12 +330,27 @@ async fn run(args: &Args, keep_logs: Option<PathBuf>, plots: &Path) -> anyhow::R
             })
         }
         "floor" => {
-            args.check_known(&["n"])?;
+            args.check_known(&["n", "releasers", "locale"])?;
             let n = args.number("n", Some(1000))?;
-            let r = tokio::task::spawn_blocking(move || bench::run_floor(n)).await??;
+            let releasers = args.number("releasers", Some(1))?;
+            if releasers == 0 {
+                bail!("--releasers: at least 1");
+            }
+            let locale = args.options.get("locale").cloned().unwrap_or("C".into());
+            let shape = format!("floor-{n}x{releasers}");
+            let (id, by) = match (n, releasers, locale.as_str()) {
+                (1000, 1, "C") => ("floor".to_string(), String::new()),
+                (_, _, "C") => (shape, format!(" from {releasers} threads")),
+                _ => (
+                    format!("{shape}-{locale}"),
+                    format!(" from {releasers} threads, LC_ALL={locale}"),
+                ),
+            };
+            let r = tokio::task::spawn_blocking(move || bench::run_floor(n, releasers, &locale))
+                .await??;
             Ok(Outcome {
-                id: "floor".into(),
-                title: format!("Floor: releasing {n} waiting processes at once"),
+                id,
+                title: format!("Floor: releasing {n} waiting processes at once{by}"),
                 targets: Vec::new(),
                 body: format!(
                     "No scheduler fires a command sooner than this machine can wake a \

@@ -161,6 +161,24 @@ pub const NOTIFY_DEFAULT_ON: [&str; 4] = ["failed", "timed-out", "lost", "missed
 pub const MAX_WEBHOOKS: usize = 5;
 pub const MAX_WEBHOOK_LEN: usize = 2048;
 
+/// What a caller below admin reads in place of a job's secrets: each `env`
+/// value, and what follows the scheme and host of each webhook URL.
+pub const REDACTED: &str = "(redacted)";
+
+/// A webhook URL without the parts that may hold a secret (Slack's path
+/// does, and so may a user and password): its scheme, host and port, then
+/// `/` [`REDACTED`].
+pub fn redact_webhook(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            let host = authority.rsplit('@').next().unwrap_or_default();
+            format!("{scheme}://{host}/{REDACTED}")
+        }
+        None => REDACTED.into(),
+    }
+}
+
 /// A validated [`NotifySpec`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notify {
@@ -222,6 +240,52 @@ fn notify_of(spec: &NotifySpec) -> Result<Notify, JobError> {
 }
 
 impl JobSpec {
+    /// The job as a caller that may not see its secrets reads it: each
+    /// `env` value is [`REDACTED`] (the names stay), each webhook keeps its
+    /// scheme and host only ([`redact_webhook`]).
+    pub fn redact_secrets(&mut self) {
+        for value in self.env.values_mut() {
+            *value = REDACTED.into();
+        }
+        if let Some(notify) = &mut self.notify {
+            for url in &mut notify.webhooks {
+                *url = redact_webhook(url);
+            }
+        }
+    }
+
+    /// Refuses a definition that holds a placeholder of
+    /// [`redact_secrets`](Self::redact_secrets) where a secret was: a job read
+    /// by a caller below admin, on its way to being saved back, would
+    /// replace its secrets with the placeholder.
+    pub fn check_not_redacted(&self) -> Result<(), JobError> {
+        const HOW: &str = "a caller below admin reads it in place of the secret, and saving it \
+                           would replace the secret: read the job as an admin, or give the value";
+        if let Some(name) = self
+            .env
+            .iter()
+            .find_map(|(name, value)| (value == REDACTED).then_some(name))
+        {
+            return Err(invalid(
+                "env",
+                format!("{name}: {REDACTED:?} is a placeholder: {HOW}"),
+            ));
+        }
+        let placeholder = format!("/{REDACTED}");
+        if let Some(url) = self
+            .notify
+            .iter()
+            .flat_map(|n| &n.webhooks)
+            .find(|url| url.ends_with(&placeholder))
+        {
+            return Err(invalid(
+                "notify",
+                format!("webhooks: {url:?} ends with the placeholder {placeholder:?}: {HOW}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// A shell job with no container fields.
     pub fn shell(name: &str, command: &str, cron_expr: &str) -> Self {
         JobSpec {
@@ -953,6 +1017,57 @@ mod tests {
 #[cfg(test)]
 mod container_tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_redacted_and_a_redacted_definition_is_not_saved_back() {
+        let mut spec = Job::from_json(
+            r#"{"name":"s","command":"echo","cronExpr":"* * * * *",
+                "env":{"TOKEN":"s3cret","MODE":"fast"},
+                "notify":{"webhooks":["https://u:pw@hooks.slack.com/services/T0/B0/x?y=1","http://10.0.0.1:8080/h"]}}"#,
+        )
+        .unwrap()
+        .to_spec();
+        assert!(spec.check_not_redacted().is_ok());
+        let full = spec.clone();
+        spec.redact_secrets();
+        assert_eq!(
+            spec.env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+            [("MODE", REDACTED), ("TOKEN", REDACTED)]
+        );
+        assert_eq!(
+            spec.notify.as_ref().unwrap().webhooks,
+            [
+                "https://hooks.slack.com/(redacted)",
+                "http://10.0.0.1:8080/(redacted)"
+            ]
+        );
+        // Everything else is as stored.
+        assert_eq!(
+            (&spec.command, &spec.cron_expr),
+            (&full.command, &full.cron_expr)
+        );
+        let env = spec.check_not_redacted().unwrap_err();
+        assert_eq!(env.field, "env");
+        assert!(
+            env.reason
+                .starts_with("MODE: \"(redacted)\" is a placeholder"),
+            "{env}"
+        );
+        // A redacted webhook alone is refused too.
+        let mut hooks = full.clone();
+        hooks.notify = spec.notify.clone();
+        let notify = hooks.check_not_redacted().unwrap_err();
+        assert_eq!(notify.field, "notify");
+        assert!(
+            notify.reason.contains("https://hooks.slack.com/(redacted)"),
+            "{notify}"
+        );
+        // Without a scheme (never saved: the save refuses it) nothing is kept.
+        assert_eq!(redact_webhook("hooks.slack.com/x"), REDACTED);
+    }
 
     fn job(extra: &str) -> Result<Job, JobError> {
         Job::from_json(&format!(r#"{{"name":"c","cronExpr":"* * * * *"{extra}}}"#))

@@ -98,6 +98,7 @@ async fn save_job(
 ) -> ApiResult<Option<gdts_common::JobSpec>> {
     let fields = form_fields(form)?;
     let job = Job::from_json(required(&fields, "job")?)?;
+    job.to_spec().check_not_redacted()?;
     let previous = state.store.save_job(&job).await?;
     tracing::info!(job = %job.name, cron = job.schedule.as_str(), by = %caller.name(), "job saved");
     state
@@ -215,6 +216,8 @@ async fn set_paused(
                 .audit
                 .record_pause(&caller, name.as_str(), was, paused)
                 .await;
+            let mut spec = spec;
+            caller.hide_secrets(&mut spec);
             ok(spec)
         }
         None => Err(ApiError::BadRequest(format!("name: no job named {name:?}"))),
@@ -226,17 +229,25 @@ async fn set_paused(
 /// answering, so an unreachable etcd still gets an error envelope; a failure
 /// on a later page can only cut the body short (the client sees broken JSON,
 /// never a shorter list).
-async fn list_jobs(State(store): State<Store>) -> Result<Response, ApiError> {
+async fn list_jobs(State(store): State<Store>, caller: Caller) -> Result<Response, ApiError> {
     use futures::{StreamExt, TryStreamExt};
+    let redact = !caller.sees_secrets();
+    let as_seen = move |mut page: Vec<gdts_common::JobSpec>| {
+        if redact {
+            page.iter_mut()
+                .for_each(gdts_common::JobSpec::redact_secrets);
+        }
+        page
+    };
     let mut pages = store.job_pages();
-    let first = pages.next_page().await?.unwrap_or_default();
+    let first = as_seen(pages.next_page().await?.unwrap_or_default());
     let items = futures::stream::try_unfold(
         (pages, Some(first), true),
-        |(mut pages, pending, first_item)| async move {
+        move |(mut pages, pending, first_item)| async move {
             let page = match pending {
                 Some(page) => page,
                 None => match pages.next_page().await? {
-                    Some(page) => page,
+                    Some(page) => as_seen(page),
                     None => return Ok(None),
                 },
             };

@@ -375,6 +375,7 @@ const LAST_RUN_LOOKUPS: usize = 8;
     responses((status = 200, body = Page<JobView>), (status = 400, body = ApiError)))]
 async fn list_jobs(
     State(state): State<AppState>,
+    caller: Caller,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> V1Result<Json<Page<JobView>>> {
     let q = query(q)?;
@@ -414,6 +415,10 @@ async fn list_jobs(
         })
         .collect();
     flag_unmatched(&state, &mut items).await;
+    // Last: the lookups above read the job as it is.
+    for v in &mut items {
+        caller.hide_secrets(&mut v.spec);
+    }
     Ok(Json(paging.answer(items, total)))
 }
 
@@ -421,7 +426,11 @@ async fn list_jobs(
 #[utoipa::path(get, path = "/jobs/{name}", tag = "jobs", params(("name" = String, Path)),
     responses((status = 200, body = JobView, headers(("ETag" = String, description = "this version of the job"))),
               (status = 400, body = ApiError), (status = 404, body = ApiError)))]
-async fn get_job(State(state): State<AppState>, Path(name): Path<String>) -> V1Result<Response> {
+async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> V1Result<Response> {
     let name = name_of(&name)?;
     let (spec, version) = state
         .store
@@ -437,6 +446,7 @@ async fn get_job(State(state): State<AppState>, Path(name): Path<String>) -> V1R
         )
         .await?;
     flag_unmatched(&state, std::slice::from_mut(&mut v)).await;
+    caller.hide_secrets(&mut v.spec);
     Ok((
         [(axum::http::header::ETAG, format!("\"{version}\""))],
         Json(v),
@@ -589,6 +599,9 @@ async fn put_job(
     }
     let (job, unknown) =
         Job::parse_json(&Value::Object(object).to_string()).map_err(V1Error::Invalid)?;
+    job.to_spec()
+        .check_not_redacted()
+        .map_err(V1Error::Invalid)?;
     if let Some(field) = unknown.into_iter().next() {
         // A typo (`timeoutSecond`) must not be saved as if it were not there.
         return Err(V1Error::Unprocessable {
@@ -773,7 +786,9 @@ async fn set_paused(
         .audit
         .record_pause(&caller, name.as_str(), was, paused)
         .await;
-    Ok(Json(view(spec, 0)))
+    let mut v = view(spec, 0);
+    caller.hide_secrets(&mut v.spec);
+    Ok(Json(v))
 }
 
 #[utoipa::path(post, path = "/jobs/{name}/pause", tag = "jobs", params(("name" = String, Path)),

@@ -173,6 +173,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 impl Caller {
+    /// Whether this caller reads a job's secrets (its `env` values and
+    /// webhook URLs): admins only, who may change them anyway. Everyone
+    /// else reads them redacted ([`JobSpec::redact_secrets`]).
+    ///
+    /// [`JobSpec::redact_secrets`]: gdts_common::JobSpec::redact_secrets
+    pub fn sees_secrets(&self) -> bool {
+        self.identity
+            .as_ref()
+            .is_some_and(|i| i.role >= Role::Admin)
+    }
+
+    /// Makes `spec` what this caller may read of it.
+    pub fn hide_secrets(&self, spec: &mut gdts_common::JobSpec) {
+        if !self.sees_secrets() {
+            spec.redact_secrets();
+        }
+    }
+
     /// Who, for logs and the audit trail.
     pub fn name(&self) -> String {
         match &self.identity {

@@ -69,11 +69,15 @@ pub async fn events(
     let keys = state.store.keys().clone();
     let etcd = state.store.etcd();
     let watch = watch_after(&etcd, &keys, resume_after).await;
+    let redact = !caller.sees_secrets();
     let events = stream::iter(watch)
         .flat_map(move |watch| watch_events(watch, keys.clone(), etcd.clone()))
-        .map(move |e| {
+        .map(move |mut e| {
             // The slot lives as long as the stream.
             let _held = &slot;
+            if redact {
+                e.hide_job_secrets();
+            }
             Ok(e.into_sse())
         })
         .take_until(state.shutdown.clone().cancelled_owned())
@@ -207,6 +211,20 @@ impl Outgoing {
             revision,
             id: None,
             data,
+        }
+    }
+
+    /// A `job.saved` as a caller that may not read the job's secrets gets
+    /// it ([`JobSpec::redact_secrets`]).
+    fn hide_job_secrets(&mut self) {
+        if self.name != "job.saved" {
+            return;
+        }
+        if let Some(job) = self.data.get_mut("job") {
+            if let Ok(mut spec) = serde_json::from_value::<JobSpec>(job.take()) {
+                spec.redact_secrets();
+                *job = serde_json::to_value(spec).unwrap_or(Value::Null);
+            }
         }
     }
 

@@ -383,6 +383,183 @@ async fn every_endpoint_needs_a_token_and_the_role_for_what_it_does() -> anyhow:
     Ok(())
 }
 
+/// Reads the event stream as `token`, from the revision after `after`,
+/// until a `job.saved` of `job` has come (or 20 s), and returns all it read.
+async fn events_until_saved(
+    http: &Http,
+    token: &str,
+    after: i64,
+    job: &str,
+) -> anyhow::Result<String> {
+    use futures::StreamExt;
+    let resp = http
+        .http
+        .get(format!("{}/api/v1/events", http.base))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", after.to_string())
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "events: HTTP {}", resp.status());
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let wanted = format!("\"name\":\"{job}\"");
+    while !text
+        .split("\n\n")
+        .any(|block| block.contains("event: job.saved") && block.contains(&wanted))
+    {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("no job.saved of {job} within 20 s: {text}"))?
+            .ok_or_else(|| anyhow::anyhow!("event stream ended: {text}"))??;
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    Ok(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_env_values_and_webhook_urls_are_read_by_admins_only() -> anyhow::Result<()> {
+    let (_c, http) = cluster("auth-secrets", &[]).await?;
+    let (_, viewer) = new_token(&http, "dashboards", "viewer").await?;
+    let (_, operator) = new_token(&http, "on-call", "operator").await?;
+    const SECRET: &str = "s3cret-value";
+    const HOOK: &str = "https://hooks.example.test/services/T0/B0/s3cret-hook";
+    let spec = json!({
+        "name": "with-secrets", "command": "true", "cronExpr": "0 0 0 1 1 * 2099",
+        "env": { "API_TOKEN": SECRET, "MODE": "fast" },
+        "notify": { "webhooks": [HOOK] },
+    });
+
+    let saved = http
+        .send(
+            req(Method::PUT, "/api/v1/jobs/with-secrets")
+                .token(ADMIN)
+                .json(spec.clone()),
+        )
+        .await?;
+    assert_eq!(saved.status, 201, "{}", saved.body);
+    // The admin who saved it reads it back whole.
+    assert_eq!(saved.body["env"]["API_TOKEN"], SECRET);
+
+    let redacted_env = json!({ "API_TOKEN": "(redacted)", "MODE": "(redacted)" });
+    let redacted_hook = json!(["https://hooks.example.test/(redacted)"]);
+    let hidden = |what: &str, body: &Value| {
+        let text = body.to_string();
+        assert!(
+            !text.contains("s3cret"),
+            "{what} shows a secret to a caller below admin: {text}"
+        );
+    };
+
+    // Every read a viewer has.
+    let one = http
+        .send(req(Method::GET, "/api/v1/jobs/with-secrets").token(&viewer))
+        .await?;
+    assert_eq!(one.status, 200);
+    hidden("GET /api/v1/jobs/{name}", &one.body);
+    assert_eq!(one.body["env"], redacted_env);
+    assert_eq!(one.body["notify"]["webhooks"], redacted_hook);
+    // Nothing else of the job is hidden.
+    assert_eq!(one.body["command"], "true");
+    assert_eq!(one.body["nextFireTimes"].as_array().map(Vec::len), Some(1));
+    let page = http
+        .send(req(Method::GET, "/api/v1/jobs").token(&viewer))
+        .await?;
+    hidden("GET /api/v1/jobs", &page.body);
+    assert_eq!(page.body["items"][0]["env"], redacted_env, "{}", page.body);
+    let legacy = http
+        .send(req(Method::GET, "/job/list").token(&viewer))
+        .await?;
+    hidden("GET /job/list", &legacy.body);
+    assert_eq!(
+        legacy.body["data"][0]["env"], redacted_env,
+        "{}",
+        legacy.body
+    );
+    assert_eq!(legacy.body["data"][0]["notify"]["webhooks"], redacted_hook);
+    // The viewer's event stream, from just before the save (the job's
+    // version is the revision of its save).
+    let version: i64 = one.headers["etag"].to_str()?.trim_matches('"').parse()?;
+    let events = events_until_saved(&http, &viewer, version - 1, "with-secrets").await?;
+    assert!(
+        !events.contains("s3cret") && events.contains("(redacted)"),
+        "the viewer's event stream: {events}"
+    );
+
+    // An operator's pause and resume answer with the job: redacted too.
+    let paused = http
+        .send(req(Method::POST, "/api/v1/jobs/with-secrets/pause").token(&operator))
+        .await?;
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    hidden("POST /api/v1/jobs/{name}/pause", &paused.body);
+    assert_eq!(paused.body["env"], redacted_env);
+    let resumed = http
+        .send(
+            req(Method::POST, "/job/resume")
+                .token(&operator)
+                .form(&[("name", "with-secrets")]),
+        )
+        .await?;
+    assert_eq!(resumed.body["errno"], 0, "{}", resumed.body);
+    hidden("POST /job/resume", &resumed.body);
+
+    // A redacted read saved back is refused, in both APIs, and the secrets
+    // stay as they were.
+    let mut read_back = one.body.clone();
+    for derived in ["running", "nextFireTimes", "lastRun", "unmatched"] {
+        read_back.as_object_mut().unwrap().remove(derived);
+    }
+    let put = http
+        .send(
+            req(Method::PUT, "/api/v1/jobs/with-secrets")
+                .token(ADMIN)
+                .json(read_back.clone()),
+        )
+        .await?;
+    assert_eq!(put.status, 422, "{}", put.body);
+    let message = put.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("API_TOKEN") && message.contains("placeholder"),
+        "{}",
+        put.body
+    );
+    let legacy_save = http
+        .send(
+            req(Method::POST, "/job/save")
+                .token(ADMIN)
+                .form(&[("job", &read_back.to_string())]),
+        )
+        .await?;
+    // The legacy API answers errors as the original did: errno -1.
+    assert_eq!(legacy_save.body["errno"], -1, "{}", legacy_save.body);
+    assert!(
+        legacy_save.body["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("API_TOKEN") && m.contains("placeholder")),
+        "{}",
+        legacy_save.body
+    );
+    // Only a webhook left as read: refused as well.
+    let mut hook_only = spec.clone();
+    hook_only["notify"]["webhooks"] = redacted_hook.clone();
+    let put = http
+        .send(
+            req(Method::PUT, "/api/v1/jobs/with-secrets")
+                .token(ADMIN)
+                .json(hook_only),
+        )
+        .await?;
+    assert_eq!(put.status, 422, "{}", put.body);
+    assert_eq!(put.body["error"]["field"], "notify", "{}", put.body);
+    let admin_read = http
+        .send(req(Method::GET, "/api/v1/jobs/with-secrets").token(ADMIN))
+        .await?;
+    assert_eq!(admin_read.body["env"]["API_TOKEN"], SECRET);
+    assert_eq!(admin_read.body["notify"]["webhooks"][0], HOOK);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_ui_session_is_a_cookie_that_cross_site_requests_cannot_use() -> anyhow::Result<()>
 {

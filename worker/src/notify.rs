@@ -395,14 +395,7 @@ async fn deliver(
 /// do), and so may a user and password, so only the scheme, host and port
 /// are shown.
 fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-            let host = authority.rsplit('@').next().unwrap_or_default();
-            format!("{scheme}://{host}/…")
-        }
-        None => "…".into(),
-    }
+    gdts_common::job::redact_webhook(url)
 }
 
 #[cfg(test)]
@@ -450,15 +443,15 @@ mod tests {
     fn urls_are_logged_without_their_secret_part() {
         assert_eq!(
             redact("https://hooks.slack.com/services/T0/B0/secret"),
-            "https://hooks.slack.com/…"
+            "https://hooks.slack.com/(redacted)"
         );
         assert_eq!(
             redact("http://127.0.0.1:9/x?token=1"),
-            "http://127.0.0.1:9/…"
+            "http://127.0.0.1:9/(redacted)"
         );
         assert_eq!(
             redact("https://user:p@ss@hooks.example:8443/x"),
-            "https://hooks.example:8443/…"
+            "https://hooks.example:8443/(redacted)"
         );
     }
 }

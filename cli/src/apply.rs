@@ -173,10 +173,22 @@ pub async fn plan(client: &Client, wanted: &[JobSpec], prune: bool) -> anyhow::R
 }
 
 /// The fields that differ: (field, server's value, file's value).
+///
+/// A caller below admin reads a job's `env` values and webhook URLs
+/// redacted; the file's are then compared redacted the same way (by
+/// variable name, by webhook host), so a read-only token's drift check
+/// neither reports every secret as changed nor prints the file's secrets.
 pub fn diff(have: &JobSpec, want: &JobSpec) -> Vec<(String, Value, Value)> {
+    let want = if shows_redacted(have) {
+        let mut w = want.clone();
+        w.redact_secrets();
+        w
+    } else {
+        want.clone()
+    };
     let (a, b) = (
         serde_json::to_value(have).unwrap_or_default(),
-        serde_json::to_value(want).unwrap_or_default(),
+        serde_json::to_value(&want).unwrap_or_default(),
     );
     let empty = serde_json::Map::new();
     let (a, b) = (
@@ -193,6 +205,17 @@ pub fn diff(have: &JobSpec, want: &JobSpec) -> Vec<(String, Value, Value)> {
             (x != y).then(|| (k.clone(), x, y))
         })
         .collect()
+}
+
+/// Whether the server answered with the job's secrets redacted.
+fn shows_redacted(have: &JobSpec) -> bool {
+    let placeholder = format!("/{}", gdts_common::job::REDACTED);
+    have.env.values().any(|v| v == gdts_common::job::REDACTED)
+        || have
+            .notify
+            .iter()
+            .flat_map(|n| &n.webhooks)
+            .any(|w| w.ends_with(&placeholder) || w == gdts_common::job::REDACTED)
 }
 
 /// The plan, as people read it (`+` create, `~` update, `-` delete).
@@ -261,4 +284,60 @@ pub async fn apply(client: &Client, changes: &[Change]) -> anyhow::Result<usize>
         done += 1;
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(env: &[(&str, &str)], hooks: &[&str]) -> JobSpec {
+        let mut s = JobSpec::shell("j", "true", "* * * * *");
+        s.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !hooks.is_empty() {
+            s.notify = Some(gdts_common::job::NotifySpec {
+                webhooks: hooks.iter().map(|h| h.to_string()).collect(),
+                on: None,
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn a_redacted_read_is_compared_redacted_and_shows_no_secret() {
+        let file = spec(
+            &[("TOKEN", "s3cret")],
+            &["https://hooks.example/services/s3cret"],
+        );
+        let mut read = file.clone();
+        read.redact_secrets();
+        // Same secrets, read by a viewer: no change.
+        assert_eq!(diff(&read, &file), Vec::new());
+        // What a redacted read can tell apart is still told apart, and
+        // the file's secret is not in what is shown.
+        let mut more = file.clone();
+        more.env.insert("OTHER".into(), "s3cret-too".into());
+        more.notify.as_mut().unwrap().webhooks = vec!["https://elsewhere.example/s3cret".into()];
+        let fields = diff(&read, &more);
+        assert_eq!(
+            fields
+                .iter()
+                .map(|(k, _, _)| k.as_str())
+                .collect::<Vec<_>>(),
+            ["env", "notify"]
+        );
+        let shown = render(&[Change::Update {
+            spec: more.clone(),
+            etag: String::new(),
+            fields,
+        }]);
+        assert!(!shown.contains("s3cret"), "{shown}");
+        // An admin's read compares the values themselves.
+        let mut changed = file.clone();
+        changed.env.insert("TOKEN".into(), "rotated".into());
+        assert_eq!(diff(&file, &changed).len(), 1);
+        assert_eq!(diff(&file, &file), Vec::new());
+    }
 }

@@ -166,16 +166,18 @@ pub const MAX_WEBHOOK_LEN: usize = 2048;
 pub const REDACTED: &str = "(redacted)";
 
 /// A webhook URL without the parts that may hold a secret (Slack's path
-/// does, and so may a user and password): its scheme, host and port, then
-/// `/` [`REDACTED`].
+/// does, and so may a user and password): its scheme, host and port as the
+/// URL parser that checks and sends webhooks reads them (it also ends a
+/// host at `\`), then `/` [`REDACTED`]; just [`REDACTED`] for what it
+/// cannot parse.
 pub fn redact_webhook(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-            let host = authority.rsplit('@').next().unwrap_or_default();
-            format!("{scheme}://{host}/{REDACTED}")
-        }
-        None => REDACTED.into(),
+    match url::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}/{REDACTED}", u.scheme()),
+            (Some(host), None) => format!("{}://{host}/{REDACTED}", u.scheme()),
+            (None, _) => REDACTED.into(),
+        },
+        Err(_) => REDACTED.into(),
     }
 }
 
@@ -1015,7 +1017,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod container_tests {
+mod secret_tests {
     use super::*;
 
     #[test]
@@ -1067,7 +1069,22 @@ mod container_tests {
         );
         // Without a scheme (never saved: the save refuses it) nothing is kept.
         assert_eq!(redact_webhook("hooks.slack.com/x"), REDACTED);
+        // The host ends where the sending parser ends it: a backslash path
+        // (sent to /services/T0/B0/x) keeps none of its path either.
+        assert_eq!(
+            redact_webhook(r"https://hooks.slack.com\services\T0\B0\x"),
+            "https://hooks.slack.com/(redacted)"
+        );
+        assert_eq!(
+            redact_webhook("https://user:p@ss@hooks.example:8443/x"),
+            "https://hooks.example:8443/(redacted)"
+        );
     }
+}
+
+#[cfg(test)]
+mod container_tests {
+    use super::*;
 
     fn job(extra: &str) -> Result<Job, JobError> {
         Job::from_json(&format!(r#"{{"name":"c","cronExpr":"* * * * *"{extra}}}"#))

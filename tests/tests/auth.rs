@@ -405,10 +405,15 @@ async fn events_until_saved(
     let mut text = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let wanted = format!("\"name\":\"{job}\"");
-    while !text
-        .split("\n\n")
-        .any(|block| block.contains("event: job.saved") && block.contains(&wanted))
-    {
+    // Only whole events (each ends with a blank line) count.
+    let saved = |text: &str| {
+        text.rsplit_once("\n\n").is_some_and(|(whole, _)| {
+            whole
+                .split("\n\n")
+                .any(|block| block.contains("event: job.saved") && block.contains(&wanted))
+        })
+    };
+    while !saved(&text) {
         let chunk = tokio::time::timeout_at(deadline, body.next())
             .await
             .map_err(|_| anyhow::anyhow!("no job.saved of {job} within 20 s: {text}"))?

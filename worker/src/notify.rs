@@ -371,7 +371,8 @@ async fn deliver(
                 }
                 format!("answered {status}")
             }
-            Err(e) => e.to_string(),
+            // Its text would name the whole URL.
+            Err(e) => e.without_url().to_string(),
         };
         if started.elapsed() + backoff > GIVE_UP_AFTER {
             metrics.notification("failed");

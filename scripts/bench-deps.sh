@@ -38,11 +38,13 @@ case "$locale_now" in
     codeset=""
     [ "$base" = "$locale_now" ] || codeset=".$(printf '%s' "${locale_now#*.}" | tr -cd '[:alnum:]' | tr '[:upper:]' '[:lower:]')"
     dir="/usr/lib/locale/${base}${codeset}"
-    if [ -d "$dir" ] && ! localedef --list-archive 2>/dev/null | grep -qxF "${base}${codeset}"; then
+    archived="$(localedef --list-archive 2>/dev/null || true)"
+    if [ -d "$dir" ] && ! grep -qxF "${base}${codeset}" <<<"$archived"; then
       sudo=""
       [ "$(id -u)" -eq 0 ] || sudo="sudo"
       echo "bench-deps: adding locale ${base}${codeset} to the locale archive"
-      $sudo localedef --add-to-archive "$dir"
+      $sudo localedef --add-to-archive "$dir" ||
+        echo "bench-deps: could not; every shell run then loads ${base}${codeset} from its files"
     fi
     ;;
 esac

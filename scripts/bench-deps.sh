@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What `make bench` and `make soak` need beyond `make deps`: matplotlib in the
 # project's .venv (never system-wide), for the plots (scripts/bench-plot.py),
-# and Debian's bash-static, for one K=1000 run. Not part of `make test`. Safe
-# to run again.
+# Debian's bash-static, for one K=1000 run, and the machine's locale in the
+# glibc locale archive (below). Not part of `make test`. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,18 +33,27 @@ locale_now="${LC_ALL:-${LANG:-}}"
 case "$locale_now" in
   "" | C | POSIX) ;;
   *)
-    # glibc's spelling of the codeset: C.UTF-8 is C.utf8.
-    base="${locale_now%%.*}"
+    # glibc's spelling of the codeset (C.UTF-8 is C.utf8, en_US.8859-1 is
+    # en_US.iso88591); a @modifier stays as it is.
+    modifier=""
+    name="$locale_now"
+    case "$name" in *@*) modifier="@${name#*@}"; name="${name%%@*}" ;; esac
+    base="${name%%.*}"
     codeset=""
-    [ "$base" = "$locale_now" ] || codeset=".$(printf '%s' "${locale_now#*.}" | tr -cd '[:alnum:]' | tr '[:upper:]' '[:lower:]')"
-    dir="/usr/lib/locale/${base}${codeset}"
+    if [ "$base" != "$name" ]; then
+      codeset="$(printf '%s' "${name#*.}" | tr -cd '[:alnum:]' | tr '[:upper:]' '[:lower:]')"
+      case "$codeset" in *[!0-9]*) ;; *) codeset="iso${codeset}" ;; esac
+      codeset=".${codeset}"
+    fi
+    wanted="${base}${codeset}${modifier}"
+    dir="/usr/lib/locale/${wanted}"
     archived="$(localedef --list-archive 2>/dev/null || true)"
-    if [ -d "$dir" ] && ! grep -qxF "${base}${codeset}" <<<"$archived"; then
+    if [ -d "$dir" ] && ! grep -qxF "$wanted" <<<"$archived"; then
       sudo=""
       [ "$(id -u)" -eq 0 ] || sudo="sudo"
-      echo "bench-deps: adding locale ${base}${codeset} to the locale archive"
+      echo "bench-deps: adding locale ${wanted} to the locale archive"
       $sudo localedef --add-to-archive "$dir" ||
-        echo "bench-deps: could not; every shell run then loads ${base}${codeset} from its files"
+        echo "bench-deps: could not; every shell run then loads ${wanted} from its files"
     fi
     ;;
 esac

@@ -218,13 +218,12 @@ fn shows_redacted(have: &JobSpec) -> bool {
             .any(|w| w.ends_with(&placeholder) || w == gdts_common::job::REDACTED)
 }
 
-/// The plan, as people read it (`+` create, `~` update, `-` delete).
+/// The plan, as people read it (`+` create, `~` update, `-` delete). It
+/// goes to terminals and CI logs, so it never shows a secret: `env` by
+/// variable name (which are new, gone or changed), webhooks by scheme,
+/// host and port.
 pub fn render(changes: &[Change]) -> String {
     let mut out = String::new();
-    let show = |v: &Value| match v {
-        Value::Null => "(unset)".to_string(),
-        other => other.to_string(),
-    };
     for c in changes {
         match c {
             Change::Create(spec) => {
@@ -232,14 +231,23 @@ pub fn render(changes: &[Change]) -> String {
                 let fields = serde_json::to_value(spec).unwrap_or_default();
                 for (k, v) in fields.as_object().into_iter().flatten() {
                     if k != "name" {
-                        out.push_str(&format!("    {k}: {v}\n"));
+                        out.push_str(&format!("    {k}: {}\n", shown(k, v)));
                     }
                 }
             }
             Change::Update { spec, fields, .. } => {
                 out.push_str(&format!("~ update {}\n", spec.name));
                 for (k, from, to) in fields {
-                    out.push_str(&format!("    {k}: {} -> {}\n", show(from), show(to)));
+                    match (k.as_str(), from, to) {
+                        ("env", from, to) => {
+                            out.push_str(&format!("    env: {}\n", env_changes(from, to)))
+                        }
+                        _ => out.push_str(&format!(
+                            "    {k}: {} -> {}\n",
+                            shown(k, from),
+                            shown(k, to)
+                        )),
+                    }
                 }
             }
             Change::Delete { name, .. } => out.push_str(&format!("- delete {name}\n")),
@@ -255,6 +263,58 @@ pub fn render(changes: &[Change]) -> String {
         count(|c| matches!(c, Change::Same(_))),
     ));
     out
+}
+
+/// A field's value as the plan shows it: `env` by names only, webhooks
+/// redacted.
+fn shown(field: &str, value: &Value) -> String {
+    match (field, value) {
+        (_, Value::Null) => "(unset)".to_string(),
+        ("env", Value::Object(vars)) => {
+            let names: Vec<&str> = vars.keys().map(String::as_str).collect();
+            format!("{} (values not shown)", names.join(", "))
+        }
+        ("notify", v) => match serde_json::from_value::<gdts_common::job::NotifySpec>(v.clone()) {
+            Ok(mut n) => {
+                n.webhooks = n
+                    .webhooks
+                    .iter()
+                    .map(|w| gdts_common::job::redact_webhook(w))
+                    .collect();
+                serde_json::to_value(n).unwrap_or_default().to_string()
+            }
+            Err(_) => "(not shown)".to_string(),
+        },
+        (_, other) => other.to_string(),
+    }
+}
+
+/// The names of `of` that `pick` takes.
+fn names(of: &serde_json::Map<String, Value>, pick: impl Fn(&String) -> bool) -> Vec<&str> {
+    of.keys().filter(|k| pick(k)).map(String::as_str).collect()
+}
+
+/// Which variables an update adds, removes and changes, by name.
+fn env_changes(from: &Value, to: &Value) -> String {
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        from.as_object().unwrap_or(&empty),
+        to.as_object().unwrap_or(&empty),
+    );
+    let mut parts = Vec::new();
+    for (what, list) in [
+        ("added", names(b, |k| !a.contains_key(k))),
+        ("removed", names(a, |k| !b.contains_key(k))),
+        (
+            "changed",
+            names(a, |k| b.get(k).is_some_and(|v| a[k] != *v)),
+        ),
+    ] {
+        if !list.is_empty() {
+            parts.push(format!("{what} {}", list.join(", ")));
+        }
+    }
+    format!("{} (values not shown)", parts.join("; "))
 }
 
 /// Applies the plan; stops at the first refusal. A job changed on the
@@ -334,10 +394,37 @@ mod tests {
             fields,
         }]);
         assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("env: added OTHER (values not shown)"),
+            "{shown}"
+        );
         // An admin's read compares the values themselves.
         let mut changed = file.clone();
         changed.env.insert("TOKEN".into(), "rotated".into());
-        assert_eq!(diff(&file, &changed).len(), 1);
+        changed.env.insert("NEW".into(), "s3cret-new".into());
+        let fields = diff(&file, &changed);
+        assert_eq!(fields.len(), 1);
         assert_eq!(diff(&file, &file), Vec::new());
+        // Neither an update nor a create shows a value, for any role.
+        let shown = render(&[
+            Change::Update {
+                spec: changed.clone(),
+                etag: String::new(),
+                fields,
+            },
+            Change::Create(more),
+        ]);
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("rotated"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("env: added NEW; changed TOKEN (values not shown)"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("https://elsewhere.example/(redacted)"),
+            "{shown}"
+        );
     }
 }

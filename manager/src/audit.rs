@@ -3,8 +3,9 @@
 //! read through `GET /api/v1/audit` (admin).
 //!
 //! A change is made first and recorded after: if MongoDB cannot take the
-//! entry, the change stands and the entry goes to the log at error level,
-//! whole, so it still reaches the logging backend. `before` and `after` are
+//! entry, the change stands and the entry goes to the log at error level
+//! (a job's `env` values and webhook URLs redacted), so it still reaches
+//! the logging backend. `before` and `after` are
 //! kept as JSON text: a job's variables may have any name, and no document
 //! store has to accept them as field names.
 

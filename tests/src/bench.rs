@@ -2546,7 +2546,8 @@ fn locale_source(locale: &str) -> &'static str {
     }
 }
 
-/// glibc's spelling of a locale's codeset: `C.UTF-8` is `C.utf8`.
+/// glibc's spelling of a locale's codeset: `C.UTF-8` is `C.utf8`,
+/// `en_US.8859-1` is `en_US.iso88591`.
 fn normalize_locale_name(name: &str) -> String {
     let (base, modifier) = match name.split_once('@') {
         Some((b, m)) => (b, Some(m)),
@@ -2559,7 +2560,13 @@ fn normalize_locale_name(name: &str) -> String {
                 .filter(|c| c.is_ascii_alphanumeric())
                 .map(|c| c.to_ascii_lowercase())
                 .collect();
-            format!("{lang}.{codeset}")
+            // As glibc's _nl_normalize_codeset: digits only read as ISO.
+            let iso = if codeset.chars().all(|c| c.is_ascii_digit()) {
+                "iso"
+            } else {
+                ""
+            };
+            format!("{lang}.{iso}{codeset}")
         }
         None => base.to_string(),
     };
@@ -2617,35 +2624,45 @@ pub fn run_floor(n: usize, releasers: usize, locale: &str) -> anyhow::Result<Flo
         gates[i % releasers].extend(child.stdin.take());
     }
     std::thread::sleep(Duration::from_secs(1));
-    let barrier = std::sync::Barrier::new(releasers + 1);
-    let (release_us, release_ms) = std::thread::scope(|scope| {
-        let threads: Vec<_> = gates
-            .into_iter()
-            .map(|share| {
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    barrier.wait();
-                    let writing = Instant::now();
-                    for mut stdin in share {
-                        let _ = stdin.write_all(b"\n");
-                    }
-                    writing.elapsed().as_secs_f64() * 1000.0
-                })
-            })
-            .collect();
+    // Held by this thread until every releaser is started, then let go at
+    // once. A releaser that cannot be started drops its share of the pipes
+    // (its shells read end-of-file and exit 125): nobody is left waiting.
+    let gate = std::sync::RwLock::new(());
+    let held = gate.write().unwrap_or_else(|e| e.into_inner());
+    let (release_us, release_ms, not_started) = std::thread::scope(|scope| {
+        let mut not_started = None;
+        let mut threads = Vec::with_capacity(releasers);
+        for share in gates {
+            let gate = &gate;
+            let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
+                drop(gate.read());
+                let writing = Instant::now();
+                for mut stdin in share {
+                    let _ = stdin.write_all(b"\n");
+                }
+                writing.elapsed().as_secs_f64() * 1000.0
+            });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => not_started = Some(e),
+            }
+        }
         let release_us = now_us();
-        barrier.wait();
+        drop(held);
         let slowest = threads
             .into_iter()
-            .map(|t| t.join().unwrap_or(f64::NAN))
+            .filter_map(|t| t.join().ok())
             .fold(0.0, f64::max);
-        (release_us, slowest)
+        (release_us, slowest, not_started)
     });
     let mut failed = 0;
     for mut child in children {
         if !child.wait().map(|s| s.success()).unwrap_or(false) {
             failed += 1;
         }
+    }
+    if let Some(e) = not_started {
+        bail!("could not start a releasing thread ({e}); its share of the shells was let go unreleased");
     }
     let cpu_per_process_ms = match (cpu_before, children_cpu()) {
         (Some(before), Some(after)) if n > 0 => Some((after - before) * 1000.0 / n as f64),
@@ -2678,6 +2695,9 @@ pub struct RunInfo {
     pub date: String,
     pub commit: String,
     pub machine: String,
+    /// The locale the workers' shell runs get (see
+    /// [`describe_shell_locale`]); `None` where the scenario sets its own.
+    pub shell_locale: Option<String>,
     pub command: String,
     pub etcd: String,
 }
@@ -2739,20 +2759,24 @@ impl RunInfo {
             date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
             commit,
             machine: format!(
-                "{cpu}, {cores} cores, {} RAM, Linux {kernel}, shells' locale {}",
+                "{cpu}, {cores} cores, {} RAM, Linux {kernel}",
                 ram_gib
                     .map(|g| format!("{g:.1} GiB"))
                     .unwrap_or_else(|| "? GiB".into()),
-                describe_shell_locale()
             ),
+            shell_locale: Some(describe_shell_locale()),
             command: command.to_string(),
             etcd,
         }
     }
 
     pub fn markdown(&self) -> String {
+        let locale = match &self.shell_locale {
+            Some(l) => format!(", the workers' shells' locale {l}"),
+            None => String::new(),
+        };
         format!(
-            "Run {} on commit {}; {}; {} (`{}`).\n\n```sh\n{}\n```\n",
+            "Run {} on commit {}; {}{locale}; {} (`{}`).\n\n```sh\n{}\n```\n",
             self.date,
             self.commit,
             self.machine,
@@ -2846,6 +2870,7 @@ mod tests {
         assert_eq!(normalize_locale_name("de_DE.UTF-8@euro"), "de_DE.utf8@euro");
         assert_eq!(normalize_locale_name("C.utf8"), "C.utf8");
         assert_eq!(normalize_locale_name("POSIX"), "POSIX");
+        assert_eq!(normalize_locale_name("en_US.8859-1"), "en_US.iso88591");
         assert_eq!(locale_source("C"), "built in");
     }
 

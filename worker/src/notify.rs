@@ -371,8 +371,18 @@ async fn deliver(
                 }
                 format!("answered {status}")
             }
-            // Its text would name the whole URL.
-            Err(e) => e.without_url().to_string(),
+            // Its text would name the whole URL; its causes do not.
+            Err(e) => {
+                let e = e.without_url();
+                let mut why = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    why.push_str(": ");
+                    why.push_str(&c.to_string());
+                    cause = c.source();
+                }
+                why
+            }
         };
         if started.elapsed() + backoff > GIVE_UP_AFTER {
             metrics.notification("failed");

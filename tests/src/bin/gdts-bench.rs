@@ -138,7 +138,11 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let info = RunInfo::collect(&command);
+    let mut info = RunInfo::collect(&command);
+    if args.scenario == "floor" {
+        // Its shells get the locale of its --locale, said in its table.
+        info.shell_locale = None;
+    }
     // Plots go beside the document they illustrate; a run that writes no
     // document leaves docs/bench/ alone too.
     let plots = if args.flag("no-doc") {
@@ -337,6 +341,16 @@ async fn run(args: &Args, keep_logs: Option<PathBuf>, plots: &Path) -> anyhow::R
                 bail!("--releasers: at least 1");
             }
             let locale = args.options.get("locale").cloned().unwrap_or("C".into());
+            // A locale name goes into the section's marker and table.
+            if locale.is_empty()
+                || !locale
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.@-".contains(c))
+            {
+                bail!("--locale: {locale:?} is not a locale name (letters, digits, _ . @ -)");
+            }
+            // As run_floor takes them: one thread per process at most.
+            let releasers = releasers.min(n.max(1));
             let shape = format!("floor-{n}x{releasers}");
             let (id, by) = match (n, releasers, locale.as_str()) {
                 (1000, 1, "C") => ("floor".to_string(), String::new()),

@@ -2624,17 +2624,20 @@ pub fn run_floor(n: usize, releasers: usize, locale: &str) -> anyhow::Result<Flo
         gates[i % releasers].extend(child.stdin.take());
     }
     std::thread::sleep(Duration::from_secs(1));
-    // Held by this thread until every releaser is started, then let go at
-    // once. A releaser that cannot be started drops its share of the pipes
+    // Held by this thread until every releaser is started and has said so,
+    // then let go at once. A releaser that cannot be started drops its share of the pipes
     // (its shells read end-of-file and exit 125): nobody is left waiting.
     let gate = std::sync::RwLock::new(());
     let held = gate.write().unwrap_or_else(|e| e.into_inner());
+    let (ready, all_ready) = std::sync::mpsc::channel::<()>();
     let (release_us, release_ms, not_started) = std::thread::scope(|scope| {
         let mut not_started = None;
         let mut threads = Vec::with_capacity(releasers);
         for share in gates {
             let gate = &gate;
+            let ready = ready.clone();
             let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
+                let _ = ready.send(());
                 drop(gate.read());
                 let writing = Instant::now();
                 for mut stdin in share {
@@ -2646,6 +2649,10 @@ pub fn run_floor(n: usize, releasers: usize, locale: &str) -> anyhow::Result<Flo
                 Ok(t) => threads.push(t),
                 Err(e) => not_started = Some(e),
             }
+        }
+        // Every releaser running, at the gate, before it opens.
+        for _ in 0..threads.len() {
+            let _ = all_ready.recv();
         }
         let release_us = now_us();
         drop(held);

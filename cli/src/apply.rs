@@ -179,7 +179,8 @@ pub async fn plan(client: &Client, wanted: &[JobSpec], prune: bool) -> anyhow::R
 /// variable name, by webhook host), so a read-only token's drift check
 /// neither reports every secret as changed nor prints the file's secrets.
 pub fn diff(have: &JobSpec, want: &JobSpec) -> Vec<(String, Value, Value)> {
-    let want = if shows_redacted(have) {
+    // The server answered with the job's secrets redacted.
+    let want = if have.redacted_field().is_some() {
         let mut w = want.clone();
         w.redact_secrets();
         w
@@ -205,17 +206,6 @@ pub fn diff(have: &JobSpec, want: &JobSpec) -> Vec<(String, Value, Value)> {
             (x != y).then(|| (k.clone(), x, y))
         })
         .collect()
-}
-
-/// Whether the server answered with the job's secrets redacted.
-fn shows_redacted(have: &JobSpec) -> bool {
-    let placeholder = format!("/{}", gdts_common::job::REDACTED);
-    have.env.values().any(|v| v == gdts_common::job::REDACTED)
-        || have
-            .notify
-            .iter()
-            .flat_map(|n| &n.webhooks)
-            .any(|w| w.ends_with(&placeholder) || w == gdts_common::job::REDACTED)
 }
 
 /// The plan, as people read it (`+` create, `~` update, `-` delete). It

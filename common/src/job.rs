@@ -256,6 +256,29 @@ impl JobSpec {
         }
     }
 
+    /// The first field that holds a placeholder of
+    /// [`redact_secrets`](Self::redact_secrets) where a secret was: the
+    /// field, and the variable's name or the webhook.
+    pub fn redacted_field(&self) -> Option<(&'static str, &str)> {
+        if let Some(name) = self
+            .env
+            .iter()
+            .find_map(|(name, value)| (value == REDACTED).then_some(name))
+        {
+            return Some(("env", name));
+        }
+        self.notify
+            .iter()
+            .flat_map(|n| &n.webhooks)
+            .find(|url| {
+                url.as_str() == REDACTED
+                    || url
+                        .strip_suffix(REDACTED)
+                        .is_some_and(|rest| rest.ends_with('/'))
+            })
+            .map(|url| ("notify", url.as_str()))
+    }
+
     /// Refuses a definition that holds a placeholder of
     /// [`redact_secrets`](Self::redact_secrets) where a secret was: a job read
     /// by a caller below admin, on its way to being saved back, would
@@ -263,29 +286,31 @@ impl JobSpec {
     pub fn check_not_redacted(&self) -> Result<(), JobError> {
         const HOW: &str = "a caller below admin reads it in place of the secret, and saving it \
                            would replace the secret: read the job as an admin, or give the value";
-        if let Some(name) = self
-            .env
-            .iter()
-            .find_map(|(name, value)| (value == REDACTED).then_some(name))
-        {
-            return Err(invalid(
+        match self.redacted_field() {
+            None => Ok(()),
+            Some(("env", name)) => Err(invalid(
                 "env",
                 format!("{name}: {REDACTED:?} is a placeholder: {HOW}"),
-            ));
+            )),
+            Some((field, url)) => Err(invalid(
+                field,
+                format!(
+                    "webhooks: {url:?} ends with the placeholder {:?}: {HOW}",
+                    format!("/{REDACTED}")
+                ),
+            )),
         }
-        let placeholder = format!("/{REDACTED}");
-        if let Some(url) = self
-            .notify
-            .iter()
-            .flat_map(|n| &n.webhooks)
-            .find(|url| url.ends_with(&placeholder))
-        {
-            return Err(invalid(
-                "notify",
-                format!("webhooks: {url:?} ends with the placeholder {placeholder:?}: {HOW}"),
-            ));
+    }
+
+    /// Redacts, in place, a job given as JSON (as events and logs carry
+    /// it); a value that is not a job is left as it is.
+    pub fn redact_secrets_in_json(value: &mut serde_json::Value) {
+        if let Ok(mut spec) = JobSpec::deserialize(&*value) {
+            spec.redact_secrets();
+            if let Ok(redacted) = serde_json::to_value(spec) {
+                *value = redacted;
+            }
         }
-        Ok(())
     }
 
     /// A shell job with no container fields.

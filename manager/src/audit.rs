@@ -185,12 +185,7 @@ fn from_document(d: &Document) -> Option<AuditEntry> {
 fn for_the_log(mut entry: AuditEntry) -> AuditEntry {
     if entry.action.starts_with("job.") {
         for side in [&mut entry.before, &mut entry.after].into_iter().flatten() {
-            if let Ok(mut spec) = serde_json::from_value::<gdts_common::JobSpec>(side.clone()) {
-                spec.redact_secrets();
-                if let Ok(v) = serde_json::to_value(spec) {
-                    *side = v;
-                }
-            }
+            gdts_common::JobSpec::redact_secrets_in_json(side);
         }
     }
     entry

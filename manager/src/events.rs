@@ -221,10 +221,7 @@ impl Outgoing {
             return;
         }
         if let Some(job) = self.data.get_mut("job") {
-            if let Ok(mut spec) = serde_json::from_value::<JobSpec>(job.take()) {
-                spec.redact_secrets();
-                *job = serde_json::to_value(spec).unwrap_or(Value::Null);
-            }
+            JobSpec::redact_secrets_in_json(job);
         }
     }
 

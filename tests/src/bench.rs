@@ -2625,8 +2625,9 @@ pub fn run_floor(n: usize, releasers: usize, locale: &str) -> anyhow::Result<Flo
     }
     std::thread::sleep(Duration::from_secs(1));
     // Held by this thread until every releaser is started and has said so,
-    // then let go at once. A releaser that cannot be started drops its share of the pipes
-    // (its shells read end-of-file and exit 125): nobody is left waiting.
+    // then let go at once. A releaser that cannot be started drops its
+    // share of the pipes (its shells read end-of-file and exit 125): nobody
+    // is left waiting.
     let gate = std::sync::RwLock::new(());
     let held = gate.write().unwrap_or_else(|e| e.into_inner());
     let (ready, all_ready) = std::sync::mpsc::channel::<()>();

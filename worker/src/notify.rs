@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gdts_common::job::Job;
+use gdts_common::job::{redact_webhook, Job};
 use gdts_common::log_record::LogRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -333,7 +333,7 @@ async fn deliver(
     if started.elapsed() >= GIVE_UP_AFTER {
         // Kept by a life of the worker that ended long ago: too late.
         metrics.notification("failed");
-        tracing::error!(url = %redact(&n.url), run_id = %n.run_id, "notification not delivered in {GIVE_UP_AFTER:?}; given up");
+        tracing::error!(url = %redact_webhook(&n.url), run_id = %n.run_id, "notification not delivered in {GIVE_UP_AFTER:?}; given up");
         return true;
     }
     loop {
@@ -350,7 +350,7 @@ async fn deliver(
         let outcome = tokio::select! {
             r = sent => r,
             _ = abandon.cancelled() => {
-                tracing::warn!(url = %redact(&n.url), run_id = %n.run_id, "notification not delivered by shutdown; kept for the next start");
+                tracing::warn!(url = %redact_webhook(&n.url), run_id = %n.run_id, "notification not delivered by shutdown; kept for the next start");
                 return false;
             }
         };
@@ -366,7 +366,7 @@ async fn deliver(
                     && status != reqwest::StatusCode::TOO_MANY_REQUESTS
                 {
                     metrics.notification("failed");
-                    tracing::error!(url = %redact(&n.url), run_id = %n.run_id, %status, "the webhook refused a notification; not retried");
+                    tracing::error!(url = %redact_webhook(&n.url), run_id = %n.run_id, %status, "the webhook refused a notification; not retried");
                     return true;
                 }
                 format!("answered {status}")
@@ -386,27 +386,20 @@ async fn deliver(
         };
         if started.elapsed() + backoff > GIVE_UP_AFTER {
             metrics.notification("failed");
-            tracing::error!(url = %redact(&n.url), run_id = %n.run_id, error = %why, "notification not delivered in {GIVE_UP_AFTER:?}; given up");
+            tracing::error!(url = %redact_webhook(&n.url), run_id = %n.run_id, error = %why, "notification not delivered in {GIVE_UP_AFTER:?}; given up");
             return true;
         }
         metrics.notification("retried");
-        tracing::warn!(url = %redact(&n.url), run_id = %n.run_id, error = %why, retry_in = ?backoff, "notification not delivered; retrying");
+        tracing::warn!(url = %redact_webhook(&n.url), run_id = %n.run_id, error = %why, retry_in = ?backoff, "notification not delivered; retrying");
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = abandon.cancelled() => {
-                tracing::warn!(url = %redact(&n.url), run_id = %n.run_id, "notification not delivered by shutdown; kept for the next start");
+                tracing::warn!(url = %redact_webhook(&n.url), run_id = %n.run_id, "notification not delivered by shutdown; kept for the next start");
                 return false;
             }
         }
         backoff = (backoff * 2).min(MAX_RETRY);
     }
-}
-
-/// A webhook URL for logs: its path and query may hold a secret (Slack's
-/// do), and so may a user and password, so only the scheme, host and port
-/// are shown.
-fn redact(url: &str) -> String {
-    gdts_common::job::redact_webhook(url)
 }
 
 #[cfg(test)]
@@ -453,15 +446,15 @@ mod tests {
     #[test]
     fn urls_are_logged_without_their_secret_part() {
         assert_eq!(
-            redact("https://hooks.slack.com/services/T0/B0/secret"),
+            redact_webhook("https://hooks.slack.com/services/T0/B0/secret"),
             "https://hooks.slack.com/(redacted)"
         );
         assert_eq!(
-            redact("http://127.0.0.1:9/x?token=1"),
+            redact_webhook("http://127.0.0.1:9/x?token=1"),
             "http://127.0.0.1:9/(redacted)"
         );
         assert_eq!(
-            redact("https://user:p@ss@hooks.example:8443/x"),
+            redact_webhook("https://user:p@ss@hooks.example:8443/x"),
             "https://hooks.example:8443/(redacted)"
         );
     }

@@ -349,19 +349,18 @@ async fn run(args: &Args, keep_logs: Option<PathBuf>, plots: &Path) -> anyhow::R
             {
                 bail!("--locale: {locale:?} is not a locale name (letters, digits, _ . @ -)");
             }
-            // As run_floor takes them: one thread per process at most.
-            let releasers = releasers.min(n.max(1));
-            let shape = format!("floor-{n}x{releasers}");
-            let (id, by) = match (n, releasers, locale.as_str()) {
-                (1000, 1, "C") => ("floor".to_string(), String::new()),
-                (_, _, "C") => (shape, format!(" from {releasers} threads")),
-                _ => (
-                    format!("{shape}-{locale}"),
-                    format!(" from {releasers} threads, LC_ALL={locale}"),
-                ),
-            };
             let r = tokio::task::spawn_blocking(move || bench::run_floor(n, releasers, &locale))
                 .await??;
+            // Named by the threads it released from (at most one a process).
+            let shape = format!("floor-{n}x{}", r.releasers);
+            let (id, by) = match (n, r.releasers, r.locale.as_str()) {
+                (1000, 1, "C") => ("floor".to_string(), String::new()),
+                (_, threads, "C") => (shape, format!(" from {threads} threads")),
+                (_, threads, locale) => (
+                    format!("{shape}-{locale}"),
+                    format!(" from {threads} threads, LC_ALL={locale}"),
+                ),
+            };
             Ok(Outcome {
                 id,
                 title: format!("Floor: releasing {n} waiting processes at once{by}"),
